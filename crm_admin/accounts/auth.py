@@ -1,0 +1,146 @@
+"""Sign-in for the admin site: SQLAdmin's authentication and authorization backends."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import anyio
+from sqladmin.authentication import AuthenticationBackend
+from sqladmin.authorization import AuthorizationBackend
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.accounts.service import check_login
+from crm_admin.core import audit
+from crm_admin.core.context import Actor, set_actor
+from crm_admin.core.principal import Principal, load_principal
+from crm_admin.core.views import permission_action
+from crm_admin.db import session_factory, transaction
+from crm_admin.settings import Settings
+
+SESSION_COOKIE = "crm_session"
+PASSWORD_PAGE = "/admin/account/password"
+# Paths a user who must change their password may still open.
+_PASSWORD_EXEMPT = (PASSWORD_PAGE, "/admin/logout", "/admin/statics", "/admin/crm-static")
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def request_actor(request: Request, user: SysUser | None = None) -> Actor:
+    return Actor(
+        user_id=user.id if user else None,
+        username=user.username if user else "",
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent", "")[:255],
+        request_id=getattr(request.state, "request_id", ""),
+    )
+
+
+class CrmAuthentication(AuthenticationBackend):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            secret_key=settings.resolved_secret_key(),
+            session_cookie=SESSION_COOKIE,
+            max_age=settings.session_max_hours * 3600,
+            same_site="lax",
+            https_only=settings.serves_https,
+        )
+        self.settings = settings
+
+    async def login(self, request: Request) -> Response | bool:
+        form = await request.form()
+        username = str(form.get("username", ""))[:64]
+        password = str(form.get("password", ""))[:256]
+        actor = request_actor(request)
+        result = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)
+        if result is None:
+            request.state.login_error = "用户名或密码错误。连续多次失败后账号将被暂时锁定。"
+            return False
+        user_id, epoch = result
+        request.session.clear()
+        now = int(time.time())
+        request.session.update(
+            {"uid": user_id, "epoch": epoch, "iat": now, "seen": now, "csrf": secrets.token_urlsafe(32)}
+        )
+        return True
+
+    async def logout(self, request: Request) -> Response | bool:
+        uid = request.session.get("uid")
+        if uid:
+            user = await anyio.to_thread.run_sync(_load_user_sync, int(uid))
+            actor = request_actor(request, user)
+            await anyio.to_thread.run_sync(
+                lambda: audit.record_now("logout", resource="user", resource_id=uid, actor=actor)
+            )
+        request.session.clear()
+        return False
+
+    async def authenticate(self, request: Request) -> Response | bool:
+        if getattr(request.state, "principal", None) is not None:
+            return True
+        uid = request.session.get("uid")
+        if not uid:
+            return False
+        now = int(time.time())
+        idle = self.settings.session_idle_minutes * 60
+        lifetime = self.settings.session_max_hours * 3600
+        if now - int(request.session.get("seen", 0)) > idle or now - int(request.session.get("iat", 0)) > lifetime:
+            request.session.clear()
+            return False
+        loaded = await anyio.to_thread.run_sync(_load_user_and_principal_sync, int(uid))
+        if loaded is None:
+            request.session.clear()
+            return False
+        user, principal = loaded
+        if not user.is_active or user.session_epoch != request.session.get("epoch"):
+            request.session.clear()
+            return False
+        if now - int(request.session.get("seen", 0)) > 30:
+            request.session["seen"] = now
+        request.state.user = user
+        request.state.principal = principal
+        set_actor(request_actor(request, user))
+        if user.must_change_password and not request.url.path.startswith(_PASSWORD_EXEMPT):
+            return RedirectResponse(PASSWORD_PAGE, status_code=302)
+        return True
+
+
+class CrmAuthorization(AuthorizationBackend):
+    """Answers SQLAdmin's menu, button and route checks from the principal's permission set."""
+
+    def has_permission(self, request: Request, identity: str, action: str, obj: Any | None = None) -> bool:
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:
+            return False
+        view = getattr(request.state, "_crm_views", {}).get(identity)
+        resource = getattr(view, "resource", identity)
+        return principal.can(resource, permission_action(action))
+
+
+def _check_login_sync(username: str, password: str, actor: Actor) -> tuple[int, int] | None:
+    with transaction() as session:
+        result = check_login(session, username, password, actor)
+        if result.user is None:
+            return None
+        return result.user.id, result.user.session_epoch
+
+
+def _load_user_sync(user_id: int) -> SysUser | None:
+    with session_factory()() as session:
+        return session.get(SysUser, user_id)
+
+
+def _load_user_and_principal_sync(user_id: int) -> tuple[SysUser, Principal] | None:
+    with session_factory()() as session:
+        user = session.execute(select(SysUser).where(SysUser.id == user_id)).scalar_one_or_none()
+        if user is None:
+            return None
+        principal = load_principal(session.connection(), user)
+        session.expunge(user)
+        return user, principal

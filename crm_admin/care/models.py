@@ -1,0 +1,69 @@
+"""Customer care (客户关怀): periodic plans and care records/tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.contacts.models import Linkman
+from crm_admin.customers.models import Customer
+from crm_admin.db import Base, Timestamped
+
+CARE_STATUSES = ("pending", "done", "cancelled")
+CARE_ORIGINS = ("birthday", "plan", "manual")
+
+
+class CarePlan(Timestamped, Base):
+    __tablename__ = "care_plan"
+    __resource__ = "care_plan"
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
+    care_type: Mapped[str] = mapped_column(String(64))
+    interval_days: Mapped[int] = mapped_column(Integer)
+    next_date: Mapped[dt.date] = mapped_column(Date)
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    remark: Mapped[str | None] = mapped_column(String(255))
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    linkman: Mapped[Linkman | None] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index("ix_care_plan_customer_id", "customer_id"),
+        Index("ix_care_plan_is_active_next_date", "is_active", "next_date"),
+    )
+
+
+class CustomerCare(Timestamped, Base):
+    __tablename__ = "customer_care"
+    __resource__ = "customer_care"
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
+    care_type: Mapped[str] = mapped_column(String(64))
+    care_time: Mapped[dt.datetime | None]
+    due_date: Mapped[dt.date | None] = mapped_column(Date)
+    detail: Mapped[str | None] = mapped_column(Text)
+    feedback: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    origin: Mapped[str] = mapped_column(String(16), default="manual")
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("care_plan.id"))
+    # Generated tasks carry a key such as "birthday:<linkman>:<date>"; unique so a job never creates one twice.
+    task_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    linkman: Mapped[Linkman | None] = relationship(lazy="raise")
+    manager: Mapped[SysUser | None] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index("ix_customer_care_customer_id", "customer_id"),
+        Index("ix_customer_care_manager_id_status_due_date", "manager_id", "status", "due_date"),
+        Index("ix_customer_care_status_due_date", "status", "due_date"),
+    )

@@ -1,0 +1,59 @@
+"""Churn warning (客户流失): rules and the alerts they open."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Boolean, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.customers.models import Customer
+from crm_admin.db import Base, Timestamped, utcnow
+
+CHURN_METRICS = ("days_since_contact", "days_since_order", "order_amount_drop_pct")
+RISK_LEVELS = ("medium", "high")
+ALERT_STATUSES = ("open", "following", "retained", "lost", "dismissed")
+
+
+class ChurnRule(Timestamped, Base):
+    __tablename__ = "churn_rule"
+    __resource__ = "churn_rule"
+
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    metric: Mapped[str] = mapped_column(String(32))
+    threshold: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    risk_level: Mapped[str] = mapped_column(String(16), default="medium")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ChurnAlert(Timestamped, Base):
+    __tablename__ = "churn_alert"
+    __resource__ = "churn_alert"
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    rule_id: Mapped[int] = mapped_column(ForeignKey("churn_rule.id"))
+    risk_level: Mapped[str] = mapped_column(String(16))
+    detected_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    # 1 while the alert is open or being followed, NULL once closed: one open alert per customer and rule.
+    open_key: Mapped[int | None] = mapped_column(default=1)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    analysis: Mapped[str | None] = mapped_column(Text)
+    measures: Mapped[str | None] = mapped_column(Text)
+    handled_by: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    handled_at: Mapped[dt.datetime | None]
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    rule: Mapped[ChurnRule] = relationship(lazy="raise")
+    handler: Mapped[SysUser | None] = relationship(lazy="raise")
+
+    __table_args__ = (
+        UniqueConstraint("customer_id", "rule_id", "open_key", name="uq_churn_alert_open"),
+        Index("ix_churn_alert_status_detected_at", "status", "detected_at"),
+    )

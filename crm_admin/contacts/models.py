@@ -1,0 +1,40 @@
+"""Contacts (联系人): many per customer."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, Date, ForeignKey, Index, SmallInteger, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.customers.models import Customer
+from crm_admin.db import Base, Timestamped
+
+
+class Linkman(Timestamped, Base):
+    __tablename__ = "linkman"
+    __resource__ = "linkman"
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    gender: Mapped[str | None] = mapped_column(String(8))
+    position: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    mobile: Mapped[str | None] = mapped_column(String(32), index=True)
+    email: Mapped[str | None] = mapped_column(String(128))
+    birthday: Mapped[dt.date | None] = mapped_column(Date)
+    # month * 100 + day of the birthday, kept in step with ``birthday`` so the daily scan uses an index.
+    birthday_md: Mapped[int | None] = mapped_column(SmallInteger)
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    remark: Mapped[str | None] = mapped_column(Text)
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index("ix_linkman_customer_id", "customer_id"),
+        Index("ix_linkman_birthday_md", "birthday_md"),
+    )
+
+    def __str__(self) -> str:
+        return self.name

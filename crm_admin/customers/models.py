@@ -1,0 +1,55 @@
+"""Customer master record (客户档案)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.db import Base, Timestamped
+
+CUSTOMER_STATUSES = ("potential", "active", "at_risk", "lost")
+
+
+class Customer(Timestamped, Base):
+    __tablename__ = "customer"
+    __resource__ = "customer"
+    __scope__ = "owner"
+
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    # Normalised name (width, case, spaces, legal-form suffixes folded) for duplicate detection.
+    name_key: Mapped[str] = mapped_column(String(128), default="", index=True)
+    credit_code: Mapped[str | None] = mapped_column(String(18), unique=True)
+    industry: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(64))
+    level: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="potential")
+    region: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(255))
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    email: Mapped[str | None] = mapped_column(String(128))
+    website: Mapped[str | None] = mapped_column(String(255))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    last_contact_at: Mapped[dt.datetime | None]
+    last_order_at: Mapped[dt.datetime | None]
+    remark: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    manager: Mapped[SysUser | None] = relationship(lazy="raise")
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_customer_manager_id_created_at", "manager_id", "created_at"),
+        Index("ix_customer_manager_id_name", "manager_id", "name"),
+        Index("ix_customer_name", "name"),
+        Index("ix_customer_created_at", "created_at"),
+        Index("ix_customer_last_contact_at", "last_contact_at"),
+        Index("ix_customer_status", "status"),
+        Index("ix_customer_level", "level"),
+    )
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,38 @@
+"""Follow-up records (联系记录)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.contacts.models import Linkman
+from crm_admin.customers.models import Customer
+from crm_admin.db import Base, Timestamped
+
+
+class FollowUp(Timestamped, Base):
+    __tablename__ = "follow_up"
+    __resource__ = "follow_up"
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("sales_opportunity.id"))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    method: Mapped[str] = mapped_column(String(64))
+    content: Mapped[str] = mapped_column(Text)
+    contacted_at: Mapped[dt.datetime]
+    next_follow_up_at: Mapped[dt.datetime | None]
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    linkman: Mapped[Linkman | None] = relationship(lazy="raise")
+    manager: Mapped[SysUser | None] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index("ix_follow_up_customer_id_contacted_at", "customer_id", "contacted_at"),
+        Index("ix_follow_up_manager_id_next_follow_up_at", "manager_id", "next_follow_up_at"),
+        Index("ix_follow_up_opportunity_id", "opportunity_id"),
+    )

@@ -1,0 +1,48 @@
+"""Sales opportunities (销售机会)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.customers.models import Customer
+from crm_admin.db import ZERO, Base, Timestamped
+
+OPPORTUNITY_STATUSES = ("open", "won", "lost")
+
+
+class SalesOpportunity(Timestamped, Base):
+    __tablename__ = "sales_opportunity"
+    __resource__ = "opportunity"
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    title: Mapped[str] = mapped_column(String(128))
+    stage: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(default=ZERO)
+    probability: Mapped[int] = mapped_column(Integer, default=0)
+    expected_close_date: Mapped[dt.date | None] = mapped_column(Date)
+    next_step: Mapped[str | None] = mapped_column(String(255))
+    next_follow_up_at: Mapped[dt.datetime | None]
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    lost_reason: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    manager: Mapped[SysUser | None] = relationship(lazy="raise")
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_sales_opportunity_customer_id", "customer_id"),
+        Index("ix_sales_opportunity_manager_id_status_stage", "manager_id", "status", "stage"),
+        Index("ix_sales_opportunity_status_stage", "status", "stage"),
+        Index("ix_sales_opportunity_expected_close_date", "expected_close_date"),
+    )
+
+    def __str__(self) -> str:
+        return self.title

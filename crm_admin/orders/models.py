@@ -1,0 +1,67 @@
+"""Transaction history (交易历史): orders and their items."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.customers.models import Customer
+from crm_admin.db import ZERO, Base, Timestamped
+from crm_admin.products.models import Product
+
+ORDER_STATUSES = ("draft", "confirmed", "completed", "cancelled")
+
+
+class CustomerOrder(Timestamped, Base):
+    __tablename__ = "customer_order"
+    __resource__ = "order"
+    __scope__ = "customer"
+
+    order_no: Mapped[str] = mapped_column(String(32), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    order_date: Mapped[dt.date] = mapped_column(Date)
+    amount: Mapped[Decimal] = mapped_column(default=ZERO)
+    status: Mapped[str] = mapped_column(String(16), default="confirmed")
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    remark: Mapped[str | None] = mapped_column(Text)
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    manager: Mapped[SysUser | None] = relationship(lazy="raise")
+    items: Mapped[list[OrderItem]] = relationship(
+        back_populates="order", cascade="all, delete-orphan", lazy="raise"
+    )
+
+    __table_args__ = (
+        Index("ix_customer_order_customer_id_order_date", "customer_id", "order_date"),
+        Index("ix_customer_order_order_date", "order_date"),
+    )
+
+    def __str__(self) -> str:
+        return self.order_no
+
+
+class OrderItem(Timestamped, Base):
+    __tablename__ = "order_item"
+    __resource__ = "order"
+    __scope__ = "order"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("customer_order.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id"))
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    unit_price: Mapped[Decimal] = mapped_column(default=ZERO)
+
+    order: Mapped[CustomerOrder] = relationship(back_populates="items", lazy="raise")
+    product: Mapped[Product] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index("ix_order_item_order_id", "order_id"),
+        Index("ix_order_item_product_id", "product_id"),
+    )
+
+    @property
+    def line_amount(self) -> Decimal:
+        return (self.unit_price * self.quantity).quantize(Decimal("0.01"))

@@ -1,0 +1,107 @@
+"""Runtime configuration: one pydantic-settings class read from ``CRM_*`` variables (and ``.env``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR_DEFAULT = Path("data")
+
+
+class UnsafeSettings(RuntimeError):
+    """Raised when production mode is asked for with settings that would be unsafe."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRM_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = DATA_DIR_DEFAULT
+    database_url: str = ""
+    secret_key: str = ""
+    admin_password: str = ""
+
+    # HTTPS served by the app itself; behind a TLS proxy set ``https=true`` instead.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    https: bool = False
+    trusted_proxies: str = "127.0.0.1"
+
+    session_idle_minutes: int = Field(default=120, ge=1, le=24 * 60)
+    session_max_hours: int = Field(default=12, ge=1, le=24 * 30)
+    login_max_failures: int = Field(default=5, ge=1, le=100)
+    login_lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    login_ip_max_per_minute: int = Field(default=20, ge=1, le=10_000)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    timezone: str = "Asia/Shanghai"
+    default_locale: Literal["zh", "en"] = "zh"
+    scheduler_enabled: bool = True
+    backup_dir: Path | None = None
+    backup_keep_days: int = Field(default=7, ge=1, le=3650)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'crm.sqlite3').as_posix()}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def serves_https(self) -> bool:
+        return self.https or bool(self.tls_certfile and self.tls_keyfile)
+
+    def resolved_secret_key(self) -> str:
+        """The signing key: explicit, or (outside production) generated once and kept on disk."""
+        if self.secret_key:
+            return self.secret_key
+        if self.env == "production":
+            raise UnsafeSettings("生产模式必须设置 CRM_SECRET_KEY(至少 32 个字符的随机字符串)。")
+        return _persisted_secret(self.data_dir / "secret_key")
+
+    def check_production(self) -> None:
+        """Refuse to start production with settings that would be unsafe."""
+        if self.env != "production":
+            return
+        problems: list[str] = []
+        if len(self.secret_key) < 32:
+            problems.append("CRM_SECRET_KEY 未设置或少于 32 个字符")
+        if self.secret_key.lower() in {"changeme", "secret", "dev"}:
+            problems.append("CRM_SECRET_KEY 使用了示例值")
+        if not self.serves_https:
+            problems.append("未启用 HTTPS(设置 CRM_TLS_CERTFILE/CRM_TLS_KEYFILE,或在 TLS 反向代理后设置 CRM_HTTPS=true)")
+        if self.admin_password and len(self.admin_password) < 12:
+            problems.append("CRM_ADMIN_PASSWORD 少于 12 个字符")
+        if self.tls_certfile and not self.tls_certfile.exists():
+            problems.append(f"证书文件不存在:{self.tls_certfile}")
+        if self.tls_keyfile and not self.tls_keyfile.exists():
+            problems.append(f"私钥文件不存在:{self.tls_keyfile}")
+        if problems:
+            raise UnsafeSettings("拒绝以不安全的配置启动生产模式:\n  - " + "\n  - ".join(problems))
+
+
+def _persisted_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key)
+    return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,35 @@
+"""Customer transfer records (客户转移)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.customers.models import Customer
+from crm_admin.db import Base, Timestamped, utcnow
+
+
+class CustomerTransfer(Timestamped, Base):
+    __tablename__ = "customer_transfer"
+    __resource__ = "transfer"
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    old_manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    new_manager_id: Mapped[int] = mapped_column(ForeignKey("sys_user.id"))
+    reason: Mapped[str] = mapped_column(String(500))
+    transferred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    operator_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+
+    customer: Mapped[Customer] = relationship(lazy="raise")
+    old_manager: Mapped[SysUser | None] = relationship(foreign_keys=[old_manager_id], lazy="raise")
+    new_manager: Mapped[SysUser] = relationship(foreign_keys=[new_manager_id], lazy="raise")
+    operator: Mapped[SysUser | None] = relationship(foreign_keys=[operator_id], lazy="raise")
+
+    __table_args__ = (
+        Index("ix_customer_transfer_customer_id_transferred_at", "customer_id", "transferred_at"),
+        Index("ix_customer_transfer_transferred_at", "transferred_at"),
+    )

@@ -1,0 +1,140 @@
+"""The web application: FastAPI with the SQLAdmin site mounted at /admin."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from jinja2 import ChoiceLoader, FileSystemLoader
+from sqladmin import Admin
+from sqladmin.i18n import I18nConfig
+from sqlalchemy import text
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from crm_admin import db
+from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
+from crm_admin.core import i18n
+from crm_admin.settings import Settings, get_settings
+from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
+
+# Business modules in menu order; each may define ``VIEWS`` in its ``admin.py``.
+MODULES = (
+    "dashboard",
+    "customers",
+    "contacts",
+    "followups",
+    "opportunities",
+    "orders",
+    "products",
+    "care",
+    "transfers",
+    "churn",
+    "accounts",
+    "dictionary",
+    "audit",
+    "scheduler",
+)
+
+log = logging.getLogger(__name__)
+
+
+def collect_views() -> list[type]:
+    views: list[type] = []
+    for name in MODULES:
+        try:
+            module = importlib.import_module(f"crm_admin.{name}.admin")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"crm_admin.{name}.admin":
+                continue
+            raise
+        views.extend(getattr(module, "VIEWS", []))
+    return views
+
+
+def template_dirs() -> list[str]:
+    """The shared templates folder first, then each module's own ``templates/`` folder."""
+    dirs = [str(TEMPLATES_DIR)]
+    for name in MODULES:
+        folder = PACKAGE_DIR / name / "templates"
+        if folder.exists():
+            dirs.append(str(folder))
+    return dirs
+
+
+class CrmAdmin(Admin):
+    """SQLAdmin with templates looked up in the shared folder and in every module's folder."""
+
+    def init_templating_engine(self) -> Any:
+        templates = super().init_templating_engine()
+        loader = templates.env.loader
+        assert isinstance(loader, ChoiceLoader)
+        loader.loaders[0] = FileSystemLoader(template_dirs())
+        return templates
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_production()
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("casbin").setLevel(logging.WARNING)
+    engine = db.configure(settings.database_url)
+    i18n.install()
+
+    app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(RequestMiddleware)
+    if STATIC_DIR.exists():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="crm-static")
+
+    admin = CrmAdmin(
+        app,
+        engine=engine,
+        session_maker=db.session_factory(),
+        base_url="/admin",
+        title="客户信息管理系统",
+        templates_dir=str(TEMPLATES_DIR),
+        authentication_backend=CrmAuthentication(settings),
+        authorization_backend=CrmAuthorization(),
+        middlewares=[Middleware(CatchErrorsMiddleware)],
+        i18n_config=I18nConfig(
+            default_locale=settings.default_locale,
+            language_cookie_name="crm_lang",
+            language_header_name=None,
+            language_switcher=list(i18n.LOCALES),
+        ),
+    )
+    for view in collect_views():
+        admin.add_view(view)
+    app.state.admin = admin
+    app.state.settings = settings
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/admin/", status_code=302)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz(request: Request) -> Response:
+        try:
+            with db.get_engine().connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "up"})
+
+    return app

@@ -1,0 +1,145 @@
+"""Request id, one log line per request, and friendly pages when something goes wrong."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("crm_admin.access")
+error_log = logging.getLogger("crm_admin.error")
+
+_PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
+<style>body{{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;background:#f5f7fb;color:#1e293b;
+display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}}
+.box{{background:#fff;border-radius:8px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:32px 40px;max-width:520px}}
+h1{{font-size:20px;margin:0 0 12px}}p{{line-height:1.7;margin:6px 0}}.muted{{color:#64748b;font-size:13px}}
+a{{color:#206bc4}}</style></head><body><div class="box"><h1>{title}</h1><p>{message}</p>
+<p class="muted">{hint}</p></div></body></html>"""
+
+
+def friendly_page(status: int, title: str, message: str, hint: str = "") -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=title, message=message, hint=hint), status_code=status)
+
+
+def is_database_down(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _wants_json(scope: Scope) -> bool:
+    headers = dict(scope.get("headers") or [])
+    accept = headers.get(b"accept", b"").decode("latin-1")
+    return "application/json" in accept and "text/html" not in accept
+
+
+class RequestMiddleware:
+    """Outermost: assigns the request id, logs the request, turns crashes into clear pages."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:12]
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # the last line of defence: never show a stack trace
+            if response_started:
+                error_log.exception("request %s failed after the response started", request_id)
+                raise
+            response = error_response(exc, request_id, scope)
+            status = response.status_code
+            await response(scope, receive, send)
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            state: dict[str, Any] = scope.get("state") or {}
+            user = state.get("user")
+            access_log.info(
+                "%s %s %s %s %d %.1fms",
+                request_id,
+                getattr(user, "username", "-"),
+                scope.get("method", "-"),
+                scope.get("path", "-"),
+                status,
+                elapsed,
+            )
+
+
+def error_response(exc: BaseException, request_id: str, scope: Scope) -> Response:
+    if is_database_down(exc):
+        error_log.warning("request %s: database unavailable: %s", request_id, exc)
+        if _wants_json(scope):
+            return JSONResponse({"detail": "数据库暂时不可用,请稍后重试。", "request_id": request_id},
+                                status_code=503, headers={"Retry-After": "10"})
+        response = friendly_page(
+            503,
+            "系统暂时不可用",
+            "数据库暂时无法连接,系统会在数据库恢复后自动恢复服务,请稍后刷新页面。",
+            f"如问题持续,请将编号 {request_id} 告知系统管理员。",
+        )
+        response.headers["Retry-After"] = "10"
+        return response
+    error_log.exception("request %s failed", request_id)
+    if _wants_json(scope):
+        return JSONResponse({"detail": "系统内部错误", "request_id": request_id}, status_code=500)
+    return friendly_page(
+        500,
+        "系统出错了",
+        "处理您的请求时发生了意外错误,您的数据没有被修改。请稍后重试。",
+        f"如问题持续,请将错误编号 {request_id} 告知系统管理员。",
+    )
+
+
+class CatchErrorsMiddleware:
+    """Inside SQLAdmin's app (before its own 500 handler): the same friendly pages."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:
+                raise
+            request_id = (scope.get("state") or {}).get("request_id", "")
+            await error_response(exc, request_id, scope)(scope, receive, send)
+
+
+def request_id_of(request: Request) -> str:
+    return getattr(request.state, "request_id", "")

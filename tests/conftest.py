@@ -1,0 +1,223 @@
+"""Test fixtures shared by every module's tests.
+
+The schema is built with the real migrations, on SQLite by default or on the MariaDB/MySQL database
+named by ``CRM_TEST_DATABASE_URL`` (dropped and recreated at the start of the run). Every test starts
+from the seeded state: rows written by a test are removed after it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, delete, text
+from sqlalchemy.engine import make_url
+
+_TMP = Path(tempfile.mkdtemp(prefix="crm-test-"))
+TEST_DB_URL = os.environ.get("CRM_TEST_DATABASE_URL") or f"sqlite:///{_TMP / 'test.sqlite3'}"
+os.environ["CRM_DATABASE_URL"] = TEST_DB_URL
+os.environ["CRM_DATA_DIR"] = str(_TMP)
+os.environ.setdefault("CRM_SECRET_KEY", "test-secret-key-" + "x" * 32)
+os.environ["CRM_SCHEDULER_ENABLED"] = "false"
+os.environ["CRM_LOGIN_IP_MAX_PER_MINUTE"] = "10000"
+os.environ.pop("CRM_ENV", None)
+
+from crm_admin import db  # noqa: E402
+from crm_admin.settings import get_settings  # noqa: E402
+
+IS_MYSQL = TEST_DB_URL.startswith("mysql")
+ADMIN_PASSWORD = "Admin12345"
+PASSWORD = "Passw0rd!x"
+# Tables the seed fills; everything else is emptied between tests.
+SEEDED_TABLES = {"sys_role", "dict_type", "dict_item", "casbin_rule", "sys_meta", "sys_user", "alembic_version"}
+
+
+def _recreate_mysql_database(url: str) -> None:
+    parsed = make_url(url)
+    name = parsed.database
+    assert name and re.fullmatch(r"[A-Za-z0-9_]+", name), "test database name must be a plain word"
+    server = create_engine(parsed.set(database=""), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+    server.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Any]:
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.migrate import upgrade
+    from crm_admin.seeding import seed
+
+    get_settings.cache_clear()
+    if IS_MYSQL:
+        _recreate_mysql_database(TEST_DB_URL)
+    eng = db.configure(TEST_DB_URL)
+    upgrade(eng)
+    with acting_as(SYSTEM), db.transaction() as session:
+        seed(session, admin_password=ADMIN_PASSWORD)
+        _unforce_admin(session)
+    yield eng
+    eng.dispose()
+
+
+def _unforce_admin(session: Any) -> None:
+    from crm_admin.accounts.models import SysUser
+
+    session.execute(
+        SysUser.__table__.update().where(SysUser.username == "admin").values(must_change_password=False)
+    )
+
+
+@pytest.fixture(autouse=True)
+def clean_db(engine: Any) -> Iterator[None]:
+    yield
+    _reset(engine)
+
+
+def _reset(engine: Any) -> None:
+    """Back to the seeded state: business rows removed, extra users and policy edits undone."""
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.core.permissions import gate
+    from crm_admin.db import Base
+    from crm_admin.seeding import seed
+
+    import crm_admin.models  # noqa: F401
+
+    with engine.begin() as conn:
+        if IS_MYSQL:
+            conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name in SEEDED_TABLES:
+                continue
+            conn.execute(delete(table))
+        users = Base.metadata.tables["sys_user"]
+        depts = Base.metadata.tables["sys_dept"]
+        conn.execute(users.update().values(dept_id=None))
+        conn.execute(delete(depts))
+        conn.execute(delete(users).where(users.c.username != "admin"))
+        conn.execute(delete(Base.metadata.tables["casbin_rule"]))
+        conn.execute(delete(Base.metadata.tables["sys_meta"]).where(text("`key` LIKE 'seeded:%'") if IS_MYSQL else text("key LIKE 'seeded:%'")))
+        conn.execute(delete(Base.metadata.tables["sys_role"]))
+        conn.execute(delete(Base.metadata.tables["dict_item"]))
+        conn.execute(delete(Base.metadata.tables["dict_type"]))
+        conn.execute(users.update().values(failed_logins=0, locked_until=None, is_active=True,
+                                           must_change_password=False, session_epoch=0))
+        if IS_MYSQL:
+            conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
+    with acting_as(SYSTEM), db.transaction() as session:
+        seed(session)
+        from crm_admin.accounts.models import CasbinRule, SysUser
+        from sqlalchemy import select
+
+        admin_id = session.execute(select(SysUser.id).where(SysUser.username == "admin")).scalar_one()
+        session.add(CasbinRule(ptype="g", v0=f"u:{admin_id}", v1="role:admin"))
+        from crm_admin.core.permissions import bump_policy_version
+
+        session.flush()
+        bump_policy_version(session.connection())
+    gate.forget()
+    _reset_login_throttle()
+
+
+def _reset_login_throttle() -> None:
+    try:
+        from crm_admin.accounts import throttle  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    reset = getattr(throttle, "reset", None)
+    if reset:
+        reset()
+
+
+@pytest.fixture(scope="session")
+def app(engine: Any) -> Any:
+    from crm_admin.web.app import create_app
+
+    get_settings.cache_clear()
+    return create_app()
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[Any]:
+    from starlette.testclient import TestClient
+
+    with TestClient(app, base_url="http://testserver") as c:
+        yield c
+
+
+@pytest.fixture
+def make_client(app: Any) -> Iterator[Callable[[], Any]]:
+    from starlette.testclient import TestClient
+
+    made: list[Any] = []
+
+    def factory() -> Any:
+        c = TestClient(app, base_url="http://testserver")
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close()
+
+
+def csrf_token(client: Any) -> str:
+    """The CSRF token of the client's session, read from a page that carries it."""
+    html = client.get("/admin/account/password").text
+    match = re.search(r'name="csrf_token" value="([^"]*)"', html) or re.search(
+        r'<meta name="csrf-token" content="([^"]*)"', html
+    )
+    return match.group(1) if match else ""
+
+
+def login(client: Any, username: str, password: str) -> Any:
+    page = client.get("/admin/login")
+    token = ""
+    match = re.search(r'name="csrf_token" value="([^"]*)"', page.text)
+    if match:
+        token = match.group(1)
+    return client.post(
+        "/admin/login",
+        data={"username": username, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
+
+
+@pytest.fixture
+def make_user(engine: Any) -> Callable[..., Any]:
+    from crm_admin.accounts.service import create_user
+    from crm_admin.core.context import SYSTEM, acting_as
+
+    def factory(username: str, roles: tuple[str, ...] | list[str] = ("manager",), *,
+                dept_id: int | None = None, real_name: str = "", password: str = PASSWORD) -> Any:
+        with acting_as(SYSTEM), db.transaction() as session:
+            return create_user(session, username=username, password=password, roles=list(roles),
+                               dept_id=dept_id, real_name=real_name or username,
+                               must_change_password=False)
+
+    return factory
+
+
+@pytest.fixture
+def admin_client(make_client: Callable[[], Any]) -> Any:
+    c = make_client()
+    r = login(c, "admin", ADMIN_PASSWORD)
+    assert r.status_code == 302, r.text
+    return c
+
+
+@pytest.fixture
+def login_as(make_client: Callable[[], Any]) -> Callable[..., Any]:
+    def factory(username: str, password: str = PASSWORD) -> Any:
+        c = make_client()
+        r = login(c, username, password)
+        assert r.status_code == 302, r.text
+        return c
+
+    return factory
