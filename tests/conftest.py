@@ -82,12 +82,11 @@ def clean_db(engine: Any) -> Iterator[None]:
 
 def _reset(engine: Any) -> None:
     """Back to the seeded state: business rows removed, extra users and policy edits undone."""
+    import crm_admin.models  # noqa: F401
     from crm_admin.core.context import SYSTEM, acting_as
     from crm_admin.core.permissions import gate
     from crm_admin.db import Base
     from crm_admin.seeding import seed
-
-    import crm_admin.models  # noqa: F401
 
     with engine.begin() as conn:
         if IS_MYSQL:
@@ -112,8 +111,9 @@ def _reset(engine: Any) -> None:
             conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
     with acting_as(SYSTEM), db.transaction() as session:
         seed(session)
-        from crm_admin.accounts.models import CasbinRule, SysUser
         from sqlalchemy import select
+
+        from crm_admin.accounts.models import CasbinRule, SysUser
 
         admin_id = session.execute(select(SysUser.id).where(SysUser.username == "admin")).scalar_one()
         session.add(CasbinRule(ptype="g", v0=f"u:{admin_id}", v1="role:admin"))

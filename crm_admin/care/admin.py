@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 
 
@@ -23,12 +23,10 @@ class CustomerCareAdmin(CrmModelView, model=CustomerCare):
     }
     form_excluded_columns = ["created_at", "updated_at", "task_key", "plan_id", "manager", "origin"]
 
-    def __init__(self) -> None:
-        self.form_ajax_refs = {
-            "customer": self.scoped_ref(Customer, ["name", "code"]),
-            "linkman": self.scoped_ref(Linkman, ["name"]),
-        }
-        super().__init__()
+    form_ajax_refs = {
+        "customer": scoped_ref(Customer, ["name", "code"]),
+        "linkman": scoped_ref(Linkman, ["name"]),
+    }
 
 
 class CarePlanAdmin(CrmModelView, model=CarePlan):
@@ -45,12 +43,10 @@ class CarePlanAdmin(CrmModelView, model=CarePlan):
     }
     form_excluded_columns = ["created_at", "updated_at", "manager_id"]
 
-    def __init__(self) -> None:
-        self.form_ajax_refs = {
-            "customer": self.scoped_ref(Customer, ["name", "code"]),
-            "linkman": self.scoped_ref(Linkman, ["name"]),
-        }
-        super().__init__()
+    form_ajax_refs = {
+        "customer": scoped_ref(Customer, ["name", "code"]),
+        "linkman": scoped_ref(Linkman, ["name"]),
+    }
 
 
 VIEWS = [CustomerCareAdmin, CarePlanAdmin]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crm_admin.contacts.models import Linkman
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 
 
@@ -22,9 +22,7 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
     column_searchable_list = [Linkman.name, Linkman.mobile]
     form_excluded_columns = ["birthday_md", "created_at", "updated_at"]
 
-    def __init__(self) -> None:
-        self.form_ajax_refs = {"customer": self.scoped_ref(Customer, ["name", "code"])}
-        super().__init__()
+    form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
 
 
 VIEWS = [LinkmanAdmin]

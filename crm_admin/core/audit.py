@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, event, inspect, select, text, update
+from sqlalchemy import Connection, event, inspect, select, update
 from sqlalchemy.orm import Session
 
-from crm_admin.audit.models import AuditLog
 from crm_admin.core.context import Actor, current_actor
 from crm_admin.db import Base, utcnow
 
@@ -55,8 +54,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def resource_of(obj_or_cls: Any) -> str:
-    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
-    return getattr(cls, "__resource__", "") or cls.__tablename__
+    cls: Any = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    return getattr(cls, "__resource__", "") or str(cls.__tablename__)
 
 
 @dataclass
@@ -124,7 +123,7 @@ def _row_hash(prev_hash: str, row: dict[str, Any]) -> str:
 
 def _lock_chain(conn: Connection) -> str:
     """Serialise audit writers and return the hash of the newest row (the chain head)."""
-    table = AuditLog.__table__
+    table = Base.metadata.tables["audit_log"]
     meta = Base.metadata.tables["sys_meta"]
     got = conn.execute(
         select(meta.c.value).where(meta.c.key == CHAIN_KEY).with_for_update()
@@ -148,7 +147,7 @@ def write_entries(conn: Connection, entries: Iterable[Entry], actor: Actor | Non
         return 0
     actor = actor or current_actor()
     prev = _lock_chain(conn)
-    table = AuditLog.__table__
+    table = Base.metadata.tables["audit_log"]
     meta = Base.metadata.tables["sys_meta"]
     for e in entries:
         now = utcnow()
@@ -237,7 +236,7 @@ def _pk(obj: Any) -> str:
 
 def verify_chain(conn: Connection, batch: int = 5000) -> tuple[int, int | None]:
     """Walk the chain in id order. Returns (rows checked, id of the first broken row or None)."""
-    table = AuditLog.__table__
+    table = Base.metadata.tables["audit_log"]
     prev = ""
     checked = 0
     last_id = 0

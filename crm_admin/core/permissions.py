@@ -174,7 +174,7 @@ def bump_policy_version(conn: Connection) -> None:
     """Make every process reload the policy on its next request (call inside the writing transaction)."""
     from sqlalchemy import update
 
-    meta = SysMeta.__table__
+    meta = SysMeta.metadata.tables["sys_meta"]
     updated = conn.execute(
         update(meta).where(meta.c.key == POLICY_VERSION_KEY).values(value=meta.c.value + 1)
     ).rowcount

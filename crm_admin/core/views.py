@@ -14,13 +14,13 @@ from functools import partial
 from typing import Any, ClassVar
 
 import anyio
-from sqlalchemy import ColumnElement, Select, inspect, select, true
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.exc import StaleDataError
 from sqladmin import BaseView, ModelView
 from sqladmin._queries import Query
 from sqladmin.authorization import Action
+from sqlalchemy import ColumnElement, Select, inspect, true
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -67,6 +67,16 @@ def permission_action(action: str) -> str:
     return ACTION_MAP.get(action, action)
 
 
+def scoped_ref(model: type, fields: list[str], **options: Any) -> dict[str, Any]:
+    """A ``form_ajax_refs`` entry over ``model`` that only offers rows within the user's scope."""
+
+    def where(request: Request, _term: str) -> list[ColumnElement[bool]]:
+        clause = scope_clause(model, principal_of(request))
+        return [clause if clause is not None else true()]
+
+    return {"fields": fields, "where": where, **options}
+
+
 class ScopedAccess:
     """Permission answers shared by model views and custom pages."""
 
@@ -105,7 +115,8 @@ class CrmModelView(ScopedAccess, ModelView):
     def __init__(self) -> None:
         if not self.resource:
             # the permission resource defaults to the model's (SQLAdmin sets ``model`` after class creation)
-            self.resource = getattr(self.model, "__resource__", "") or self.model.__tablename__
+            model: Any = self.model
+            type(self).resource = getattr(model, "__resource__", "") or model.__tablename__
         super().__init__()
 
     # ----- the scope, on every read path -------------------------------------------------
@@ -141,15 +152,6 @@ class CrmModelView(ScopedAccess, ModelView):
         await self._refuse_missing(model)
         return await super().check_can_delete(request, model)
 
-    def scoped_ref(self, model: type, fields: list[str], **options: Any) -> dict[str, Any]:
-        """An ajax look-up over ``model`` that only offers rows within the user's scope."""
-
-        def where(request: Request, _term: str) -> list[ColumnElement[bool]]:
-            clause = scope_clause(model, principal_of(request))
-            return [clause if clause is not None else true()]
-
-        return {"fields": fields, "where": where, **options}
-
     # ----- writes: one transaction, audit included, friendly errors -----------------------
     def before_save(
         self, session: Session, obj: Any, data: dict[str, Any], is_created: bool, request: Request
@@ -162,13 +164,13 @@ class CrmModelView(ScopedAccess, ModelView):
     def check_foreign_keys(self, session: Session, data: dict[str, Any], request: Request) -> None:
         """Every submitted reference must point at a row the user may see."""
         principal = principal_of(request)
-        mapper = inspect(self.model)
+        mapper: Any = inspect(self.model)
         for rel in mapper.relationships:
             if rel.key not in data or rel.direction.name != "MANYTOONE":
                 continue
             value = data[rel.key]
             target = rel.mapper.class_
-            if value in (None, "") or not getattr(target, "__scope__", ""):
+            if value in (None, "") or not _scoped_model(target):
                 continue
             if not in_scope(session, target, value, principal):
                 raise UserError("所选的关联记录不存在或不在您的数据范围内。", field=rel.key)
@@ -178,7 +180,7 @@ class CrmModelView(ScopedAccess, ModelView):
             fk = next(iter(col.foreign_keys))
             target_table = fk.column.table.name
             target = _model_for_table(target_table)
-            if target is not None and getattr(target, "__scope__", "") and not in_scope(
+            if target is not None and _scoped_model(target) and not in_scope(
                 session, target, data[col.key], principal
             ):
                 raise UserError("所选的关联记录不存在或不在您的数据范围内。", field=col.key)
@@ -245,12 +247,16 @@ class CrmModelView(ScopedAccess, ModelView):
 _TABLE_MODELS: dict[str, type] = {}
 
 
+def _scoped_model(model: type) -> bool:
+    return bool(getattr(model, "__scope__", ""))
+
+
 def _model_for_table(table: str) -> type | None:
     if not _TABLE_MODELS:
         from crm_admin.db import Base
 
         for mapper in Base.registry.mappers:
-            _TABLE_MODELS[mapper.local_table.name] = mapper.class_  # type: ignore[union-attr]
+            _TABLE_MODELS[str(getattr(mapper.local_table, "name", ""))] = mapper.class_
     return _TABLE_MODELS.get(table)
 
 

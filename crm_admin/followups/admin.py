@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crm_admin.contacts.models import Linkman
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.followups.models import FollowUp
 
@@ -22,12 +22,10 @@ class FollowUpAdmin(CrmModelView, model=FollowUp):
     }
     form_excluded_columns = ["created_at", "updated_at", "manager"]
 
-    def __init__(self) -> None:
-        self.form_ajax_refs = {
-            "customer": self.scoped_ref(Customer, ["name", "code"]),
-            "linkman": self.scoped_ref(Linkman, ["name"]),
-        }
-        super().__init__()
+    form_ajax_refs = {
+        "customer": scoped_ref(Customer, ["name", "code"]),
+        "linkman": scoped_ref(Linkman, ["name"]),
+    }
 
 
 VIEWS = [FollowUpAdmin]

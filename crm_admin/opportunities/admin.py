@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.opportunities.models import SalesOpportunity
 
@@ -23,9 +23,7 @@ class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
     }
     form_excluded_columns = ["version", "created_at", "updated_at", "manager"]
 
-    def __init__(self) -> None:
-        self.form_ajax_refs = {"customer": self.scoped_ref(Customer, ["name", "code"])}
-        super().__init__()
+    form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
 
 
 VIEWS = [OpportunityAdmin]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.orders.models import CustomerOrder, OrderItem
 
@@ -21,9 +21,7 @@ class OrderAdmin(CrmModelView, model=CustomerOrder):
     }
     form_excluded_columns = ["created_at", "updated_at", "items", "amount", "manager"]
 
-    def __init__(self) -> None:
-        self.form_ajax_refs = {"customer": self.scoped_ref(Customer, ["name", "code"])}
-        super().__init__()
+    form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
 
 
 class OrderItemAdmin(CrmModelView, model=OrderItem):
@@ -36,12 +34,10 @@ class OrderItemAdmin(CrmModelView, model=OrderItem):
                      "created_at": "创建时间", "updated_at": "更新时间"}
     form_excluded_columns = ["created_at", "updated_at"]
 
-    def __init__(self) -> None:
-        self.form_ajax_refs = {
-            "order": self.scoped_ref(CustomerOrder, ["order_no"]),
-            "product": {"fields": ["name", "code"]},
-        }
-        super().__init__()
+    form_ajax_refs = {
+        "order": scoped_ref(CustomerOrder, ["order_no"]),
+        "product": {"fields": ["name", "code"]},
+    }
 
 
 VIEWS = [OrderAdmin, OrderItemAdmin]

@@ -78,7 +78,7 @@ class CrmAdmin(Admin):
         templates = super().init_templating_engine()
         loader = templates.env.loader
         assert isinstance(loader, ChoiceLoader)
-        loader.loaders[0] = FileSystemLoader(template_dirs())
+        templates.env.loader = ChoiceLoader([FileSystemLoader(template_dirs()), *loader.loaders[1:]])
         return templates
 
 

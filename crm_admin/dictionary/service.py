@@ -1,0 +1,170 @@
+"""Reading the data dictionary: every drop-down in the system gets its values here.
+
+Items are cached per process and reloaded when ``dict_version`` (bumped by every dictionary change)
+moves, so an edit is seen by every process on its next look-up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from wtforms import SelectField
+
+from crm_admin.accounts.models import SysMeta
+from crm_admin.core.i18n import current_locale
+from crm_admin.dictionary.models import DictItem
+
+DICT_VERSION_KEY = "dict_version"
+_CHECK_EVERY = 2.0  # seconds between version checks
+
+
+@dataclass(frozen=True)
+class Entry:
+    type_code: str
+    value: str
+    label: str
+    label_en: str | None
+    sort: int
+    is_active: bool
+
+    def display(self) -> str:
+        if current_locale() == "en" and self.label_en:
+            return self.label_en
+        return self.label
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.version: int | None = None
+        self.checked = 0.0
+        self.by_type: dict[str, list[Entry]] = {}
+
+    def load(self, conn: Connection | None = None, *, force: bool = False) -> dict[str, list[Entry]]:
+        now = time.monotonic()
+        if not force and self.version is not None and now - self.checked < _CHECK_EVERY:
+            return self.by_type
+        from crm_admin.db import get_engine
+
+        def read(c: Connection) -> None:
+            version = c.execute(select(SysMeta.value).where(SysMeta.key == DICT_VERSION_KEY)).scalar() or 0
+            with self.lock:
+                self.checked = now
+                if version == self.version and not force:
+                    return
+                t = DictItem.__table__.c
+                rows = c.execute(
+                    select(t.type_code, t.value, t.label, t.label_en, t.sort, t.is_active)
+                    .order_by(t.type_code, t.sort, t.id)
+                )
+                by_type: dict[str, list[Entry]] = {}
+                for type_code, value, text, text_en, sort, active in rows:
+                    by_type.setdefault(type_code, []).append(
+                        Entry(type_code, value, text, text_en, sort, bool(active))
+                    )
+                self.by_type = by_type
+                self.version = version
+
+        if conn is not None:
+            read(conn)
+        else:
+            from sqlalchemy.orm import Session
+
+            with Session(get_engine()) as session:
+                read(session.connection())
+        return self.by_type
+
+
+_cache = _Cache()
+
+
+def _rows(type_code: str) -> list[Entry]:
+    return _cache.load().get(type_code, [])
+
+
+def entries(type_code: str, *, include_inactive: bool = False) -> list[Entry]:
+    return [e for e in _rows(type_code) if include_inactive or e.is_active]
+
+
+def label(type_code: str, value: str | None) -> str:
+    """The label of a stored value; disabled items still show their label, unknown values show as is."""
+    if value in (None, ""):
+        return ""
+    for e in _rows(type_code):
+        if e.value == value:
+            return e.display()
+    return str(value)
+
+
+def choices(type_code: str, current: str | None = None, *, blank: bool = True) -> list[tuple[str, str]]:
+    """Active items for a drop-down, plus the record's current value when it has since been disabled."""
+    out = [("", "— 请选择 —")] if blank else []
+    seen = set()
+    for e in _rows(type_code):
+        if e.is_active or e.value == current:
+            out.append((e.value, e.display()))
+            seen.add(e.value)
+    if current and current not in seen:
+        out.append((current, current))
+    return out
+
+
+def is_valid(type_code: str, value: str, *, current: str | None = None) -> bool:
+    return any(e.value == value and (e.is_active or e.value == current) for e in _rows(type_code))
+
+
+def value_for_label(type_code: str, text: str) -> str | None:
+    """Map what a spreadsheet says (label, English label or value) to the stored value of an active item."""
+    needle = text.strip()
+    if not needle:
+        return None
+    for e in _rows(type_code):
+        if e.is_active and needle in (e.label, e.value, e.label_en or ""):
+            return e.value
+    return None
+
+
+def bump_dict_version(conn: Connection) -> None:
+    meta = SysMeta.metadata.tables["sys_meta"]
+    updated = conn.execute(
+        update(meta).where(meta.c.key == DICT_VERSION_KEY).values(value=meta.c.value + 1)
+    ).rowcount
+    if not updated:
+        conn.execute(meta.insert().values(key=DICT_VERSION_KEY, value=1))
+    _cache.version = None
+
+
+def refresh() -> None:
+    _cache.version = None
+
+
+class DictSelectField(SelectField):
+    """A drop-down fed from one dictionary type; keeps a since-disabled current value selectable."""
+
+    def __init__(self, label: str | None = None, validators: Any = None, *, dict_type: str = "",
+                 **kwargs: Any) -> None:
+        self.dict_type = dict_type
+        kwargs.pop("choices", None)
+        kwargs.pop("coerce", None)
+        super().__init__(label, validators, choices=[], **kwargs)
+
+    def process(self, formdata: Any, data: Any = None, extra_filters: Any = None) -> None:
+        super().process(formdata, data, extra_filters)
+        self.choices = choices(self.dict_type, current=getattr(self, "object_data", None))
+
+    def pre_validate(self, form: Any) -> None:
+        self.data: Any
+        if self.data in (None, ""):
+            self.data = None
+            return
+        if not is_valid(self.dict_type, str(self.data), current=getattr(self, "object_data", None)):
+            raise ValueError("请从列表中选择有效的选项。")
+
+
+def dict_field(dict_type: str) -> dict[str, Any]:
+    """``form_args`` entry for a dictionary-backed column (use with ``form_overrides = {col: DictSelectField}``)."""
+    return {"dict_type": dict_type}
