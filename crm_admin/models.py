@@ -15,6 +15,25 @@ from crm_admin.products.models import Product
 from crm_admin.scheduler.models import JobLease, JobRun
 from crm_admin.transfers.models import CustomerTransfer
 
+
+def _import_every_models_module() -> None:
+    """Modules added later (e.g. saved queries, stage history) are picked up without editing this file."""
+    import importlib
+    import pkgutil
+
+    import crm_admin
+
+    for info in pkgutil.iter_modules(crm_admin.__path__):
+        if info.ispkg:
+            try:
+                importlib.import_module(f"crm_admin.{info.name}.models")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"crm_admin.{info.name}.models":
+                    raise
+
+
+_import_every_models_module()
+
 # Every table is utf8mb4 on MySQL/MariaDB whatever the server's default character set is.
 for _table in Base.metadata.tables.values():
     _table.kwargs.setdefault("mysql_charset", "utf8mb4")
