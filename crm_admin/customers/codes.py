@@ -105,7 +105,7 @@ def make_credit_code(rng: random.Random | None = None, *, region: str | None = N
                      prefix: str = COMPANY_PREFIX) -> str:
     """A well-formed code (valid check characters) for demo data and tests; not a real registration."""
     rng = rng or random.Random()
-    division = REGION_CODES.get(region or "", None) or rng.choice(list(REGION_CODES.values()))
+    division = REGION_CODES.get(region or "") or rng.choice(list(REGION_CODES.values()))
     body = "".join(rng.choice("0123456789") for _ in range(8))
     check = org_code_check_char(body)
     first17 = prefix + division + body + check
