@@ -1,0 +1,1 @@
+"""Performance tooling: the reproducible data generator and the benchmark runner."""
