@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -13,10 +14,11 @@ from crm_admin.settings import UnsafeSettings, get_settings
 def _prepare(*, seed: bool = True) -> str | None:
     """Migrate to head and seed what is missing; returns a freshly generated admin password, if any."""
     from crm_admin.core.context import SYSTEM, acting_as
-    from crm_admin.migrate import upgrade
+    from crm_admin.migrate import ensure_database, upgrade
     from crm_admin.seeding import seed as run_seed
 
     settings = get_settings()
+    ensure_database(settings.database_url)
     engine = db.configure(settings.database_url)
     upgrade(engine)
     if not seed:
@@ -30,7 +32,38 @@ def _prepare(*, seed: bool = True) -> str | None:
     return None
 
 
-@click.group(help="客户信息管理系统 — 命令行工具")
+class CrmGroup(click.Group):
+    """Turns an unreachable database or a refused operation into one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from sqlalchemy.exc import OperationalError
+
+        from crm_admin.core.errors import UserError
+
+        try:
+            return super().invoke(ctx)
+        except OperationalError as exc:
+            from crm_admin.settings import get_settings as settings_now
+
+            url = _safe_url(settings_now().database_url)
+            click.echo(f"无法连接数据库({url}):{exc.orig or exc}", err=True)
+            click.echo("请检查 CRM_DATABASE_URL、数据库服务是否已启动以及账号权限。", err=True)
+            sys.exit(3)
+        except UserError as exc:
+            click.echo(exc.message, err=True)
+            sys.exit(1)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(无效的数据库地址)"
+
+
+@click.group(cls=CrmGroup, help="客户信息管理系统 — 命令行工具")
 def main() -> None:
     pass
 
@@ -142,6 +175,107 @@ def generate(scale: float, seed_value: int) -> None:
     click.echo(f"已生成 {summary['total_rows']} 行,用时 {summary['seconds']} 秒:")
     for table, count in summary["rows"].items():
         click.echo(f"  {table}: {count}")
+
+
+@main.command("reset-password", help="重置用户密码(打印新密码,首次登录须修改),并解除锁定。")
+@click.argument("username")
+@click.option("--password", default=None, help="指定新密码(默认随机生成)")
+def reset_password_cmd(username: str, password: str | None) -> None:
+    from sqlalchemy import select
+
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core import audit
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.core.security import hash_password, password_problems
+    from crm_admin.seeding import generate_password
+
+    _prepare(seed=False)
+    new_password = password or generate_password()
+    problems = password_problems(new_password, username=username)
+    if problems:
+        click.echo(f"密码不符合要求:{';'.join(problems)}", err=True)
+        sys.exit(1)
+    with acting_as(SYSTEM), db.transaction() as session:
+        user = session.execute(select(SysUser).where(SysUser.username == username)).scalar_one_or_none()
+        if user is None:
+            click.echo(f"用户不存在:{username}", err=True)
+            sys.exit(1)
+        user.password_hash = hash_password(new_password)
+        user.must_change_password = True
+        user.failed_logins = 0
+        user.locked_until = None
+        user.session_epoch = (user.session_epoch or 0) + 1  # signs out every open session
+        audit.record(session, "password_reset", resource="user", resource_id=user.id,
+                     detail="命令行重置密码")
+    click.echo(f"已重置用户 {username} 的密码:{new_password}")
+    click.echo("(此密码只显示这一次,登录后须修改)")
+
+
+@main.command("backup", help="把整个数据库一致地备份到一个文件(MariaDB/MySQL 用 mariadb-dump,SQLite 用在线备份)。")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="备份文件(默认:备份目录下的 crm-日期-时间.sqlite3/.sql;以 .gz 结尾则压缩)")
+def backup_cmd(output: Path | None) -> None:
+    from crm_admin.backup import BackupError, backup, default_backup_name, prune_backups
+
+    settings = get_settings()
+    folder = settings.backup_dir or settings.data_dir / "backups"
+    target = output or folder / default_backup_name(settings.database_url)
+    try:
+        path = backup(settings.database_url, target)
+    except BackupError as exc:
+        click.echo(f"备份失败:{exc.message}", err=True)
+        sys.exit(1)
+    size_mb = path.stat().st_size / 1024 / 1024
+    click.echo(f"备份完成:{path}({size_mb:.1f} MB)")
+    if output is None:
+        for old in prune_backups(folder, settings.backup_keep_days):
+            click.echo(f"已清理过期备份:{old.name}")
+
+
+@main.command("restore", help="从备份文件恢复整个数据库;目标库已有数据时须加 --force(请先停止服务)。")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="覆盖目标库中已有的数据")
+def restore_cmd(source: Path, force: bool) -> None:
+    from crm_admin.backup import BackupError, restore
+
+    settings = get_settings()
+    try:
+        restore(settings.database_url, source, force=force)
+    except BackupError as exc:
+        click.echo(f"恢复失败:{exc.message}", err=True)
+        sys.exit(1)
+    click.echo(f"已从 {source} 恢复数据库。启动服务时会自动升级到最新结构。")
+
+
+@main.command(help="性能基准:以生产方式启动服务,逐页测量响应时间,结果写入 bench/results/。")
+@click.option("--smoke", is_flag=True, help="冒烟模式:临时 SQLite 库、极小数据量,几秒完成(CI 使用)")
+@click.option("--repeat", type=int, default=None, help="每个页面的计时请求数(默认 20,冒烟 3)")
+@click.option("--workers", type=int, default=None, help="服务进程数(默认每核一个)")
+@click.option("--url", "base_url", default=None, help="测量已在运行的服务,而不是自行启动")
+@click.option("--out", "out_dir", default="bench/results", show_default=True, type=click.Path())
+@click.option("--label", default=None, help="结果文件名(默认时间戳)")
+@click.option("--only", multiple=True, help="只测这些页面(键名,可重复)")
+def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | None, out_dir: str,
+          label: str | None, only: tuple[str, ...]) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from crm_admin.perf.bench import SMOKE_SCALE, prepare_database, run_bench
+
+    database_url = get_settings().database_url
+    data_dir = None
+    if smoke:
+        data_dir = Path(tempfile.mkdtemp(prefix="crm-bench-smoke-"))
+        database_url = f"sqlite:///{data_dir / 'smoke.sqlite3'}"
+        prepare_database(database_url, scale=SMOKE_SCALE)
+    results = run_bench(database_url, smoke=smoke, repeat=repeat, workers=workers, base_url=base_url,
+                        out_dir=Path(out_dir), label=label, only=list(only) or None, data_dir=data_dir,
+                        progress=click.echo)
+    failed = [p["key"] for p in results["pages"] if p["status"] == "error"]
+    click.echo("结果:" + ",".join(results["files"]))
+    if failed:
+        click.echo("出错的页面:" + ",".join(failed), err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
