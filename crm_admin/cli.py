@@ -278,5 +278,35 @@ def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | 
         sys.exit(1)
 
 
+@main.command("demo", help="写入真实感的中文演示数据(部门、客户经理、客户、联系人、关怀、商机、订单……)。")
+@click.option("--password", default=None, help="演示账号的统一密码(默认随机生成并打印)")
+@click.option("--seed", "seed_value", default=2024, show_default=True, type=int, help="随机种子(可复现)")
+def demo_cmd(password: str | None, seed_value: int) -> None:
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.core.security import password_problems
+    from crm_admin.demo import DemoAlreadyLoaded, load_demo
+    from crm_admin.seeding import generate_password
+
+    admin_password = _prepare()
+    demo_password = password or generate_password()
+    problems = password_problems(demo_password)
+    if problems:
+        click.echo(f"密码不符合要求:{';'.join(problems)}", err=True)
+        sys.exit(1)
+    try:
+        with acting_as(SYSTEM), db.transaction() as session:
+            report = load_demo(session, password=demo_password, seed=seed_value)
+    except DemoAlreadyLoaded as exc:
+        click.echo(exc.message, err=True)
+        sys.exit(1)
+    click.echo("演示数据已写入:" + ",".join(f"{k} {v}" for k, v in report.counts.items()))
+    click.echo("演示账号(密码相同" + ("" if password else ",只显示这一次") + f"):{demo_password}")
+    roles = {"sales_lead": "销售主管", "manager": "客户经理", "readonly": "只读用户"}
+    for username, real_name, role in report.users:
+        click.echo(f"  {username:<10} {real_name}({roles.get(role, role)})")
+    if admin_password:
+        click.echo(f"已创建初始管理员 admin,密码:{admin_password}(首次登录后须修改)")
+
+
 if __name__ == "__main__":
     main()
