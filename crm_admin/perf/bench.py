@@ -1,0 +1,571 @@
+"""The benchmark: pages measured one request at a time against a server started as production starts it.
+
+``run_bench`` starts ``crm-admin serve`` (one worker per core) on the given database, logs in as an
+administrator, a manager with a large book (5,000 customers at standard scale) and a typical manager,
+and times every page of the list in ``PAGES`` (warm-up request, then ``repeat`` timed requests):
+p50/p95/max and the server's CPU time per request (read from /proc for the whole process tree).
+Pages that are not built yet answer 404 and are reported as skipped. Writes the results as JSON and a
+short Markdown table.
+
+``smoke=True`` runs the same code on a tiny generated data set with 3 requests per page, so that CI
+keeps the benchmark working; only the full run says anything about speed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.pool import NullPool
+
+from crm_admin.perf.generate import BENCH_PASSWORD, admin_username, manager_username
+
+RESULTS_DIR = Path("bench/results")
+
+
+# ----- measuring ----------------------------------------------------------------------------
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p95 of 20 samples is the 19th smallest)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _proc_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (uvicorn's workers are children of the supervisor)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def server_cpu_seconds(root: int) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in _proc_tree(root):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            continue
+    return total / ticks
+
+
+def server_rss_mb(root: int) -> float:
+    total = 0
+    for pid in _proc_tree(root):
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+# ----- the server -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "CRM_DATABASE_URL": database_url,
+        "CRM_DATA_DIR": str(data_dir),
+        "CRM_SECRET_KEY": env.get("CRM_SECRET_KEY") or "bench-secret-key-" + "b" * 32,
+        # the scheduler's jobs are timed on their own (jobs section), not inside page timings
+        "CRM_SCHEDULER_ENABLED": "false",
+        # every simulated user comes from 127.0.0.1: the per-IP login throttle would refuse them
+        "CRM_LOGIN_IP_MAX_PER_MINUTE": "10000",
+        "CRM_LOG_LEVEL": "WARNING",
+    })
+    env.pop("CRM_ENV", None)
+    return env
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(database_url: str, *, workers: int, data_dir: Path, port: int | None = None) -> Server:
+    """``crm-admin serve`` exactly as an installation runs it, in a subprocess."""
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "bench-server.log"
+    log = open(log_path, "wb")  # noqa: SIM115  (the child keeps writing to it)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crm_admin.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers)],
+        env=bench_env(database_url, data_dir), stdout=log, stderr=subprocess.STDOUT,
+    )
+    server = Server(process, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError("server did not become ready in 120 s")
+
+
+# ----- sessions -------------------------------------------------------------------------------
+
+_TOKEN_RE = (re.compile(r'name="csrf_token" value="([^"]+)"'),
+             re.compile(r'<meta name="csrf-token" content="([^"]+)"'))
+
+
+def find_token(html: str) -> str:
+    for pattern in _TOKEN_RE:
+        match = pattern.search(html)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def login(base_url: str, username: str, password: str = BENCH_PASSWORD) -> tuple[httpx.Client, str]:
+    """A logged-in client and its CSRF token."""
+    client = httpx.Client(base_url=base_url, timeout=120, follow_redirects=False)
+    page = client.get("/admin/login")
+    reply = client.post("/admin/login", data={"username": username, "password": password,
+                                              "csrf_token": find_token(page.text)})
+    if reply.status_code != 302 or "login" in reply.headers.get("location", "").rsplit("/", 1)[-1]:
+        raise RuntimeError(f"login as {username} failed ({reply.status_code})")
+    token = find_token(client.get("/admin/account/password").text) or find_token(client.get("/admin/").text)
+    return client, token
+
+
+# ----- what is measured -----------------------------------------------------------------------
+
+@dataclass
+class Ctx:
+    """Ids the page paths and forms refer to, read from the generated database."""
+
+    users: dict[str, int]
+    customers_of: dict[str, int]  # role → one customer of that user
+    visible: dict[str, int]  # role → customers visible to that user
+    transfer_targets: list[tuple[int, int]]  # (customer id, version) of the typical manager
+    transfer_to: int
+    today: dt.date
+
+    def fmt(self, text: str, role: str) -> str:
+        visible = self.visible.get(role, 0)
+        return text.format(
+            cid=self.customers_of.get(role, 0), uid=self.users.get(role, 0),
+            deep=max(1, visible // 20 // 2),
+            date_from=(self.today - dt.timedelta(days=30)).isoformat(), date_to=self.today.isoformat(),
+            month_ago=(self.today - dt.timedelta(days=30)).isoformat(),
+            prefix=quote("上海恒"),
+        )
+
+
+@dataclass(frozen=True)
+class Page:
+    key: str
+    title: str
+    role: str  # admin / manager_big / manager
+    paths: tuple[str, ...]  # candidates: the first that answers is measured
+    target_ms: int = 150
+    method: str = "GET"
+    form: Callable[[Ctx, int], dict[str, str]] | None = None  # POST body for the i-th request
+
+
+def _transfer_form(ctx: Ctx, i: int) -> dict[str, str]:
+    cid, version = ctx.transfer_targets[i % len(ctx.transfer_targets)]
+    return {"customer_id": str(cid), f"version_{cid}": str(version), "new_manager_id": str(ctx.transfer_to),
+            "reason": "性能测试:客户经理岗位调整"}
+
+
+def _follow_up_form(ctx: Ctx, i: int) -> dict[str, str]:
+    now = dt.datetime.now() - dt.timedelta(minutes=i)
+    return {"method": "phone", "content": f"性能测试联系记录 {i}:电话沟通采购计划。",
+            "contacted_at": now.strftime("%Y-%m-%d %H:%M")}
+
+
+_COMBINED = "industry=manufacturing&level=A&status=active&created_from=2023-01-01"
+
+PAGES: tuple[Page, ...] = (
+    Page("customer_list_admin", "客户列表 第1页(管理员)", "admin", ("/admin/customer/list",)),
+    Page("customer_list_big", "客户列表 第1页(5000客户的经理)", "manager_big", ("/admin/customer/list",)),
+    Page("customer_list_manager", "客户列表 第1页(普通经理)", "manager", ("/admin/customer/list",)),
+    Page("customer_list_deep_admin", "客户列表 深分页(管理员)", "admin", ("/admin/customer/list?page={deep}",)),
+    Page("customer_list_deep_big", "客户列表 深分页(5000客户的经理)", "manager_big",
+         ("/admin/customer/list?page={deep}",)),
+    Page("customer_combined_admin", "组合查询 4 条件(管理员)", "admin", (f"/admin/customer/list?{_COMBINED}",), 300),
+    Page("customer_combined_big", "组合查询 4 条件(5000客户的经理)", "manager_big",
+         (f"/admin/customer/list?{_COMBINED}",), 300),
+    Page("customer_prefix_search", "客户名称前缀搜索(管理员)", "admin", ("/admin/customer/list?search={prefix}",)),
+    Page("customer_prefix_search_big", "客户名称前缀搜索(5000客户的经理)", "manager_big",
+         ("/admin/customer/list?search={prefix}",)),
+    Page("customer_360", "客户 360° 页", "manager_big", ("/admin/customer/360/{cid}",)),
+    Page("care_workbench", "关怀工作台", "manager_big",
+         ("/admin/care/workbench", "/admin/care-workbench", "/admin/customer-care/workbench")),
+    Page("follow_ups_due", "待跟进联系记录", "manager_big",
+         ("/admin/follow-up/due", "/admin/followups/due", "/admin/follow-ups/due")),
+    Page("pipeline", "销售漏斗", "manager_big",
+         ("/admin/pipeline", "/admin/opportunity/pipeline", "/admin/sales-opportunity/pipeline"), 300),
+    Page("dashboard_manager", "首页仪表盘(经理)", "manager_big", ("/admin/dashboard", "/admin/"), 300),
+    Page("dashboard_admin", "首页仪表盘(管理员)", "admin", ("/admin/dashboard", "/admin/"), 300),
+    Page("audit_by_user_range", "审计日志 按用户+日期范围", "admin",
+         ("/admin/audit-log/list?user_id={uid}&date_from={date_from}&date_to={date_to}",
+          "/admin/audit/list?user_id={uid}&date_from={date_from}&date_to={date_to}")),
+    Page("transfer_one", "转移一个客户(提交)", "manager", ("/admin/transfer/submit",), method="POST",
+         form=_transfer_form),
+    Page("follow_up_save", "保存一条联系记录(提交)", "manager", ("/admin/customer/360/{cid}/follow-up",),
+         method="POST", form=_follow_up_form),
+)
+
+
+def load_ctx(engine: Engine, n_requests: int) -> Ctx:
+    import crm_admin.models  # noqa: F401
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.customers.models import Customer
+
+    with engine.connect() as conn:
+        def uid(username: str) -> int:
+            value = conn.execute(select(SysUser.id).where(SysUser.username == username)).scalar()
+            if value is None:
+                raise RuntimeError(f"用户 {username} 不存在:请先运行 crm-admin generate")
+            return int(value)
+
+        managers = conn.execute(
+            select(func.count()).select_from(SysUser).where(SysUser.username.like("mgr%"))
+        ).scalar() or 0
+        typical_n = max(2, managers // 2)
+        users = {"admin": uid(admin_username(1)), "manager_big": uid(manager_username(1)),
+                 "manager": uid(manager_username(typical_n))}
+        transfer_to = uid(manager_username(typical_n + 1))
+
+        def first_customer(owner: int) -> int:
+            return int(conn.execute(select(func.min(Customer.id)).where(Customer.manager_id == owner)).scalar() or 0)
+
+        customers_of = {"admin": first_customer(users["manager_big"]),
+                        "manager_big": first_customer(users["manager_big"]),
+                        "manager": first_customer(users["manager"])}
+        visible = {"admin": int(conn.execute(select(func.count()).select_from(Customer)).scalar() or 0)}
+        for role in ("manager_big", "manager"):
+            visible[role] = int(conn.execute(
+                select(func.count()).select_from(Customer).where(Customer.manager_id == users[role])
+            ).scalar() or 0)
+        targets = conn.execute(
+            select(Customer.id, Customer.version).where(Customer.manager_id == users["manager"],
+                                                        Customer.id != customers_of["manager"])
+            .order_by(Customer.id.desc()).limit(n_requests + 1)
+        ).all()
+    return Ctx(users=users, customers_of=customers_of, visible=visible,
+               transfer_targets=[(int(a), int(b)) for a, b in targets], transfer_to=transfer_to,
+               today=dt.date.today())
+
+
+@dataclass
+class PageResult:
+    key: str
+    title: str
+    role: str
+    status: str  # ok / skipped / error
+    path: str = ""
+    target_ms: int = 0
+    samples_ms: list[float] = field(default_factory=list)
+    cpu_ms_per_request: float | None = None
+    note: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "title": self.title, "role": self.role, "status": self.status,
+                               "path": self.path, "target_ms": self.target_ms, "note": self.note}
+        if self.samples_ms:
+            out.update(
+                n=len(self.samples_ms),
+                p50_ms=round(percentile(self.samples_ms, 50), 1),
+                p95_ms=round(percentile(self.samples_ms, 95), 1),
+                max_ms=round(max(self.samples_ms), 1),
+                cpu_ms_per_request=None if self.cpu_ms_per_request is None else round(self.cpu_ms_per_request, 1),
+                meets_target=percentile(self.samples_ms, 95) <= self.target_ms,
+            )
+        return out
+
+
+def _ok(page: Page, reply: httpx.Response) -> tuple[bool, str]:
+    if page.method == "GET":
+        return reply.status_code == 200, f"HTTP {reply.status_code}"
+    location = reply.headers.get("location", "")
+    good = reply.status_code in (302, 303) and "error=" not in location and "login" not in location
+    return good, f"HTTP {reply.status_code} {location[:160]}"
+
+
+def measure_page(page: Page, client: httpx.Client, token: str, ctx: Ctx, repeat: int,
+                 server_pid: int | None) -> PageResult:
+    result = PageResult(page.key, page.title, page.role, "skipped", target_ms=page.target_ms)
+    headers = {"X-CSRF-Token": token} if token else {}
+
+    def send(path: str, i: int) -> httpx.Response:
+        if page.method == "GET":
+            return client.get(path)
+        body = dict(page.form(ctx, i)) if page.form else {}
+        body["csrf_token"] = token
+        return client.post(path, data=body, headers=headers)
+
+    path = ""
+    for candidate in page.paths:
+        candidate = ctx.fmt(candidate, page.role)
+        reply = send(candidate, repeat)  # the warm-up request (its own form index, never reused)
+        if reply.status_code in (404, 405):
+            continue
+        good, why = _ok(page, reply)
+        if not good:
+            result.status, result.path, result.note = "error", candidate, why
+            return result
+        path = candidate
+        break
+    if not path:
+        result.note = "页面尚未实现(所有候选地址均为 404)"
+        return result
+    result.path = path
+    cpu0 = server_cpu_seconds(server_pid) if server_pid else None
+    for i in range(repeat):
+        started = time.perf_counter()
+        reply = send(path, i)
+        elapsed = (time.perf_counter() - started) * 1000
+        good, why = _ok(page, reply)
+        if not good:
+            result.status, result.note = "error", f"第 {i + 1} 次请求失败:{why}"
+            return result
+        result.samples_ms.append(elapsed)
+    if server_pid and cpu0 is not None:
+        result.cpu_ms_per_request = (server_cpu_seconds(server_pid) - cpu0) * 1000 / repeat
+    result.status = "ok"
+    return result
+
+
+# ----- the run ----------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            mem_kb = int(fh.readline().split()[1])
+    except OSError:
+        pass
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "memory_gb": round(mem_kb / 1024 / 1024, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def database_info(engine: Engine) -> dict[str, Any]:
+    import crm_admin.models  # noqa: F401
+    from crm_admin.db import Base
+
+    info: dict[str, Any] = {"dialect": engine.dialect.name}
+    with engine.connect() as conn:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            info["version"] = conn.exec_driver_sql("SELECT VERSION()").scalar()
+            info["innodb_buffer_pool_mb"] = int(
+                conn.exec_driver_sql("SELECT @@innodb_buffer_pool_size").scalar() or 0) // 2**20
+        counts = {}
+        for table in ("customer", "linkman", "follow_up", "customer_care", "sales_opportunity",
+                      "customer_order", "order_item", "audit_log", "sys_user"):
+            counts[table] = int(conn.execute(select(func.count()).select_from(Base.metadata.tables[table])).scalar() or 0)
+        info["rows"] = counts
+    return info
+
+
+def write_results(results: dict[str, Any], out_dir: Path, label: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{label}.json"
+    md_path = out_dir / f"{label}.md"
+    json_path.write_text(json.dumps(results, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    md_path.write_text(markdown_table(results), encoding="utf-8")
+    return json_path, md_path
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    lines = [f"# 性能基准 {results.get('label', '')}", "",
+             f"- 时间:{results.get('started_at', '')}",
+             f"- 机器:{results.get('machine', {}).get('cpus')} 核,{results.get('machine', {}).get('memory_gb')} GB",
+             f"- 数据库:{results.get('database', {}).get('dialect')} {results.get('database', {}).get('version', '')}",
+             f"- 数据量:{json.dumps(results.get('database', {}).get('rows', {}), ensure_ascii=False)}",
+             f"- 命令:`{results.get('command', '')}`", "",
+             "## 单请求(无并发)", "",
+             "| 页面 | 角色 | p50 ms | p95 ms | max ms | 服务器 CPU ms/请求 | 目标 p95 | 结果 |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for row in results.get("pages", []):
+        if row["status"] == "ok":
+            verdict = "✅" if row.get("meets_target") else "❌"
+            lines.append(f"| {row['title']} | {row['role']} | {row['p50_ms']} | {row['p95_ms']} | {row['max_ms']} | "
+                         f"{row.get('cpu_ms_per_request')} | {row['target_ms']} | {verdict} |")
+        else:
+            lines.append(f"| {row['title']} | {row['role']} | – | – | – | – | {row['target_ms']} | "
+                         f"{row['status']}:{row['note']} |")
+    for section in ("jobs", "load"):
+        if results.get(section):
+            lines += ["", f"## {section}", "", "```", json.dumps(results[section], ensure_ascii=False, indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(
+    database_url: str,
+    *,
+    smoke: bool = False,
+    repeat: int | None = None,
+    workers: int | None = None,
+    base_url: str | None = None,
+    out_dir: Path = RESULTS_DIR,
+    label: str | None = None,
+    only: list[str] | None = None,
+    data_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every page; start a server unless ``base_url`` points at a running one."""
+    say = progress or (lambda _m: None)
+    repeat = repeat or (3 if smoke else 20)
+    workers = workers or (1 if smoke else max(1, os.cpu_count() or 1))
+    label = label or ("smoke" if smoke else dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    data_dir = data_dir or Path(os.environ.get("CRM_DATA_DIR", "data")) / "bench"
+    engine = create_engine(database_url, poolclass=NullPool)
+    results: dict[str, Any] = {
+        "label": label, "smoke": smoke, "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["crm-admin", "bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "run_bench()",
+        "machine": machine(), "database": database_info(engine), "workers": workers, "repeat": repeat,
+        "pages": [],
+    }
+    ctx = load_ctx(engine, repeat)
+    engine.dispose()
+    server: Server | None = None
+    if base_url is None:
+        say(f"启动服务({workers} 个 worker)…")
+        server = start_server(database_url, workers=workers, data_dir=data_dir)
+        base_url = server.base_url
+    try:
+        if server:
+            results["server_rss_mb_start"] = round(server_rss_mb(server.pid), 1)
+        clients: dict[str, tuple[httpx.Client, str]] = {}
+        usernames = {"admin": admin_username(1), "manager_big": manager_username(1)}
+        for page in PAGES:
+            if only and page.key not in only:
+                continue
+            if page.role not in clients:
+                name = usernames.get(page.role) or _username_of(database_url, ctx.users[page.role])
+                clients[page.role] = login(base_url, name)
+            client, token = clients[page.role]
+            result = measure_page(page, client, token, ctx, repeat, server.pid if server else None)
+            summary = result.summary()
+            results["pages"].append(summary)
+            say(_one_line(summary))
+        if server:
+            results["server_rss_mb_end"] = round(server_rss_mb(server.pid), 1)
+        for client, _token in clients.values():
+            client.close()
+    finally:
+        if server:
+            server.stop()
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    json_path, md_path = write_results(results, out_dir, label)
+    results["files"] = [str(json_path), str(md_path)]
+    return results
+
+
+def _username_of(database_url: str, user_id: int) -> str:
+    from crm_admin.accounts.models import SysUser
+
+    engine = create_engine(database_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        name = conn.execute(select(SysUser.username).where(SysUser.id == user_id)).scalar_one()
+    engine.dispose()
+    return str(name)
+
+
+def _one_line(row: dict[str, Any]) -> str:
+    if row["status"] != "ok":
+        return f"  {row['title']}: {row['status']} {row['note']}"
+    mark = "OK " if row["meets_target"] else "SLOW"
+    return (f"  [{mark}] {row['title']}: p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms "
+            f"(目标 {row['target_ms']}),CPU {row['cpu_ms_per_request']} ms/请求")
+
+
+SMOKE_SCALE = 0.0005  # 100 customers, a handful of users: seconds
+
+
+def prepare_database(database_url: str, *, scale: float, seed: int = 42) -> None:
+    """Migrate, seed and fill ``database_url`` unless it already holds generated data."""
+    import crm_admin.models  # noqa: F401
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.customers.models import Customer
+    from crm_admin.migrate import upgrade
+    from crm_admin.perf.generate import generate
+    from crm_admin.seeding import seed as run_seed
+
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        upgrade(engine)
+        from sqlalchemy.orm import Session
+
+        with acting_as(SYSTEM), Session(engine) as session:
+            run_seed(session)
+            session.commit()
+        with engine.connect() as conn:
+            if conn.execute(select(Customer.id).limit(1)).first() is not None:
+                return
+        generate(engine, scale=scale, seed=seed)
+    finally:
+        engine.dispose()
