@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.db import Base, Timestamped
 
 CUSTOMER_STATUSES = ("potential", "active", "at_risk", "lost")
+STATUS_LABELS = {"potential": "潜在客户", "active": "成交客户", "at_risk": "流失风险", "lost": "已流失"}
 
 
 class Customer(Timestamped, Base):
@@ -50,6 +51,23 @@ class Customer(Timestamped, Base):
         Index("ix_customer_status", "status"),
         Index("ix_customer_level", "level"),
     )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SavedQuery(Timestamped, Base):
+    """A user's named combined query (the list URL's query string), e.g. "我的 A 级 30 天未联系"."""
+
+    __tablename__ = "saved_query"
+    __resource__ = "saved_query"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("sys_user.id"))
+    resource: Mapped[str] = mapped_column(String(64), default="customer")
+    name: Mapped[str] = mapped_column(String(64))
+    query_string: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("user_id", "resource", "name"),)
 
     def __str__(self) -> str:
         return self.name

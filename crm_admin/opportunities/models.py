@@ -46,3 +46,24 @@ class SalesOpportunity(Timestamped, Base):
 
     def __str__(self) -> str:
         return self.title
+
+
+class OpportunityStageHistory(Timestamped, Base):
+    """One row per stage (or status) change of an opportunity: who moved it, from where, to where."""
+
+    __tablename__ = "opportunity_stage_history"
+    __resource__ = "opportunity"
+    # Not listed on its own: read only through an opportunity the user may see (scope checked there).
+    __scope__ = ""
+
+    opportunity_id: Mapped[int] = mapped_column(
+        ForeignKey("sales_opportunity.id", ondelete="CASCADE")
+    )
+    from_stage: Mapped[str | None] = mapped_column(String(64))
+    to_stage: Mapped[str] = mapped_column(String(64))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    changed_by: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
+    changed_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_opportunity_stage_history_opportunity_id", "opportunity_id"),)

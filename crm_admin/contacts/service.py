@@ -1,0 +1,84 @@
+"""Contacts (联系人): validation, one primary contact per customer, birthday month-day kept in step."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crm_admin.contacts.models import Linkman
+from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import in_scope
+from crm_admin.customers.models import Customer
+from crm_admin.customers.service import MOBILE_RE, clean, is_email, is_phone, normalize_phone
+
+GENDERS = {"male": "男", "female": "女"}
+GENDER_VALUES = {"男": "male", "女": "female", "male": "male", "female": "female", "m": "male", "f": "female"}
+_LENGTHS = {"name": (64, "姓名"), "position": (64, "职位"), "phone": (32, "电话"), "mobile": (32, "手机"),
+            "email": (128, "邮箱")}
+
+
+def birthday_md(birthday: dt.date | None) -> int | None:
+    """month * 100 + day, indexed for the daily birthday scan."""
+    return birthday.month * 100 + birthday.day if birthday else None
+
+
+def validate_linkman(obj: Linkman) -> None:
+    for key in ("name", "position", "phone", "mobile", "email", "remark"):
+        setattr(obj, key, clean(getattr(obj, key)))
+    if not obj.name:
+        raise UserError("联系人姓名不能为空。", field="name")
+    for key, (limit, label) in _LENGTHS.items():
+        value = getattr(obj, key)
+        if value and len(value) > limit:
+            raise UserError(f"{label}不能超过 {limit} 个字符。", field=key)
+    if obj.gender:
+        gender = GENDER_VALUES.get(str(obj.gender).strip().lower())
+        if gender is None:
+            raise UserError("性别只能是“男”或“女”。", field="gender")
+        obj.gender = gender
+    else:
+        obj.gender = None
+    if obj.mobile:
+        digits = normalize_phone(obj.mobile)
+        if not MOBILE_RE.match(digits):
+            raise UserError("手机号格式不正确:应为 1 开头的 11 位数字(第二位 3–9)。", field="mobile")
+        obj.mobile = digits
+    if obj.phone and not is_phone(obj.phone):
+        raise UserError("电话格式不正确(如 010-12345678 或手机号)。", field="phone")
+    if obj.email and not is_email(obj.email):
+        raise UserError("邮箱格式不正确。", field="email")
+    if obj.birthday is not None and (obj.birthday > dt.date.today() or obj.birthday.year < 1900):
+        raise UserError("生日不合理,请检查。", field="birthday")
+    obj.birthday_md = birthday_md(obj.birthday)
+    obj.is_primary = bool(obj.is_primary)
+
+
+def keep_single_primary(session: Session, obj: Linkman) -> None:
+    """At most one primary contact per customer: marking one primary unmarks the others.
+
+    Done through the ORM so each unmarked contact gets its own audit row; the customer row is
+    locked first so two contacts marked primary at the same moment cannot both win.
+    """
+    if not obj.is_primary or obj.customer_id is None:
+        return
+    session.execute(select(Customer.id).where(Customer.id == obj.customer_id).with_for_update())
+    stmt = select(Linkman).where(Linkman.customer_id == obj.customer_id, Linkman.is_primary.is_(True))
+    if obj.id is not None:
+        stmt = stmt.where(Linkman.id != obj.id)
+    for other in session.execute(stmt).scalars():
+        other.is_primary = False
+
+
+def create_linkman(session: Session, principal: Principal, *, customer_id: int, **fields: Any) -> Linkman:
+    if not in_scope(session, Customer, customer_id, principal):
+        raise NotFound("客户不存在或您无权访问。")
+    obj = Linkman(customer_id=customer_id, **fields)
+    validate_linkman(obj)
+    keep_single_primary(session, obj)
+    session.add(obj)
+    session.flush()
+    return obj

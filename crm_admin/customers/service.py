@@ -1,0 +1,435 @@
+"""Customers: one true record per company.
+
+Plain functions over a session the caller owns (services never commit): code generation, name
+normalisation and duplicate detection, validation, delete blockers, merge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crm_admin.accounts.models import SysMeta, SysUser
+from crm_admin.core import audit
+from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import in_scope
+from crm_admin.customers.codes import credit_code_error, normalize_credit_code
+from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
+from crm_admin.db import utcnow
+
+# ----- codes ---------------------------------------------------------------------------------
+
+CODE_PREFIX = "C"
+
+
+def _local_month() -> str:
+    from crm_admin.settings import get_settings
+
+    return dt.datetime.now(ZoneInfo(get_settings().timezone)).strftime("%Y%m")
+
+
+def allocate_sequence(conn: Connection, key: str, count: int = 1) -> int:
+    """Reserve ``count`` numbers of the counter ``key``; returns the first one.
+
+    The counter is a ``sys_meta`` row bumped with ``UPDATE … SET value = value + n``: the row lock
+    serialises concurrent writers until their transaction ends, so no two get the same numbers.
+    """
+    meta = SysMeta.metadata.tables["sys_meta"]
+    for _attempt in range(3):
+        updated = conn.execute(
+            update(meta).where(meta.c.key == key).values(value=meta.c.value + count)
+        ).rowcount
+        if updated:
+            last = int(conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one())
+            return last - count + 1
+        try:
+            with conn.begin_nested():
+                conn.execute(meta.insert().values(key=key, value=count))
+            return 1
+        except IntegrityError:  # another transaction created the counter first: bump it instead
+            continue
+    raise Conflict("生成客户编号时发生冲突,请重试。")
+
+
+def next_customer_codes(session: Session, count: int = 1) -> list[str]:
+    """Codes such as C2026110001: prefix, year and month (Asia/Shanghai), a per-month sequence."""
+    month = _local_month()
+    first = allocate_sequence(session.connection(), f"seq:customer:{month}", count)
+    return [f"{CODE_PREFIX}{month}{n:04d}" for n in range(first, first + count)]
+
+
+# ----- normalisation -------------------------------------------------------------------------
+
+# Legal-form suffixes stripped (longest first) before comparing names.
+_SUFFIXES = (
+    "股份有限公司", "有限责任公司", "集团有限公司", "有限公司", "集团公司", "总公司", "分公司", "集团", "公司",
+    "corporationlimited", "companylimited", "colimited", "coltd", "limited", "ltd", "inc", "corp",
+    "corporation", "company", "co", "llc", "gmbh",
+)
+_BRACKETS = re.compile(r"[((\[【][^))\]】]{0,12}[))\]】]")
+_NOISE = re.compile(r"[\s\.,,。·・&'\"“”‘’\-_/]+")
+
+
+def name_key(name: str | None) -> str:
+    """Normalised company name for duplicate detection.
+
+    Full/half width and case folded, spaces and punctuation removed, bracketed inserts such as
+    (中国) or (北京) removed, and legal-form suffixes (有限公司, 股份有限公司, 集团, Co., Ltd…) stripped.
+    """
+    if not name:
+        return ""
+    text = unicodedata.normalize("NFKC", name).casefold()
+    text = _BRACKETS.sub("", text)
+    text = _NOISE.sub("", text)
+    changed = True
+    while changed and text:
+        changed = False
+        for suffix in _SUFFIXES:
+            if text.endswith(suffix) and len(text) > len(suffix):
+                text = text[: -len(suffix)]
+                changed = True
+                break
+    return text[:128]
+
+
+def normalize_phone(phone: str | None) -> str:
+    """Digits only (full-width folded); a +86/0086 country prefix removed."""
+    if not phone:
+        return ""
+    digits = "".join(ch for ch in unicodedata.normalize("NFKC", phone) if ch.isdigit())
+    for prefix in ("0086", "86"):
+        if digits.startswith(prefix) and len(digits) - len(prefix) >= 11:
+            digits = digits[len(prefix):]
+    return digits
+
+
+MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
+PHONE_RE = re.compile(r"^(\+?\d{1,4}[- ]?)?(\(?\d{2,4}\)?[- ]?)?\d{6,8}([- ]?(转|ext\.?|#)?\d{1,6})?$|^[48]00[- ]?\d{3}[- ]?\d{4}$")
+EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$")
+WEBSITE_RE = re.compile(r"^(https?://)?[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+(:\d+)?(/\S*)?$")
+
+
+def clean(value: Any) -> str | None:
+    """Form/spreadsheet text: NFKC-folded spaces trimmed; empty becomes None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def is_phone(value: str) -> bool:
+    text = unicodedata.normalize("NFKC", value).strip()
+    return bool(MOBILE_RE.match(normalize_phone(text)) or PHONE_RE.match(text))
+
+
+def is_email(value: str) -> bool:
+    return bool(EMAIL_RE.match(unicodedata.normalize("NFKC", value).strip()))
+
+
+# ----- validation ----------------------------------------------------------------------------
+
+_LENGTHS = {"name": 128, "region": 64, "address": 255, "phone": 32, "email": 128, "website": 255}
+DICT_FIELDS = {"industry": "industry", "source": "customer_source", "level": "customer_level"}
+FIELD_LABELS = {
+    "name": "客户名称", "credit_code": "统一社会信用代码", "industry": "行业", "source": "客户来源",
+    "level": "客户等级", "status": "状态", "region": "地区", "address": "地址", "phone": "电话",
+    "email": "邮箱", "website": "网站",
+}
+
+
+def validate_customer(obj: Customer, *, previous: dict[str, Any] | None = None) -> None:
+    """Check and normalise a customer before it is saved (raises UserError with the field)."""
+    from crm_admin.dictionary.service import is_valid
+
+    for key in ("name", "region", "address", "phone", "email", "website", "remark", "credit_code"):
+        setattr(obj, key, clean(getattr(obj, key)))
+    if not obj.name:
+        raise UserError("客户名称不能为空。", field="name")
+    for key, limit in _LENGTHS.items():
+        value = getattr(obj, key)
+        if value and len(value) > limit:
+            raise UserError(f"{FIELD_LABELS[key]}不能超过 {limit} 个字符。", field=key)
+    if obj.credit_code:
+        problem = credit_code_error(obj.credit_code)
+        if problem:
+            raise UserError(problem, field="credit_code")
+        obj.credit_code = normalize_credit_code(obj.credit_code)
+    obj.status = obj.status or "potential"
+    if obj.status not in CUSTOMER_STATUSES:
+        raise UserError("客户状态无效。", field="status")
+    for key, dict_type in DICT_FIELDS.items():
+        value = clean(getattr(obj, key))
+        setattr(obj, key, value)
+        current = (previous or {}).get(key)
+        if value and not is_valid(dict_type, value, current=current):
+            raise UserError(f"{FIELD_LABELS[key]}“{value}”不是有效的选项。", field=key)
+    if obj.phone and not is_phone(obj.phone):
+        raise UserError("电话格式不正确(手机号 11 位,座机如 010-12345678)。", field="phone")
+    if obj.email and not is_email(obj.email):
+        raise UserError("邮箱格式不正确。", field="email")
+    if obj.website and not WEBSITE_RE.match(obj.website):
+        raise UserError("网站地址格式不正确。", field="website")
+    obj.name_key = name_key(obj.name)
+
+
+# ----- duplicates ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DuplicateMatch:
+    kind: str  # credit_code / name / phone
+    customer_id: int
+    manager_name: str
+    visible: bool  # within the asking user's scope: name and code may be shown
+    name: str
+    code: str
+
+    def describe(self) -> str:
+        what = {"credit_code": "统一社会信用代码相同", "name": "名称相同或相近", "phone": "电话相同"}[self.kind]
+        who = f"由 {self.manager_name} 负责" if self.manager_name else "尚未分配客户经理"
+        if self.visible:
+            return f"{what}:{self.name}({self.code},{who})"
+        # another manager's customer: only that a match exists and who manages it
+        return f"{what}的客户已存在({who})"
+
+
+def find_duplicates(
+    session: Session,
+    principal: Principal | None,
+    *,
+    name: str | None = None,
+    phone: str | None = None,
+    credit_code: str | None = None,
+    exclude_id: int | None = None,
+    limit: int = 5,
+) -> list[DuplicateMatch]:
+    """Customers (in the whole database, whoever manages them) that look like the same company."""
+    conditions = []
+    key = name_key(name)
+    if key:
+        conditions.append(Customer.name_key == key)
+    digits = normalize_phone(phone)
+    phone_values = {v for v in (phone, digits) if v}
+    if phone_values:
+        conditions.append(Customer.phone.in_(sorted(phone_values)))
+    code = normalize_credit_code(credit_code) if credit_code else ""
+    if code:
+        conditions.append(Customer.credit_code == code)
+    if not conditions:
+        return []
+    stmt = (
+        select(Customer.id, Customer.name, Customer.code, Customer.name_key, Customer.phone,
+               Customer.credit_code, Customer.manager_id, SysUser.real_name, SysUser.username)
+        .outerjoin(SysUser, SysUser.id == Customer.manager_id)
+        .where(or_(*conditions))
+        .limit(limit)
+    )
+    if exclude_id is not None:
+        stmt = stmt.where(Customer.id != exclude_id)
+    out = []
+    for row in session.execute(stmt):
+        if code and row.credit_code == code:
+            kind = "credit_code"
+        elif key and row.name_key == key:
+            kind = "name"
+        else:
+            kind = "phone"
+        visible = principal is None or principal.visible_user_ids is None or (
+            row.manager_id in principal.visible_user_ids
+        )
+        out.append(DuplicateMatch(kind, row.id, row.real_name or row.username or "", visible,
+                                  row.name, row.code))
+    order = {"credit_code": 0, "name": 1, "phone": 2}
+    return sorted(out, key=lambda m: order[m.kind])
+
+
+def duplicate_error(matches: list[DuplicateMatch]) -> UserError:
+    first = matches[0]
+    field = {"credit_code": "credit_code", "name": "name", "phone": "phone"}[first.kind]
+    lines = ";".join(m.describe() for m in matches[:3])
+    return UserError(f"疑似重复客户:{lines}。请勿重复建档,如需接手请联系其负责人或管理员。", field=field)
+
+
+def check_duplicates(session: Session, obj: Customer, principal: Principal | None) -> None:
+    matches = find_duplicates(
+        session, principal, name=obj.name, phone=obj.phone, credit_code=obj.credit_code,
+        exclude_id=obj.id,
+    )
+    if matches:
+        raise duplicate_error(matches)
+
+
+# ----- delete and merge ----------------------------------------------------------------------
+
+def _dependents() -> list[tuple[type, str, str]]:
+    from crm_admin.care.models import CarePlan, CustomerCare
+    from crm_admin.churn.models import ChurnAlert
+    from crm_admin.contacts.models import Linkman
+    from crm_admin.followups.models import FollowUp
+    from crm_admin.opportunities.models import SalesOpportunity
+    from crm_admin.orders.models import CustomerOrder
+    from crm_admin.transfers.models import CustomerTransfer
+
+    return [
+        (Linkman, "个联系人", "linkman"),
+        (FollowUp, "条联系记录", "follow_up"),
+        (SalesOpportunity, "个销售机会", "opportunity"),
+        (CustomerOrder, "个订单", "order"),
+        (CustomerCare, "条关怀记录", "customer_care"),
+        (CarePlan, "个关怀计划", "care_plan"),
+        (CustomerTransfer, "条转移记录", "transfer"),
+        (ChurnAlert, "条流失预警", "churn_alert"),
+    ]
+
+
+def dependent_counts(session: Session, customer_id: int) -> list[tuple[str, int]]:
+    out = []
+    for model, unit, _resource in _dependents():
+        n = session.execute(
+            select(func.count()).select_from(model).where(model.customer_id == customer_id)  # type: ignore[attr-defined]
+        ).scalar_one()
+        if n:
+            out.append((unit, int(n)))
+    return out
+
+
+def delete_blocker_message(customer: Customer, counts: list[tuple[str, int]]) -> str:
+    parts = "、".join(f"{n} {unit}" for unit, n in counts)
+    return (f"无法删除客户“{customer.name}”:仍有 {parts}。请先处理这些数据,"
+            f"或在客户 360° 页面选择“连同关联数据一起删除”。")
+
+
+def delete_customer(session: Session, customer: Customer, *, cascade: bool = False) -> list[tuple[str, int]]:
+    """Delete ``customer``; with dependents only when ``cascade`` is chosen explicitly (audited row by row)."""
+    counts = dependent_counts(session, customer.id)
+    if counts and not cascade:
+        raise UserError(delete_blocker_message(customer, counts))
+    if counts:
+        from crm_admin.followups.models import FollowUp
+        from crm_admin.opportunities.models import OpportunityStageHistory, SalesOpportunity
+        from crm_admin.orders.models import CustomerOrder
+
+        # rows referencing rows that are about to go first
+        opp_ids = select(SalesOpportunity.id).where(SalesOpportunity.customer_id == customer.id)
+        session.execute(delete(OpportunityStageHistory).where(
+            OpportunityStageHistory.opportunity_id.in_(opp_ids)))
+        deps = _dependents()
+        order: list[Any] = [FollowUp] + [m for m, _u, _r in deps if m is not FollowUp]
+        for model in order:
+            rows = session.execute(
+                select(model).where(model.customer_id == customer.id)
+            ).scalars().all()
+            for row in rows:
+                if isinstance(row, CustomerOrder):
+
+                    session.refresh(row, ["items"])
+                session.delete(row)
+            session.flush()
+    session.delete(customer)
+    session.flush()
+    return counts
+
+
+def merge_customers(session: Session, principal: Principal, *, keep_id: int, drop_id: int) -> dict[str, int]:
+    """Move every record hanging off ``drop_id`` onto ``keep_id`` and delete ``drop_id`` (admins only).
+
+    Empty fields of the kept customer are filled from the dropped one; the whole move is one
+    transaction with a ``merge`` audit row listing what moved.
+    """
+    from crm_admin.churn.models import ChurnAlert
+
+    if not principal.is_admin:
+        raise Forbidden("只有系统管理员可以合并客户。")
+    if keep_id == drop_id:
+        raise UserError("请选择两个不同的客户进行合并。")
+    keep = session.get(Customer, keep_id, with_for_update=True)
+    drop = session.get(Customer, drop_id, with_for_update=True)
+    if keep is None or drop is None or not in_scope(session, Customer, keep_id, principal):
+        raise NotFound("要合并的客户不存在。")
+    moved: dict[str, int] = {}
+    # one open churn alert per customer and rule: the dropped customer's duplicates are closed
+    open_rules = set(session.execute(
+        select(ChurnAlert.rule_id).where(ChurnAlert.customer_id == keep_id, ChurnAlert.open_key.is_not(None))
+    ).scalars())
+    if open_rules:
+        session.execute(
+            update(ChurnAlert)
+            .where(ChurnAlert.customer_id == drop_id, ChurnAlert.rule_id.in_(open_rules),
+                   ChurnAlert.open_key.is_not(None))
+            .values(open_key=None, status="dismissed", analysis="客户合并时关闭的重复预警")
+        )
+    for model, _unit, resource in _dependents():
+        n = session.execute(
+            update(model).where(model.customer_id == drop_id).values(customer_id=keep_id)  # type: ignore[attr-defined]
+        ).rowcount
+        if n:
+            moved[resource] = int(n)
+    filled = {}
+    for key in ("credit_code", "industry", "source", "level", "region", "address", "phone", "email",
+                "website", "remark"):
+        if getattr(keep, key) in (None, "") and getattr(drop, key) not in (None, ""):
+            filled[key] = getattr(drop, key)
+    for key, value in (("last_contact_at", drop.last_contact_at), ("last_order_at", drop.last_order_at)):
+        if value is not None and (getattr(keep, key) is None or getattr(keep, key) < value):
+            setattr(keep, key, value)
+    drop_summary = {"id": drop.id, "code": drop.code, "name": drop.name, "manager_id": drop.manager_id}
+    credit = filled.pop("credit_code", None)
+    session.delete(drop)
+    session.flush()  # the dropped row (and its unique credit code) is gone before the kept one takes it
+    for key, value in filled.items():
+        setattr(keep, key, value)
+    if credit:
+        keep.credit_code = credit
+    session.flush()
+    audit.record(
+        session, "merge", resource="customer", resource_id=keep.id,
+        changes={"merged": drop_summary, "moved": moved, "filled": sorted([*filled, *(["credit_code"] if credit else [])])},
+        detail=f"客户“{drop_summary['name']}”({drop_summary['code']})合并入“{keep.name}”({keep.code})",
+    )
+    return moved
+
+
+def touch_last_contact(session: Session, customer_id: int, when: dt.datetime) -> None:
+    """Move ``customer.last_contact_at`` forward (never back) in the caller's transaction."""
+    session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id,
+               or_(Customer.last_contact_at.is_(None), Customer.last_contact_at < when))
+        .values(last_contact_at=when)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def touch_last_order(session: Session, customer_id: int, when: dt.datetime) -> None:
+    session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id,
+               or_(Customer.last_order_at.is_(None), Customer.last_order_at < when))
+        .values(last_order_at=when)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def status_label(value: str | None) -> str:
+    return STATUS_LABELS.get(value or "", value or "")
+
+
+def manager_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    wanted = sorted({i for i in ids if i})
+    if not wanted:
+        return {}
+    rows = session.execute(select(SysUser.id, SysUser.real_name, SysUser.username).where(SysUser.id.in_(wanted)))
+    return {r.id: r.real_name or r.username for r in rows}
+
+
+def now() -> dt.datetime:
+    return utcnow()

@@ -1,0 +1,215 @@
+"""Sales opportunities (销售机会): validation, stage history, the pipeline and moves on it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.core.errors import Conflict, NotFound, UserError
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import in_scope, scoped
+from crm_admin.customers.models import Customer
+from crm_admin.customers.service import clean
+from crm_admin.db import utcnow
+from crm_admin.opportunities.models import (
+    OPPORTUNITY_STATUSES,
+    OpportunityStageHistory,
+    SalesOpportunity,
+)
+
+STATUS_LABELS = {"open": "进行中", "won": "赢单", "lost": "丢单"}
+MAX_AMOUNT = Decimal("999999999999.99")
+
+
+def to_decimal(value: Any, *, label: str = "金额", field_name: str = "amount") -> Decimal:
+    if value in (None, ""):
+        return Decimal("0.00")
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        amount = Decimal(str(value).replace(",", "").strip())
+    except (InvalidOperation, ValueError):
+        raise UserError(f"{label}必须是数字。", field=field_name) from None
+    if not amount.is_finite():
+        raise UserError(f"{label}必须是数字。", field=field_name)
+    return amount.quantize(Decimal("0.01"))
+
+
+def validate_opportunity(obj: SalesOpportunity, *, previous_stage: str | None = None) -> None:
+    from crm_admin.dictionary.service import is_valid
+
+    obj.title = clean(obj.title) or ""
+    if not obj.title:
+        raise UserError("机会名称不能为空。", field="title")
+    if len(obj.title) > 128:
+        raise UserError("机会名称不能超过 128 个字符。", field="title")
+    obj.stage = clean(obj.stage) or ""
+    if not obj.stage:
+        raise UserError("请选择商机阶段。", field="stage")
+    if not is_valid("opportunity_stage", obj.stage, current=previous_stage):
+        raise UserError(f"商机阶段“{obj.stage}”不是有效的选项。", field="stage")
+    obj.amount = to_decimal(obj.amount, label="预计成交金额")
+    if obj.amount < 0:
+        raise UserError("预计成交金额不能为负数。", field="amount")
+    if obj.amount > MAX_AMOUNT:
+        raise UserError("预计成交金额过大。", field="amount")
+    try:
+        obj.probability = int(obj.probability if obj.probability not in (None, "") else 0)
+    except (TypeError, ValueError):
+        raise UserError("成交概率必须是 0–100 之间的整数。", field="probability") from None
+    if not 0 <= obj.probability <= 100:
+        raise UserError("成交概率必须在 0–100 之间。", field="probability")
+    obj.status = obj.status or "open"
+    if obj.status not in OPPORTUNITY_STATUSES:
+        raise UserError("机会状态无效。", field="status")
+    obj.lost_reason = clean(obj.lost_reason)
+    if obj.status == "lost" and not obj.lost_reason:
+        raise UserError("标记为丢单时必须填写丢单原因。", field="lost_reason")
+    obj.next_step = clean(obj.next_step)
+    if obj.next_step and len(obj.next_step) > 255:
+        raise UserError("下一步计划不能超过 255 个字符。", field="next_step")
+
+
+def record_stage_change(session: Session, obj: SalesOpportunity, *, from_stage: str | None,
+                        from_status: str | None, user_id: int | None) -> None:
+    """Keep the history of stage and status changes (a new opportunity gets its first row)."""
+    if from_stage == obj.stage and from_status == obj.status:
+        return
+    session.add(OpportunityStageHistory(
+        opportunity_id=obj.id, from_stage=from_stage, to_stage=obj.stage, from_status=from_status,
+        to_status=obj.status, changed_by=user_id, changed_at=utcnow(),
+    ))
+
+
+def create_opportunity(session: Session, principal: Principal, *, customer_id: int, **fields: Any) -> SalesOpportunity:
+    customer = session.execute(
+        scoped(select(Customer).where(Customer.id == customer_id), Customer, principal)
+    ).scalar_one_or_none()
+    if customer is None:
+        raise NotFound("客户不存在或您无权访问。")
+    obj = SalesOpportunity(customer_id=customer_id, **fields)
+    obj.manager_id = obj.manager_id or customer.manager_id or principal.id
+    validate_opportunity(obj)
+    session.add(obj)
+    session.flush()
+    record_stage_change(session, obj, from_stage=None, from_status=None, user_id=principal.id)
+    session.flush()
+    return obj
+
+
+def move_stage(session: Session, principal: Principal, *, opportunity_id: int, stage: str,
+               version: int | None = None) -> SalesOpportunity:
+    """Move an open opportunity to another stage (from the pipeline board)."""
+    from crm_admin.dictionary.service import is_valid
+
+    obj = session.execute(
+        scoped(select(SalesOpportunity).where(SalesOpportunity.id == opportunity_id), SalesOpportunity,
+               principal).with_for_update()
+    ).scalar_one_or_none()
+    if obj is None:
+        raise NotFound("销售机会不存在或您无权访问。")
+    if version is not None and version != obj.version:
+        raise Conflict("该销售机会已被他人修改,请刷新页面后再操作。")
+    if obj.status != "open":
+        raise UserError("只有进行中的销售机会可以调整阶段。")
+    if not is_valid("opportunity_stage", stage):
+        raise UserError(f"商机阶段“{stage}”不是有效的选项。")
+    if obj.stage == stage:
+        return obj
+    before = obj.stage
+    obj.stage = stage
+    session.flush()
+    record_stage_change(session, obj, from_stage=before, from_status=obj.status, user_id=principal.id)
+    session.flush()
+    return obj
+
+
+def stage_history(session: Session, principal: Principal, opportunity_id: int) -> list[OpportunityStageHistory]:
+    if not in_scope(session, SalesOpportunity, opportunity_id, principal):
+        raise NotFound()
+    return list(session.execute(
+        select(OpportunityStageHistory).where(OpportunityStageHistory.opportunity_id == opportunity_id)
+        .order_by(OpportunityStageHistory.changed_at, OpportunityStageHistory.id)
+    ).scalars())
+
+
+# ----- pipeline --------------------------------------------------------------------------------
+
+@dataclass
+class StageColumn:
+    value: str
+    label: str
+    count: int = 0
+    total: Decimal = Decimal("0.00")
+    weighted: Decimal = Decimal("0.00")
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PipelineFilter:
+    manager: int | None = None
+    dept: int | None = None
+    close_month: str = ""  # YYYY-MM
+
+    def apply(self, stmt: Select[Any], session: Session) -> Select[Any]:
+        if self.manager is not None:
+            stmt = stmt.where(SalesOpportunity.manager_id == self.manager)
+        if self.dept is not None:
+            from crm_admin.core.principal import dept_subtree
+
+            depts = sorted(dept_subtree(session.connection(), self.dept))
+            stmt = stmt.where(SalesOpportunity.manager_id.in_(select(SysUser.id).where(SysUser.dept_id.in_(depts))))
+        if self.close_month:
+            try:
+                first = dt.date.fromisoformat(self.close_month + "-01")
+            except ValueError:
+                raise UserError("预计成交月份格式应为 YYYY-MM。") from None
+            nxt = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+            stmt = stmt.where(SalesOpportunity.expected_close_date >= first,
+                              SalesOpportunity.expected_close_date < nxt)
+        return stmt
+
+
+def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, items_per_stage: int = 50) -> list[StageColumn]:
+    """Open opportunities by stage (dictionary order): count, total and probability-weighted amount."""
+    from crm_admin.dictionary.service import entries, label
+
+    columns = {e.value: StageColumn(e.value, e.display()) for e in entries("opportunity_stage")}
+    base = scoped(select(SalesOpportunity).where(SalesOpportunity.status == "open"), SalesOpportunity, principal)
+    base = flt.apply(base, session)
+    sub = base.subquery()
+    weighted = func.sum(sub.c.amount * sub.c.probability)
+    rows = session.execute(
+        select(sub.c.stage, func.count(), func.coalesce(func.sum(sub.c.amount), 0), func.coalesce(weighted, 0))
+        .group_by(sub.c.stage)
+    ).all()
+    for stage, count, total, weighted_sum in rows:
+        col = columns.get(stage)
+        if col is None:
+            col = columns[stage] = StageColumn(stage, label("opportunity_stage", stage))
+        col.count = int(count)
+        col.total = Decimal(str(total)).quantize(Decimal("0.01"))
+        col.weighted = (Decimal(str(weighted_sum)) / 100).quantize(Decimal("0.01"))
+    for col in columns.values():
+        if not col.count:
+            continue
+        stmt = (
+            base.where(SalesOpportunity.stage == col.value)
+            .add_columns(Customer.name.label("customer_name"))
+            .join(Customer, Customer.id == SalesOpportunity.customer_id)
+            .order_by(SalesOpportunity.amount.desc(), SalesOpportunity.id)
+            .limit(items_per_stage)
+        )
+        for opp, customer_name in session.execute(stmt):
+            col.items.append({
+                "id": opp.id, "title": opp.title, "customer": customer_name, "amount": opp.amount,
+                "probability": opp.probability, "expected_close_date": opp.expected_close_date,
+                "version": opp.version,
+            })
+    return list(columns.values())
