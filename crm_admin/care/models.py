@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
@@ -67,3 +68,11 @@ class CustomerCare(Timestamped, Base):
         Index("ix_customer_care_manager_id_status_due_date", "manager_id", "status", "due_date"),
         Index("ix_customer_care_status_due_date", "status", "due_date"),
     )
+
+
+@event.listens_for(Linkman, "before_insert")
+@event.listens_for(Linkman, "before_update")
+def _keep_birthday_md(_mapper: Any, _conn: Any, linkman: Linkman) -> None:
+    """The birthday scan reads ``birthday_md`` (indexed): every ORM write keeps it in step."""
+    b = linkman.birthday
+    linkman.birthday_md = b.month * 100 + b.day if b else None

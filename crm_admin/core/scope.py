@@ -49,7 +49,7 @@ def scope_clause(model: type, principal: Principal) -> ColumnElement[bool] | Non
     raise ValueError(f"unknown scope kind {kind!r} on {model.__name__}")
 
 
-def scoped(stmt: Select[Any], model: type, principal: Principal) -> Select[Any]:
+def scoped[S: Select[*tuple[Any, ...]]](stmt: S, model: type, principal: Principal) -> S:
     clause = scope_clause(model, principal)
     return stmt if clause is None else stmt.where(clause)
 

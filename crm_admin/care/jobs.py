@@ -1,0 +1,20 @@
+"""Scheduled care work: the daily birthday scan and due care plans."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from crm_admin.care.service import create_plan_tasks, scan_birthdays
+from crm_admin.scheduler.service import JobContext, Outcome, register
+
+
+@register("birthday_scan", "生日关怀扫描", "job_birthday_scan_time")
+def birthday_scan_job(session: Session, ctx: JobContext) -> Outcome:
+    created = scan_birthdays(session, ctx.today)
+    return Outcome(created, f"{ctx.today.isoformat()}:生成 {created} 条生日关怀任务")
+
+
+@register("care_plans", "关怀计划任务", "job_care_plans_time")
+def care_plans_job(session: Session, ctx: JobContext) -> Outcome:
+    created = create_plan_tasks(session, ctx.today)
+    return Outcome(created, f"{ctx.today.isoformat()}:按关怀计划生成 {created} 条任务")

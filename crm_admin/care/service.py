@@ -1,0 +1,389 @@
+"""Customer care (客户关怀): generated tasks, the manager's workbench, execution and feedback.
+
+The closed loop of the requirements: a task is created (birthday scan, care plan, or by hand), the
+manager executes it (care type, time, detail), later records the customer's feedback and closes it
+as ``done`` or ``cancelled``. Generated tasks carry a unique ``task_key`` so that a job run twice,
+concurrently or after a crash never creates one twice. Services never commit.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import String, and_, case, cast, func, literal, or_, select, update
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.orm import Session
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.care.models import CarePlan, CustomerCare
+from crm_admin.contacts.models import Linkman
+from crm_admin.core import audit
+from crm_admin.core.errors import Forbidden, NotFound, UserError
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import in_scope, scoped
+from crm_admin.customers.models import Customer
+from crm_admin.db import utcnow
+from crm_admin.dictionary import service as dictionary
+
+BIRTHDAY_CARE_TYPE = "birthday"  # dictionary care_type value labelled 生日祝福
+DETAIL_MAX = 2000
+FEEDBACK_MAX = 2000
+
+
+# ----- generated tasks (jobs) ------------------------------------------------------------------
+
+def birthday_keys(today: dt.date) -> list[int]:
+    """The ``birthday_md`` values celebrated on ``today``: 29 February falls on 28 February in common years."""
+    keys = [today.month * 100 + today.day]
+    if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
+        keys.append(229)
+    return keys
+
+
+def _insert_ignoring_duplicates(session: Session, table: Any, columns: list[str], select_stmt: Any) -> int:
+    """INSERT … SELECT that skips rows whose unique key already exists (a concurrent or repeated run)."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("mysql", "mariadb"):
+        stmt: Any = mysql.insert(table).from_select(columns, select_stmt)
+        stmt = stmt.prefix_with("IGNORE")
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).from_select(columns, select_stmt).on_conflict_do_nothing()
+    else:  # PostgreSQL and others
+        from sqlalchemy.dialects import postgresql
+
+        stmt = postgresql.insert(table).from_select(columns, select_stmt).on_conflict_do_nothing()
+    return _affected(session.execute(stmt))
+
+
+def fill_birthday_md(session: Session) -> int:
+    """Repair ``birthday_md`` for rows written around the ORM (bulk imports): keeps the scan complete."""
+    md = func.extract("month", Linkman.birthday) * 100 + func.extract("day", Linkman.birthday)
+    return _affected(session.execute(
+        update(Linkman)
+        .where(Linkman.birthday.is_not(None), Linkman.birthday_md.is_(None))
+        .values(birthday_md=md)
+        .execution_options(synchronize_session=False)
+    ))
+
+
+def scan_birthdays(session: Session, today: dt.date) -> int:
+    """One pending 生日祝福 task per linkman celebrating ``today``, for the customer's current manager."""
+    fill_birthday_md(session)
+    key = (
+        literal("birthday:") + cast(Linkman.id, String) + literal(":" + today.isoformat())
+    )
+    now = utcnow()
+    src = (
+        select(
+            Linkman.customer_id,
+            Linkman.id,
+            literal(BIRTHDAY_CARE_TYPE),
+            literal(today),
+            literal("pending"),
+            Customer.manager_id,
+            literal("birthday"),
+            key,
+            literal(now, type_=CustomerCare.__table__.c.created_at.type),
+            literal(now, type_=CustomerCare.__table__.c.updated_at.type),
+        )
+        .join(Customer, Customer.id == Linkman.customer_id)
+        .where(Linkman.birthday_md.in_(birthday_keys(today)), Customer.status != "lost")
+    )
+    created = _insert_ignoring_duplicates(
+        session, CustomerCare.__table__,
+        ["customer_id", "linkman_id", "care_type", "due_date", "status", "manager_id", "origin",
+         "task_key", "created_at", "updated_at"],
+        src,
+    )
+    if created:
+        audit.record(session, "create", resource="customer_care",
+                     detail=f"生日扫描:{today.isoformat()} 生成 {created} 条生日关怀任务")
+    return created
+
+
+def create_plan_tasks(session: Session, today: dt.date) -> int:
+    """Due care plans create their task (key ``plan:<id>:<date>``) and move to their next date."""
+    plans = session.execute(
+        select(CarePlan)
+        .where(CarePlan.is_active.is_(True), CarePlan.next_date <= today)
+        .order_by(CarePlan.id)
+        .with_for_update(skip_locked=_supports_skip_locked(session))
+    ).scalars().all()
+    created = 0
+    for plan in plans:
+        manager_id = session.execute(
+            select(Customer.manager_id).where(Customer.id == plan.customer_id, Customer.status != "lost")
+        ).first()
+        due = plan.next_date
+        if manager_id is not None:
+            exists = session.execute(
+                select(CustomerCare.id).where(CustomerCare.task_key == f"plan:{plan.id}:{due.isoformat()}")
+            ).first()
+            if exists is None:
+                session.add(CustomerCare(
+                    customer_id=plan.customer_id, linkman_id=plan.linkman_id, care_type=plan.care_type,
+                    due_date=due, status="pending", manager_id=manager_id[0], origin="plan", plan_id=plan.id,
+                    task_key=f"plan:{plan.id}:{due.isoformat()}",
+                ))
+                created += 1
+        # after downtime, one task for the missed occurrence and the plan moves past today
+        step = max(plan.interval_days, 1)
+        missed = (today - due).days // step + 1
+        plan.next_date = due + dt.timedelta(days=step * missed)
+    session.flush()
+    return created
+
+
+def _supports_skip_locked(session: Session) -> bool:
+    return session.get_bind().dialect.name not in ("sqlite",)
+
+
+# ----- the workbench ---------------------------------------------------------------------------
+
+@dataclass
+class TaskRow:
+    id: int
+    customer_id: int
+    customer: str
+    linkman: str
+    care_type: str
+    care_type_label: str
+    due_date: dt.date | None
+    care_time: dt.datetime | None
+    detail: str
+    feedback: str
+    status: str
+    origin: str
+    manager: str
+
+    @property
+    def executed(self) -> bool:
+        return self.care_time is not None
+
+
+def _task_select(principal: Principal) -> Any:
+    stmt = (
+        select(CustomerCare, Customer.name, Linkman.name, SysUser.real_name, SysUser.username)
+        .join(Customer, Customer.id == CustomerCare.customer_id)
+        .outerjoin(Linkman, Linkman.id == CustomerCare.linkman_id)
+        .outerjoin(SysUser, SysUser.id == CustomerCare.manager_id)
+    )
+    return scoped(stmt, CustomerCare, principal)
+
+
+def _rows(session: Session, stmt: Any) -> list[TaskRow]:
+    out = []
+    for care, customer, linkman, real_name, username in session.execute(stmt).all():
+        out.append(TaskRow(
+            id=care.id, customer_id=care.customer_id, customer=customer, linkman=linkman or "",
+            care_type=care.care_type, care_type_label=dictionary.label("care_type", care.care_type),
+            due_date=care.due_date, care_time=care.care_time, detail=care.detail or "",
+            feedback=care.feedback or "", status=care.status, origin=care.origin,
+            manager=real_name or username or "",
+        ))
+    return out
+
+
+@dataclass
+class Workbench:
+    today: list[TaskRow]
+    overdue: list[TaskRow]
+    upcoming: list[TaskRow]
+    recent: list[TaskRow]
+
+
+def workbench(
+    session: Session, principal: Principal, today: dt.date, *, manager_id: int | None = None,
+    upcoming_days: int = 7, limit: int = 200,
+) -> Workbench:
+    """Pending tasks due today, overdue and coming up, plus recently closed ones, within scope."""
+    base = _task_select(principal)
+    if manager_id:
+        base = base.where(CustomerCare.manager_id == manager_id)
+    pending = base.where(CustomerCare.status == "pending")
+    order = (CustomerCare.due_date, CustomerCare.id)
+    return Workbench(
+        today=_rows(session, pending.where(CustomerCare.due_date == today).order_by(*order).limit(limit)),
+        overdue=_rows(session, pending.where(CustomerCare.due_date < today).order_by(*order).limit(limit)),
+        upcoming=_rows(session, pending.where(
+            CustomerCare.due_date > today, CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)
+        ).order_by(*order).limit(limit)),
+        recent=_rows(session, base.where(CustomerCare.status != "pending")
+                     .order_by(CustomerCare.updated_at.desc(), CustomerCare.id.desc()).limit(20)),
+    )
+
+
+def care_history(session: Session, principal: Principal, customer_id: int, limit: int = 100) -> list[TaskRow]:
+    """A customer's care records, newest first (for the 360° page); empty when out of scope."""
+    stmt = (_task_select(principal).where(CustomerCare.customer_id == customer_id)
+            .order_by(func.coalesce(CustomerCare.care_time, CustomerCare.created_at).desc()).limit(limit))
+    return _rows(session, stmt)
+
+
+@dataclass
+class Completion:
+    manager_id: int | None
+    manager: str
+    total: int
+    done: int
+    cancelled: int
+    pending: int
+    overdue: int
+
+    @property
+    def rate(self) -> float:
+        """Done among the tasks that were not cancelled (0 when there were none)."""
+        base = self.total - self.cancelled
+        return round(self.done * 100.0 / base, 1) if base else 0.0
+
+
+def completion_by_manager(
+    session: Session, principal: Principal, date_from: dt.date, date_to: dt.date, today: dt.date
+) -> list[Completion]:
+    """Care completion per manager for tasks due in [date_from, date_to], within scope."""
+    stmt = (
+        select(
+            CustomerCare.manager_id,
+            func.max(SysUser.real_name), func.max(SysUser.username),
+            func.count(),
+            func.sum(case((CustomerCare.status == "done", 1), else_=0)),
+            func.sum(case((CustomerCare.status == "cancelled", 1), else_=0)),
+            func.sum(case((CustomerCare.status == "pending", 1), else_=0)),
+            func.sum(case((and_(CustomerCare.status == "pending", CustomerCare.due_date < today), 1), else_=0)),
+        )
+        .outerjoin(SysUser, SysUser.id == CustomerCare.manager_id)
+        .where(CustomerCare.due_date >= date_from, CustomerCare.due_date <= date_to)
+        .group_by(CustomerCare.manager_id)
+    )
+    stmt = scoped(stmt, CustomerCare, principal)
+    out = [
+        Completion(mid, real or user or "未分配", int(total), int(done or 0), int(canc or 0), int(pend or 0),
+                   int(over or 0))
+        for mid, real, user, total, done, canc, pend, over in session.execute(stmt).all()
+    ]
+    return sorted(out, key=lambda c: (-c.rate, c.manager))
+
+
+# ----- writes ----------------------------------------------------------------------------------
+
+def _editable_task(session: Session, principal: Principal, care_id: int) -> CustomerCare:
+    if not principal.can("customer_care", "edit"):
+        raise Forbidden("您没有处理客户关怀的权限。")
+    care = session.execute(
+        scoped(select(CustomerCare).where(CustomerCare.id == care_id), CustomerCare, principal).with_for_update()
+    ).scalar_one_or_none()
+    if care is None:
+        raise NotFound("关怀任务不存在或您无权访问。")
+    return care
+
+
+def _care_type(value: str | None, current: str | None = None) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise UserError("请选择关怀类型。", field="care_type")
+    if not dictionary.is_valid("care_type", value, current=current):
+        raise UserError("关怀类型无效,请从下拉列表中选择。", field="care_type")
+    return value
+
+
+def _text(value: str | None, *, label: str, maximum: int, required: bool, field: str) -> str | None:
+    text = (value or "").strip()
+    if required and not text:
+        raise UserError(f"请填写{label}。", field=field)
+    if len(text) > maximum:
+        raise UserError(f"{label}不能超过 {maximum} 个字。", field=field)
+    return text or None
+
+
+def _care_time(value: dt.datetime | None) -> dt.datetime:
+    now = utcnow()
+    if value is None:
+        return now
+    if value > now + dt.timedelta(minutes=5):
+        raise UserError("关怀时间不能晚于现在。", field="care_time")
+    return value
+
+
+def execute_care(
+    session: Session, principal: Principal, care_id: int, *, care_type: str | None,
+    care_time: dt.datetime | None, detail: str | None,
+) -> CustomerCare:
+    """Record the care given (type, time, detail); the task stays pending until the feedback."""
+    care = _editable_task(session, principal, care_id)
+    if care.status != "pending":
+        raise UserError("该关怀任务已结束,不能再执行。")
+    care.care_type = _care_type(care_type, care.care_type)
+    care.care_time = _care_time(care_time)
+    care.detail = _text(detail, label="关怀内容", maximum=DETAIL_MAX, required=True, field="detail")
+    session.flush()
+    return care
+
+
+def record_feedback(
+    session: Session, principal: Principal, care_id: int, *, feedback: str | None, status: str,
+) -> CustomerCare:
+    """Close the loop: the customer's feedback, and the task ``done`` (or ``cancelled``)."""
+    if status not in ("done", "cancelled"):
+        raise UserError("请选择处理结果:已完成或已取消。", field="status")
+    care = _editable_task(session, principal, care_id)
+    if care.status != "pending":
+        raise UserError("该关怀任务已结束。")
+    if status == "done" and care.care_time is None:
+        raise UserError("请先执行关怀(记录关怀内容),再记录客户反馈。")
+    label = "客户反馈" if status == "done" else "取消原因"
+    care.feedback = _text(feedback, label=label, maximum=FEEDBACK_MAX, required=True, field="feedback")
+    care.status = status
+    session.flush()
+    return care
+
+
+def create_manual_care(
+    session: Session, principal: Principal, *, customer_id: int | None, linkman_id: int | None,
+    care_type: str | None, care_time: dt.datetime | None, detail: str | None, feedback: str | None = None,
+) -> CustomerCare:
+    """A care record entered by hand: ``done`` when the feedback is known, else pending it."""
+    if not principal.can("customer_care", "create"):
+        raise Forbidden("您没有新增客户关怀的权限。")
+    if not customer_id or not in_scope(session, Customer, customer_id, principal):
+        raise UserError("请选择您负责的客户。", field="customer_id")
+    customer = session.get(Customer, customer_id)
+    assert customer is not None
+    if linkman_id:
+        belongs = session.execute(
+            select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
+        ).first()
+        if belongs is None:
+            raise UserError("所选联系人不属于该客户。", field="linkman_id")
+    when = _care_time(care_time)
+    text_feedback = _text(feedback, label="客户反馈", maximum=FEEDBACK_MAX, required=False, field="feedback")
+    care = CustomerCare(
+        customer_id=customer_id, linkman_id=linkman_id or None, care_type=_care_type(care_type),
+        care_time=when, due_date=when.date(),
+        detail=_text(detail, label="关怀内容", maximum=DETAIL_MAX, required=True, field="detail"),
+        feedback=text_feedback, status="done" if text_feedback else "pending",
+        manager_id=customer.manager_id or principal.id, origin="manual",
+    )
+    session.add(care)
+    session.flush()
+    return care
+
+
+def linkmen_of(session: Session, principal: Principal, customer_id: int) -> list[tuple[int, str]]:
+    stmt = scoped(select(Linkman.id, Linkman.name).where(Linkman.customer_id == customer_id), Linkman, principal)
+    return [(i, n) for i, n in session.execute(stmt.order_by(Linkman.is_primary.desc(), Linkman.name)).all()]
+
+
+def search_customers(session: Session, principal: Principal, term: str, limit: int = 20) -> list[tuple[int, str]]:
+    stmt = scoped(select(Customer.id, Customer.code, Customer.name), Customer, principal)
+    term = term.strip()
+    if term:
+        stmt = stmt.where(or_(Customer.name.like(f"%{term}%"), Customer.code.like(f"{term}%")))
+    return [(i, f"{c} {n}") for i, c, n in session.execute(stmt.order_by(Customer.name).limit(limit)).all()]
+
+
+def _affected(result: Any) -> int:
+    """Rows matched by an UPDATE/INSERT (``CursorResult.rowcount``)."""
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,316 @@
+"""Customer transfer (客户转移): hand one or many customers to another manager in one transaction.
+
+The customer row is the lock: it is read ``FOR UPDATE`` within the operator's scope and written with
+its optimistic ``version``, so of two transfers of the same customer at once exactly one wins and the
+other is refused with a message. Everything that follows the manager (open care tasks, care plans,
+open opportunities) moves with the customer in the same transaction, with audit rows labelled
+``transfer``. Services never commit: the caller owns the unit of work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.exc import StaleDataError
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.care.models import CarePlan, CustomerCare
+from crm_admin.core import audit
+from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
+from crm_admin.core.permissions import gate
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import scoped
+from crm_admin.customers.models import Customer
+from crm_admin.db import utcnow
+from crm_admin.opportunities.models import SalesOpportunity
+from crm_admin.transfers.models import CustomerTransfer
+
+REASON_MIN = 2
+REASON_MAX = 500
+MAX_BATCH = 5000  # a hand-over larger than this is split by the caller
+
+
+@dataclass
+class TransferResult:
+    transfers: list[int] = field(default_factory=list)  # customer_transfer ids
+    customers: list[int] = field(default_factory=list)
+    care_tasks: int = 0
+    care_plans: int = 0
+    opportunities: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.customers)
+
+
+def clean_reason(reason: str | None) -> str:
+    text = (reason or "").strip()
+    if len(text) < REASON_MIN:
+        raise UserError(f"请填写转移原因(至少 {REASON_MIN} 个字)。", field="reason")
+    if len(text) > REASON_MAX:
+        raise UserError(f"转移原因不能超过 {REASON_MAX} 个字。", field="reason")
+    return text
+
+
+def may_own_customers(session: Session, user: SysUser) -> bool:
+    """An active user whose roles let them work customers (a read-only account cannot own any)."""
+    if not user.is_active:
+        return False
+    grants = gate.grants(session.connection(), user.id)
+    return ("customer", "edit") in grants.permissions
+
+
+def eligible_managers(session: Session) -> list[SysUser]:
+    """Users who may be made the manager of a customer, by name."""
+    users = session.execute(
+        select(SysUser).where(SysUser.is_active.is_(True)).order_by(SysUser.real_name, SysUser.username)
+    ).scalars().all()
+    return [u for u in users if may_own_customers(session, u)]
+
+
+def _check_operator(principal: Principal) -> None:
+    if not principal.can("customer", "transfer"):
+        raise Forbidden("您没有转移客户的权限。")
+
+
+def _new_manager(session: Session, new_manager_id: int | None) -> SysUser:
+    if not new_manager_id:
+        raise UserError("请选择新的客户经理。", field="new_manager_id")
+    user = session.get(SysUser, new_manager_id)
+    if user is None or not may_own_customers(session, user):
+        raise UserError("所选的新客户经理不存在、已停用,或其角色不能负责客户。", field="new_manager_id")
+    return user
+
+
+def transfer_customers(
+    session: Session,
+    principal: Principal,
+    *,
+    customer_ids: Iterable[int],
+    new_manager_id: int | None,
+    reason: str | None,
+    expected_versions: Mapping[int, int] | None = None,
+    now: dt.datetime | None = None,
+) -> TransferResult:
+    """Move ``customer_ids`` to ``new_manager_id``; all of them or none.
+
+    ``expected_versions`` (customer id → the ``version`` the operator saw) makes a transfer of a
+    customer someone else changed or moved meanwhile fail instead of silently applying twice.
+    """
+    _check_operator(principal)
+    ids = sorted({int(i) for i in customer_ids})
+    if not ids:
+        raise UserError("请至少选择一个客户。", field="customer_id")
+    if len(ids) > MAX_BATCH:
+        raise UserError(f"一次最多转移 {MAX_BATCH} 个客户。")
+    text = clean_reason(reason)
+    target = _new_manager(session, new_manager_id)
+    now = now or utcnow()
+
+    # Lock the rows in id order (two batches overlapping cannot deadlock) and re-check the scope on
+    # the locked, current version of each row: a customer just moved away is no longer the operator's.
+    rows = session.execute(
+        scoped(select(Customer).where(Customer.id.in_(ids)), Customer, principal)
+        .order_by(Customer.id)
+        .with_for_update()
+    ).scalars().all()
+    found = {c.id: c for c in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound("所选客户不存在、已被转移,或不在您的数据范围内,请刷新页面后重试。")
+    for customer in rows:
+        seen = (expected_versions or {}).get(customer.id)
+        if seen is not None and int(seen) != customer.version:
+            raise Conflict(
+                f"客户“{customer.name}”刚刚已被其他人转移或修改,本次转移未执行,请刷新页面后重试。"
+            )
+        if customer.manager_id == target.id:
+            raise UserError(f"客户“{customer.name}”已由 {target} 负责,无需转移。")
+
+    session.info[audit.INFO_ACTION] = "transfer"
+    result = TransferResult()
+    olds: dict[int, int | None] = {}
+    records: list[CustomerTransfer] = []
+    try:
+        for customer in rows:
+            olds[customer.id] = customer.manager_id
+            customer.manager_id = target.id
+            record = CustomerTransfer(
+                customer_id=customer.id,
+                old_manager_id=olds[customer.id],
+                new_manager_id=target.id,
+                reason=text,
+                transferred_at=now,
+                operator_id=principal.id,
+            )
+            session.add(record)
+            records.append(record)
+            result.customers.append(customer.id)
+        session.flush()
+    except StaleDataError:
+        raise Conflict("所选客户刚刚已被其他人转移或修改,本次转移未执行,请刷新页面后重试。") from None
+    result.transfers = [r.id for r in records]
+
+    # What follows the manager moves in bulk: the audit rows above carry the customer change, one
+    # summary row per batch records what moved with it.
+    result.care_tasks = _affected(session.execute(
+        update(CustomerCare)
+        .where(CustomerCare.customer_id.in_(ids), CustomerCare.status == "pending")
+        .values(manager_id=target.id, updated_at=now)
+    ))
+    result.care_plans = _affected(session.execute(
+        update(CarePlan).where(CarePlan.customer_id.in_(ids)).values(manager_id=target.id, updated_at=now)
+    ))
+    result.opportunities = _affected(session.execute(
+        update(SalesOpportunity)
+        .where(SalesOpportunity.customer_id.in_(ids), SalesOpportunity.status == "open")
+        .values(
+            manager_id=target.id,
+            version=SalesOpportunity.version + 1,
+            updated_at=now,
+        )
+    ))
+    audit.record(
+        session,
+        "transfer",
+        resource="customer",
+        resource_id=",".join(str(i) for i in ids)[:64],
+        changes={
+            "customers": ids,
+            "old_manager_ids": {str(k): v for k, v in olds.items()},
+            "new_manager_id": target.id,
+            "reason": text,
+            "care_tasks": result.care_tasks,
+            "care_plans": result.care_plans,
+            "opportunities": result.opportunities,
+        },
+        detail=f"转移 {len(ids)} 个客户给 {target}",
+    )
+    session.flush()
+    return result
+
+
+def hand_over_customers(
+    session: Session,
+    principal: Principal,
+    *,
+    from_user_id: int,
+    to_user_id: int,
+    reason: str | None,
+) -> TransferResult:
+    """Hand every customer of ``from_user_id`` (e.g. an employee who leaves) to ``to_user_id``."""
+    _check_operator(principal)
+    if principal.visible_user_ids is not None:
+        raise Forbidden("只有可查看全部数据的管理员才能整体交接某位员工的客户。")
+    if from_user_id == to_user_id:
+        raise UserError("交接双方不能是同一个人。", field="to_user_id")
+    if session.get(SysUser, from_user_id) is None:
+        raise UserError("请选择要交接客户的员工。", field="from_user_id")
+    ids = list(
+        session.execute(select(Customer.id).where(Customer.manager_id == from_user_id)).scalars()
+    )
+    if not ids:
+        raise UserError("该员工名下没有客户,无需交接。")
+    result = TransferResult()
+    # Batches keep each IN list and lock set bounded; they share the one transaction.
+    for start in range(0, len(ids), MAX_BATCH):
+        part = transfer_customers(
+            session, principal, customer_ids=ids[start:start + MAX_BATCH],
+            new_manager_id=to_user_id, reason=reason,
+        )
+        result.transfers += part.transfers
+        result.customers += part.customers
+        result.care_tasks += part.care_tasks
+        result.care_plans += part.care_plans
+        result.opportunities += part.opportunities
+    # Pending care tasks still assigned to the leaver on customers someone else manages stay open:
+    # give them to each customer's current manager.
+    session.execute(
+        update(CustomerCare)
+        .where(CustomerCare.manager_id == from_user_id, CustomerCare.status == "pending")
+        .values(manager_id=select(Customer.manager_id).where(Customer.id == CustomerCare.customer_id)
+                .scalar_subquery())
+    )
+    return result
+
+
+# ----- reading -------------------------------------------------------------------------------
+
+@dataclass
+class TransferFilter:
+    customer_id: int | None = None
+    customer: str = ""  # name or code contains
+    old_manager_id: int | None = None
+    new_manager_id: int | None = None
+    operator_id: int | None = None
+    date_from: dt.datetime | None = None  # UTC bounds
+    date_to: dt.datetime | None = None
+
+
+def transfer_query(principal: Principal, flt: TransferFilter | None = None) -> Select[*tuple[Any, ...]]:
+    """Transfer records within the principal's scope (they follow the customer), newest first."""
+    flt = flt or TransferFilter()
+    old = aliased(SysUser)
+    new = aliased(SysUser)
+    op = aliased(SysUser)
+    stmt = (
+        select(
+            CustomerTransfer.id,
+            CustomerTransfer.customer_id,
+            Customer.code.label("customer_code"),
+            Customer.name.label("customer_name"),
+            func.coalesce(func.nullif(old.real_name, ""), old.username).label("old_manager"),
+            func.coalesce(func.nullif(new.real_name, ""), new.username).label("new_manager"),
+            func.coalesce(func.nullif(op.real_name, ""), op.username).label("operator"),
+            CustomerTransfer.reason,
+            CustomerTransfer.transferred_at,
+        )
+        .join(Customer, Customer.id == CustomerTransfer.customer_id)
+        .outerjoin(old, old.id == CustomerTransfer.old_manager_id)
+        .join(new, new.id == CustomerTransfer.new_manager_id)
+        .outerjoin(op, op.id == CustomerTransfer.operator_id)
+    )
+    stmt = scoped(stmt, CustomerTransfer, principal)
+    conds = []
+    if flt.customer_id:
+        conds.append(CustomerTransfer.customer_id == flt.customer_id)
+    if flt.customer:
+        like = f"%{flt.customer.strip()}%"
+        conds.append(or_(Customer.name.like(like), Customer.code.like(like)))
+    if flt.old_manager_id:
+        conds.append(CustomerTransfer.old_manager_id == flt.old_manager_id)
+    if flt.new_manager_id:
+        conds.append(CustomerTransfer.new_manager_id == flt.new_manager_id)
+    if flt.operator_id:
+        conds.append(CustomerTransfer.operator_id == flt.operator_id)
+    if flt.date_from:
+        conds.append(CustomerTransfer.transferred_at >= flt.date_from)
+    if flt.date_to:
+        conds.append(CustomerTransfer.transferred_at < flt.date_to)
+    if conds:
+        stmt = stmt.where(and_(*conds))
+    return stmt.order_by(CustomerTransfer.transferred_at.desc(), CustomerTransfer.id.desc())
+
+
+def transfers_of_customer(session: Session, principal: Principal, customer_id: int) -> list[Any]:
+    """A customer's transfer history (for the 360° page); empty when the customer is out of scope."""
+    return list(session.execute(transfer_query(principal, TransferFilter(customer_id=customer_id))).all())
+
+
+def list_transfers(
+    session: Session, principal: Principal, flt: TransferFilter, *, page: int = 1, page_size: int = 50
+) -> tuple[list[Any], int]:
+    stmt = transfer_query(principal, flt)
+    total = session.execute(select(func.count()).select_from(stmt.order_by(None).subquery())).scalar_one()
+    rows = session.execute(stmt.limit(page_size).offset((max(page, 1) - 1) * page_size)).all()
+    return list(rows), int(total)
+
+
+def _affected(result: Any) -> int:
+    """Rows matched by an UPDATE/INSERT (``CursorResult.rowcount``)."""
+    return int(getattr(result, "rowcount", 0) or 0)

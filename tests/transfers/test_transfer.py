@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from crm_admin import db
+from crm_admin.audit.models import AuditLog
+from crm_admin.care.models import CarePlan, CustomerCare
+from crm_admin.customers.models import Customer
+from crm_admin.opportunities.models import SalesOpportunity
+from crm_admin.transfers.models import CustomerTransfer
+from tests.care import factories as f
+from tests.conftest import IS_MYSQL, csrf_token
+
+
+def _post(client: Any, data: dict[str, Any]) -> Any:
+    return client.post("/admin/transfer/submit", data={"csrf_token": csrf_token(client), **data},
+                       follow_redirects=False)
+
+
+def _count(model: type, *where: Any) -> int:
+    with db.session_factory()() as s:
+        return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
+
+
+@pytest.fixture
+def people(make_user: Any, login_as: Any) -> dict[str, Any]:
+    a = make_user("mgr_a", real_name="张经理")
+    b = make_user("mgr_b", real_name="李经理")
+    c = make_user("mgr_c", real_name="王经理")
+    return {"a": a, "b": b, "c": c, "ca": login_as("mgr_a"), "cb": login_as("mgr_b"), "cc": login_as("mgr_c")}
+
+
+def test_manager_transfers_customer_and_everything_follows(people: dict[str, Any]) -> None:
+    a, b = people["a"], people["b"]
+    cust = f.customer(a.id, "转移测试公司")
+    pending = f.care(cust.id, a.id)
+    done = f.care(cust.id, a.id, status="done")
+    plan = f.plan(cust.id, a.id, next_date=__import__("datetime").date(2030, 1, 1))
+    opp = f.opportunity(cust.id, a.id)
+    won = f.opportunity(cust.id, a.id, status="won")
+
+    page = people["ca"].get("/admin/transfer")
+    assert page.status_code == 200 and "转移测试公司" in page.text
+    r = _post(people["ca"], {"customer_id": cust.id, f"version_{cust.id}": 1,
+                             "new_manager_id": b.id, "reason": "岗位调整,由李经理接手"})
+    assert r.status_code == 303, r.text
+
+    assert f.get(Customer, cust.id).manager_id == b.id
+    assert f.get(CustomerCare, pending.id).manager_id == b.id
+    assert f.get(CustomerCare, done.id).manager_id == a.id  # history keeps who did it
+    assert f.get(CarePlan, plan.id).manager_id == b.id
+    assert f.get(SalesOpportunity, opp.id).manager_id == b.id
+    assert f.get(SalesOpportunity, won.id).manager_id == a.id
+    with db.session_factory()() as s:
+        t = s.execute(select(CustomerTransfer)).scalar_one()
+        assert (t.customer_id, t.old_manager_id, t.new_manager_id, t.operator_id) == (cust.id, a.id, b.id, a.id)
+        assert t.reason == "岗位调整,由李经理接手" and t.transferred_at is not None
+        labelled = set(s.execute(select(AuditLog.resource).where(AuditLog.action == "transfer")).scalars())
+    assert {"customer", "transfer"} <= labelled
+
+    # from now on the new manager has the customer and what hangs off it; the old one gets 404
+    assert people["ca"].get(f"/admin/customer/details/{cust.id}").status_code == 404
+    assert people["cb"].get(f"/admin/customer/details/{cust.id}").status_code == 200
+    hist_b = people["cb"].get(f"/admin/transfer/history?customer_id={cust.id}")
+    assert "岗位调整" in hist_b.text
+    assert "岗位调整" not in people["ca"].get("/admin/transfer/history").text
+    assert "转移测试公司" not in people["ca"].get("/admin/transfer").text
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "好", "长" * 501])
+def test_reason_is_required_and_bounded(people: dict[str, Any], reason: str) -> None:
+    cust = f.customer(people["a"].id)
+    r = _post(people["ca"], {"customer_id": cust.id, "new_manager_id": people["b"].id, "reason": reason})
+    assert r.status_code == 400
+    assert "转移原因" in r.text
+    assert f.get(Customer, cust.id).manager_id == people["a"].id
+    assert _count(CustomerTransfer) == 0
+
+
+def test_other_managers_customer_is_not_found(people: dict[str, Any]) -> None:
+    mine = f.customer(people["a"].id)
+    theirs = f.customer(people["c"].id)
+    r = _post(people["ca"], {"customer_id": [mine.id, theirs.id], "new_manager_id": people["b"].id,
+                             "reason": "越权尝试"})
+    assert r.status_code == 404
+    # all or nothing: the own customer did not move either
+    assert f.get(Customer, mine.id).manager_id == people["a"].id
+    assert f.get(Customer, theirs.id).manager_id == people["c"].id
+    assert _count(CustomerTransfer) == 0
+
+
+def test_new_manager_must_be_active_and_able_to_own(people: dict[str, Any], make_user: Any) -> None:
+    ro = make_user("viewer", roles=("readonly",))
+    cust = f.customer(people["a"].id)
+    r = _post(people["ca"], {"customer_id": cust.id, "new_manager_id": ro.id, "reason": "交给只读用户"})
+    assert r.status_code == 400 and "不能负责客户" in r.text
+    r = _post(people["ca"], {"customer_id": cust.id, "new_manager_id": 999999, "reason": "不存在的人"})
+    assert r.status_code == 400
+    assert f.get(Customer, cust.id).manager_id == people["a"].id
+
+
+def test_stale_version_is_refused(people: dict[str, Any]) -> None:
+    cust = f.customer(people["a"].id)
+    r = _post(people["ca"], {"customer_id": cust.id, f"version_{cust.id}": 7,
+                             "new_manager_id": people["b"].id, "reason": "版本过期"})
+    assert r.status_code == 409 and "刷新" in r.text
+    assert f.get(Customer, cust.id).manager_id == people["a"].id
+
+
+def test_readonly_cannot_open_or_post(make_user: Any, login_as: Any, people: dict[str, Any]) -> None:
+    make_user("viewer2", roles=("readonly",))
+    c = login_as("viewer2")
+    cust = f.customer(people["a"].id)
+    assert c.get("/admin/transfer").status_code == 200  # may look (transfer:list) but not act
+    r = _post(c, {"customer_id": cust.id, "new_manager_id": people["b"].id, "reason": "只读用户"})
+    assert r.status_code == 403
+    assert f.get(Customer, cust.id).manager_id == people["a"].id
+
+
+def test_post_without_csrf_token_is_refused(people: dict[str, Any]) -> None:
+    cust = f.customer(people["a"].id)
+    r = people["ca"].post("/admin/transfer/submit", data={"customer_id": cust.id,
+                          "new_manager_id": people["b"].id, "reason": "无令牌"}, follow_redirects=False)
+    assert r.status_code == 403
+    assert f.get(Customer, cust.id).manager_id == people["a"].id
+
+
+def test_admin_hands_over_all_customers_of_a_leaver(people: dict[str, Any], admin_client: Any) -> None:
+    a, b = people["a"], people["b"]
+    custs = [f.customer(a.id) for _ in range(3)]
+    other = f.customer(people["c"].id)
+    task = f.care(custs[0].id, a.id)
+    r = admin_client.post("/admin/transfer/handover", data={
+        "csrf_token": csrf_token(admin_client), "from_user_id": a.id, "to_user_id": b.id,
+        "reason": "员工离职交接"})
+    assert r.status_code == 200 and "交接完成" in r.text, r.text
+    assert all(f.get(Customer, c.id).manager_id == b.id for c in custs)
+    assert f.get(Customer, other.id).manager_id == people["c"].id
+    assert f.get(CustomerCare, task.id).manager_id == b.id
+    assert _count(CustomerTransfer, CustomerTransfer.old_manager_id == a.id) == 3
+    # a manager may not use the hand-over
+    assert people["cb"].get("/admin/transfer/handover").status_code == 403
+
+
+def test_concurrent_transfers_of_one_customer_exactly_one_wins(
+    people: dict[str, Any], admin_client: Any
+) -> None:
+    """Two real requests at once (threads, separate connections): one succeeds, one is refused."""
+    cust = f.customer(people["a"].id, "并发转移公司")
+    f.care(cust.id, people["a"].id)
+    clients = [people["ca"], admin_client]
+    targets = [people["b"].id, people["c"].id]
+    tokens = [csrf_token(c) for c in clients]
+    barrier = threading.Barrier(2)
+    results: list[Any] = [None, None]
+
+    def go(i: int) -> None:
+        barrier.wait()
+        results[i] = clients[i].post("/admin/transfer/submit", data={
+            "csrf_token": tokens[i], "customer_id": cust.id, f"version_{cust.id}": 1,
+            "new_manager_id": targets[i], "reason": f"并发转移{i}"}, follow_redirects=False)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    codes = sorted(r.status_code for r in results)
+    assert codes[0] == 303 and codes[1] in (404, 409), [(r.status_code, r.text[:300]) for r in results]
+    loser = next(r for r in results if r.status_code != 303)
+    assert re.search("已被转移|已被其他人转移|刷新", loser.text)
+    winner = results.index(next(r for r in results if r.status_code == 303))
+    assert f.get(Customer, cust.id).manager_id == targets[winner]
+    assert _count(CustomerTransfer) == 1
+    with db.session_factory()() as s:
+        task_manager = s.execute(select(CustomerCare.manager_id)).scalar_one()
+    assert task_manager == targets[winner]
+
+
+@pytest.mark.skipif(not IS_MYSQL, reason="row locks are a MariaDB/MySQL matter")
+def test_concurrent_service_calls_on_mariadb_without_versions(people: dict[str, Any]) -> None:
+    """The owner and a second transfer race with no version given: the row lock decides."""
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.errors import UserError
+    from crm_admin.core.principal import load_principal
+    from crm_admin.transfers.service import transfer_customers
+
+    cust = f.customer(people["a"].id)
+    with db.session_factory()() as s:
+        principal = load_principal(s.connection(), s.get(SysUser, people["a"].id))
+    barrier = threading.Barrier(4)
+    outcome: list[str] = []
+    lock = threading.Lock()
+
+    def go(target: int) -> None:
+        barrier.wait()
+        try:
+            with db.transaction() as session:
+                transfer_customers(session, principal, customer_ids=[cust.id], new_manager_id=target,
+                                   reason="并发服务调用")
+            res = "ok"
+        except UserError as exc:
+            res = exc.message
+        with lock:
+            outcome.append(res)
+
+    threads = [threading.Thread(target=go, args=(t,)) for t in
+               (people["b"].id, people["c"].id, people["b"].id, people["c"].id)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert outcome.count("ok") == 1, outcome
+    assert _count(CustomerTransfer) == 1
