@@ -237,6 +237,10 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sys_user', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sys_user_dept_id'), ['dept_id'], unique=False)
+    if op.get_bind().dialect.name != 'sqlite':
+        # sys_dept.leader_id -> sys_user closes a cycle (use_alter): CREATE TABLE leaves it out on
+        # MySQL/MariaDB, so it is added here once both tables exist (SQLite keeps it inline).
+        op.create_foreign_key('fk_sys_dept_leader_id', 'sys_dept', 'sys_user', ['leader_id'], ['id'])
 
     op.create_table('customer',
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -575,6 +579,8 @@ def downgrade() -> None:
         batch_op.drop_index('ix_customer_created_at')
 
     op.drop_table('customer')
+    if op.get_bind().dialect.name != 'sqlite':
+        op.drop_constraint('fk_sys_dept_leader_id', 'sys_dept', type_='foreignkey')
     with op.batch_alter_table('sys_user', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sys_user_dept_id'))
 
