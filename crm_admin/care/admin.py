@@ -1,32 +1,107 @@
-"""Admin views of the customer care module."""
+"""Admin views of the customer care module: records, plans, and the manager's care workbench."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+from urllib.parse import urlencode
+
+from sqladmin import expose
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.care import service
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
-from crm_admin.core.views import CrmModelView, scoped_ref
+from crm_admin.core.errors import UserError
+from crm_admin.core.principal import Principal
+from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
+from crm_admin.dashboard.pages import (
+    base_context,
+    fmt_date,
+    fmt_dt,
+    local_now,
+    local_today,
+    parse_int,
+    parse_local_datetime,
+    require_csrf,
+    run_sync,
+)
+from crm_admin.db import session_factory, transaction
+from crm_admin.dictionary import service as dictionary
+from crm_admin.dictionary.service import DictSelectField
+
+CARE_STATUS_LABELS = {"pending": "待执行", "done": "已完成", "cancelled": "已取消"}
+CARE_ORIGIN_LABELS = {"birthday": "生日扫描", "plan": "关怀计划", "manual": "手工录入"}
+
+
+def _check_linkman(session: Session, customer_id: int | None, linkman_id: int | None) -> None:
+    if linkman_id and customer_id:
+        belongs = session.execute(
+            select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
+        ).first()
+        if belongs is None:
+            raise UserError("所选联系人不属于该客户。", field="linkman")
+
+
+def _customer_manager(session: Session, customer_id: int | None) -> int | None:
+    if not customer_id:
+        return None
+    return session.execute(select(Customer.manager_id).where(Customer.id == customer_id)).scalar()
 
 
 class CustomerCareAdmin(CrmModelView, model=CustomerCare):
     name = "关怀记录"
-    name_plural = "客户关怀"
+    name_plural = "关怀记录"
     icon = "fa-solid fa-heart"
     category = "客户关怀"
     column_list = [CustomerCare.customer, CustomerCare.linkman, CustomerCare.care_type,
-                   CustomerCare.due_date, CustomerCare.status, CustomerCare.origin, CustomerCare.manager]
+                   CustomerCare.due_date, CustomerCare.care_time, CustomerCare.status, CustomerCare.origin,
+                   CustomerCare.manager]
     column_labels = {
         "customer": "客户", "linkman": "联系人", "care_type": "关怀类型", "care_time": "关怀时间",
         "due_date": "计划日期", "detail": "关怀内容", "feedback": "客户反馈", "status": "状态",
         "manager": "客户经理", "origin": "来源", "plan_id": "关怀计划", "task_key": "任务键",
         "created_at": "创建时间", "updated_at": "更新时间",
     }
-    form_excluded_columns = ["created_at", "updated_at", "task_key", "plan_id", "manager", "origin"]
-
+    column_formatters = {
+        "status": lambda m, a: CARE_STATUS_LABELS.get(m.status, m.status),
+        "origin": lambda m, a: CARE_ORIGIN_LABELS.get(m.origin, m.origin),
+        "care_type": lambda m, a: dictionary.label("care_type", m.care_type),
+    }
+    column_formatters_detail = column_formatters
+    column_default_sort = [(CustomerCare.id, True)]
+    form_columns = ["customer", "linkman", "care_type", "due_date", "care_time", "detail", "feedback"]
+    form_overrides = {"care_type": DictSelectField}
+    form_args = {"care_type": {"dict_type": "care_type"}}
     form_ajax_refs = {
         "customer": scoped_ref(Customer, ["name", "code"]),
         "linkman": scoped_ref(Linkman, ["name"]),
     }
+
+    def list_query(self, request: Request) -> Any:
+        from sqlalchemy.orm import selectinload
+
+        return super().list_query(request).options(
+            selectinload(CustomerCare.customer), selectinload(CustomerCare.linkman),
+            selectinload(CustomerCare.manager),
+        )
+
+    def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
+                    request: Request) -> None:
+        _check_linkman(session, obj.customer_id, obj.linkman_id)
+        if not (obj.care_type or "").strip():
+            raise UserError("请选择关怀类型。", field="care_type")
+        if is_created:
+            obj.origin = "manual"
+            obj.status = "done" if (obj.feedback or "").strip() else "pending"
+            obj.manager_id = _customer_manager(session, obj.customer_id) or principal_of(request).id
+            if obj.due_date is None:
+                obj.due_date = local_today()
 
 
 class CarePlanAdmin(CrmModelView, model=CarePlan):
@@ -41,12 +116,180 @@ class CarePlanAdmin(CrmModelView, model=CarePlan):
         "next_date": "下次日期", "manager_id": "客户经理", "is_active": "启用", "remark": "备注",
         "created_at": "创建时间", "updated_at": "更新时间",
     }
-    form_excluded_columns = ["created_at", "updated_at", "manager_id"]
-
+    column_formatters = {"care_type": lambda m, a: dictionary.label("care_type", m.care_type)}
+    form_columns = ["customer", "linkman", "care_type", "interval_days", "next_date", "is_active", "remark"]
+    form_overrides = {"care_type": DictSelectField}
+    form_args = {"care_type": {"dict_type": "care_type"}}
     form_ajax_refs = {
         "customer": scoped_ref(Customer, ["name", "code"]),
         "linkman": scoped_ref(Linkman, ["name"]),
     }
 
+    def list_query(self, request: Request) -> Any:
+        from sqlalchemy.orm import selectinload
 
-VIEWS = [CustomerCareAdmin, CarePlanAdmin]
+        return super().list_query(request).options(
+            selectinload(CarePlan.customer), selectinload(CarePlan.linkman),
+        )
+
+    def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
+                    request: Request) -> None:
+        _check_linkman(session, obj.customer_id, obj.linkman_id)
+        if not obj.interval_days or not 1 <= int(obj.interval_days) <= 3650:
+            raise UserError("间隔天数须在 1 到 3650 之间。", field="interval_days")
+        if obj.next_date is None:
+            raise UserError("请填写下次关怀日期。", field="next_date")
+        obj.manager_id = _customer_manager(session, obj.customer_id)
+
+
+# ----- the workbench ---------------------------------------------------------------------------
+
+def _task_dict(row: service.TaskRow, today: dt.date) -> dict[str, Any]:
+    return {
+        "id": row.id, "customer_id": row.customer_id, "customer": row.customer, "linkman": row.linkman,
+        "care_type": row.care_type, "care_type_label": row.care_type_label,
+        "due_date": fmt_date(row.due_date), "care_time": fmt_dt(row.care_time), "detail": row.detail,
+        "feedback": row.feedback, "status": row.status, "status_label": CARE_STATUS_LABELS.get(row.status, ""),
+        "origin_label": CARE_ORIGIN_LABELS.get(row.origin, row.origin), "manager": row.manager,
+        "executed": row.executed, "overdue_days": (today - row.due_date).days if row.due_date else 0,
+    }
+
+
+def _workbench_data(principal: Principal, manager_id: int | None) -> dict[str, Any]:
+    today = local_today()
+    with session_factory()() as session:
+        wb = service.workbench(session, principal, today, manager_id=manager_id)
+        completion = service.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
+        managers: list[dict[str, Any]] = []
+        if principal.visible_user_ids is None or len(principal.visible_user_ids) > 1:
+            stmt = select(SysUser).where(SysUser.is_active.is_(True)).order_by(SysUser.real_name)
+            if principal.visible_user_ids is not None:
+                stmt = stmt.where(SysUser.id.in_(principal.visible_user_ids))
+            managers = [{"id": u.id, "label": str(u)} for u in session.execute(stmt).scalars()]
+    return {
+        "today_date": today.isoformat(),
+        "today_tasks": [_task_dict(r, today) for r in wb.today],
+        "overdue": [_task_dict(r, today) for r in wb.overdue],
+        "upcoming": [_task_dict(r, today) for r in wb.upcoming],
+        "recent": [_task_dict(r, today) for r in wb.recent],
+        "completion": [
+            {"manager": c.manager, "total": c.total, "done": c.done, "cancelled": c.cancelled,
+             "pending": c.pending, "overdue": c.overdue, "rate": c.rate}
+            for c in completion
+        ],
+        "managers": managers,
+        "care_types": [(v, lbl) for v, lbl in dictionary.choices("care_type", blank=False)],
+        "now_local": local_now().strftime("%Y-%m-%dT%H:%M"),
+    }
+
+
+def _execute(principal: Principal, form: dict[str, str]) -> None:
+    with transaction() as session:
+        service.execute_care(
+            session, principal, parse_int(form.get("care_id")) or 0, care_type=form.get("care_type"),
+            care_time=_when(form.get("care_time", "")), detail=form.get("detail"),
+        )
+
+
+def _feedback(principal: Principal, form: dict[str, str]) -> None:
+    with transaction() as session:
+        service.record_feedback(session, principal, parse_int(form.get("care_id")) or 0,
+                                feedback=form.get("feedback"), status=form.get("status", ""))
+
+
+def _manual(principal: Principal, form: dict[str, str]) -> None:
+    with transaction() as session:
+        service.create_manual_care(
+            session, principal, customer_id=parse_int(form.get("customer_id")),
+            linkman_id=parse_int(form.get("linkman_id")), care_type=form.get("care_type"),
+            care_time=_when(form.get("care_time", "")), detail=form.get("detail"), feedback=form.get("feedback"),
+        )
+
+
+def _when(text: str) -> dt.datetime | None:
+    if not text.strip():
+        return None
+    value = parse_local_datetime(text)
+    if value is None:
+        raise UserError("关怀时间格式不正确。", field="care_time")
+    return value
+
+
+def _lookup(principal: Principal, term: str) -> list[dict[str, Any]]:
+    with session_factory()() as session:
+        return [{"id": i, "text": t} for i, t in service.search_customers(session, principal, term)]
+
+
+def _linkmen(principal: Principal, customer_id: int) -> list[dict[str, Any]]:
+    with session_factory()() as session:
+        return [{"id": i, "text": t} for i, t in service.linkmen_of(session, principal, customer_id)]
+
+
+ACTIONS = {
+    "execute": (_execute, "已记录本次关怀。请在得到客户反馈后记录反馈并完成任务。"),
+    "feedback": (_feedback, "已记录客户反馈,任务已关闭。"),
+    "manual": (_manual, "已新增关怀记录。"),
+}
+
+
+class CareWorkbench(CrmBaseView):
+    """关怀工作台: today's, overdue and upcoming care tasks of the manager, with the closed loop."""
+
+    name = "关怀工作台"
+    icon = "fa-solid fa-hand-holding-heart"
+    category = "客户关怀"
+    resource = "customer_care"
+
+    @expose("/care/workbench", methods=["GET"], identity="care-workbench")
+    async def workbench_page(self, request: Request) -> Response:
+        return await self._render(request)
+
+    async def _render(self, request: Request, *, error: str = "", status: int = 200,
+                      form: dict[str, str] | None = None) -> Response:
+        principal = principal_of(request)
+        manager_id = parse_int(request.query_params.get("manager_id"))
+        data = await run_sync(_workbench_data, principal, manager_id)
+        ctx = base_context(
+            request, "关怀工作台", error=error, message=request.query_params.get("msg", "")[:200],
+            manager_id=manager_id, form=form or {}, can_edit=principal.can("customer_care", "edit"),
+            can_create=principal.can("customer_care", "create"), **data,
+        )
+        return await self.templates.TemplateResponse(request, "care/workbench.html", ctx, status_code=status)
+
+    async def _act(self, request: Request, action: str) -> Response:
+        raw = await request.form()
+        require_csrf(request, raw)
+        form = {k: str(v)[:4000] for k, v in raw.items() if k != "csrf_token"}
+        fn, message = ACTIONS[action]
+        try:
+            await run_sync(fn, principal_of(request), form)
+        except UserError as exc:
+            return await self._render(request, error=exc.message, status=exc.status_code, form=form)
+        back = str(request.url_for("admin:view-care-workbench"))
+        keep = {k: v for k, v in request.query_params.items() if k == "manager_id"}
+        return RedirectResponse(f"{back}?{urlencode({**keep, 'msg': message})}", status_code=303)
+
+    @expose("/care/execute", methods=["POST"], identity="care-execute")
+    async def care_execute(self, request: Request) -> Response:
+        return await self._act(request, "execute")
+
+    @expose("/care/feedback", methods=["POST"], identity="care-feedback")
+    async def care_feedback(self, request: Request) -> Response:
+        return await self._act(request, "feedback")
+
+    @expose("/care/manual", methods=["POST"], identity="care-manual")
+    async def care_manual(self, request: Request) -> Response:
+        return await self._act(request, "manual")
+
+    @expose("/care/lookup/customers", methods=["GET"], identity="care-lookup-customers")
+    async def care_lookup_customers(self, request: Request) -> Response:
+        term = request.query_params.get("q", "")[:64]
+        return JSONResponse({"results": await run_sync(_lookup, principal_of(request), term)})
+
+    @expose("/care/lookup/linkmen", methods=["GET"], identity="care-lookup-linkmen")
+    async def care_lookup_linkmen(self, request: Request) -> Response:
+        customer_id = parse_int(request.query_params.get("customer_id")) or 0
+        return JSONResponse({"results": await run_sync(_linkmen, principal_of(request), customer_id)})
+
+
+VIEWS = [CareWorkbench, CustomerCareAdmin, CarePlanAdmin]

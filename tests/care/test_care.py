@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from crm_admin import db
+from crm_admin.care.models import CarePlan, CustomerCare
+from crm_admin.care.service import birthday_keys, create_plan_tasks, scan_birthdays
+from crm_admin.contacts.models import Linkman
+from crm_admin.core.context import SYSTEM, acting_as
+from tests.care import factories as f
+from tests.conftest import csrf_token
+
+
+def _scan(day: dt.date) -> int:
+    with acting_as(SYSTEM), db.transaction() as s:
+        return scan_birthdays(s, day)
+
+
+def _plans(day: dt.date) -> int:
+    with acting_as(SYSTEM), db.transaction() as s:
+        return create_plan_tasks(s, day)
+
+
+def _tasks(*where: Any) -> list[CustomerCare]:
+    with db.session_factory()() as s:
+        return list(s.execute(select(CustomerCare).where(*where).order_by(CustomerCare.id)).scalars())
+
+
+@pytest.fixture
+def managers(make_user: Any) -> tuple[Any, Any]:
+    return make_user("care_a", real_name="赵经理"), make_user("care_b", real_name="钱经理")
+
+
+def test_birthday_keys() -> None:
+    assert birthday_keys(dt.date(2027, 2, 28)) == [228, 229]  # common year
+    assert birthday_keys(dt.date(2028, 2, 28)) == [228]
+    assert birthday_keys(dt.date(2028, 2, 29)) == [229]
+    assert birthday_keys(dt.date(2026, 11, 25)) == [1125]
+
+
+def test_birthday_scan_creates_one_task_per_linkman_once(managers: Any) -> None:
+    a, b = managers
+    cust = f.customer(a.id)
+    lm = f.linkman(cust.id, dt.date(1985, 3, 10), name="孙小姐")
+    f.linkman(cust.id, dt.date(1985, 3, 11))
+    f.linkman(cust.id, None)
+    lost = f.customer(b.id, status="lost")
+    f.linkman(lost.id, dt.date(1990, 3, 10))
+
+    assert _scan(dt.date(2026, 3, 10)) == 1
+    assert _scan(dt.date(2026, 3, 10)) == 0  # run again: nothing twice
+    tasks = _tasks()
+    assert len(tasks) == 1
+    t = tasks[0]
+    assert (t.customer_id, t.linkman_id, t.manager_id) == (cust.id, lm.id, a.id)
+    assert (t.status, t.origin, t.care_type, t.due_date) == ("pending", "birthday", "birthday", dt.date(2026, 3, 10))
+    assert t.task_key == f"birthday:{lm.id}:2026-03-10"
+    # next year is a new task
+    assert _scan(dt.date(2027, 3, 10)) == 1
+
+
+def test_feb_29_birthdays_fall_on_feb_28_in_common_years(managers: Any) -> None:
+    a, _ = managers
+    cust = f.customer(a.id)
+    leapling = f.linkman(cust.id, dt.date(1992, 2, 29))
+    feb28 = f.linkman(cust.id, dt.date(1990, 2, 28))
+    assert _scan(dt.date(2027, 2, 28)) == 2
+    assert {t.linkman_id for t in _tasks()} == {leapling.id, feb28.id}
+    assert _scan(dt.date(2027, 3, 1)) == 0
+    # leap year: each on their own day
+    assert _scan(dt.date(2028, 2, 28)) == 1
+    assert _scan(dt.date(2028, 2, 29)) == 1
+    assert [t.linkman_id for t in _tasks(CustomerCare.due_date == dt.date(2028, 2, 29))] == [leapling.id]
+
+
+def test_task_goes_to_the_current_manager(managers: Any) -> None:
+    a, b = managers
+    cust = f.customer(a.id)
+    f.linkman(cust.id, dt.date(1980, 6, 1))
+    with acting_as(SYSTEM), db.transaction() as s:
+        from crm_admin.customers.models import Customer
+
+        c = s.get(Customer, cust.id)
+        assert c is not None
+        c.manager_id = b.id
+    _scan(dt.date(2026, 6, 1))
+    assert _tasks()[0].manager_id == b.id
+
+
+def test_birthday_md_is_kept_by_orm_writes_and_repaired_for_bulk_rows(managers: Any) -> None:
+    a, _ = managers
+    cust = f.customer(a.id)
+    with acting_as(SYSTEM), db.transaction() as s:
+        lm = Linkman(customer_id=cust.id, name="周先生", birthday=dt.date(1970, 7, 8))
+        s.add(lm)
+        s.flush()
+        assert lm.birthday_md == 708
+        lm.birthday = dt.date(1970, 12, 31)
+        s.flush()
+        assert lm.birthday_md == 1231
+        # a bulk import bypassing the ORM leaves birthday_md empty: the scan repairs it
+        s.execute(insert(Linkman).values(customer_id=cust.id, name="批量导入", birthday=dt.date(1975, 7, 8),
+                                         is_primary=False))
+    assert _scan(dt.date(2026, 7, 8)) == 1
+    assert _scan(dt.date(2026, 12, 31)) == 1
+
+
+def test_due_plan_creates_task_and_advances(managers: Any) -> None:
+    a, _ = managers
+    cust = f.customer(a.id)
+    lm = f.linkman(cust.id)
+    plan = f.plan(cust.id, a.id, next_date=dt.date(2026, 5, 1), interval_days=30, linkman_id=lm.id,
+                  care_type="phone_call")
+    assert _plans(dt.date(2026, 4, 30)) == 0
+    assert _plans(dt.date(2026, 5, 1)) == 1
+    assert _plans(dt.date(2026, 5, 1)) == 0
+    t = _tasks()[0]
+    assert (t.origin, t.plan_id, t.linkman_id, t.care_type, t.manager_id) == ("plan", plan.id, lm.id, "phone_call", a.id)
+    assert t.task_key == f"plan:{plan.id}:2026-05-01"
+    assert f.get(CarePlan, plan.id).next_date == dt.date(2026, 5, 31)
+
+
+def test_missed_plan_occurrences_create_one_task_and_skip_past_today(managers: Any) -> None:
+    a, _ = managers
+    cust = f.customer(a.id)
+    plan = f.plan(cust.id, a.id, next_date=dt.date(2026, 1, 1), interval_days=7)
+    f.plan(cust.id, a.id, next_date=dt.date(2026, 1, 1), interval_days=7, is_active=False)
+    assert _plans(dt.date(2026, 1, 20)) == 1
+    assert f.get(CarePlan, plan.id).next_date == dt.date(2026, 1, 22)
+
+
+# ----- the workbench -----------------------------------------------------------------------------
+
+def _post(client: Any, path: str, data: dict[str, Any]) -> Any:
+    return client.post(path, data={"csrf_token": csrf_token(client), **data}, follow_redirects=False)
+
+
+def test_manager_executes_task_then_records_feedback(managers: Any, login_as: Any) -> None:
+    a, _b = managers
+    from crm_admin.dashboard.pages import local_today
+
+    cust = f.customer(a.id, "关怀客户甲")
+    f.linkman(cust.id, local_today().replace(year=1992), name="生日联系人")  # 1992: a leap year
+    _scan(local_today())
+    task = _tasks()[0]
+    ca, cb = login_as("care_a"), login_as("care_b")
+
+    page = ca.get("/admin/care/workbench")
+    assert page.status_code == 200 and "关怀客户甲" in page.text and "生日联系人" in page.text
+    assert "关怀客户甲" not in cb.get("/admin/care/workbench").text
+
+    # another manager cannot touch it (404, nothing changed)
+    r = _post(cb, "/admin/care/execute", {"care_id": task.id, "care_type": "birthday", "detail": "越权"})
+    assert r.status_code == 404
+    assert f.get(CustomerCare, task.id).detail is None
+
+    # feedback before execution is refused
+    r = _post(ca, "/admin/care/feedback", {"care_id": task.id, "feedback": "很好", "status": "done"})
+    assert r.status_code == 400 and "先执行" in r.text
+
+    r = _post(ca, "/admin/care/execute", {"care_id": task.id, "care_type": "birthday",
+                                          "care_time": "", "detail": "电话送上生日祝福并寄送贺卡"})
+    assert r.status_code == 303, r.text
+    t = f.get(CustomerCare, task.id)
+    assert t.status == "pending" and t.care_time is not None and t.detail == "电话送上生日祝福并寄送贺卡"
+
+    r = _post(ca, "/admin/care/feedback", {"care_id": task.id, "feedback": "", "status": "done"})
+    assert r.status_code == 400
+    r = _post(ca, "/admin/care/feedback", {"care_id": task.id, "feedback": "客户表示感谢", "status": "done"})
+    assert r.status_code == 303
+    t = f.get(CustomerCare, task.id)
+    assert (t.status, t.feedback) == ("done", "客户表示感谢")
+    r = _post(ca, "/admin/care/feedback", {"care_id": task.id, "feedback": "再次", "status": "cancelled"})
+    assert r.status_code == 400  # closed tasks stay closed
+
+
+def test_bad_care_type_and_future_time_are_refused(managers: Any, login_as: Any) -> None:
+    a, _ = managers
+    cust = f.customer(a.id)
+    task = f.care(cust.id, a.id, due_date=dt.date(2026, 1, 1))
+    ca = login_as("care_a")
+    r = _post(ca, "/admin/care/execute", {"care_id": task.id, "care_type": "nonsense", "detail": "x"})
+    assert r.status_code == 400 and "关怀类型" in r.text
+    r = _post(ca, "/admin/care/execute", {"care_id": task.id, "care_type": "visit", "detail": "x",
+                                          "care_time": "2999-01-01T10:00"})
+    assert r.status_code == 400
+    assert f.get(CustomerCare, task.id).care_time is None
+
+
+def test_manual_care_record_within_scope_only(managers: Any, login_as: Any) -> None:
+    a, b = managers
+    mine = f.customer(a.id, "我的客户")
+    lm = f.linkman(mine.id)
+    theirs = f.customer(b.id, "别人的客户")
+    ca = login_as("care_a")
+    r = _post(ca, "/admin/care/manual", {"customer_id": mine.id, "linkman_id": lm.id, "care_type": "visit",
+                                         "care_time": "2026-01-05T10:00", "detail": "上门拜访", "feedback": "满意"})
+    assert r.status_code == 303, r.text
+    rec = _tasks()[0]
+    assert (rec.origin, rec.status, rec.manager_id, rec.customer_id) == ("manual", "done", a.id, mine.id)
+    r = _post(ca, "/admin/care/manual", {"customer_id": theirs.id, "care_type": "visit", "detail": "越权"})
+    assert r.status_code == 400
+    other_lm = f.linkman(theirs.id)
+    r = _post(ca, "/admin/care/manual", {"customer_id": mine.id, "linkman_id": other_lm.id, "care_type": "visit",
+                                         "detail": "错配联系人"})
+    assert r.status_code == 400
+    with db.session_factory()() as s:
+        assert s.execute(select(func.count()).select_from(CustomerCare)).scalar_one() == 1
+    found = ca.get("/admin/care/lookup/customers?q=客户").json()["results"]
+    assert [x["id"] for x in found] == [mine.id]
+    assert ca.get(f"/admin/care/lookup/linkmen?customer_id={theirs.id}").json()["results"] == []
+
+
+def test_readonly_sees_workbench_but_cannot_act(managers: Any, make_user: Any, login_as: Any) -> None:
+    a, _ = managers
+    make_user("care_ro", roles=("readonly",))
+    task = f.care(f.customer(a.id).id, a.id, due_date=dt.date(2026, 1, 1))
+    c = login_as("care_ro")
+    assert c.get("/admin/care/workbench").status_code == 200
+    r = _post(c, "/admin/care/execute", {"care_id": task.id, "care_type": "visit", "detail": "只读"})
+    assert r.status_code == 403
+    assert f.get(CustomerCare, task.id).detail is None
+
+
+def test_completion_rate_per_manager(managers: Any, admin_client: Any) -> None:
+    from crm_admin.dashboard.pages import local_today
+
+    a, _b = managers
+    cust = f.customer(a.id)
+    day = local_today() - dt.timedelta(days=2)
+    f.care(cust.id, a.id, due_date=day, status="done")
+    f.care(cust.id, a.id, due_date=day, status="pending")
+    f.care(cust.id, a.id, due_date=day, status="cancelled")
+    page = admin_client.get("/admin/care/workbench")
+    assert page.status_code == 200
+    assert "赵经理" in page.text and "50.0%" in page.text
+
+
+def test_care_history_and_model_views_are_scoped(managers: Any, login_as: Any) -> None:
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.care.service import care_history
+    from crm_admin.core.principal import load_principal
+
+    a, b = managers
+    cust = f.customer(a.id)
+    rec = f.care(cust.id, a.id, detail="历史记录")
+    with db.session_factory()() as s:
+        pa = load_principal(s.connection(), s.get(SysUser, a.id))
+        pb = load_principal(s.connection(), s.get(SysUser, b.id))
+        assert [r.id for r in care_history(s, pa, cust.id)] == [rec.id]
+        assert care_history(s, pb, cust.id) == []
+    assert login_as("care_b").get(f"/admin/customer-care/details/{rec.id}").status_code == 404
+    assert login_as("care_a").get(f"/admin/customer-care/details/{rec.id}").status_code == 200
