@@ -73,7 +73,8 @@ class RequestMiddleware:
                 raise
             response = error_response(exc, request_id, scope)
             status = response.status_code
-            await response(scope, receive, send)
+            # Through the wrapper, so the error page carries X-Request-ID like every other response.
+            await response(scope, receive, send_wrapper)
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             state: dict[str, Any] = scope.get("state") or {}
