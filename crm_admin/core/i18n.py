@@ -2,23 +2,33 @@
 
 SQLAdmin ships no Chinese catalog and has no setting for an application's own catalogs, so the
 ``zh`` catalog is registered through its module state here, in this one place (pinned to
-SQLAdmin 0.32.0 and covered by tests). Our own strings are written in Chinese; the ``en`` catalog
-translates them for the English switch and is merged over SQLAdmin's English catalog.
+SQLAdmin 0.32.0 and covered by tests/web/test_i18n.py). Our own strings are written in Chinese;
+the ``en`` catalog translates them for the English switch and is merged over SQLAdmin's English
+catalog.
+
+Catalogs: ``locale/zh/LC_MESSAGES/*.po`` (SQLAdmin's and WTForms' English → Chinese) and
+``locale/en/LC_MESSAGES/<module>.po`` (our Chinese → English, one file per module). Every ``.po``
+file of a locale is merged into one catalog at start-up; no compile step.
 """
 
 from __future__ import annotations
 
 import io
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 from sqladmin import i18n as sqladmin_i18n
+from sqladmin.i18n import I18nConfig
 
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 LOCALES = ("zh", "en")
 LANGUAGE_NAMES = {"zh": "简体中文", "en": "English"}
+DEFAULT_LOCALE = "zh"
+LANGUAGE_COOKIE = "crm_lang"
 
 
 def _load_po_files(locale: str) -> Translations | None:
@@ -38,30 +48,134 @@ def _load_po_files(locale: str) -> Translations | None:
     return merged
 
 
-def install() -> None:
-    """Register our catalogs with SQLAdmin (idempotent)."""
+_installed_default: str | None = None
+
+
+def install(default_locale: str = DEFAULT_LOCALE) -> None:
+    """Register our catalogs with SQLAdmin (idempotent) and make ``default_locale`` the fallback.
+
+    SQLAdmin's locale context variables default to English; code running outside a request (jobs,
+    error pages, the CLI) would then translate our Chinese strings into English. Their defaults
+    are replaced so that the fallback is the configured default locale.
+    """
+    global _installed_default
     for locale in LOCALES:
         ours = _load_po_files(locale)
-        base = sqladmin_i18n.translations.get(locale)
         if ours is None:
-            continue
-        if isinstance(base, Translations) and locale != "zh":
-            base.merge(ours)
-        else:
+            if locale not in sqladmin_i18n.translations:
+                sqladmin_i18n.translations[locale] = NullTranslations()
+        elif locale == "zh":
             sqladmin_i18n.translations[locale] = ours
+        else:
+            # a fresh copy of SQLAdmin's English each time, so a second install() does not stack
+            base = Translations.load(
+                dirname=Path(sqladmin_i18n.__file__).parent / "translations", locales=[locale],
+                domain="admin",
+            )
+            if isinstance(base, Translations):
+                base.merge(ours)
+                sqladmin_i18n.translations[locale] = base
+            else:
+                sqladmin_i18n.translations[locale] = ours
         if locale not in sqladmin_i18n.SUPPORTED_LOCALES:
             sqladmin_i18n.SUPPORTED_LOCALES.append(locale)
-    if "zh" not in sqladmin_i18n.translations:
-        sqladmin_i18n.translations["zh"] = NullTranslations()
-        sqladmin_i18n.SUPPORTED_LOCALES.append("zh")
+    if _installed_default != default_locale:
+        sqladmin_i18n.DEFAULT_LOCALE = default_locale
+        sqladmin_i18n._current_locale = ContextVar(  # type: ignore[attr-defined]
+            "sqladmin_current_locale", default=default_locale
+        )
+        sqladmin_i18n._current_translation = ContextVar(  # type: ignore[attr-defined]
+            "sqladmin_current_translation", default=sqladmin_i18n.translations[default_locale]
+        )
+        _installed_default = default_locale
+
+
+def i18n_config(default_locale: str = DEFAULT_LOCALE) -> I18nConfig:
+    """Chinese whatever the browser says (no Accept-Language); ``?lang=en`` switches and persists."""
+    return I18nConfig(
+        default_locale=default_locale,
+        language_cookie_name=LANGUAGE_COOKIE,
+        language_header_name=None,
+        language_switcher=list(LOCALES),
+    )
 
 
 def gettext(message: str) -> str:
+    """Translate now, in the current request's language."""
     return sqladmin_i18n.gettext(message)
 
 
 _ = gettext
 
 
+def tr(value: Any) -> str:
+    """Translate a label held in a variable (view names, column labels, menu categories).
+
+    Unlike the template ``_()`` it does not %-format the text and does not mark it safe, so a
+    label such as "概率(%)" renders as is and stays HTML-escaped.
+    """
+    if value is None:
+        return ""
+    text = str(value)
+    return gettext(text) if text else text
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    return sqladmin_i18n.ngettext(singular, plural, n)
+
+
 def current_locale() -> str:
     return sqladmin_i18n.get_locale()
+
+
+def translations_for(locale: str) -> NullTranslations:
+    return sqladmin_i18n.translations.get(locale) or NullTranslations()
+
+
+def language_name(locale: str) -> str:
+    return LANGUAGE_NAMES.get(locale, locale)
+
+
+def locale_from_cookie(cookie_header: str) -> str:
+    """The language chosen in the ``crm_lang`` cookie, for pages rendered before SQLAdmin's locale
+    middleware runs (e.g. the CSRF refusal)."""
+    for part in cookie_header.split(";"):
+        name, _sep, value = part.strip().partition("=")
+        if name == LANGUAGE_COOKIE and value in LOCALES:
+            return value
+    return sqladmin_i18n.DEFAULT_LOCALE
+
+
+class WTFormsTranslations:
+    """WTForms' translation hook, answering in the current request's language.
+
+    WTForms asks a form's ``Meta.get_translations`` once per form instance; the zh catalog holds
+    WTForms' messages (locale/zh/LC_MESSAGES/wtforms.po), so "This field is required." becomes
+    "此字段为必填项。".
+    """
+
+    def gettext(self, message: str) -> str:
+        return translations_for(current_locale()).gettext(message)
+
+    def ngettext(self, singular: str, plural: str, n: int) -> str:
+        return translations_for(current_locale()).ngettext(singular, plural, n)
+
+
+WTFORMS_TRANSLATIONS = WTFormsTranslations()
+
+
+def install_template_globals(env: Any) -> None:
+    """Helpers every template may use: ``tr(label)``, language names, time/money filters, CSRF."""
+    from crm_admin.core import csrf, formatting
+
+    env.globals["tr"] = tr
+    env.globals["get_locale_display_name"] = language_name
+    # ``crm_csrf()`` in our templates: some views pass a ``csrf_token`` string in their context,
+    # which shadows the ``csrf_token()`` global offered to templates that do not
+    env.globals["crm_csrf"] = csrf.template_token
+    env.globals["csrf_token"] = csrf.template_token
+    env.globals["LANGUAGE_NAMES"] = LANGUAGE_NAMES
+    env.filters["local_datetime"] = formatting.format_datetime
+    env.filters["local_date"] = formatting.format_date
+    env.filters["money"] = formatting.format_money
+    env.filters["yes_no"] = formatting.format_bool

@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import FastAPI
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqladmin import Admin
-from sqladmin.i18n import I18nConfig
 from sqlalchemy import text
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
-from crm_admin.core import i18n
+from crm_admin.core import csrf, i18n
 from crm_admin.settings import Settings, get_settings
 from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
 
@@ -79,6 +78,7 @@ class CrmAdmin(Admin):
         loader = templates.env.loader
         assert isinstance(loader, ChoiceLoader)
         templates.env.loader = ChoiceLoader([FileSystemLoader(template_dirs()), *loader.loaders[1:]])
+        i18n.install_template_globals(templates.env)
         return templates
 
 
@@ -91,13 +91,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     logging.getLogger("casbin").setLevel(logging.WARNING)
     engine = db.configure(settings.database_url)
-    i18n.install()
+    i18n.install(settings.default_locale)
 
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(RequestMiddleware)
     if STATIC_DIR.exists():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="crm-static")
 
+    authentication = CrmAuthentication(settings)
+    # CSRF check right inside the session middleware (it reads the session's token)
+    authentication.middlewares.insert(1, Middleware(csrf.CsrfMiddleware))
     admin = CrmAdmin(
         app,
         engine=engine,
@@ -105,18 +108,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         base_url="/admin",
         title="客户信息管理系统",
         templates_dir=str(TEMPLATES_DIR),
-        authentication_backend=CrmAuthentication(settings),
+        authentication_backend=authentication,
         authorization_backend=CrmAuthorization(),
         middlewares=[Middleware(CatchErrorsMiddleware)],
-        i18n_config=I18nConfig(
-            default_locale=settings.default_locale,
-            language_cookie_name="crm_lang",
-            language_header_name=None,
-            language_switcher=list(i18n.LOCALES),
-        ),
+        i18n_config=i18n.i18n_config(settings.default_locale),
     )
     for view in collect_views():
         admin.add_view(view)
+    csrf.harden_admin_routes(admin)  # logout and @action routes: POST only
     app.state.admin = admin
     app.state.settings = settings
 

@@ -1,0 +1,255 @@
+"""CSRF protection for the admin site (SQLAdmin has none).
+
+``CsrfMiddleware`` is a pure ASGI middleware placed inside the session middleware (the
+authentication backend appends it after SessionMiddleware), so ``scope["session"]`` is there.
+Every POST/PUT/PATCH/DELETE under /admin must carry the session's token, either in the
+``X-CSRF-Token`` header (our JS adds it to fetch and XMLHttpRequest/jQuery) or in a
+``csrf_token`` form field (urlencoded or multipart: the body is buffered, read and replayed to
+the application unchanged). A refusal is a 403 page in Chinese, changes nothing, and is audited
+as ``permission_denied``.
+
+The token lives in ``session["csrf"]``: created at login (rotated with the session) and, for the
+login page itself, on first render (``template_token``). Templates get it as ``csrf_token()``;
+the layout also puts it in ``<meta name="csrf-token">``.
+
+For other engineers: state-changing endpoints must be POST (``@expose(path, methods=["POST"])``)
+and read nothing but the request: the check happens before your code runs. SQLAdmin's ``@action``
+routes are registered GET-only by SQLAdmin; ``harden_admin_routes`` turns them into POST-only
+routes (our list/details templates submit them as POST forms with the token).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+from jinja2 import pass_context
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = "csrf"
+FORM_FIELD = "csrf_token"
+HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# A form without the header is buffered to find its token: bound what we are willing to hold.
+MAX_BUFFERED_BODY = 64 * 1024 * 1024
+REFUSAL_MESSAGE = "页面已过期或请求来源无效,请刷新页面后重试。"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def ensure_token(session: MutableMapping[str, Any]) -> str:
+    """The session's token, created if the session has none yet (anonymous login page)."""
+    token = session.get(SESSION_KEY)
+    if not isinstance(token, str) or not token:
+        token = new_token()
+        session[SESSION_KEY] = token
+    return token
+
+
+def token_of(request: Request) -> str:
+    if "session" not in request.scope:
+        return ""
+    return ensure_token(request.session)
+
+
+@pass_context
+def template_token(context: Any) -> str:
+    """Template global ``csrf_token()`` (the request is taken from the template context)."""
+    request = context.get("request")
+    return token_of(request) if isinstance(request, Request) else ""
+
+
+def tokens_match(given: str | None, expected: str | None) -> bool:
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+class CsrfMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method", "GET") in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        session = scope.get("session")
+        expected = session.get(SESSION_KEY) if isinstance(session, dict) else None
+        headers = Headers(scope=scope)
+        header_token = headers.get(HEADER)
+        if header_token is not None:
+            if tokens_match(header_token, expected):
+                await self.app(scope, receive, send)
+            else:
+                await self.refuse(scope, receive, send, "bad header token" if expected else "no session token")
+            return
+
+        content_type = headers.get("content-type", "")
+        if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            await self.refuse(scope, receive, send, "no token")
+            return
+        body, complete = await _read_body(receive)
+        if not complete:
+            await self.refuse(scope, receive, send, "body too large to check")
+            return
+        form_token = await _form_token(scope, content_type, body)
+        if not tokens_match(form_token, expected):
+            await self.refuse(scope, receive, send, "bad form token" if form_token else "no token")
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, reason: str) -> None:
+        request = Request(scope, receive)
+        await anyio.to_thread.run_sync(_audit_refusal, request, reason)
+        await refusal_response(request)(scope, receive, send)
+
+
+def refusal_response(request: Request) -> Response:
+    from crm_admin.core.i18n import locale_from_cookie, translations_for
+
+    t = translations_for(locale_from_cookie(request.headers.get("cookie", ""))).gettext
+    accept = request.headers.get("accept", "")
+    if "application/json" in accept and "text/html" not in accept:
+        return JSONResponse({"detail": t(REFUSAL_MESSAGE)}, status_code=403)
+    page = _PAGE.format(
+        lang="en" if t("请求已被拒绝") != "请求已被拒绝" else "zh-CN",
+        title=t("请求已被拒绝"),
+        message=t(REFUSAL_MESSAGE),
+        hint=t("为了保护您的数据,系统拒绝了这个没有有效安全令牌的请求,没有任何数据被修改。"),
+        back=t("返回首页"),
+    )
+    return HTMLResponse(page, status_code=403)
+
+
+_PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
+<style>body{{font-family:system-ui,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;
+background:#f5f7fb;color:#1e293b;display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}}
+.box{{background:#fff;border-radius:8px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:32px 40px;max-width:520px}}
+h1{{font-size:20px;margin:0 0 12px}}p{{line-height:1.7;margin:6px 0}}.muted{{color:#64748b;font-size:13px}}
+a{{color:#206bc4}}</style></head><body><div class="box"><h1>{title}</h1><p>{message}</p>
+<p class="muted">{hint}</p><p><a href="/admin/">{back}</a></p></div></body></html>"""
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BUFFERED_BODY:
+            return b"", False
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, receive: Receive | None = None) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        if receive is not None:  # after the body: the server's own messages (disconnect)
+            return await receive()
+        await anyio.sleep_forever()
+        return {"type": "http.disconnect"}  # pragma: no cover
+
+    return replay
+
+
+async def _form_token(scope: Scope, content_type: str, body: bytes) -> str | None:
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        for key, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+            if key == FORM_FIELD:
+                return value
+        return None
+    request = Request(scope, _replay(body))
+    try:
+        form = await request.form()
+    except Exception:  # a malformed multipart body has no token we can trust
+        return None
+    try:
+        field = form.get(FORM_FIELD)
+        return field if isinstance(field, str) else None
+    finally:
+        await form.close()
+
+
+def _audit_refusal(request: Request, reason: str) -> None:
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core import audit
+    from crm_admin.core.context import Actor
+    from crm_admin.db import session_factory
+
+    session = request.scope.get("session") or {}
+    uid = session.get("uid") if isinstance(session, dict) else None
+    try:
+        username = ""
+        if uid:
+            with session_factory()() as db:
+                user = db.get(SysUser, int(uid))
+                username = user.username if user else ""
+        actor = Actor(
+            user_id=int(uid) if uid else None,
+            username=username,
+            ip=request.client.host if request.client else "",
+            user_agent=request.headers.get("user-agent", "")[:255],
+            request_id=str((request.scope.get("state") or {}).get("request_id", "")),
+        )
+        audit.record_now(
+            "permission_denied", resource="csrf", resource_id="",
+            detail=f"CSRF 校验失败:{request.method} {request.url.path}({reason})",
+            success=False, actor=actor,
+        )
+    except Exception:  # the refusal stands even if the audit database is unreachable
+        log.warning("could not audit a CSRF refusal", exc_info=True)
+
+
+# ----- admin routes: logout and @action become POST-only -----------------------------------
+
+
+def harden_admin_routes(admin: Any) -> None:
+    """Call once all views are added: logout answers POST only (GET shows a confirmation page)
+    and SQLAdmin's GET ``@action`` routes are made POST-only."""
+    routes = admin.admin.router.routes
+    for index, route in enumerate(routes):
+        if not isinstance(route, Route):
+            continue
+        if route.name == "logout":
+            routes[index] = Route(
+                "/logout", endpoint=_logout_endpoint(admin), methods=["GET", "POST"], name="logout"
+            )
+        elif route.name and route.name.startswith("action-"):
+            route.methods = {"POST"}
+
+
+def _logout_endpoint(admin: Any) -> Any:
+    async def logout(request: Request) -> Response:
+        if request.method == "POST":
+            return await admin.logout(request)
+        if not request.session.get("uid"):
+            return RedirectResponse(request.url_for("admin:login"), status_code=302)
+        return await admin.templates.TemplateResponse(
+            request, "sqladmin/logout.html", {"title": "退出登录"}
+        )
+
+    return logout

@@ -1,0 +1,100 @@
+"""How times, dates, money and yes/no are shown and entered.
+
+Times are stored in UTC (``db.UTCDateTime``) and shown in the company's time zone
+(``settings.timezone``, Asia/Shanghai): "2026-11-25 16:30". Money is ``Decimal`` shown with
+thousands separators and two decimals: "1,234.56". Use these functions in templates (filters
+``local_datetime``, ``local_date``, ``money``, ``yes_no``), exports and custom pages, so every
+screen agrees.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+DATETIME_FORMAT = "%Y-%m-%d %H:%M"
+DATE_FORMAT = "%Y-%m-%d"
+_CENT = Decimal("0.01")
+
+
+@lru_cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_tz() -> ZoneInfo:
+    """The company's time zone (settings.timezone)."""
+    from crm_admin.settings import get_settings
+
+    return _zone(get_settings().timezone)
+
+
+def to_local(value: dt.datetime) -> dt.datetime:
+    """An instant in the company's time zone (a naive value is taken as UTC, as stored)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(local_tz())
+
+
+def local_to_utc(value: dt.datetime) -> dt.datetime:
+    """A wall-clock time typed by a user (company time zone) → aware UTC for storage."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=local_tz())
+    return value.astimezone(dt.UTC)
+
+
+def local_today() -> dt.date:
+    return dt.datetime.now(local_tz()).date()
+
+
+def format_datetime(value: dt.datetime | None, *, seconds: bool = False) -> str:
+    if value is None:
+        return ""
+    return to_local(value).strftime(DATETIME_FORMAT + (":%S" if seconds else ""))
+
+
+def format_date(value: dt.date | dt.datetime | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = to_local(value).date()
+    return value.strftime(DATE_FORMAT)
+
+
+def format_money(value: Decimal | int | str | None) -> str:
+    """1234.5 → "1,234.50" (at least two decimals, more if the value carries them)."""
+    if value is None or value == "":
+        return ""
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        return str(value)
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        amount = amount.quantize(_CENT)
+    return f"{amount:,f}"
+
+
+def format_bool(value: bool | None) -> str:
+    from crm_admin.core.i18n import gettext
+
+    if value is None:
+        return ""
+    return gettext("是") if value else gettext("否")
+
+
+def _empty(_value: Any) -> str:
+    return ""
+
+
+# CrmModelView's column_type_formatters (list and details): looked up by the value's exact type.
+TYPE_FORMATTERS: dict[type, Any] = {
+    type(None): _empty,
+    bool: format_bool,
+    dt.datetime: format_datetime,
+    dt.date: format_date,
+    Decimal: format_money,
+}
