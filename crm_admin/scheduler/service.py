@@ -89,7 +89,8 @@ def jobs() -> dict[str, JobSpec]:
 def _load_job_modules() -> None:
     import importlib
 
-    for module in ("crm_admin.care.jobs", "crm_admin.churn.jobs", "crm_admin.scheduler.backup_job"):
+    # every model registered (the audit writer needs the whole metadata in a bare worker process)
+    for module in ("crm_admin.models", "crm_admin.care.jobs", "crm_admin.churn.jobs", "crm_admin.scheduler.backup_job"):
         importlib.import_module(module)
 
 
@@ -200,7 +201,8 @@ def run_job(
             status, detail, created = "success", outcome.detail, outcome.created
             if outcome.extra.get("status") == "skipped":
                 status = "skipped"
-            succeeded_at = utcnow()
+            # the run's logical start: it covers every due moment up to then (a clock given by tests too)
+            succeeded_at = now
         except Exception as exc:  # recorded, never propagated into the scheduler thread
             log.exception("job %s failed", name)
             status, detail, created = "failed", f"{type(exc).__name__}: {exc}"[:2000], 0
