@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from wtforms import SelectField
+
 from crm_admin.contacts.models import Linkman
+from crm_admin.contacts.service import GENDERS, keep_single_primary, validate_linkman
+from crm_admin.core.export import format_local
 from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
+
+GENDER_CHOICES = [("", "— 请选择 —"), *GENDERS.items()]
 
 
 class LinkmanAdmin(CrmModelView, model=Linkman):
@@ -12,17 +22,43 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
     name_plural = "联系人"
     icon = "fa-solid fa-address-book"
     category = "客户管理"
-    column_list = [Linkman.name, Linkman.customer, Linkman.position, Linkman.mobile, Linkman.birthday,
-                   Linkman.is_primary]
+    column_list = [Linkman.name, Linkman.customer, Linkman.position, Linkman.mobile, Linkman.phone,
+                   Linkman.email, Linkman.birthday, Linkman.is_primary]
+    column_export_list = ["name", "customer", "gender", "position", "mobile", "phone", "email", "birthday",
+                          "is_primary", "remark", "created_at"]
     column_labels = {
         "customer": "客户", "name": "姓名", "gender": "性别", "position": "职位", "phone": "电话",
         "mobile": "手机", "email": "邮箱", "birthday": "生日", "is_primary": "主联系人", "remark": "备注",
         "created_at": "创建时间", "updated_at": "更新时间",
     }
+    column_choice_labels = {"gender": GENDERS}
+    column_formatters = {Linkman.customer: lambda m, a: m.customer.name if m.customer else ""}
+    column_formatters_detail = {
+        Linkman.gender: lambda m, a: GENDERS.get(m.gender or "", ""),
+        Linkman.created_at: lambda m, a: format_local(m.created_at),
+        Linkman.updated_at: lambda m, a: format_local(m.updated_at),
+    }
     column_searchable_list = [Linkman.name, Linkman.mobile]
-    form_excluded_columns = ["birthday_md", "created_at", "updated_at"]
-
+    column_sortable_list = [Linkman.name, Linkman.created_at]
+    column_details_exclude_list = ["birthday_md"]
+    form_columns = ["customer", "name", "gender", "position", "mobile", "phone", "email", "birthday",
+                    "is_primary", "remark"]
+    form_overrides = {"gender": SelectField}
+    form_args = {"gender": {"choices": GENDER_CHOICES}}
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
+
+    def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
+                    request: Request) -> None:
+        # the form sets the relationship (loaded or not); keep the foreign key in step with it
+        chosen = obj.__dict__.get("customer")
+        if chosen is not None:
+            obj.customer_id = chosen.id
+        if obj.customer_id is None:
+            from crm_admin.core.errors import UserError
+
+            raise UserError("请选择所属客户。", field="customer")
+        validate_linkman(obj)
+        keep_single_primary(session, obj)
 
 
 VIEWS = [LinkmanAdmin]

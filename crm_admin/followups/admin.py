@@ -1,11 +1,27 @@
-"""Admin views of the follow-ups module."""
+"""Admin views of the follow-ups module, and "my follow-ups due today / overdue"."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
+import anyio
+from sqladmin import expose
+from sqlalchemy import and_, exists
+from sqlalchemy.orm import Session, aliased
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
 from crm_admin.contacts.models import Linkman
-from crm_admin.core.views import CrmModelView, scoped_ref
+from crm_admin.core.errors import UserError
+from crm_admin.core.export import format_local
+from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
+from crm_admin.db import session_factory
+from crm_admin.dictionary.service import DictSelectField, label
 from crm_admin.followups.models import FollowUp
+from crm_admin.followups.service import after_follow_up_saved, due_follow_ups, validate_follow_up
 
 
 class FollowUpAdmin(CrmModelView, model=FollowUp):
@@ -13,19 +29,93 @@ class FollowUpAdmin(CrmModelView, model=FollowUp):
     name_plural = "联系记录"
     icon = "fa-solid fa-phone"
     category = "客户管理"
-    column_list = [FollowUp.customer, FollowUp.method, FollowUp.contacted_at, FollowUp.manager,
-                   FollowUp.next_follow_up_at]
+    column_list = [FollowUp.customer, FollowUp.method, FollowUp.contacted_at, FollowUp.linkman,
+                   FollowUp.manager, FollowUp.next_follow_up_at]
+    column_export_list = ["customer", "linkman", "method", "content", "contacted_at", "next_follow_up_at",
+                          "manager"]
     column_labels = {
         "customer": "客户", "linkman": "联系人", "manager": "客户经理", "method": "跟进方式",
         "content": "内容", "contacted_at": "联系时间", "next_follow_up_at": "下次跟进",
         "opportunity_id": "销售机会", "created_at": "创建时间", "updated_at": "更新时间",
     }
-    form_excluded_columns = ["created_at", "updated_at", "manager"]
-
+    column_dict_types = {"method": "follow_up_method"}
+    column_formatters = {
+        FollowUp.customer: lambda m, a: m.customer.name if m.customer else "",
+        FollowUp.method: lambda m, a: label("follow_up_method", m.method),
+        FollowUp.contacted_at: lambda m, a: format_local(m.contacted_at),
+        FollowUp.next_follow_up_at: lambda m, a: format_local(m.next_follow_up_at),
+    }
+    column_sortable_list = [FollowUp.contacted_at, FollowUp.next_follow_up_at]
+    column_default_sort = [(FollowUp.contacted_at, True)]
+    form_columns = ["customer", "linkman", "method", "content", "contacted_at", "next_follow_up_at"]
+    form_overrides = {"method": DictSelectField}
+    form_args = {"method": {"dict_type": "follow_up_method"}}
     form_ajax_refs = {
         "customer": scoped_ref(Customer, ["name", "code"]),
         "linkman": scoped_ref(Linkman, ["name"]),
     }
 
+    def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
+                    request: Request) -> None:
+        # the form sets the relationship (loaded or not); keep the foreign key in step with it
+        chosen = obj.__dict__.get("customer")
+        if chosen is not None:
+            obj.customer_id = chosen.id
+        if obj.customer_id is None:
+            raise UserError("请选择客户。", field="customer")
+        if "linkman" in obj.__dict__:
+            chosen_linkman = obj.__dict__["linkman"]
+            obj.linkman_id = chosen_linkman.id if chosen_linkman is not None else None
+        if is_created:
+            obj.manager_id = principal_of(request).id
+        validate_follow_up(session, obj)
+        after_follow_up_saved(session, obj)
 
-VIEWS = [FollowUpAdmin]
+
+class DueFollowUpsView(CrmBaseView):
+    """我的待跟进: follow-ups whose next date is today or already past, latest per customer."""
+
+    name = "我的待跟进"
+    icon = "fa-solid fa-bell"
+    category = "客户管理"
+    resource = "follow_up"
+
+    @expose("/follow-ups/due", methods=["GET"], identity="follow-ups-due")
+    async def due(self, request: Request) -> Response:
+        principal = principal_of(request)
+        if not principal.can("follow_up", "list"):
+            raise HTTPException(status_code=403)
+        mine_only = request.query_params.get("all") != "1"
+        rows = await anyio.to_thread.run_sync(load_due, principal, mine_only)
+        context = {"title": "我的待跟进", "rows": rows, "mine_only": mine_only}
+        return await self.templates.TemplateResponse(request, "followups/due.html", context)
+
+
+def load_due(principal: Any, mine_only: bool) -> list[dict[str, Any]]:
+    from crm_admin.core.formatting import local_today, local_tz
+
+    today = local_today()
+    end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
+    start = dt.datetime.combine(today, dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
+    later = aliased(FollowUp)
+    stmt = due_follow_ups(principal, today_end=end, mine_only=mine_only).where(
+        # a follow-up logged after this one has dealt with it
+        ~exists().where(and_(later.customer_id == FollowUp.customer_id,
+                             later.contacted_at > FollowUp.contacted_at))
+    ).add_columns(Customer.name, Customer.id).join(Customer, Customer.id == FollowUp.customer_id).limit(500)
+    out = []
+    with session_factory()() as session:
+        for f, customer_name, customer_id in session.execute(stmt):
+            assert f.next_follow_up_at is not None
+            out.append({
+                "customer": customer_name, "customer_id": customer_id,
+                "method": label("follow_up_method", f.method), "content": f.content,
+                "contacted_at": format_local(f.contacted_at), "due": format_local(f.next_follow_up_at),
+                "overdue": f.next_follow_up_at < start,
+            })
+    return out
+
+
+
+
+VIEWS = [FollowUpAdmin, DueFollowUpsView]
