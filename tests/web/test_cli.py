@@ -1,0 +1,254 @@
+"""The ``crm-admin`` command: serve in an empty folder, seed idempotence, users, and demo data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from crm_admin import db
+from crm_admin.cli import main
+from tests.conftest import IS_MYSQL, PASSWORD, login
+
+CRM_ADMIN = Path(sys.executable).with_name("crm-admin")
+# `serve` in an empty folder always runs on the embedded SQLite: once per suite run is enough.
+serve_test = pytest.mark.skipif(not CRM_ADMIN.exists() or IS_MYSQL,
+                                reason="needs the installed crm-admin; runs in the SQLite pass")
+
+
+def _counts(*models: Any) -> list[int]:
+    with db.transaction() as session:
+        return [int(session.execute(select(func.count()).select_from(m)).scalar() or 0) for m in models]
+
+
+def test_migrate_and_seed_are_idempotent(engine: Any) -> None:
+    from crm_admin.accounts.models import CasbinRule, SysRole, SysUser
+    from crm_admin.dictionary.models import DictItem, DictType
+
+    models = (SysRole, DictType, DictItem, CasbinRule, SysUser)
+    before = _counts(*models)
+    runner = CliRunner()
+    result = runner.invoke(main, ["migrate"])
+    assert result.exit_code == 0 and "最新结构" in result.output
+    for _ in range(2):
+        result = runner.invoke(main, ["seed"])
+        assert result.exit_code == 0, result.output
+        assert "初始数据已就绪" in result.output
+        assert "密码" not in result.output  # the administrator exists: no new one
+        assert _counts(*models) == before
+
+
+def test_create_user_and_reset_password(engine: Any, make_client: Any) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["create-user", "--username", "wanglei", "--real-name", "王磊",
+                                  "--password", PASSWORD, "--no-must-change"])
+    assert result.exit_code == 0, result.output
+    assert login(make_client(), "wanglei", PASSWORD).status_code == 302
+    result = runner.invoke(main, ["create-user", "--username", "wanglei", "--password", PASSWORD])
+    assert result.exit_code == 1 and "已存在" in result.output
+
+    result = runner.invoke(main, ["reset-password", "wanglei"])
+    assert result.exit_code == 0, result.output
+    new = re.search(r"密码:(\S+)", result.output)
+    assert new
+    assert login(make_client(), "wanglei", PASSWORD).status_code != 302
+    c = make_client()
+    r = login(c, "wanglei", new.group(1))
+    assert r.status_code == 302
+    assert "/admin/account/password" in c.get("/admin/customer/list", follow_redirects=False).headers.get(
+        "location", "/admin/account/password")
+    assert runner.invoke(main, ["reset-password", "nobody"]).exit_code == 1
+
+
+def test_unreachable_database_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_admin.settings import get_settings
+
+    monkeypatch.setenv("CRM_DATABASE_URL", "mysql+pymysql://nobody:secret@127.0.0.1:1/crm")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["migrate"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+        db.configure()
+    assert result.exit_code == 3
+    assert "无法连接数据库" in result.output and "secret" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_data_is_realistic_and_not_loaded_twice(engine: Any) -> None:
+    from crm_admin.accounts.models import SysDept, SysUser
+    from crm_admin.care.models import CarePlan, CustomerCare
+    from crm_admin.churn.models import ChurnAlert, ChurnRule
+    from crm_admin.contacts.models import Linkman
+    from crm_admin.customers.codes import is_valid_credit_code
+    from crm_admin.customers.models import Customer
+    from crm_admin.opportunities.models import SalesOpportunity
+    from crm_admin.orders.models import CustomerOrder, OrderItem
+    from crm_admin.products.models import Product
+    from crm_admin.settings import get_settings
+    from crm_admin.transfers.models import CustomerTransfer
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["demo", "--password", "Demo12345"])
+    assert result.exit_code == 0, result.output
+    assert "zhangwei" in result.output and "Demo12345" in result.output
+
+    today = dt.datetime.now(ZoneInfo(get_settings().timezone)).date()
+    with db.transaction() as s:
+        depts = s.execute(select(SysDept.name)).scalars().all()
+        assert len(depts) >= 3 and "销售一部" in depts
+        managers = s.execute(select(SysUser).where(SysUser.username != "admin")).scalars().all()
+        assert 5 <= len(managers) <= 8
+        assert all(re.fullmatch(r"[\u4e00-\u9fff]{2,3}", u.real_name) for u in managers)
+
+        customers = s.execute(select(Customer)).scalars().all()
+        assert 50 <= len(customers) <= 80
+        assert len({c.name for c in customers}) == len(customers)
+        assert all(c.name.endswith("公司") for c in customers)
+        codes = [c.credit_code for c in customers if c.credit_code]
+        assert len(codes) >= 40 and all(is_valid_credit_code(c) for c in codes)
+        assert len(set(codes)) == len(codes)
+        assert {c.status for c in customers} >= {"potential", "active"}
+
+        linkmen = s.execute(select(Linkman)).scalars().all()
+        assert all(re.fullmatch(r"1[3-9]\d{9}", m.mobile or "") for m in linkmen)
+        birthdays_today = [m for m in linkmen if m.birthday and (m.birthday.month, m.birthday.day)
+                           == (today.month, today.day)]
+        if (today.month, today.day) != (2, 29):
+            assert len(birthdays_today) >= 3
+
+        pending_today = s.execute(select(func.count()).select_from(CustomerCare).where(
+            CustomerCare.status == "pending", CustomerCare.due_date == today)).scalar()
+        assert pending_today and pending_today >= 3
+        assert s.execute(select(func.count()).select_from(CustomerCare).where(
+            CustomerCare.status == "done", CustomerCare.feedback.is_not(None))).scalar()
+        assert s.execute(select(func.count()).select_from(CarePlan)).scalar()
+
+        opportunities = s.execute(select(SalesOpportunity)).scalars().all()
+        stages = {o.stage for o in opportunities if o.status == "open"}
+        assert stages == {"initial", "requirement", "proposal", "negotiation", "contract"}
+        assert {o.status for o in opportunities} == {"open", "won", "lost"}
+        assert all(isinstance(o.amount, Decimal) and o.amount > 0 for o in opportunities)
+
+        categories = set(s.execute(select(Product.category)).scalars())
+        assert categories == {"hardware", "software", "service", "consumable", "solution"}
+        orders = s.execute(select(CustomerOrder)).scalars().all()
+        assert orders
+        totals = Counter[int]()
+        for item in s.execute(select(OrderItem)).scalars():
+            totals[item.order_id] += item.unit_price * item.quantity
+        assert all(o.amount == totals[o.id] for o in orders)
+
+        assert s.execute(select(func.count()).select_from(CustomerTransfer)).scalar() == 2
+        assert s.execute(select(func.count()).select_from(ChurnRule)).scalar()
+        assert s.execute(select(func.count()).select_from(ChurnAlert)).scalar()
+        count_before = len(customers)
+
+    result = runner.invoke(main, ["demo"])
+    assert result.exit_code == 1
+    assert "不会再次写入" in result.output
+    assert _counts(Customer) == [count_before]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _clean_env(folder: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    env["HOME"] = str(folder)
+    return env
+
+
+def _wait_for(url: str, proc: subprocess.Popen[str], context: ssl.SSLContext | None = None) -> str:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
+                return str(r.read().decode("utf-8"))
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("serve did not answer in time")
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+@serve_test
+def test_serve_in_an_empty_folder_gives_a_chinese_login_page(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port)], cwd=tmp_path,
+                            env=_clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        page = _wait_for(f"http://127.0.0.1:{port}/admin/login", proc)
+    finally:
+        out = _stop(proc)
+    assert "登录" in page and 'name="username"' in page
+    assert f"http://127.0.0.1:{port}/admin/" in out
+    assert "用户名:admin" in out and re.search(r"密码:\s+\S{10,}", out)
+    assert "Traceback" not in out
+    assert (tmp_path / "data" / "crm.sqlite3").exists()
+    assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o777 == 0o600
+
+    # A second start finds everything in place: no new administrator, no password printed.
+    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port)], cwd=tmp_path,
+                            env=_clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+    finally:
+        out = _stop(proc)
+    assert "已启动" in out and "用户名:admin" not in out
+
+
+@serve_test
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl to make a test certificate")
+def test_serve_https_with_certfile_and_keyfile(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    port = _free_port()
+    env = _clean_env(tmp_path)
+    env["CRM_ADMIN_PASSWORD"] = "Initial12345"
+    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port), "--certfile", str(cert),
+                             "--keyfile", str(key)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    try:
+        page = _wait_for(f"https://127.0.0.1:{port}/admin/login", proc, context)
+    finally:
+        out = _stop(proc)
+    assert "登录" in page
+    assert f"https://127.0.0.1:{port}/admin/" in out
+    assert "CRM_ADMIN_PASSWORD" in out and "Initial12345" not in out
