@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from crm_admin.core.errors import Conflict, NotFound, UserError
+from crm_admin.core.listing import CappedListMixin
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scope_clause, scoped
 from crm_admin.db import transaction
@@ -105,7 +106,7 @@ class CrmBaseView(ScopedAccess, BaseView):
         return self.has_permission(request, "list")
 
 
-class CrmModelView(ScopedAccess, ModelView):
+class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
     page_size = 20
     page_size_options: ClassVar[list[int]] = [20, 50, 100]
     export_types: ClassVar[list[str]] = ["csv"]

@@ -1,0 +1,186 @@
+"""Mixed load for ``crm-admin bench --load``: logged-in managers and admins with 3–7 s think time.
+
+Each simulated user signs in with its own generated account (mgr001…, admin01…; password
+``BENCH_PASSWORD``), carries the session's CSRF token on every POST, and works on its own customers
+(read from the database named by ``CRM_BENCH_DATABASE_URL``). Pages that are not built yet (404 on
+every candidate address) are left out of the mix. Nine managers to one administrator.
+
+Run by hand:  CRM_BENCH_DATABASE_URL=mysql+pymysql://… locust -f bench/locustfile.py --headless \
+              -u 200 -r 10 -t 5m --host http://127.0.0.1:8000
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import random
+from typing import Any
+from urllib.parse import quote
+
+from locust import HttpUser, between, task
+from sqlalchemy import create_engine, select
+from sqlalchemy.pool import NullPool
+
+from crm_admin.perf.bench import PAGES, find_token
+from crm_admin.perf.generate import BENCH_PASSWORD, admin_username, manager_username
+
+_managers = itertools.count(1)
+_admins = itertools.count(1)
+_engine: Any = None
+_available: dict[str, str | None] = {}  # page key → working path template, None when not built
+_CANDIDATES = {p.key: p.paths for p in PAGES}
+_COMBINED = "industry=manufacturing&level=A&status=active&created_from=2023-01-01"
+_PREFIXES = [quote(p) for p in ("上海恒", "北京华", "深圳瑞", "杭州新", "广州德", "成都天")]
+
+
+def _db() -> Any:
+    global _engine
+    if _engine is None:
+        _engine = create_engine(os.environ["CRM_BENCH_DATABASE_URL"], poolclass=NullPool)
+    return _engine
+
+
+def _user_ids(username: str) -> tuple[int, list[int]]:
+    import crm_admin.models  # noqa: F401
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.customers.models import Customer
+
+    with _db().connect() as conn:
+        uid = conn.execute(select(SysUser.id).where(SysUser.username == username)).scalar_one()
+        stmt = select(Customer.id).order_by(Customer.id.desc()).limit(200)
+        if not username.startswith("admin"):
+            stmt = stmt.where(Customer.manager_id == uid)
+        return int(uid), [int(c) for c in conn.execute(stmt).scalars()]
+
+
+class CrmUser(HttpUser):
+    abstract = True
+    wait_time = between(3, 7)
+    username = ""
+
+    def on_start(self) -> None:
+        self.username = self.pick_username()
+        self.user_id, self.customer_ids = _user_ids(self.username)
+        page = self.client.get("/admin/login", name="login")
+        reply = self.client.post("/admin/login", name="login", allow_redirects=False,
+                                 data={"username": self.username, "password": BENCH_PASSWORD,
+                                       "csrf_token": find_token(page.text)})
+        if reply.status_code != 302:
+            raise RuntimeError(f"login failed for {self.username}: {reply.status_code}")
+        self.token = find_token(self.client.get("/admin/account/password", name="account_password").text)
+
+    def pick_username(self) -> str:
+        raise NotImplementedError
+
+    # ----- helpers ------------------------------------------------------------------------
+    def cid(self) -> int:
+        return random.choice(self.customer_ids) if self.customer_ids else 0
+
+    def page(self, key: str, **values: Any) -> None:
+        """GET the page ``key`` (first candidate address that exists), grouped under its key."""
+        if key not in _available:
+            _available[key] = None
+            for candidate in _CANDIDATES[key]:
+                path = candidate.format(**self._values(values))
+                if self.client.get(path, name=f"probe:{key}").status_code != 404:
+                    _available[key] = candidate
+                    break
+        template = _available[key]
+        if template is None:
+            return
+        with self.client.get(template.format(**self._values(values)), name=key, catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"HTTP {r.status_code}")
+
+    def _values(self, extra: dict[str, Any]) -> dict[str, Any]:
+        today = dt.date.today()
+        return {"cid": self.cid(), "uid": self.user_id, "deep": 2, "prefix": random.choice(_PREFIXES),
+                "date_from": (today - dt.timedelta(days=30)).isoformat(), "date_to": today.isoformat(),
+                **extra}
+
+
+class Manager(CrmUser):
+    weight = 9
+
+    def pick_username(self) -> str:
+        return manager_username((next(_managers) - 1) % 180 + 1)
+
+    @task(6)
+    def customer_list(self) -> None:
+        self.page("customer_list_manager")
+
+    @task(2)
+    def customer_list_next_pages(self) -> None:
+        self.client.get(f"/admin/customer/list?page={random.randint(2, 10)}", name="customer_list_page_n")
+
+    @task(2)
+    def combined_query(self) -> None:
+        self.client.get(f"/admin/customer/list?{_COMBINED}", name="customer_combined")
+
+    @task(2)
+    def prefix_search(self) -> None:
+        self.client.get(f"/admin/customer/list?search={random.choice(_PREFIXES)}", name="customer_prefix_search")
+
+    @task(5)
+    def customer_360(self) -> None:
+        self.page("customer_360")
+
+    @task(3)
+    def dashboard(self) -> None:
+        self.page("dashboard_manager")
+
+    @task(2)
+    def care_workbench(self) -> None:
+        self.page("care_workbench")
+
+    @task(2)
+    def follow_ups_due(self) -> None:
+        self.page("follow_ups_due")
+
+    @task(1)
+    def pipeline(self) -> None:
+        self.page("pipeline")
+
+    @task(1)
+    def save_follow_up(self) -> None:
+        if not self.customer_ids:
+            return
+        body = {"method": "phone", "content": "负载测试:电话沟通采购计划。",
+                "contacted_at": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "csrf_token": self.token}
+        with self.client.post(f"/admin/customer/360/{self.cid()}/follow-up", data=body, name="follow_up_save",
+                              headers={"X-CSRF-Token": self.token}, allow_redirects=False,
+                              catch_response=True) as r:
+            if r.status_code not in (302, 303) or "error=" in r.headers.get("location", ""):
+                r.failure(f"HTTP {r.status_code} {r.headers.get('location', '')[:120]}")
+
+
+class Admin(CrmUser):
+    weight = 1
+
+    def pick_username(self) -> str:
+        return admin_username((next(_admins) - 1) % 5 + 1)
+
+    @task(3)
+    def customer_list(self) -> None:
+        self.page("customer_list_admin")
+
+    @task(1)
+    def deep_page(self) -> None:
+        self.client.get(f"/admin/customer/list?page={random.randint(100, 5000)}", name="customer_list_deep")
+
+    @task(2)
+    def combined_query(self) -> None:
+        self.client.get(f"/admin/customer/list?{_COMBINED}", name="customer_combined_admin")
+
+    @task(2)
+    def audit_log(self) -> None:
+        self.page("audit_by_user_range", uid=random.randint(1, 200))
+
+    @task(2)
+    def dashboard(self) -> None:
+        self.page("dashboard_admin")
+
+    @task(2)
+    def customer_360(self) -> None:
+        self.page("customer_360")
