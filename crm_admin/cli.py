@@ -255,8 +255,13 @@ def restore_cmd(source: Path, force: bool) -> None:
 @click.option("--out", "out_dir", default="bench/results", show_default=True, type=click.Path())
 @click.option("--label", default=None, help="结果文件名(默认时间戳)")
 @click.option("--only", multiple=True, help="只测这些页面(键名,可重复)")
+@click.option("--pages/--no-pages", default=True, show_default=True, help="逐页测量(无并发)")
+@click.option("--jobs", is_flag=True, help="同时测量定时任务(生日扫描、关怀计划、流失评估)与导出")
+@click.option("--load-users", type=int, default=0, help="Locust 混合负载的并发用户数(0 为不运行;需 .[bench])")
+@click.option("--load-duration", type=int, default=300, show_default=True, help="混合负载持续秒数")
 def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | None, out_dir: str,
-          label: str | None, only: tuple[str, ...]) -> None:
+          label: str | None, only: tuple[str, ...], pages: bool, jobs: bool, load_users: int,
+          load_duration: int) -> None:
     import tempfile
     from pathlib import Path
 
@@ -270,7 +275,8 @@ def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | 
         prepare_database(database_url, scale=SMOKE_SCALE)
     results = run_bench(database_url, smoke=smoke, repeat=repeat, workers=workers, base_url=base_url,
                         out_dir=Path(out_dir), label=label, only=list(only) or None, data_dir=data_dir,
-                        progress=click.echo)
+                        progress=click.echo, pages=pages, jobs=jobs, load_users=load_users,
+                        load_duration_s=load_duration)
     failed = [p["key"] for p in results["pages"] if p["status"] == "error"]
     click.echo("结果:" + ",".join(results["files"]))
     if failed:
