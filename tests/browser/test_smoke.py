@@ -33,3 +33,28 @@ def test_admin_opens_customer_list(login_page: Callable[..., Any]) -> None:
     path = screenshot(page, "smoke-customer-list")
     assert path.stat().st_size > 10_000
     assert page_errors(page) == []
+
+
+def test_customer_list_with_demo_data(login_page: Callable[..., Any]) -> None:
+    """The list with real-looking data; ``CRM_UPDATE_SCREENSHOT=1`` refreshes the README's screenshot."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from crm_admin import db
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.demo import load_demo
+
+    with acting_as(SYSTEM), db.transaction() as session:
+        load_demo(session, password="Demo12345")
+    page = login_page("admin", ADMIN_PASSWORD)
+    page.goto("/admin/customer/list")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("text=有限公司").count() >= 10
+    page.set_viewport_size({"width": 1440, "height": 1280})
+    path = screenshot(page, "demo-customer-list", full_page=False)
+    assert page_errors(page) == []
+    if os.environ.get("CRM_UPDATE_SCREENSHOT") == "1":
+        docs = Path(__file__).resolve().parents[2] / "docs"
+        docs.mkdir(exist_ok=True)
+        shutil.copyfile(path, docs / "screenshot.png")
