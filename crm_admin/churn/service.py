@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, case, exists, func, literal, not_, select, update
+from sqlalchemy import (
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    literal_column,
+    not_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import Session
 
@@ -107,7 +118,7 @@ def _insert_alerts(session: Session, rule: ChurnRule, matches: Select[Any], now:
         literal(1),
         literal(now, type_=ts_type),
         literal(now, type_=ts_type),
-    )
+    ).where(literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
     cols = ["customer_id", "rule_id", "risk_level", "detected_at", "status", "open_key", "created_at",
             "updated_at"]
     table: Any = ChurnAlert.__table__
