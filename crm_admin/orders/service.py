@@ -1,0 +1,119 @@
+"""Orders (交易历史): numbers, amounts computed from the items (never typed), last order time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import scoped
+from crm_admin.customers.models import Customer
+from crm_admin.customers.service import _local_month, allocate_sequence, clean, touch_last_order
+from crm_admin.opportunities.service import to_decimal
+from crm_admin.orders.models import ORDER_STATUSES, CustomerOrder, OrderItem
+from crm_admin.products.models import Product
+
+STATUS_LABELS = {"draft": "草稿", "confirmed": "已确认", "completed": "已完成", "cancelled": "已取消"}
+MAX_QUANTITY = 10_000_000
+
+
+def next_order_no(session: Session) -> str:
+    month = _local_month()
+    n = allocate_sequence(session.connection(), f"seq:order:{month}")
+    return f"O{month}{n:05d}"
+
+
+def validate_order(obj: CustomerOrder) -> None:
+    obj.status = obj.status or "confirmed"
+    if obj.status not in ORDER_STATUSES:
+        raise UserError("订单状态无效。", field="status")
+    if obj.order_date is None:
+        obj.order_date = dt.date.today()
+    if obj.order_date > dt.date.today() + dt.timedelta(days=366):
+        raise UserError("下单日期不合理。", field="order_date")
+    obj.remark = clean(obj.remark)
+
+
+def validate_item(session: Session, item: OrderItem) -> None:
+    if item.product_id is None:
+        raise UserError("请选择产品。", field="product")
+    product = session.get(Product, item.product_id)
+    if product is None:
+        raise UserError("产品不存在。", field="product")
+    try:
+        item.quantity = int(item.quantity)
+    except (TypeError, ValueError):
+        raise UserError("数量必须是正整数。", field="quantity") from None
+    if not 0 < item.quantity <= MAX_QUANTITY:
+        raise UserError("数量必须是正整数。", field="quantity")
+    if item.unit_price in (None, ""):
+        item.unit_price = product.price
+    item.unit_price = to_decimal(item.unit_price, label="单价", field_name="unit_price")
+    if item.unit_price < 0:
+        raise UserError("单价不能为负数。", field="unit_price")
+
+
+def order_local_time(day: dt.date) -> dt.datetime:
+    from crm_admin.core.formatting import local_tz
+
+    return dt.datetime.combine(day, dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
+
+
+def recompute_amount(session: Session, order_id: int, *, excluding_item: int | None = None) -> Decimal:
+    """The order's amount is the sum of its lines (quantity × unit price), in SQL, in Decimal."""
+    stmt = select(OrderItem.quantity, OrderItem.unit_price).where(OrderItem.order_id == order_id)
+    if excluding_item is not None:
+        stmt = stmt.where(OrderItem.id != excluding_item)
+    total = sum((Decimal(q) * Decimal(p) for q, p in session.execute(stmt)), Decimal("0"))
+    total = total.quantize(Decimal("0.01"))
+    order = session.get(CustomerOrder, order_id)
+    if order is not None and order.amount != total:
+        order.amount = total
+    return total
+
+
+def after_order_saved(session: Session, order: CustomerOrder) -> None:
+    if order.status != "cancelled":
+        touch_last_order(session, order.customer_id, order_local_time(order.order_date))
+
+
+def create_order(session: Session, principal: Principal, *, customer_id: int, items: list[dict[str, Any]],
+                 order_date: dt.date | None = None, status: str = "confirmed", remark: str | None = None) -> CustomerOrder:
+    customer = session.execute(
+        scoped(select(Customer).where(Customer.id == customer_id), Customer, principal)
+    ).scalar_one_or_none()
+    if customer is None:
+        raise NotFound("客户不存在或您无权访问。")
+    if not items:
+        raise UserError("订单至少需要一个明细。")
+    order = CustomerOrder(customer_id=customer_id, order_date=order_date, status=status, remark=remark,
+                          manager_id=customer.manager_id or principal.id, amount=Decimal("0.00"))
+    validate_order(order)
+    order.order_no = next_order_no(session)
+    session.add(order)
+    session.flush()
+    for data in items:
+        item = OrderItem(order_id=order.id, product_id=data.get("product_id"), quantity=data.get("quantity", 1),
+                         unit_price=data.get("unit_price"))
+        validate_item(session, item)
+        session.add(item)
+    session.flush()
+    recompute_amount(session, order.id)
+    after_order_saved(session, order)
+    session.flush()
+    return order
+
+
+def customer_order_totals(session: Session, customer_id: int) -> tuple[int, Decimal]:
+    count, total = session.execute(
+        select(func.count(), func.coalesce(func.sum(CustomerOrder.amount), 0))
+        .where(CustomerOrder.customer_id == customer_id, CustomerOrder.status != "cancelled")
+    ).one()
+    return int(count), Decimal(str(total)).quantize(Decimal("0.01"))
+
+
