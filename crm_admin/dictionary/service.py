@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 from wtforms import SelectField
+from wtforms.validators import ValidationError
 
 from crm_admin.accounts.models import SysMeta
 from crm_admin.core.i18n import current_locale
@@ -162,7 +163,8 @@ class DictSelectField(SelectField):
             self.data = None
             return
         if not is_valid(self.dict_type, str(self.data), current=getattr(self, "object_data", None)):
-            raise ValueError("请从列表中选择有效的选项。")
+            # ValidationError (not a bare ValueError, which WTForms lets through as a 500)
+            raise ValidationError("请从列表中选择有效的选项。")
 
 
 def dict_field(dict_type: str) -> dict[str, Any]:
