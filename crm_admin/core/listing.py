@@ -79,8 +79,28 @@ class CappedListMixin:
             stmt = view.search_query(stmt=stmt, term=search)
 
         pk_columns = list(view.pk_columns)
-        # Enough rows to place the requested page, and no more than the cap otherwise.
-        need = max(self.count_cap, page * page_size) + 1
+        rows_stmt = stmt
+        for relation in view._list_relations:
+            rows_stmt = rows_stmt.options(selectinload(relation))
+        page = max(page, 1)
+        offset = (page - 1) * page_size
+        deferred = offset >= self.deferred_join_offset and len(pk_columns) == 1
+
+        need = self.count_cap + 1
+        if deferred and offset + page_size > self.count_cap:
+            # Past the cap nobody needs the total: the keys of this page (and one more, to know
+            # whether a next page exists) say all the footer shows. One index-only scan.
+            pk = pk_columns[0]
+            ids = list(await view._run_query(stmt.with_only_columns(pk).limit(page_size + 1).offset(offset)))
+            if ids:
+                more = len(ids) > page_size
+                ids = ids[:page_size]
+                rows = list(await view._run_query(rows_stmt.where(pk.in_(ids))))
+                return CappedPagination(rows=rows, page=page, page_size=page_size,
+                                        count=offset + len(ids) + (1 if more else 0), count_capped=more)
+            need = offset + 1  # past the last row: the exact total (below offset) finds the last page
+
+        # Count no further than the cap: the footer says "10,000+" past it.
         keys = stmt.with_only_columns(*pk_columns).order_by(None).limit(need)
         count = int(await view.count(request, select(func.count()).select_from(keys.subquery())))
         capped = count >= need
@@ -88,17 +108,12 @@ class CappedListMixin:
             count = need - 1
         page = min(max(page, 1), Pagination.max_page(count, page_size))
         offset = (page - 1) * page_size
-
-        rows_stmt = stmt
-        for relation in view._list_relations:
-            rows_stmt = rows_stmt.options(selectinload(relation))
         if offset >= self.deferred_join_offset and len(pk_columns) == 1:
             pk = pk_columns[0]
             ids = list(await view._run_query(stmt.with_only_columns(pk).limit(page_size).offset(offset)))
             rows = list(await view._run_query(rows_stmt.where(pk.in_(ids)))) if ids else []
         else:
             rows = list(await view._run_query(rows_stmt.limit(page_size).offset(offset)))
-
         # SQLAdmin's list endpoint adds the page links
         return CappedPagination(rows=rows, page=page, page_size=page_size, count=count, count_capped=capped)
 
