@@ -92,12 +92,13 @@ def _reset(engine: Any) -> None:
         if IS_MYSQL:
             conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
         for table in reversed(Base.metadata.sorted_tables):
-            if table.name in SEEDED_TABLES:
+            if table.name in SEEDED_TABLES or table.name == "sys_dept":  # departments: below
                 continue
             conn.execute(delete(table))
         users = Base.metadata.tables["sys_user"]
         depts = Base.metadata.tables["sys_dept"]
         conn.execute(users.update().values(dept_id=None))
+        conn.execute(depts.update().values(parent_id=None, leader_id=None))
         conn.execute(delete(depts))
         conn.execute(delete(users).where(users.c.username != "admin"))
         conn.execute(delete(Base.metadata.tables["casbin_rule"]))

@@ -10,15 +10,18 @@ import anyio
 from sqladmin.authentication import AuthenticationBackend
 from sqladmin.authorization import AuthorizationBackend
 from sqlalchemy import select
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm_admin.accounts import throttle
 from crm_admin.accounts.models import SysUser
-from crm_admin.accounts.service import check_login
+from crm_admin.accounts.service import LOGIN_FAILED_MESSAGE, check_login
 from crm_admin.core import audit
 from crm_admin.core.context import Actor, set_actor
 from crm_admin.core.principal import Principal, load_principal
-from crm_admin.core.views import permission_action
+from crm_admin.core.views import VIEW_RESOURCES, permission_action
 from crm_admin.db import session_factory, transaction
 from crm_admin.settings import Settings
 
@@ -52,15 +55,27 @@ class CrmAuthentication(AuthenticationBackend):
             https_only=settings.serves_https,
         )
         self.settings = settings
+        self.middlewares.append(Middleware(DeniedAuditMiddleware))
 
     async def login(self, request: Request) -> Response | bool:
         form = await request.form()
         username = str(form.get("username", ""))[:64]
         password = str(form.get("password", ""))[:256]
         actor = request_actor(request)
+        if not throttle.allow(actor.ip, limit=self.settings.login_ip_max_per_minute):
+            await anyio.to_thread.run_sync(
+                lambda: audit.record_now("login_failed", resource="user", detail=f"该 IP 登录尝试过于频繁(用户名:{username})",
+                                         success=False, actor=actor)
+            )
+            from crm_admin.web.middleware import friendly_page
+
+            page = friendly_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
+                                 '<a href="/admin/login">返回登录页</a>')
+            page.headers["Retry-After"] = "60"
+            return page
         result = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)
         if result is None:
-            request.state.login_error = "用户名或密码错误。连续多次失败后账号将被暂时锁定。"
+            request.state.login_error = LOGIN_FAILED_MESSAGE
             return False
         user_id, epoch = result
         request.session.clear()
@@ -121,6 +136,57 @@ class CrmAuthorization(AuthorizationBackend):
         view = getattr(request.state, "_crm_views", {}).get(identity)
         resource = getattr(view, "resource", identity)
         return principal.can(resource, permission_action(action))
+
+
+class DeniedAuditMiddleware:
+    """Writes a ``permission_denied`` audit row for every 403 answered to a signed-in user.
+
+    Sits inside SQLAdmin's app (after the session middleware), so every refusal — a route of a
+    view the user may not use, a button's URL typed by hand, a custom page — is recorded once.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 403:
+                await _audit_denied(scope)
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+async def _audit_denied(scope: Scope) -> None:
+    state = scope.get("state") or {}
+    user = state.get("user")
+    if user is None:
+        return
+    request = Request(scope)
+    path = request.url.path
+    base = scope.get("root_path", "")
+    parts = [p for p in path.removeprefix(base).split("/") if p]
+    identity = parts[0] if parts else ""
+    action = parts[1] if len(parts) > 1 else ""
+    if action == "action" and len(parts) > 2:
+        action = parts[2]
+    resource = VIEW_RESOURCES.get(identity, identity)
+    actor = request_actor(request, user)
+    detail = f"{request.method} {path}" + (f"?{request.url.query}" if request.url.query else "")
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: audit.record_now("permission_denied", resource=resource[:64],
+                                     detail=f"{permission_action(action) or 'open'}: {detail}"[:1000],
+                                     success=False, actor=actor)
+        )
+    except Exception:  # the refusal stands even if the audit write fails; it is logged
+        import logging
+
+        logging.getLogger(__name__).exception("could not audit a permission denial")
 
 
 def _check_login_sync(username: str, password: str, actor: Actor) -> tuple[int, int] | None:

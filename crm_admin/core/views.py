@@ -17,14 +17,16 @@ import anyio
 from sqladmin import BaseView, ModelView
 from sqladmin._queries import Query
 from sqladmin.authorization import Action
-from sqlalchemy import ColumnElement, Select, inspect, true
+from sqlalchemy import ColumnElement, Select, false, inspect, select, true
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from crm_admin.core.errors import Conflict, NotFound, UserError
+from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
+from crm_admin.core.formatting import TYPE_FORMATTERS
+from crm_admin.core.forms import CrmForm, CrmModelConverter
 from crm_admin.core.listing import CappedListMixin
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scope_clause, scoped
@@ -42,6 +44,10 @@ ACTION_MAP = {
     Action.EXPORT.value: "export",
     Action.IMPORT.value: "import",
 }
+
+
+# SQLAdmin identity (URL segment) → permission resource, filled as views are created.
+VIEW_RESOURCES: dict[str, str] = {}
 
 
 def principal_of(request: Request) -> Principal:
@@ -75,7 +81,80 @@ def scoped_ref(model: type, fields: list[str], **options: Any) -> dict[str, Any]
         clause = scope_clause(model, principal_of(request))
         return [clause if clause is not None else true()]
 
+    where.__crm_scoped__ = True  # type: ignore[attr-defined]
     return {"fields": fields, "where": where, **options}
+
+
+# Columns offered as the search fields of an automatic look-up, best first.
+_LOOKUP_FIELDS = ("name", "title", "order_no", "code", "username", "real_name", "label")
+
+
+def _with_scope(model: type, options: dict[str, Any]) -> dict[str, Any]:
+    """An ajax-ref option dict whose ``where`` also applies ``model``'s scope (whatever it had)."""
+    where = options.get("where")
+    if getattr(where, "__crm_scoped__", False):
+        return options
+
+    def scoped_where(request: Request, term: str) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if callable(where):
+            got = where(request, term)
+            clauses.extend(got if isinstance(got, list | tuple) else [got])
+        elif isinstance(where, list | tuple):
+            clauses.extend(where)
+        elif where is not None:
+            clauses.append(where)
+        clause = scope_clause(model, principal_of(request))
+        clauses.append(clause if clause is not None else true())
+        return clauses
+
+    scoped_where.__crm_scoped__ = True  # type: ignore[attr-defined]
+    return {**options, "where": scoped_where}
+
+
+def _lookup_fields(model: type) -> list[str]:
+    columns: Any = inspect(model).columns  # type: ignore[union-attr]
+    found = [name for name in _LOOKUP_FIELDS if name in columns]
+    return found[:2] or ["id"]
+
+
+class ScopedFilter:
+    """A SQLAdmin side-bar filter whose offered values come only from rows within the user's scope.
+
+    SQLAdmin builds the values with ``SELECT DISTINCT col`` over the whole table (or the whole
+    referenced table); the statement is narrowed here before it runs.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def lookups(self, request: Request, model: Any, run_query: Callable[..., Any]) -> Any:
+        clause = scope_clause(model, principal_of(request))
+        if clause is None:
+            return await self._inner.lookups(request, model, run_query)
+
+        async def scoped_run(stmt: Select[Any]) -> Any:
+            return await run_query(_restrict_lookup(stmt, model, clause))
+
+        return await self._inner.lookups(request, model, scoped_run)
+
+    async def get_filtered_query(self, query: Select[Any], value: Any, model: Any) -> Select[Any]:
+        return await self._inner.get_filtered_query(query, value, model)
+
+
+def _restrict_lookup(stmt: Select[Any], model: Any, clause: ColumnElement[bool]) -> Select[Any]:
+    table = model.__table__
+    froms = set(stmt.get_final_froms())
+    if table in froms:
+        return stmt.where(clause)
+    # values read from a referenced table: only those referenced by rows in scope
+    for fk in table.foreign_keys:
+        if fk.column.table in froms:
+            return stmt.where(fk.column.in_(select(fk.parent).where(clause)))
+    return stmt.where(false())  # unknown shape: offer nothing rather than everything
 
 
 class ScopedAccess:
@@ -109,16 +188,45 @@ class CrmBaseView(ScopedAccess, BaseView):
 class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
     page_size = 20
     page_size_options: ClassVar[list[int]] = [20, 50, 100]
-    export_types: ClassVar[list[str]] = ["csv"]
+    export_types: ClassVar[list[str]] = ["xlsx", "csv"]
+    # message for an edit whose ``version`` is older than the row's (optimistic locking)
+    stale_message = "保存失败:该记录已被他人修改,请刷新页面查看最新内容后再修改(您填写的内容仍保留在下方)。"
     use_pretty_export = True
     save_as = False
+    # Chinese WTForms messages, local-time datetime inputs, Shanghai times / 1,234.56 / 是否 shown
+    form_base_class = CrmForm
+    form_converter = CrmModelConverter
+    column_type_formatters = TYPE_FORMATTERS
+    column_type_formatters_detail = TYPE_FORMATTERS
 
     def __init__(self) -> None:
+        model: Any = self.model
         if not self.resource:
             # the permission resource defaults to the model's (SQLAdmin sets ``model`` after class creation)
-            model: Any = self.model
             type(self).resource = getattr(model, "__resource__", "") or model.__tablename__
+        type(self).form_ajax_refs = self._scoped_ajax_refs()
         super().__init__()
+        VIEW_RESOURCES[self.identity] = self.resource
+
+    @classmethod
+    def _scoped_ajax_refs(cls) -> dict[str, Any]:
+        """Every relation to a scoped table becomes a scoped look-up.
+
+        SQLAdmin fills a plain relation drop-down with the whole target table and checks no
+        ``where`` unless given one; here each look-up over a scoped table gets the scope added,
+        and each relation to a scoped table that has no look-up gets one.
+        """
+        refs: dict[str, Any] = dict(cls.form_ajax_refs or {})
+        mapper: Any = inspect(cls.model)
+        for rel in mapper.relationships:
+            target = rel.mapper.class_
+            if not _scoped_model(target):
+                continue
+            if rel.key in refs:
+                refs[rel.key] = _with_scope(target, dict(refs[rel.key]))
+            elif rel.direction.name == "MANYTOONE" and not rel.viewonly:
+                refs[rel.key] = scoped_ref(target, _lookup_fields(target))
+        return refs
 
     # ----- the scope, on every read path -------------------------------------------------
     def scope(self, request: Request) -> ColumnElement[bool] | None:
@@ -136,6 +244,44 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
 
     def count_query(self, request: Request) -> Select[Any]:
         return scoped(super().count_query(request), self.model, principal_of(request))
+
+    def get_filters(self) -> list[Any]:
+        return [ScopedFilter(f) for f in super().get_filters()]
+
+    def scoped_objects(self, session: Session, request: Request, pks: Any) -> list[Any]:
+        """The rows ``pks`` (a list or SQLAdmin's comma-separated ``pks``), re-loaded through the scope.
+
+        For ``@action`` endpoints and custom pages: raises NotFound if any of them is missing or
+        out of scope, so an action never touches a row the user could not open.
+        """
+        if isinstance(pks, str):
+            pks = [p for p in pks.split(",") if p.strip()]
+        wanted: list[int] = []
+        for pk in pks or []:
+            try:
+                wanted.append(int(pk))
+            except (TypeError, ValueError):
+                raise NotFound() from None
+        if not wanted:
+            return []
+        model: Any = self.model
+        stmt = scoped(select(model).where(model.id.in_(wanted)), model, principal_of(request))
+        rows = list(session.execute(stmt).scalars())
+        if len(rows) != len(set(wanted)):
+            raise NotFound()
+        return rows
+
+    # ----- export: what the user sees, streamed (core/export.py); SQLAdmin's loads every row --------
+    async def get_model_objects(self, request: Request, limit: int | None = 0) -> list[Any]:
+        return []  # the export streams its own rows; nothing is loaded up front
+
+    async def export_data(self, data: list[Any], export_type: str = "csv",
+                          request: Request | None = None) -> Any:
+        from crm_admin.core.export import export_response
+
+        if request is None:
+            raise HTTPException(status_code=400)
+        return await export_response(self, request, export_type)
 
     async def _refuse_missing(self, model: Any) -> None:
         if model is None:
@@ -167,14 +313,17 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         principal = principal_of(request)
         mapper: Any = inspect(self.model)
         for rel in mapper.relationships:
-            if rel.key not in data or rel.direction.name != "MANYTOONE":
+            if rel.key not in data:
                 continue
             value = data[rel.key]
             target = rel.mapper.class_
             if value in (None, "") or not _scoped_model(target):
                 continue
-            if not in_scope(session, target, value, principal):
-                raise UserError("所选的关联记录不存在或不在您的数据范围内。", field=rel.key)
+            values = value if isinstance(value, list | tuple | set) else [value]
+            for one in values:
+                one = getattr(one, "id", one)
+                if not in_scope(session, target, one, principal):
+                    raise UserError("所选的关联记录不存在或不在您的数据范围内。", field=rel.key)
         for col in mapper.columns:
             if col.key not in data or not col.foreign_keys or col.key in mapper.relationships:
                 continue
@@ -185,6 +334,56 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 session, target, data[col.key], principal
             ):
                 raise UserError("所选的关联记录不存在或不在您的数据范围内。", field=col.key)
+
+    def check_owner(self, obj: Any, owner_before: int | None, is_created: bool, request: Request) -> None:
+        """Rows owned by a manager (``__scope__ = "owner"``): who may set ``manager_id``.
+
+        A new row defaults to the creating user; only a holder of ``assign`` on the resource may
+        name someone else or change the owner of an existing row (otherwise that is a transfer).
+        """
+        if getattr(self.model, "__scope__", "") != "owner":
+            return
+        principal = principal_of(request)
+        if is_created and obj.manager_id is None:
+            obj.manager_id = principal.id
+        if principal.can(self.resource, "assign"):
+            return
+        wanted = principal.id if is_created else owner_before
+        if obj.manager_id != wanted:
+            raise Forbidden("您没有分配客户经理的权限:新建的记录归您本人负责,更换负责人请使用客户转移。")
+
+    def check_version(self, obj: Any, data: dict[str, Any], is_created: bool) -> None:
+        """Optimistic locking: the form carries the ``version`` it was opened with; an older one is refused."""
+        if "version" not in data:
+            return
+        submitted = data.pop("version")
+        if is_created or submitted in (None, ""):
+            return
+        try:
+            stale = int(submitted) != int(obj.version)
+        except (TypeError, ValueError):
+            stale = True
+        if stale:
+            raise Conflict(self.stale_message)
+
+    def _without_blank_owner(self, data: dict[str, Any], is_created: bool) -> dict[str, Any]:
+        """A new owned row with no owner given: leave the owner fields alone so it defaults (check_owner)."""
+        if not is_created or getattr(self.model, "__scope__", "") != "owner":
+            return data
+        mapper: Any = inspect(self.model)
+        keys = {"manager_id"} | {
+            rel.key for rel in mapper.relationships
+            if any(col.key == "manager_id" for col in rel.local_columns)
+        }
+        if all(data.get(k) in (None, "") for k in keys):
+            return {k: v for k, v in data.items() if k not in keys}
+        return data
+
+    async def get_object_for_details(self, request: Request) -> Any:
+        try:
+            return await super().get_object_for_details(request)
+        except (TypeError, ValueError):  # a malformed primary key opens nothing
+            return None
 
     def _save_sync(self, request: Request, pk: str | None, data: dict[str, Any]) -> Any:
         principal = principal_of(request)
@@ -198,7 +397,11 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                     if obj is None:
                         raise NotFound()
                 self.check_foreign_keys(session, data, request)
+                self.check_version(obj, data, pk is None)
+                data = self._without_blank_owner(data, pk is None)
+                owner_before = getattr(obj, "manager_id", None)
                 obj = Query(self)._set_attributes_sync(session, obj, data)
+                self.check_owner(obj, owner_before, pk is None, request)
                 self.before_save(session, obj, data, pk is None, request)
                 if pk is None:
                     session.add(obj)
@@ -242,7 +445,15 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         return obj
 
     async def delete_model(self, request: Request, pk: Any) -> None:
+        if str(pk).strip() == "":
+            raise NotFound()
         await anyio.to_thread.run_sync(partial(self._delete_sync, request, str(pk)))
+
+    async def get_object_for_delete(self, value: Any) -> Any:
+        # the route has already opened every pk through the scoped ``details_query``
+        if str(value).strip() == "":
+            return None
+        return await super().get_object_for_delete(value)
 
 
 _TABLE_MODELS: dict[str, type] = {}

@@ -1,0 +1,338 @@
+"""The PITFALLS leak table: manager A probes manager B's customer by every path SQLAdmin offers.
+
+Every probe must answer 404 (or 403 where A lacks the permission altogether) and change nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from crm_admin import db
+from tests.conftest import csrf_token
+from tests.security.conftest import World, snapshot
+
+# kind → SQLAdmin identity (URL segment)
+IDENTITY = {
+    "customer": "customer", "linkman": "linkman", "follow_up": "follow-up",
+    "opportunity": "sales-opportunity", "customer_care": "customer-care", "care_plan": "care-plan",
+    "order": "customer-order", "order_item": "order-item", "churn_alert": "churn-alert",
+    "transfer": "customer-transfer",
+}
+
+
+def _headers(client: Any) -> dict[str, str]:
+    return {"X-CSRF-Token": csrf_token(client)}
+
+
+def test_details_of_anothers_row_is_404(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    for kind, identity in IDENTITY.items():
+        own = a.get(f"/admin/{identity}/details/{world.row('mgr_a', kind)}")
+        assert own.status_code == 200, (kind, own.status_code)
+        other = a.get(f"/admin/{identity}/details/{world.row('mgr_b', kind)}")
+        assert other.status_code == 404, (kind, other.status_code)
+        assert "mgr_b" not in other.text
+
+
+def test_edit_get_of_anothers_row_is_404(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    for kind in ("customer", "linkman", "follow_up", "opportunity", "customer_care", "care_plan", "order"):
+        r = a.get(f"/admin/{IDENTITY[kind]}/edit/{world.row('mgr_b', kind)}")
+        assert r.status_code == 404, (kind, r.status_code)
+        assert a.get(f"/admin/{IDENTITY[kind]}/edit/{world.row('mgr_a', kind)}").status_code == 200, kind
+
+
+def test_edit_post_of_anothers_row_is_404_and_changes_nothing(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    token = csrf_token(a)
+    before = snapshot()
+    for kind in ("customer", "linkman", "follow_up", "opportunity", "customer_care", "care_plan", "order",
+                 "churn_alert"):
+        r = a.post(f"/admin/{IDENTITY[kind]}/edit/{world.row('mgr_b', kind)}",
+                   data={"name": "改掉", "title": "改掉", "content": "改掉", "detail": "改掉", "status": "lost",
+                         "csrf_token": token, "save": "Save"},
+                   headers={"X-CSRF-Token": token}, follow_redirects=False)
+        # 403 where the manager may not edit that kind at all, else 404 as if the row did not exist
+        assert r.status_code == 404 or (kind == "churn_alert" and r.status_code == 403), (kind, r.status_code)
+    assert snapshot() == before
+
+
+def test_list_count_and_search_show_only_own_rows(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    page = a.get("/admin/customer/list")
+    assert page.status_code == 200
+    assert "客户mgr_a有限公司" in page.text
+    assert "客户mgr_b有限公司" not in page.text and "客户mgr_c有限公司" not in page.text
+    found = a.get("/admin/customer/list", params={"search": "mgr_b"})
+    assert "客户mgr_b有限公司" not in found.text
+    for kind in ("linkman", "follow_up", "opportunity", "customer_care", "order"):
+        listing = a.get(f"/admin/{IDENTITY[kind]}/list")
+        assert listing.status_code == 200
+        assert "mgr_b" not in listing.text.replace("mgr_a", ""), kind
+
+
+def test_count_is_scoped(world: World, login_as: Any, app: Any) -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from crm_admin.customers.models import Customer
+
+    a = login_as("mgr_a")
+    a.get("/admin/customer/list")
+    view = next(v for v in app.state.admin.views if getattr(v, "model", None) is Customer)
+    with db.session_factory()() as session:
+        from crm_admin.accounts.models import SysUser
+        from crm_admin.core.principal import load_principal
+
+        user = session.get(SysUser, world.users["mgr_a"])
+        principal = load_principal(session.connection(), user)
+    request = Request({"type": "http", "method": "GET", "path": "/admin/customer/list", "query_string": b"",
+                       "headers": [], "path_params": {"identity": "customer"}, "state": {"principal": principal}})
+    pagination = asyncio.run(view.list(request))
+    assert pagination.count == 1
+    assert [c.id for c in pagination.rows] == [world.row("mgr_a", "customer")]
+
+
+def test_export_contains_only_own_rows(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    r = a.get("/admin/customer/export/csv")
+    assert r.status_code == 200
+    assert "客户mgr_a有限公司" in r.text
+    assert "客户mgr_b有限公司" not in r.text and "客户mgr_c有限公司" not in r.text
+
+
+def test_readonly_cannot_export(world: World, login_as: Any) -> None:
+    ro = login_as("ro")
+    assert ro.get("/admin/customer/export/csv").status_code == 403
+
+
+def test_delete_single_of_anothers_row_is_404(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    before = snapshot()
+    r = a.request("DELETE", f"/admin/linkman/delete?pks={world.row('mgr_b', 'linkman')}", headers=_headers(a))
+    assert r.status_code == 404
+    assert snapshot() == before
+
+
+def test_bulk_delete_mixing_own_and_anothers_rows_deletes_nothing(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    before = snapshot()
+    pks = f"{world.row('mgr_a', 'care_plan')},{world.row('mgr_b', 'care_plan')}"
+    r = a.request("DELETE", f"/admin/care-plan/delete?pks={pks}", headers=_headers(a))
+    assert r.status_code == 404
+    assert snapshot() == before
+
+
+def test_delete_without_permission_is_403(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")  # managers may not delete customers
+    before = snapshot()
+    r = a.request("DELETE", f"/admin/customer/delete?pks={world.row('mgr_a', 'customer')}", headers=_headers(a))
+    assert r.status_code == 403
+    assert snapshot() == before
+
+
+def test_delete_with_empty_or_bad_pks_changes_nothing(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    before = snapshot()
+    for pks in ("", ",", "abc", "1 or 1=1"):
+        r = a.request("DELETE", f"/admin/linkman/delete?pks={pks}", headers=_headers(a))
+        assert r.status_code in (400, 404), (pks, r.status_code)
+    assert snapshot() == before
+
+
+def test_ajax_lookup_offers_only_rows_in_scope(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    for identity, name in (("linkman", "customer"), ("follow-up", "customer"), ("follow-up", "linkman"),
+                           ("customer-care", "customer"), ("care-plan", "linkman"),
+                           ("sales-opportunity", "customer"), ("customer-order", "customer")):
+        r = a.get(f"/admin/{identity}/ajax/lookup", params={"name": name, "term": "mgr"})
+        assert r.status_code == 200, (identity, name, r.status_code)
+        texts = [item["text"] for item in r.json()["results"]]
+        assert texts and all("mgr_a" in t for t in texts), (identity, name, texts)
+
+
+def test_ajax_lookup_needs_a_form_permission(world: World, login_as: Any) -> None:
+    ro = login_as("ro")
+    r = ro.get("/admin/linkman/ajax/lookup", params={"name": "customer", "term": "客户"})
+    assert r.status_code == 403
+
+
+def test_submitted_foreign_key_to_anothers_customer_is_refused(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    token = csrf_token(a)
+    before = snapshot()
+    r = a.post("/admin/linkman/create",
+               data={"customer": str(world.row("mgr_b", "customer")), "name": "偷偷加的联系人",
+                     "csrf_token": token, "save": "Save"},
+               headers={"X-CSRF-Token": token}, follow_redirects=False)
+    assert r.status_code == 400
+    assert "数据范围" in r.text
+    assert snapshot() == before
+    # the same form with A's own customer is accepted
+    r = a.post("/admin/linkman/create",
+               data={"customer": str(world.row("mgr_a", "customer")), "name": "正常联系人",
+                     "csrf_token": token, "save": "Save"},
+               headers={"X-CSRF-Token": token}, follow_redirects=False)
+    assert r.status_code == 302, r.text[-2000:]
+
+
+def test_raw_foreign_key_column_is_checked(world: World, app: Any) -> None:
+    from starlette.requests import Request
+
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.contacts.models import Linkman
+    from crm_admin.core.errors import UserError
+    from crm_admin.core.principal import load_principal
+
+    view = next(v for v in app.state.admin.views if getattr(v, "model", None) is Linkman)
+    with db.session_factory()() as session:
+        user = session.get(SysUser, world.users["mgr_a"])
+        principal = load_principal(session.connection(), user)
+        request = Request({"type": "http", "state": {"principal": principal}})
+        with pytest.raises(UserError):
+            view.check_foreign_keys(session, {"customer_id": world.row("mgr_b", "customer")}, request)
+        with pytest.raises(UserError):
+            view.check_foreign_keys(session, {"customer": [str(world.row("mgr_b", "customer"))]}, request)
+        view.check_foreign_keys(session, {"customer_id": world.row("mgr_a", "customer")}, request)
+
+
+def test_filter_side_bar_values_are_scoped(world: World) -> None:
+    import asyncio
+
+    from sqladmin.filters import AllUniqueStringValuesFilter, ForeignKeyFilter
+    from starlette.requests import Request
+
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.contacts.models import Linkman
+    from crm_admin.core.principal import load_principal
+    from crm_admin.core.views import ScopedFilter
+    from crm_admin.customers.models import Customer
+
+    with db.session_factory()() as session:
+        principal = load_principal(session.connection(), session.get(SysUser, world.users["mgr_a"]))
+    request = Request({"type": "http", "state": {"principal": principal}})
+
+    async def run_query(stmt: Any) -> Any:
+        with db.session_factory()() as session:
+            return session.execute(stmt).all()
+
+    names = asyncio.run(ScopedFilter(AllUniqueStringValuesFilter(Customer.name)).lookups(request, Customer, run_query))
+    assert [v for v, _ in names if v != "__all"] == ["客户mgr_a有限公司"]
+    refs = asyncio.run(ScopedFilter(ForeignKeyFilter(Linkman.customer_id, Customer.name)).lookups(
+        request, Linkman, run_query))
+    assert [label for v, label in refs if v != "__all"] == ["客户mgr_a有限公司"]
+
+
+def test_action_pks_are_reloaded_through_the_scope(world: World, app: Any) -> None:
+    from starlette.requests import Request
+
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.errors import NotFound
+    from crm_admin.core.principal import load_principal
+    from crm_admin.customers.models import Customer
+
+    view = next(v for v in app.state.admin.views if getattr(v, "model", None) is Customer)
+    with db.session_factory()() as session:
+        principal = load_principal(session.connection(), session.get(SysUser, world.users["mgr_a"]))
+        request = Request({"type": "http", "state": {"principal": principal}})
+        own = world.row("mgr_a", "customer")
+        assert [c.id for c in view.scoped_objects(session, request, str(own))] == [own]
+        with pytest.raises(NotFound):
+            view.scoped_objects(session, request, f"{own},{world.row('mgr_b', 'customer')}")
+        with pytest.raises(NotFound):
+            view.scoped_objects(session, request, "x")
+
+
+def test_file_routes_do_not_open_anothers_row(world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    for suffix in ("download", "preview"):
+        r = a.get(f"/admin/customer/{world.row('mgr_b', 'customer')}/remark/{suffix}/")
+        assert r.status_code in (403, 404)
+
+
+def test_manager_creating_customer_owns_it_and_cannot_name_another_owner(world: World, login_as: Any) -> None:
+    from crm_admin.customers.models import Customer
+
+    a = login_as("mgr_a")
+    token = csrf_token(a)
+    before = snapshot()
+    r = a.post("/admin/customer/create",
+               data={"code": "C-NEW-1", "name": "别人的新客户", "status": "potential",
+                     "manager": str(world.users["mgr_b"]), "csrf_token": token, "save": "Save"},
+               headers={"X-CSRF-Token": token}, follow_redirects=False)
+    assert r.status_code == 400, r.status_code
+    assert snapshot() == before
+    r = a.post("/admin/customer/create",
+               data={"code": "C-NEW-2", "name": "我的新客户", "status": "potential",
+                     "csrf_token": token, "save": "Save"},
+               headers={"X-CSRF-Token": token}, follow_redirects=False)
+    assert r.status_code == 302, r.text[-3000:]
+    with db.session_factory()() as session:
+        owner = session.execute(select(Customer.manager_id).where(Customer.name == "我的新客户")).scalar_one()
+    assert owner == world.users["mgr_a"]
+
+
+def test_manager_cannot_hand_own_customer_to_someone_else_by_editing(world: World, app: Any) -> None:
+    from starlette.requests import Request
+
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.errors import UserError
+    from crm_admin.core.principal import load_principal
+    from crm_admin.customers.models import Customer
+
+    view = next(v for v in app.state.admin.views if getattr(v, "model", None) is Customer)
+    own = world.row("mgr_a", "customer")
+    with db.session_factory()() as session:
+        principal = load_principal(session.connection(), session.get(SysUser, world.users["mgr_a"]))
+    request = Request({"type": "http", "state": {"principal": principal}})
+    before = snapshot()
+    with pytest.raises(UserError):
+        view._save_sync(request, str(own), {"manager": str(world.users["mgr_b"])})
+    with pytest.raises(UserError):
+        view._save_sync(request, str(own), {"manager_id": world.users["mgr_b"]})
+    assert snapshot() == before
+
+
+def test_lead_with_assign_may_assign_within_team(world: World, app: Any) -> None:
+    from starlette.requests import Request
+
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.principal import load_principal
+    from crm_admin.customers.models import Customer
+
+    view = next(v for v in app.state.admin.views if getattr(v, "model", None) is Customer)
+    with db.session_factory()() as session:
+        principal = load_principal(session.connection(), session.get(SysUser, world.users["lead"]))
+    request = Request({"type": "http", "state": {"principal": principal}})
+    obj = view._save_sync(request, str(world.row("mgr_a", "customer")), {"manager": str(world.users["mgr_b"])})
+    assert obj.manager_id == world.users["mgr_b"]
+    from crm_admin.core.errors import UserError
+
+    with pytest.raises(UserError):  # mgr_c is in another department: the row would leave the lead's scope
+        view._save_sync(request, str(world.row("mgr_a", "customer")), {"manager": str(world.users["mgr_c"])})
+
+
+def test_sales_lead_sees_team_not_other_department(world: World, login_as: Any) -> None:
+    lead = login_as("lead")
+    page = lead.get("/admin/customer/list").text
+    assert "客户mgr_a有限公司" in page and "客户mgr_b有限公司" in page  # s1 and its sub-team s1a
+    assert "客户mgr_c有限公司" not in page
+    assert lead.get(f"/admin/customer/details/{world.row('mgr_c', 'customer')}").status_code == 404
+    assert lead.get(f"/admin/linkman/details/{world.row('mgr_b', 'linkman')}").status_code == 200
+
+
+def test_permission_denied_is_audited(world: World, login_as: Any) -> None:
+    from crm_admin.audit.models import AuditLog
+
+    a = login_as("mgr_a")
+    assert a.get("/admin/sys-user/list").status_code == 403
+    with db.session_factory()() as session:
+        row = session.execute(
+            select(AuditLog).where(AuditLog.action == "permission_denied").order_by(AuditLog.id.desc())
+        ).scalars().first()
+    assert row is not None
+    assert row.user_id == world.users["mgr_a"] and row.resource == "user" and not row.success
