@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqladmin import Admin
+from sqladmin.authentication import login_required
 from sqlalchemy import text
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
 from crm_admin.core import csrf, i18n
+from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
 from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
 
@@ -81,6 +83,13 @@ class CrmAdmin(Admin):
         i18n.install_template_globals(templates.env)
         return templates
 
+    @login_required
+    async def index(self, request: Request) -> Response:
+        """The home page is the role dashboard (crm_admin/dashboard)."""
+        from crm_admin.dashboard.admin import render_dashboard
+
+        return await render_dashboard(self, request)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -93,7 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = db.configure(settings.database_url)
     i18n.install(settings.default_locale)
 
-    app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=scheduler_lifespan)  # the job scheduler runs while the app serves
     app.add_middleware(RequestMiddleware)
     if STATIC_DIR.exists():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="crm-static")

@@ -1,0 +1,125 @@
+"""The home dashboard's numbers: what each role needs on landing, all within the user's scope."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from crm_admin.accounts.models import SysUser
+from crm_admin.audit.models import AuditLog
+from crm_admin.care import service as care
+from crm_admin.care.models import CustomerCare
+from crm_admin.churn.models import ChurnAlert
+from crm_admin.contacts.models import Linkman
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import scoped
+from crm_admin.customers.models import Customer
+from crm_admin.dictionary import service as dictionary
+from crm_admin.followups.service import due_follow_ups
+from crm_admin.opportunities.models import SalesOpportunity
+from crm_admin.orders.models import CustomerOrder
+
+
+@dataclass
+class Dashboard:
+    today: dt.date
+    is_admin: bool
+    care_today: int = 0
+    care_overdue: int = 0
+    care_today_rows: list[care.TaskRow] = field(default_factory=list)
+    follow_ups_due: int = 0
+    pipeline: list[dict[str, Any]] = field(default_factory=list)
+    at_risk: list[dict[str, Any]] = field(default_factory=list)
+    at_risk_total: int = 0
+    alerts_open: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, Any] = field(default_factory=dict)
+    care_completion: float = 0.0
+    care_completion_base: int = 0
+    failed_logins: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _count(session: Session, stmt: Any) -> int:
+    return int(session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
+
+
+def build(session: Session, principal: Principal, *, today: dt.date, today_end: dt.datetime) -> Dashboard:
+    is_admin = principal.is_admin
+    board = Dashboard(today=today, is_admin=is_admin)
+    mine = not is_admin and principal.visible_user_ids is not None
+
+    tasks = scoped(select(CustomerCare.id).where(CustomerCare.status == "pending"), CustomerCare, principal)
+    if mine:
+        tasks = tasks.where(CustomerCare.manager_id == principal.id)
+    board.care_today = _count(session, tasks.where(CustomerCare.due_date == today))
+    board.care_overdue = _count(session, tasks.where(CustomerCare.due_date < today))
+    bench = care.workbench(session, principal, today, manager_id=principal.id if mine else None, limit=10)
+    board.care_today_rows = bench.today
+
+    if principal.can("follow_up", "list"):
+        board.follow_ups_due = _count(session, due_follow_ups(principal, today_end=today_end, mine_only=mine))
+
+    if principal.can("opportunity", "list"):
+        stages = session.execute(
+            scoped(select(SalesOpportunity.stage, func.count(), func.coalesce(func.sum(SalesOpportunity.amount), 0))
+                   .where(SalesOpportunity.status == "open"), SalesOpportunity, principal)
+            .group_by(SalesOpportunity.stage)
+        ).all()
+        by_stage = {s: (int(n), Decimal(a)) for s, n, a in stages}
+        order = [v for v, _label in dictionary.choices("opportunity_stage", blank=False)]
+        order += [s for s in by_stage if s not in order]
+        board.pipeline = [
+            {"stage": s, "label": dictionary.label("opportunity_stage", s), "count": by_stage[s][0],
+             "amount": by_stage[s][1]}
+            for s in order if s in by_stage
+        ]
+
+    risky = scoped(select(Customer).where(Customer.status == "at_risk"), Customer, principal)
+    board.at_risk_total = _count(session, risky)
+    board.at_risk = [
+        {"id": c.id, "name": c.name, "code": c.code, "last_contact_at": c.last_contact_at}
+        for c in session.execute(risky.order_by(Customer.last_contact_at).limit(10)).scalars()
+    ]
+    levels = session.execute(
+        scoped(select(ChurnAlert.risk_level, func.count()).where(ChurnAlert.open_key == 1), ChurnAlert, principal)
+        .group_by(ChurnAlert.risk_level)
+    ).all()
+    board.alerts_open = {lvl: int(n) for lvl, n in levels}
+
+    if is_admin:
+        month_start = today.replace(day=1)
+        board.totals = {
+            "customers": _count(session, scoped(select(Customer.id), Customer, principal)),
+            "linkmen": _count(session, scoped(select(Linkman.id), Linkman, principal)),
+            "open_opportunities": _count(session, scoped(
+                select(SalesOpportunity.id).where(SalesOpportunity.status == "open"), SalesOpportunity, principal)),
+            "orders_month": _count(session, scoped(
+                select(CustomerOrder.id).where(CustomerOrder.order_date >= month_start), CustomerOrder, principal)),
+            "order_amount_month": Decimal(session.execute(scoped(
+                select(func.coalesce(func.sum(CustomerOrder.amount), 0))
+                .where(CustomerOrder.order_date >= month_start, CustomerOrder.status != "cancelled"),
+                CustomerOrder, principal)).scalar_one()),
+        }
+        rows = care.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
+        done = sum(r.done for r in rows)
+        base = sum(r.total - r.cancelled for r in rows)
+        board.care_completion = round(done * 100.0 / base, 1) if base else 0.0
+        board.care_completion_base = base
+        if principal.can("audit", "list"):
+            failures = list(session.execute(
+                select(AuditLog).where(AuditLog.action == "login_failed").order_by(AuditLog.id.desc()).limit(10)
+            ).scalars())
+            # a failed attempt is written before anyone is signed in: the account is in resource_id
+            ids = {int(r.resource_id) for r in failures if (r.resource_id or "").isdigit()}
+            names = dict(session.execute(select(SysUser.id, SysUser.username).where(SysUser.id.in_(ids))).all()) \
+                if ids else {}
+            board.failed_logins = [
+                {"occurred_at": r.occurred_at, "ip": r.ip, "detail": r.detail or "",
+                 "username": r.username or names.get(int(r.resource_id) if r.resource_id.isdigit() else 0, "")}
+                for r in failures
+            ]
+    return board
