@@ -98,11 +98,13 @@ def collect() -> Found:
 
 
 def read_catalog(path: Path) -> Catalog:
+    locale = path.parent.parent.name
     with path.open("rb") as fh:
-        return read_po(fh, locale=path.parent.parent.name)
+        return read_po(fh, locale=locale if locale in ("zh", "en") else None)
 
 
-def translated_msgids(folder: Path = EN_DIR) -> set[str]:
+def translated_msgids(folder: Path | None = None) -> set[str]:
+    folder = folder or EN_DIR
     done: set[str] = set()
     for po in sorted(folder.glob("*.po")) if folder.exists() else []:
         for message in read_catalog(po):
@@ -111,7 +113,8 @@ def translated_msgids(folder: Path = EN_DIR) -> set[str]:
     return done
 
 
-def present_msgids(folder: Path = EN_DIR) -> set[str]:
+def present_msgids(folder: Path | None = None) -> set[str]:
+    folder = folder or EN_DIR
     """msgids present in the catalog, translated or not (stubs included)."""
     ids: set[str] = set()
     for po in sorted(folder.glob("*.po")) if folder.exists() else []:
