@@ -8,6 +8,8 @@ Fixtures
   errors are collected in ``page_errors(page)``; on failure a screenshot is saved in test-artifacts/.
 - ``login_page(username, password=PASSWORD)``: a new page already logged in as that user.
 - ``screenshot(page, name)``: saves ``test-artifacts/<name>.png`` and returns the path.
+- ``demo_data``: the database filled by ``crm-admin demo`` for this test (users zhaomin, zhangwei,
+  lina, wangqiang, liuyang, chenjing, sunli; password ``DEMO_PASSWORD``); cleaned afterwards.
 
 Browser tests are marked ``browser`` automatically. Without Chromium they are skipped, except in CI
 (``CI=true``), where a missing browser is a failure.
@@ -28,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PASSWORD
+from tests.web.demo_fixtures import DEMO_PASSWORD, demo_data  # noqa: F401  (fixture for journeys)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -35,18 +35,12 @@ def test_admin_opens_customer_list(login_page: Callable[..., Any]) -> None:
     assert page_errors(page) == []
 
 
-def test_customer_list_with_demo_data(login_page: Callable[..., Any]) -> None:
+def test_customer_list_with_demo_data(demo_data: Any, login_page: Callable[..., Any]) -> None:
     """The list with real-looking data; ``CRM_UPDATE_SCREENSHOT=1`` refreshes the README's screenshot."""
     import os
     import shutil
     from pathlib import Path
 
-    from crm_admin import db
-    from crm_admin.core.context import SYSTEM, acting_as
-    from crm_admin.demo import load_demo
-
-    with acting_as(SYSTEM), db.transaction() as session:
-        load_demo(session, password="Demo12345")
     page = login_page("admin", ADMIN_PASSWORD)
     page.goto("/admin/customer/list")
     page.wait_for_load_state("networkidle")
@@ -58,3 +52,14 @@ def test_customer_list_with_demo_data(login_page: Callable[..., Any]) -> None:
         docs = Path(__file__).resolve().parents[2] / "docs"
         docs.mkdir(exist_ok=True)
         shutil.copyfile(path, docs / "screenshot.png")
+
+
+def test_manager_sees_only_own_demo_customers(demo_data: Any, login_page: Callable[..., Any]) -> None:
+    from tests.browser.conftest import DEMO_PASSWORD
+
+    page = login_page("lina", DEMO_PASSWORD)
+    page.goto("/admin/customer/list")
+    page.wait_for_load_state("networkidle")
+    body = page.inner_text("body")
+    assert "李娜" in body and "张伟(zhangwei)" not in body
+    assert page_errors(page) == []

@@ -12,12 +12,10 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, create_engine, inspect, select, table, text
 from sqlalchemy.engine import make_url
 
-from crm_admin import db
 from crm_admin.backup import BackupError, backup, restore
 from crm_admin.core.audit import verify_chain
-from crm_admin.core.context import SYSTEM, acting_as
-from crm_admin.demo import load_demo
 from tests.conftest import IS_MYSQL, TEST_DB_URL
+from tests.web.demo_fixtures import demo_data  # noqa: F401  (fixture)
 
 
 def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -41,12 +39,6 @@ def _col(name: str) -> Any:
 
 
 @pytest.fixture
-def demo_data(engine: Engine) -> None:
-    with acting_as(SYSTEM), db.transaction() as session:
-        load_demo(session, password="Demo12345", seed=7)
-
-
-@pytest.fixture
 def other_db_url(tmp_path: Path) -> Iterator[str]:
     """An empty database beside the test database (same server for MariaDB)."""
     if not IS_MYSQL:
@@ -64,8 +56,8 @@ def other_db_url(tmp_path: Path) -> Iterator[str]:
     server.dispose()
 
 
-def test_round_trip_restores_every_row(demo_data: None, engine: Engine, tmp_path: Path,
-                                       other_db_url: str) -> None:
+@pytest.mark.usefixtures("demo_data")
+def test_round_trip_restores_every_row(engine: Engine, tmp_path: Path, other_db_url: str) -> None:
     # One demo load serves the whole story (it is the slow part): plain backup → restore into an
     # empty database → identical; then a refused and a forced restore over changed data.
     before = snapshot(engine)

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from crm_admin import db
 from crm_admin.cli import main
 from tests.conftest import IS_MYSQL, PASSWORD, login
+from tests.web.demo_fixtures import demo_cleanup  # noqa: F401  (fixture)
 
 CRM_ADMIN = Path(sys.executable).with_name("crm-admin")
 # `serve` in an empty folder always runs on the embedded SQLite: once per suite run is enough.
@@ -92,6 +93,7 @@ def test_unreachable_database_is_one_clear_line(monkeypatch: pytest.MonkeyPatch)
     assert "Traceback" not in result.output
 
 
+@pytest.mark.usefixtures("demo_cleanup")
 def test_demo_data_is_realistic_and_not_loaded_twice(engine: Any) -> None:
     from crm_admin.accounts.models import SysDept, SysUser
     from crm_admin.care.models import CarePlan, CustomerCare
