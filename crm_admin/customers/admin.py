@@ -393,4 +393,6 @@ def scoped_customer(session: Session, principal: Any, customer_id: int) -> Custo
     ).scalar_one_or_none()
 
 
-VIEWS = [CustomerAdmin]
+from crm_admin.customers.imports import ImportView  # noqa: E402
+
+VIEWS = [CustomerAdmin, ImportView]

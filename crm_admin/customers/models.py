@@ -50,6 +50,9 @@ class Customer(Timestamped, Base):
         Index("ix_customer_last_contact_at", "last_contact_at"),
         Index("ix_customer_status", "status"),
         Index("ix_customer_level", "level"),
+        # migration 0005 (performance): the combined query and the dashboard's at-risk list
+        Index("ix_customer_industry_level_status_created_at", "industry", "level", "status", "created_at"),
+        Index("ix_customer_manager_id_status_last_contact_at", "manager_id", "status", "last_contact_at"),
     )
 
     def __str__(self) -> str:
