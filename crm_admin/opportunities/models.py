@@ -42,6 +42,9 @@ class SalesOpportunity(Timestamped, Base):
         Index("ix_sales_opportunity_manager_id_status_stage", "manager_id", "status", "stage"),
         Index("ix_sales_opportunity_status_stage", "status", "stage"),
         Index("ix_sales_opportunity_expected_close_date", "expected_close_date"),
+        # migration 0005 (performance): the pipeline filters within the scope's customer_id join
+        Index("ix_sales_opportunity_customer_id_status_stage", "customer_id", "status", "stage"),
+        Index("ix_sales_opportunity_status_stage_amount_probability", "status", "stage", "amount", "probability"),
     )
 
     def __str__(self) -> str:
