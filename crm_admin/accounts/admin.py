@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from sqladmin import BaseView, expose
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from wtforms import SelectField
 
 from crm_admin.accounts.models import CasbinRule, SysDept, SysRole, SysUser
+from crm_admin.accounts.pages import PolicyPage, UsersPage, dept_paths
+from crm_admin.accounts.policy import valid_role_code
 from crm_admin.accounts.service import change_password
 from crm_admin.core.errors import UserError
+from crm_admin.core.permissions import SCOPE_LABELS, bump_policy_version
 from crm_admin.core.views import CrmModelView
-from crm_admin.db import transaction
+from crm_admin.db import session_factory, transaction
 
 
 class UserAdmin(CrmModelView, model=SysUser):
@@ -28,9 +36,22 @@ class UserAdmin(CrmModelView, model=SysUser):
         "created_at": "创建时间", "updated_at": "更新时间",
     }
     column_details_exclude_list = ["password_hash", "session_epoch"]
-    form_columns = ["username", "real_name", "dept", "phone", "email", "is_active"]
+    form_columns = ["real_name", "dept", "phone", "email", "is_active"]
     can_create = False
     can_delete = False
+
+    def is_visible(self, request: Request) -> bool:
+        return False  # the 用户管理 page (UsersPage) is the menu entry; this view serves details/edit
+
+    def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
+                    request: Request) -> None:
+        from crm_admin.accounts.service import _is_last_admin
+        from crm_admin.core.views import principal_of
+
+        if obj.is_active is False and obj.id == principal_of(request).id:
+            raise UserError("不能停用您自己的账号。")
+        if obj.is_active is False and _is_last_admin(session, obj.id):
+            raise UserError("不能停用最后一位系统管理员。")
 
 
 class DeptAdmin(CrmModelView, model=SysDept):
@@ -42,6 +63,25 @@ class DeptAdmin(CrmModelView, model=SysDept):
     column_labels = {"name": "部门名称", "parent": "上级部门", "leader_id": "负责人", "sort": "排序",
                      "created_at": "创建时间", "updated_at": "更新时间"}
     form_columns = ["name", "parent", "sort"]
+    column_formatters = {"name": lambda m, a: _dept_path(m.id) or m.name}
+
+    def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
+                    request: Request) -> None:
+        if not (obj.name or "").strip() or len(obj.name) > 64:
+            raise UserError("部门名称不能为空,且不超过 64 个字符。")
+        parent = obj.parent_id
+        seen: set[int] = set()
+        while parent is not None and not is_created:
+            if parent == obj.id or parent in seen:
+                raise UserError("上级部门不能是本部门或其下级部门。")
+            seen.add(parent)
+            parent = session.execute(select(SysDept.parent_id).where(SysDept.id == parent)).scalar()
+
+    def before_delete(self, session: Session, obj: Any, request: Request) -> None:
+        if session.execute(select(SysDept.id).where(SysDept.parent_id == obj.id).limit(1)).first():
+            raise UserError(f"部门“{obj.name}”下还有下级部门,请先处理下级部门。")
+        if session.execute(select(SysUser.id).where(SysUser.dept_id == obj.id).limit(1)).first():
+            raise UserError(f"部门“{obj.name}”下还有用户,请先调整这些用户的部门。")
 
 
 class RoleAdmin(CrmModelView, model=SysRole):
@@ -53,6 +93,38 @@ class RoleAdmin(CrmModelView, model=SysRole):
     column_labels = {"code": "角色编码", "name": "角色名称", "data_scope": "数据范围", "is_active": "启用",
                      "remark": "备注", "created_at": "创建时间", "updated_at": "更新时间"}
     form_excluded_columns = ["created_at", "updated_at"]
+    form_overrides = {"data_scope": SelectField}
+    form_args = {"data_scope": {"choices": [(k, v) for k, v in SCOPE_LABELS.items()], "label": "数据范围"}}
+    column_formatters = {"data_scope": lambda m, a: SCOPE_LABELS.get(m.data_scope, m.data_scope)}
+    column_formatters_detail = {"data_scope": lambda m, a: SCOPE_LABELS.get(m.data_scope, m.data_scope)}
+
+    def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
+                    request: Request) -> None:
+        if not valid_role_code(obj.code or ""):
+            raise UserError("角色编码须以小写字母开头,只含小写字母、数字和下划线(2–32 位)。")
+        if obj.data_scope not in SCOPE_LABELS:
+            raise UserError("请选择有效的数据范围。")
+        if not is_created:
+            old_code = session.execute(select(SysRole.code).where(SysRole.id == obj.id)).scalar()
+            if old_code is not None and old_code != obj.code:
+                raise UserError("角色编码创建后不能修改(权限策略引用它)。")
+            if obj.code == "admin" and (obj.data_scope != "all" or not obj.is_active):
+                raise UserError("系统管理员角色必须启用,且数据范围为全部数据。")
+        # role scopes and status are part of what the gate caches: every process reloads
+        bump_policy_version(session.connection())
+
+    def before_delete(self, session: Session, obj: Any, request: Request) -> None:
+        if obj.code == "admin":
+            raise UserError("不能删除系统管理员角色。")
+        subject = f"role:{obj.code}"
+        if session.execute(select(CasbinRule.id).where(CasbinRule.ptype == "g", CasbinRule.v1 == subject)
+                           .limit(1)).first():
+            raise UserError(f"仍有用户拥有角色“{obj.name}”,请先调整这些用户的角色。")
+        for rule in session.execute(select(CasbinRule).where(CasbinRule.ptype == "p",
+                                                             CasbinRule.v0 == subject)).scalars():
+            session.delete(rule)  # one row at a time
+        session.flush()
+        bump_policy_version(session.connection())
 
 
 class PolicyAdmin(CrmModelView, model=CasbinRule):
@@ -66,8 +138,16 @@ class PolicyAdmin(CrmModelView, model=CasbinRule):
     column_list = [CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2]
     column_labels = {"ptype": "类型", "v0": "主体", "v1": "资源/角色", "v2": "操作"}
 
+    def is_visible(self, request: Request) -> bool:
+        return False  # the 角色权限 page (PolicyPage) is the menu entry
 
-VIEWS: list[type] = [UserAdmin, DeptAdmin, RoleAdmin, PolicyAdmin]
+
+def _dept_path(dept_id: int) -> str:
+    with session_factory()() as session:
+        return dept_paths(session).get(dept_id, "")
+
+
+VIEWS: list[type] = [UsersPage, UserAdmin, DeptAdmin, RoleAdmin, PolicyPage, PolicyAdmin]
 
 
 class PasswordView(BaseView):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
-from crm_admin.accounts.models import CasbinRule, SysRole, SysUser
+from crm_admin.accounts.models import CasbinRule, SysDept, SysRole, SysUser
 from crm_admin.core import audit
 from crm_admin.core.context import Actor
 from crm_admin.core.errors import UserError
 from crm_admin.core.permissions import bump_policy_version, role_subject, user_subject
+from crm_admin.core.principal import Principal
 from crm_admin.core.security import hash_password, needs_rehash, password_problems, verify_password
 from crm_admin.db import utcnow
 from crm_admin.settings import get_settings
@@ -123,3 +125,111 @@ def change_password(session: Session, user: SysUser, old: str, new: str, confirm
     user.must_change_password = False
     user.session_epoch = (user.session_epoch or 0) + 1
     audit.record(session, "password_change", resource="user", resource_id=user.id)
+
+
+# ----- administration of users (users admin page) ---------------------------------------------
+
+
+def admin_create_user(
+    session: Session,
+    editor: Principal,
+    *,
+    username: str,
+    password: str,
+    real_name: str = "",
+    roles: list[str] | tuple[str, ...] = (),
+    dept_id: int | None = None,
+    phone: str | None = None,
+    email: str | None = None,
+) -> SysUser:
+    """A new account with an initial password the user must change at first sign-in."""
+    from crm_admin.accounts.policy import set_user_roles
+
+    if dept_id is not None and session.get(SysDept, dept_id) is None:
+        raise UserError("所选部门不存在。")
+    user = create_user(session, username=username, password=password, real_name=real_name.strip()[:64],
+                       dept_id=dept_id, phone=(phone or None), email=(email or None),
+                       must_change_password=True)
+    if roles:
+        set_user_roles(session, editor, user.id, list(roles))
+    return user
+
+
+def update_user(session: Session, editor: Principal, user: SysUser, *, real_name: str, dept_id: int | None,
+                phone: str | None, email: str | None, roles: list[str]) -> None:
+    from crm_admin.accounts.policy import set_user_roles
+
+    if dept_id is not None and session.get(SysDept, dept_id) is None:
+        raise UserError("所选部门不存在。")
+    if len(real_name) > 64 or len(phone or "") > 32 or len(email or "") > 128:
+        raise UserError("姓名不超过 64 字,电话不超过 32 字,邮箱不超过 128 字。")
+    user.real_name = real_name.strip()
+    user.dept_id = dept_id
+    user.phone = phone or None
+    user.email = email or None
+    session.flush()
+    set_user_roles(session, editor, user.id, roles)
+
+
+def set_user_active(session: Session, editor: Principal, user: SysUser, active: bool) -> None:
+    """Disable or enable an account; a disabled user's session ends on their next request.
+
+    Their customers stay where they are (and can be handed over with a transfer).
+    """
+    if not active and user.id == editor.id:
+        raise UserError("不能停用您自己的账号。")
+    if not active and _is_last_admin(session, user.id):
+        raise UserError("不能停用最后一位系统管理员。")
+    if user.is_active == active:
+        return
+    user.is_active = active
+    user.session_epoch = (user.session_epoch or 0) + 1
+    audit.record(session, "user_enable" if active else "user_disable", resource="user", resource_id=user.id,
+                 changes={"is_active": [not active, active]})
+
+
+def reset_password(session: Session, user: SysUser, new_password: str) -> None:
+    """An administrator sets a new password; the user must change it at their next sign-in."""
+    problems = password_problems(new_password, username=user.username)
+    if problems:
+        raise UserError(";".join(problems))
+    user.password_hash = hash_password(new_password)
+    user.must_change_password = True
+    user.failed_logins = 0
+    user.locked_until = None
+    user.session_epoch = (user.session_epoch or 0) + 1
+    audit.record(session, "password_reset", resource="user", resource_id=user.id,
+                 detail="管理员重置密码,用户下次登录须修改")
+
+
+def _is_last_admin(session: Session, user_id: int) -> bool:
+    admin_ids = set(
+        int(v0[2:]) for v0 in session.execute(
+            select(CasbinRule.v0).where(CasbinRule.ptype == "g", CasbinRule.v1 == "role:admin")
+        ).scalars() if v0.startswith("u:")
+    )
+    if user_id not in admin_ids:
+        return False
+    active = session.execute(
+        select(SysUser.id).where(SysUser.id.in_(admin_ids - {user_id}), SysUser.is_active.is_(True))
+    ).first()
+    return active is None
+
+
+def user_roles(session: Session, user_id: int) -> list[str]:
+    return [v1.removeprefix("role:") for v1 in session.execute(
+        select(CasbinRule.v1).where(CasbinRule.ptype == "g", CasbinRule.v0 == user_subject(user_id))
+    ).scalars()]
+
+
+@event.listens_for(Session, "before_flush")
+def _bump_epoch_on_security_change(session: Session, _ctx: Any, _instances: Any) -> None:
+    """Status, password or department changed by any path: the user's sessions end on their next request."""
+    for obj in list(session.dirty):
+        if not isinstance(obj, SysUser):
+            continue
+        state = inspect(obj)
+        if state.attrs.session_epoch.history.has_changes():
+            continue  # the service already moved it (and may have handed the new value to the session)
+        if any(state.attrs[key].history.has_changes() for key in ("is_active", "password_hash", "dept_id")):
+            obj.session_epoch = (obj.session_epoch or 0) + 1

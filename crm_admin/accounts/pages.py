@@ -1,0 +1,362 @@
+"""Custom admin pages of accounts: users (create, roles, disable, reset password) and the policy editor.
+
+Every state change is a POST carrying the CSRF token, runs in one transaction with its audit rows,
+and is checked against the signed-in user's permissions (``user`` / ``policy`` resources).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import anyio
+from sqladmin import expose
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from crm_admin.accounts import policy as policy_service
+from crm_admin.accounts import service
+from crm_admin.accounts.models import SysDept, SysRole, SysUser
+from crm_admin.core.errors import UserError
+from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS
+from crm_admin.core.principal import Principal
+from crm_admin.core.views import CrmBaseView, principal_of
+from crm_admin.db import session_factory, transaction
+
+
+def require(request: Request, resource: str, action: str) -> Principal:
+    principal = principal_of(request)
+    if not principal.can(resource, action):
+        raise HTTPException(status_code=403, detail="您没有执行此操作的权限。")
+    return principal
+
+
+def dept_paths(session: Session) -> dict[int, str]:
+    """Each department's full path (销售一部 / 华东组), for drop-downs and lists."""
+    rows = session.execute(select(SysDept.id, SysDept.name, SysDept.parent_id).order_by(SysDept.sort,
+                                                                                          SysDept.id)).all()
+    by_id = {r[0]: r for r in rows}
+    out: dict[int, str] = {}
+    for dept_id in by_id:
+        names: list[str] = []
+        seen: set[int] = set()
+        cur: int | None = dept_id
+        while cur is not None and cur in by_id and cur not in seen:
+            seen.add(cur)
+            names.append(by_id[cur][1])
+            cur = by_id[cur][2]
+        out[dept_id] = " / ".join(reversed(names))
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        raise UserError("参数无效。") from None
+
+
+def _text(form: FormData, key: str, limit: int = 255) -> str:
+    return str(form.get(key) or "").strip()[:limit]
+
+
+class UsersPage(CrmBaseView):
+    """用户管理: the list of accounts and the forms that change them."""
+
+    name = "用户管理"
+    icon = "fa-solid fa-users"
+    category = "系统管理"
+    resource = "user"
+
+    @expose("/users", methods=["GET"], identity="users")
+    async def users(self, request: Request) -> Response:
+        principal = principal_of(request)
+        rows = await anyio.to_thread.run_sync(_list_users)
+        return await self.templates.TemplateResponse(request, "accounts/users.html", {
+            "title": "用户管理", "users": rows, "can_create": principal.can("user", "create"),
+            "can_edit": principal.can("user", "edit"), "notice": request.query_params.get("notice", ""),
+        })
+
+    @expose("/users/new", methods=["GET", "POST"], identity="users-new")
+    async def create(self, request: Request) -> Response:
+        principal = require(request, "user", "create")
+        context: dict[str, Any] = {"title": "新建用户", "user": None, "form": {}, "user_roles": []}
+        status = 200
+        if request.method == "POST":
+            form = await request.form()
+            context["form"] = {k: _text(form, k) for k in ("username", "real_name", "phone", "email", "dept_id")}
+            context["user_roles"] = [str(r) for r in form.getlist("roles")]
+            try:
+                await anyio.to_thread.run_sync(_create_user_sync, principal, form)
+            except UserError as exc:
+                context["error"] = exc.message
+                status = 400
+            else:
+                return RedirectResponse(str(request.url_for("admin:view-users")) + "?notice=created", 302)
+        context.update(await anyio.to_thread.run_sync(_form_options))
+        return await self.templates.TemplateResponse(request, "accounts/user_form.html", context,
+                                                     status_code=status)
+
+    @expose("/users/{user_id:int}", methods=["GET", "POST"], identity="users-edit")
+    async def edit(self, request: Request) -> Response:
+        principal = require(request, "user", "view") if request.method == "GET" else require(
+            request, "user", "edit")
+        user_id = int(request.path_params["user_id"])
+        context: dict[str, Any] = {"title": "编辑用户", "can_edit": principal.can("user", "edit")}
+        status = 200
+        if request.method == "POST":
+            form = await request.form()
+            op = _text(form, "op", 16)
+            try:
+                notice = await anyio.to_thread.run_sync(_edit_user_sync, principal, user_id, op, form)
+            except UserError as exc:
+                context["error"] = exc.message
+                status = exc.status_code if exc.status_code in (403, 404, 409) else 400
+            else:
+                context["notice"] = notice
+        loaded = await anyio.to_thread.run_sync(_load_user_form, user_id)
+        if loaded is None:
+            raise HTTPException(status_code=404, detail="用户不存在。")
+        context.update(loaded)
+        return await self.templates.TemplateResponse(request, "accounts/user_form.html", context,
+                                                     status_code=status)
+
+
+def _list_users() -> list[dict[str, Any]]:
+    with session_factory()() as session:
+        paths = dept_paths(session)
+        roles = dict(session.execute(select(SysRole.code, SysRole.name)).tuples().all())
+        users = session.execute(select(SysUser).order_by(SysUser.id)).scalars().all()
+        return [{
+            "id": u.id, "username": u.username, "real_name": u.real_name,
+            "dept": paths.get(u.dept_id or 0, ""), "is_active": u.is_active,
+            "roles": [roles.get(r, r) for r in service.user_roles(session, u.id)],
+            "locked": bool(u.locked_until and u.locked_until > dt.datetime.now(dt.UTC)),
+            "last_login_at": u.last_login_at, "must_change_password": u.must_change_password,
+        } for u in users]
+
+
+def _form_options() -> dict[str, Any]:
+    with session_factory()() as session:
+        return {
+            "depts": list(dept_paths(session).items()),
+            "roles": session.execute(select(SysRole.code, SysRole.name).where(SysRole.is_active.is_(True))
+                                     .order_by(SysRole.id)).tuples().all(),
+        }
+
+
+def _load_user_form(user_id: int) -> dict[str, Any] | None:
+    with session_factory()() as session:
+        user = session.get(SysUser, user_id)
+        if user is None:
+            return None
+        return {
+            "user": {"id": user.id, "username": user.username, "is_active": user.is_active,
+                     "must_change_password": user.must_change_password},
+            "form": {"real_name": user.real_name, "phone": user.phone or "", "email": user.email or "",
+                     "dept_id": str(user.dept_id or "")},
+            "user_roles": service.user_roles(session, user.id),
+            **_form_options(),
+        }
+
+
+def _roles_of(form: FormData) -> list[str]:
+    return sorted({str(r) for r in form.getlist("roles") if str(r)})
+
+
+def _create_user_sync(principal: Principal, form: FormData) -> None:
+    password = str(form.get("password") or "")
+    if password != str(form.get("confirm_password") or ""):
+        raise UserError("两次输入的初始密码不一致。")
+    with transaction() as session:
+        service.admin_create_user(
+            session, principal, username=_text(form, "username", 64), password=password,
+            real_name=_text(form, "real_name", 64), roles=_roles_of(form),
+            dept_id=_int_or_none(form.get("dept_id")), phone=_text(form, "phone", 32),
+            email=_text(form, "email", 128),
+        )
+
+
+def _edit_user_sync(principal: Principal, user_id: int, op: str, form: FormData) -> str:
+    with transaction() as session:
+        user = session.get(SysUser, user_id, with_for_update=True)
+        if user is None:
+            raise UserError("用户不存在。")
+        if op == "save":
+            service.update_user(session, principal, user, real_name=_text(form, "real_name", 64),
+                                dept_id=_int_or_none(form.get("dept_id")), phone=_text(form, "phone", 32),
+                                email=_text(form, "email", 128), roles=_roles_of(form))
+            return "已保存。"
+        if op == "disable":
+            service.set_user_active(session, principal, user, False)
+            return "已停用该用户,其登录会话已失效;其名下客户保持不变,可通过客户转移交接。"
+        if op == "enable":
+            service.set_user_active(session, principal, user, True)
+            return "已启用该用户。"
+        if op == "reset":
+            password = str(form.get("new_password") or "")
+            if password != str(form.get("confirm_password") or ""):
+                raise UserError("两次输入的新密码不一致。")
+            service.reset_password(session, user, password)
+            return "密码已重置,该用户下次登录时须修改密码。"
+        if op == "unlock":
+            user.locked_until = None
+            user.failed_logins = 0
+            from crm_admin.core import audit
+
+            audit.record(session, "user_unlock", resource="user", resource_id=user.id)
+            return "已解除锁定。"
+        raise UserError("未知的操作。")
+
+
+class PolicyPage(CrmBaseView):
+    """角色与权限: the role × resource × action grid, data scopes, and the Casbin CSV editor."""
+
+    name = "角色权限"
+    icon = "fa-solid fa-key"
+    category = "系统管理"
+    resource = "policy"
+
+    @expose("/policy", methods=["GET", "POST"], identity="policy")
+    async def grid(self, request: Request) -> Response:
+        principal = principal_of(request)
+        context: dict[str, Any] = {"title": "角色与权限", "can_edit": principal.can("policy", "edit")}
+        status = 200
+        if request.method == "POST":
+            require(request, "policy", "edit")
+            form = await request.form()
+            try:
+                diff = await anyio.to_thread.run_sync(_save_grid_sync, principal, form)
+            except UserError as exc:
+                context["error"] = exc.message
+                status = exc.status_code if exc.status_code == 403 else 400
+            else:
+                context["notice"] = ("没有变化。" if diff.empty else
+                                     f"已保存:新增 {len(diff.added)} 条、删除 {len(diff.removed)} 条权限,"
+                                     f"{len(diff.scopes)} 个角色的数据范围已变更。已即时生效。")
+        context.update(await anyio.to_thread.run_sync(_grid_context))
+        return await self.templates.TemplateResponse(request, "accounts/policy.html", context, status_code=status)
+
+    @expose("/policy/advanced", methods=["GET", "POST"], identity="policy-advanced")
+    async def advanced(self, request: Request) -> Response:
+        principal = principal_of(request)
+        context: dict[str, Any] = {"title": "权限策略(高级)", "can_edit": principal.can("policy", "edit")}
+        status = 200
+        if request.method == "GET":
+            context["text"] = await anyio.to_thread.run_sync(_policy_text)
+        else:
+            require(request, "policy", "edit")
+            form = await request.form()
+            text = str(form.get("text") or "")
+            upload = form.get("file")
+            if upload is not None and hasattr(upload, "read"):
+                raw = await upload.read()  # type: ignore[union-attr]
+                if raw:
+                    if len(raw) > 1_000_000:
+                        text = ""
+                        context["error"] = "文件过大。"
+                    else:
+                        try:
+                            text = raw.decode("utf-8-sig")
+                        except UnicodeDecodeError:
+                            context["error"] = "文件须为 UTF-8 编码的 CSV。"
+            context["text"] = text
+            apply = _text(form, "op", 16) == "apply"
+            if "error" not in context:
+                try:
+                    result = await anyio.to_thread.run_sync(_advanced_sync, principal, text, apply)
+                except UserError as exc:
+                    context["error"] = exc.message
+                    status = exc.status_code if exc.status_code == 403 else 400
+                else:
+                    context.update(result)
+            else:
+                status = 400
+        return await self.templates.TemplateResponse(request, "accounts/policy_advanced.html", context,
+                                                     status_code=status)
+
+    @expose("/policy/export", methods=["GET"], identity="policy-export")
+    async def export(self, request: Request) -> Response:
+        require(request, "policy", "export")
+        text = await anyio.to_thread.run_sync(_policy_text)
+
+        def audit_export() -> None:
+            from crm_admin.core import audit
+
+            audit.record_now("export", resource="policy", detail="导出权限策略 CSV")
+
+        await anyio.to_thread.run_sync(audit_export)
+        return Response("\ufeff" + text, media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="policy.csv"'})
+
+
+def _policy_text() -> str:
+    with session_factory()() as session:
+        return policy_service.policy_csv(session)
+
+
+def _grid_context() -> dict[str, Any]:
+    with session_factory()() as session:
+        lines = policy_service.current_lines(session)
+        roles = session.execute(select(SysRole).order_by(SysRole.id)).scalars().all()
+        granted: set[str] = set()
+        wildcard: set[str] = set()
+        for line in lines:
+            if line[0] != "p":
+                continue
+            code = line[1].removeprefix("role:")
+            if "*" in line[2:]:
+                wildcard.add(code)
+            for res, act in policy_service.expand(line[2], line[3]):
+                granted.add(f"{code}|{res}|{act}")
+        return {
+            "roles": [{"code": r.code, "name": r.name, "data_scope": r.data_scope, "is_active": r.is_active,
+                       "wildcard": r.code in wildcard} for r in roles],
+            "resources": list(RESOURCES.items()), "actions": list(ACTIONS.items()),
+            "scopes": list(SCOPE_LABELS.items()), "granted": granted,
+        }
+
+
+def _save_grid_sync(principal: Principal, form: FormData) -> policy_service.PolicyDiff:
+    grid: set[tuple[str, str, str]] = set()
+    for value in form.getlist("perm"):
+        parts = str(value).split("|")
+        if len(parts) != 3 or parts[1] not in RESOURCES or parts[2] not in ACTIONS:
+            raise UserError("提交的权限项无效。")
+        grid.add((parts[0], parts[1], parts[2]))
+    with transaction() as session:
+        role_codes = list(session.execute(select(SysRole.code)).scalars())
+        if any(r not in role_codes for r, _res, _act in grid):
+            raise UserError("提交的角色不存在。")
+        scopes = {code: str(form.get(f"scope:{code}")) for code in role_codes if form.get(f"scope:{code}")}
+        before = policy_service.current_lines(session)
+        after = policy_service.grid_lines(before, grid, role_codes)
+        return policy_service.apply_policy(session, principal, after, scopes=scopes, source="权限矩阵")
+
+
+def _advanced_sync(principal: Principal, text: str, apply: bool) -> dict[str, Any]:
+    with transaction() as session:
+        after = policy_service.validate_lines(session, policy_service.parse_csv(text))
+        before = policy_service.current_lines(session)
+        diff = policy_service.diff_policy(before, after)
+        if not diff.empty:
+            policy_service.check_change(session, principal, before, after, diff)
+        out: dict[str, Any] = {
+            "preview": True,
+            "added": [policy_service.format_line(x) for x in diff.added],
+            "removed": [policy_service.format_line(x) for x in diff.removed],
+        }
+        if apply and not diff.empty:
+            policy_service.apply_policy(session, principal, after, source="高级编辑")
+            out["notice"] = f"已保存:新增 {len(diff.added)} 条,删除 {len(diff.removed)} 条,已即时生效。"
+            out["preview"] = False
+            out["text"] = policy_service.policy_csv(session)
+        elif apply:
+            out["notice"] = "没有变化。"
+        else:
+            session.rollback()
+        return out

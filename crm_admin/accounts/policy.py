@@ -1,0 +1,273 @@
+"""Editing the Casbin policy: validation, privilege checks, diff, and the one way to save it.
+
+The policy lives in ``casbin_rule`` (the database is the source of truth after the first seed).
+Every change goes through ``apply_policy``: values are validated (Casbin's tokenizer splits on
+commas even inside quotes, so one bad value breaks every later decision), an editor may only
+grant what they hold themselves, the last administrator cannot be removed, rows are added and
+removed one at a time (never the adapter's ``save_policy`` or plural ``remove_policies``), the
+policy version is bumped in the same transaction so every process reloads, and one
+``policy_change`` audit row carries the before/after.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crm_admin.accounts.models import DATA_SCOPES, CasbinRule, SysRole, SysUser
+from crm_admin.core import audit
+from crm_admin.core.audit import INFO_SILENT
+from crm_admin.core.errors import Forbidden, UserError
+from crm_admin.core.permissions import (
+    ACTIONS,
+    RESOURCES,
+    SCOPE_LABELS,
+    SCOPE_ORDER,
+    bump_policy_version,
+)
+from crm_admin.core.principal import Principal
+
+Line = tuple[str, ...]  # ("p", "role:manager", "customer", "list") or ("g", "u:3", "role:manager")
+
+ADMIN_LINE: Line = ("p", "role:admin", "*", "*")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_:*.\-]{1,100}$")
+_ROLE_CODE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+
+
+@dataclass
+class PolicyDiff:
+    added: list[Line] = field(default_factory=list)
+    removed: list[Line] = field(default_factory=list)
+    scopes: dict[str, tuple[str, str]] = field(default_factory=dict)  # role → (old, new)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.scopes)
+
+
+def format_line(line: Line) -> str:
+    return ", ".join(line)
+
+
+def current_lines(session: Session) -> list[Line]:
+    rows = session.execute(select(CasbinRule).order_by(CasbinRule.ptype.desc(), CasbinRule.id)).scalars()
+    return [tuple(r.line()) for r in rows]
+
+
+def policy_csv(session: Session) -> str:
+    """The whole policy as Casbin CSV (the export, and the advanced editor's starting text)."""
+    out = ["# 客户信息管理系统权限策略(Casbin CSV):p, role:<角色>, <资源>, <操作> / g, u:<用户ID>, role:<角色>"]
+    out.extend(format_line(line) for line in current_lines(session))
+    return "\n".join(out) + "\n"
+
+
+def parse_csv(text: str) -> list[tuple[int, list[str]]]:
+    """Lines of a policy CSV with their line numbers (comments and blank lines skipped)."""
+    if len(text) > 1_000_000:
+        raise UserError("策略文本过大。")
+    lines: list[tuple[int, list[str]]] = []
+    for number, raw in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if '"' in raw or "'" in raw:
+            raise UserError(f"第 {number} 行:策略值不能包含引号。")
+        parts = next(csv.reader(io.StringIO(raw), skipinitialspace=False))
+        lines.append((number, [p.strip() if p.strip() == p.strip(" ") else p for p in parts]))
+    return lines
+
+
+def validate_lines(session: Session, parsed: list[tuple[int, list[str]]]) -> list[Line]:
+    """Check every value against what exists; returns the lines in canonical form (duplicates dropped)."""
+    roles = set(session.execute(select(SysRole.code)).scalars())
+    user_ids = set(session.execute(select(SysUser.id)).scalars())
+    out: list[Line] = []
+    seen: set[Line] = set()
+    for number, parts in parsed:
+        where = f"第 {number} 行"
+        parts = [p.strip(" ") for p in parts]  # a space after the comma is CSV layout, not data
+        for value in parts:
+            _check_value(value, where)
+        if not parts or parts[0] not in ("p", "g"):
+            raise UserError(f"{where}:类型只能是 p(权限)或 g(用户角色)。")
+        if parts[0] == "p":
+            if len(parts) != 4:
+                raise UserError(f"{where}:p 行须为“p, role:角色, 资源, 操作”四项。")
+            _, sub, res, act = parts
+            _check_role(sub, roles, where)
+            if res != "*" and res not in RESOURCES:
+                raise UserError(f"{where}:未知的资源“{res}”。")
+            if act != "*" and act not in ACTIONS:
+                raise UserError(f"{where}:未知的操作“{act}”。")
+            line: Line = ("p", sub, res, act)
+        else:
+            if len(parts) != 3:
+                raise UserError(f"{where}:g 行须为“g, u:用户ID, role:角色”三项。")
+            _, user, role = parts
+            if not re.fullmatch(r"u:\d{1,10}", user) or int(user[2:]) not in user_ids:
+                raise UserError(f"{where}:用户“{user}”不存在(格式为 u:用户ID)。")
+            _check_role(role, roles, where)
+            line = ("g", user, role)
+        if line not in seen:
+            seen.add(line)
+            out.append(line)
+    return out
+
+
+def _check_value(value: str, where: str) -> None:
+    if value != value.strip() or not value:
+        raise UserError(f"{where}:策略值不能为空,也不能以空格开头或结尾。")
+    if any(ch in value for ch in ",\"'\n\r\t"):
+        raise UserError(f"{where}:策略值不能包含逗号、引号或换行。")
+    if not _SAFE_VALUE.fullmatch(value):
+        raise UserError(f"{where}:策略值“{value[:40]}”含有不允许的字符。")
+
+
+def _check_role(subject: str, roles: set[str], where: str) -> None:
+    if not subject.startswith("role:") or subject.removeprefix("role:") not in roles:
+        raise UserError(f"{where}:角色“{subject}”不存在(格式为 role:角色编码)。")
+
+
+def expand(res: str, act: str) -> set[tuple[str, str]]:
+    resources = RESOURCES if res == "*" else [res]
+    actions = ACTIONS if act == "*" else [act]
+    return {(r, a) for r in resources for a in actions}
+
+
+def role_permissions(lines: list[Line], role: str) -> set[tuple[str, str]]:
+    perms: set[tuple[str, str]] = set()
+    for line in lines:
+        if line[0] == "p" and line[1] == f"role:{role}":
+            perms |= expand(line[2], line[3])
+    return perms
+
+
+def diff_policy(before: list[Line], after: list[Line]) -> PolicyDiff:
+    b, a = set(before), set(after)
+    return PolicyDiff(added=[x for x in after if x not in b], removed=[x for x in before if x not in a])
+
+
+def _role_scopes(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(SysRole.code, SysRole.data_scope)).tuples().all())
+
+
+def check_change(session: Session, editor: Principal, before: list[Line], after: list[Line],
+                 diff: PolicyDiff) -> None:
+    """Refuse escalation and the removal of the last administrator."""
+    held = set(editor.permissions)
+    for line in diff.added:
+        if line[0] == "p":
+            missing = expand(line[2], line[3]) - held
+            if missing:
+                res, act = sorted(missing)[0]
+                raise Forbidden(f"不能授予您自己没有的权限:{RESOURCES.get(res, res)} / {ACTIONS.get(act, act)}"
+                                f"({format_line(line)})。")
+        else:
+            role = line[2].removeprefix("role:")
+            missing = role_permissions(after, role) - held
+            if missing:
+                raise Forbidden(f"不能把用户加入角色“{role}”:该角色拥有您自己没有的权限。")
+    # changing a role that users hold changes their rights: the changed rights must be the editor's own
+    for line in diff.removed:
+        if line[0] == "p" and not expand(line[2], line[3]) <= held:
+            raise Forbidden(f"不能修改您自己没有的权限:{format_line(line)}。")
+    widest = SCOPE_ORDER.index(editor.scope) if editor.scope in SCOPE_ORDER else 0
+    for role, (_old, new) in diff.scopes.items():
+        if SCOPE_ORDER.index(new) > widest:
+            raise Forbidden(f"不能把角色“{role}”的数据范围设为比您自己更大的范围。")
+    if ADMIN_LINE not in after:
+        raise UserError("不能删除“p, role:admin, *, *”:系统管理员角色必须保留全部权限。")
+    active = set(session.execute(select(SysUser.id).where(SysUser.is_active.is_(True))).scalars())
+    admins = [line for line in after if line[0] == "g" and line[2] == "role:admin"
+              and int(line[1][2:]) in active]
+    if not admins:
+        raise UserError("不能移除最后一位系统管理员:至少须保留一个启用的用户拥有 admin 角色。")
+
+
+def apply_policy(session: Session, editor: Principal, after: list[Line], *,
+                 scopes: dict[str, str] | None = None, source: str = "editor") -> PolicyDiff:
+    """Make ``after`` the whole policy (and set role data scopes). The caller commits."""
+    before = current_lines(session)
+    diff = diff_policy(before, after)
+    role_rows = {r.code: r for r in session.execute(select(SysRole).with_for_update()).scalars()}
+    for code, scope in (scopes or {}).items():
+        if code not in role_rows:
+            raise UserError(f"角色“{code}”不存在。")
+        if scope not in DATA_SCOPES:
+            raise UserError(f"数据范围“{scope}”无效。")
+        if role_rows[code].data_scope != scope:
+            diff.scopes[code] = (role_rows[code].data_scope, scope)
+    if diff.empty:
+        return diff
+    check_change(session, editor, before, after, diff)
+    session.info[INFO_SILENT] = True  # one summary row below instead of a row per policy line
+    try:
+        rows = session.execute(select(CasbinRule)).scalars().all()
+        by_line = {tuple(r.line()): r for r in rows}
+        for line in diff.removed:  # one row at a time (the adapter's plural remove is unsafe)
+            session.delete(by_line[line])
+        session.flush()
+        for line in diff.added:
+            values = [*line[1:], "", "", "", "", "", ""][:6]
+            session.add(CasbinRule(ptype=line[0], v0=values[0], v1=values[1], v2=values[2]))
+        for code, (_old, new) in diff.scopes.items():
+            role_rows[code].data_scope = new
+        session.flush()
+    finally:
+        session.info.pop(INFO_SILENT, None)
+    _bump_epochs(session, diff)
+    bump_policy_version(session.connection())
+    audit.record(
+        session, "policy_change", resource="policy",
+        changes={
+            "added": [format_line(x) for x in diff.added],
+            "removed": [format_line(x) for x in diff.removed],
+            "data_scope": {k: list(v) for k, v in diff.scopes.items()},
+            "before": [format_line(x) for x in before],
+            "after": [format_line(x) for x in after],
+        },
+        detail=f"{source}:新增 {len(diff.added)} 条,删除 {len(diff.removed)} 条,数据范围变更 {len(diff.scopes)} 个",
+    )
+    return diff
+
+
+def _bump_epochs(session: Session, diff: PolicyDiff) -> None:
+    """Users whose role membership changed must sign in again (their next request is refused)."""
+    ids = {int(line[1][2:]) for line in [*diff.added, *diff.removed] if line[0] == "g"}
+    for user in session.execute(select(SysUser).where(SysUser.id.in_(ids))).scalars() if ids else []:
+        user.session_epoch = (user.session_epoch or 0) + 1
+    session.flush()
+
+
+def grid_lines(before: list[Line], grid: set[tuple[str, str, str]], roles: list[str]) -> list[Line]:
+    """The policy after a grid save: p lines of the grid's roles replaced, everything else kept.
+
+    A role that has ``*`` lines (admin) is left as it is: the grid shows them but cannot express them.
+    """
+    edited = {r for r in roles if not any(
+        line[0] == "p" and line[1] == f"role:{r}" and "*" in line[2:] for line in before)}
+    kept = [line for line in before if not (line[0] == "p" and line[1].removeprefix("role:") in edited)]
+    added = [("p", f"role:{r}", res, act) for (r, res, act) in sorted(grid) if r in edited]
+    return kept + added
+
+
+def set_user_roles(session: Session, editor: Principal, user_id: int, roles: list[str]) -> PolicyDiff:
+    before = current_lines(session)
+    subject = f"u:{user_id}"
+    after = [line for line in before if not (line[0] == "g" and line[1] == subject)]
+    after.extend(("g", subject, f"role:{r}") for r in roles)
+    validate_lines(session, [(0, list(line)) for line in after if line[0] == "g" and line[1] == subject])
+    return apply_policy(session, editor, after, source="用户角色")
+
+
+def scope_choices() -> list[tuple[str, str]]:
+    return [(s, SCOPE_LABELS[s]) for s in ("all", "dept_tree", "dept", "self")]
+
+
+def valid_role_code(code: str) -> bool:
+    return bool(_ROLE_CODE.fullmatch(code))
