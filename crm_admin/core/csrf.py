@@ -23,6 +23,9 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import threading
+import time
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -194,7 +197,37 @@ async def _form_token(scope: Scope, content_type: str, body: bytes) -> str | Non
         await form.close()
 
 
+# Anonymous refusals cost nothing to send: audit at most this many per client IP and minute (the
+# rest are only logged), so they cannot flood the audit log.
+ANONYMOUS_AUDITS_PER_MINUTE = 20
+_anonymous_audits: dict[str, deque[float]] = {}
+_anonymous_lock = threading.Lock()
+
+
+def _anonymous_audit_allowed(ip: str) -> bool:
+    now = time.monotonic()
+    with _anonymous_lock:
+        if len(_anonymous_audits) > 10_000:
+            _anonymous_audits.clear()
+        recent = _anonymous_audits.setdefault(ip, deque())
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if len(recent) >= ANONYMOUS_AUDITS_PER_MINUTE:
+            return False
+        recent.append(now)
+        return True
+
+
 def _audit_refusal(request: Request, reason: str) -> None:
+    session = request.scope.get("session") or {}
+    uid = session.get("uid") if isinstance(session, dict) else None
+    ip = request.client.host if request.client else ""
+    log.info("CSRF refusal: %s %s (%s) uid=%s ip=%s", request.method, request.url.path, reason, uid, ip)
+    if uid or _anonymous_audit_allowed(ip):
+        _write_refusal_audit(request, reason)
+
+
+def _write_refusal_audit(request: Request, reason: str) -> None:
     from crm_admin.accounts.models import SysUser
     from crm_admin.core import audit
     from crm_admin.core.context import Actor

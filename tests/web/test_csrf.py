@@ -50,13 +50,16 @@ def make_dept(name: str) -> int:
 
 def test_cross_site_form_post_without_token_is_refused(admin_client: Any) -> None:
     before = dept_count()
+    denied_before = len(denied_rows())
     r = admin_client.post("/admin/sys-dept/create", data={"name": "外部部门", "sort": "1", "save": "保存"})
     assert r.status_code == 403
     assert REFUSAL_MESSAGE in r.text
     assert '<html lang="zh-CN">' in r.text
     assert dept_count() == before
     rows = denied_rows()
-    assert rows and rows[-1].username == "admin" and rows[-1].success is False
+    assert len(rows) == denied_before + 1  # audited once (not again by the 403 auditor)
+    assert rows[-1].username == "admin" and rows[-1].success is False
+    assert rows[-1].resource == "csrf"
     assert "/admin/sys-dept/create" in (rows[-1].detail or "")
 
 
@@ -136,8 +139,10 @@ def test_json_body_needs_the_header(admin_client: Any) -> None:
 
 def test_login_without_token_is_refused(client: Any) -> None:
     client.get("/admin/login")
+    denied_before = len(denied_rows())
     r = client.post("/admin/login", data={"username": "admin", "password": ADMIN_PASSWORD}, follow_redirects=False)
     assert r.status_code == 403
+    assert len(denied_rows()) == denied_before + 1
     assert client.get("/admin/sys-dept/list", follow_redirects=False).status_code == 302  # not signed in
 
 
@@ -276,6 +281,17 @@ def test_middleware_checks_every_unsafe_method(probe: Any, method: str, monkeypa
         "content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200
     assert probe.request(method, "/echo", headers={"X-CSRF-Token": token}).status_code == 200
+
+
+def test_anonymous_refusals_are_audited_at_a_bounded_rate(probe: Any, monkeypatch: Any) -> None:
+    from crm_admin.core import csrf
+
+    audited: list[str] = []
+    monkeypatch.setattr(csrf, "_write_refusal_audit", lambda request, reason: audited.append(reason))
+    csrf._anonymous_audits.clear()
+    for _ in range(csrf.ANONYMOUS_AUDITS_PER_MINUTE + 15):
+        assert probe.post("/echo", data={"name": "x"}).status_code == 403
+    assert len(audited) == csrf.ANONYMOUS_AUDITS_PER_MINUTE
 
 
 def test_no_session_token_means_refusal(probe: Any, monkeypatch: Any) -> None:
