@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -95,29 +96,53 @@ def serve(host: str, port: int, workers: int, certfile: str | None, keyfile: str
     password = _prepare()
     scheme = "https" if settings.tls_certfile and settings.tls_keyfile else "http"
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    click.echo("")
-    click.echo(f"客户信息管理系统已启动:{scheme}://{shown_host}:{port}/admin/")
-    if password:
-        click.echo("首次启动,已创建初始管理员:")
-        click.echo("  用户名:admin")
-        click.echo(f"  密码:  {password}")
-        click.echo("  (此密码只显示这一次,首次登录后须修改)")
-    elif password == "":
-        click.echo("已创建初始管理员 admin,密码为 CRM_ADMIN_PASSWORD 的值,首次登录后须修改。")
-    click.echo("")
-    uvicorn.run(
-        "crm_admin.web.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.trusted_proxies,
-        ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
-        ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    url = f"{scheme}://{shown_host}:{port}/admin/"
+
+    def banner() -> None:
+        click.echo("")
+        click.echo(f"客户信息管理系统已启动:{url}")
+        if password:
+            click.echo("首次启动,已创建初始管理员:")
+            click.echo("  用户名:admin")
+            click.echo(f"  密码:  {password}")
+            click.echo("  (此密码只显示这一次,首次登录后须修改)")
+        elif password == "":
+            click.echo("已创建初始管理员 admin,密码为 CRM_ADMIN_PASSWORD 的值,首次登录后须修改。")
+        else:
+            click.echo("用浏览器打开上面的地址登录(初始管理员:admin;忘记密码:crm-admin reset-password admin)。")
+        click.echo("按 Ctrl+C 停止服务。")
+        click.echo("")
+
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
+        "ssl_certfile": str(settings.tls_certfile) if settings.tls_certfile else None,
+        "ssl_keyfile": str(settings.tls_keyfile) if settings.tls_keyfile else None,
+        # uvicorn's own start-up chatter only at DEBUG: the banner (URL, how to log in) stays the last
+        # thing on the screen; requests are logged by our access log, errors still show.
+        "log_level": "debug" if settings.log_level == "DEBUG" else "warning",
+        "access_log": False,
+    }
+    app_path = "crm_admin.web.app:create_app"
+    if workers > 1:
+        # Several worker processes: uvicorn's supervisor starts them; announce before it does.
+        banner()
+        uvicorn.run(app_path, **options)
+        return
+
+    class AnnouncingServer(uvicorn.Server):
+        """Prints the banner once the socket is listening, so the URL works when it is shown."""
+
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                banner()
+
+    AnnouncingServer(uvicorn.Config(app_path, **options)).run()
 
 
 @main.command(help="把数据库结构升级到最新版本。")
