@@ -255,3 +255,22 @@ def test_care_history_and_model_views_are_scoped(managers: Any, login_as: Any) -
         assert care_history(s, pb, cust.id) == []
     assert login_as("care_b").get(f"/admin/customer-care/details/{rec.id}").status_code == 404
     assert login_as("care_a").get(f"/admin/customer-care/details/{rec.id}").status_code == 200
+
+
+def test_migration_0004_backfills_birthday_md(engine: Any, managers: Any) -> None:
+    """Rows without birthday_md (written before it was kept, or in bulk) get it from the migration."""
+    import importlib
+
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy import update
+
+    a, _ = managers
+    cust = f.customer(a.id)
+    lm = f.linkman(cust.id, dt.date(1979, 2, 29 - 1))
+    with engine.begin() as conn:
+        conn.execute(update(Linkman).values(birthday_md=None))
+        migration = importlib.import_module("crm_admin.migrations.versions.0004_care_transfers_churn_scheduler")
+        with Operations.context(MigrationContext.configure(conn)):
+            migration.upgrade()
+    assert f.get(Linkman, lm.id).birthday_md == 228

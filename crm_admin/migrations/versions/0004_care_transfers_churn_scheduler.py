@@ -1,10 +1,17 @@
 """care transfers churn scheduler
 
+Backfills ``linkman.birthday_md`` (month * 100 + day), which the daily birthday scan reads through
+its index: rows written before the column was maintained, or by bulk imports, get their value.
+No schema change: the workflow tables are in 0001.
+
 Revision ID: 0004
 Revises: 0003
 """
 
 from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -13,8 +20,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        md = "CAST(strftime('%m', birthday) AS INTEGER) * 100 + CAST(strftime('%d', birthday) AS INTEGER)"
+    else:
+        md = "MONTH(birthday) * 100 + DAYOFMONTH(birthday)"
+    op.execute(sa.text(f"UPDATE linkman SET birthday_md = {md} WHERE birthday IS NOT NULL"))
+    op.execute(sa.text("UPDATE linkman SET birthday_md = NULL WHERE birthday IS NULL"))
 
 
 def downgrade() -> None:
-    pass
+    pass  # a derived column: nothing to undo
