@@ -80,3 +80,13 @@ def test_logout_button_posts_with_token(login_page: Callable[..., Any]) -> None:
     page.goto("/admin/sys-dept/list")
     assert "/admin/login" in page.url
     assert page_errors(page) == []
+
+
+def test_relation_picker_speaks_chinese_and_datetime_is_local(login_page: Callable[..., Any]) -> None:
+    page = login_page("admin", ADMIN_PASSWORD)
+    page.goto("/admin/follow-up/create")
+    assert page.locator('input[name="contacted_at"]').get_attribute("type") == "datetime-local"
+    page.locator(".select2-selection").first.click()
+    page.wait_for_selector(".select2-results__message")
+    assert "请再输入至少 1 个字符" in page.inner_text(".select2-results__message")
+    assert page_errors(page) == []
