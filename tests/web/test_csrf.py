@@ -298,3 +298,22 @@ def test_no_session_token_means_refusal(probe: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr("crm_admin.core.csrf._audit_refusal", lambda request, reason: None)
     r = probe.post("/echo", data={"csrf_token": ""}, headers={"X-CSRF-Token": ""})
     assert r.status_code == 403
+
+
+def test_multipart_import_upload_with_token(admin_client: Any) -> None:
+    """The customers' import page: a multipart upload carrying the token is accepted, one without is not."""
+    import time
+
+    csv = "客户名称*,联系电话\n甲乙丙科技有限公司,010-88886666\n".encode("utf-8-sig")
+    files = {"file": ("客户.csv", csv, "text/csv")}
+    r = admin_client.post("/admin/import/customer", files=files, follow_redirects=False)
+    assert r.status_code == 403
+    r = admin_client.post("/admin/import/customer", data={"csrf_token": csrf_token(admin_client)}, files=files,
+                          follow_redirects=False)
+    assert r.status_code == 303, r.text[-2000:]
+    job_url = r.headers["location"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # let the background validation finish before the clean-up
+        if not admin_client.get(job_url + "/status").json()["running"]:
+            break
+        time.sleep(0.1)
