@@ -18,7 +18,7 @@ from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from crm_admin.accounts.models import SysUser
+from crm_admin.accounts.models import CasbinRule, SysRole, SysUser
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.core import audit
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
@@ -66,11 +66,30 @@ def may_own_customers(session: Session, user: SysUser) -> bool:
 
 
 def eligible_managers(session: Session) -> list[SysUser]:
-    """Users who may be made the manager of a customer, by name."""
-    users = session.execute(
-        select(SysUser).where(SysUser.is_active.is_(True)).order_by(SysUser.real_name, SysUser.username)
-    ).scalars().all()
-    return [u for u in users if may_own_customers(session, u)]
+    """Users who may be made the manager of a customer, by name.
+
+    Read from the policy rows in one pass (roles granting customer/edit, their members): asking the
+    gate user by user would evaluate every user's whole permission set.
+    """
+    role_codes = {code for code, in session.execute(select(SysRole.code).where(SysRole.is_active.is_(True)))}
+    owning = {
+        v0.removeprefix("role:")
+        for v0, in session.execute(
+            select(CasbinRule.v0).where(CasbinRule.ptype == "p", CasbinRule.v1.in_(("customer", "*")),
+                                        CasbinRule.v2.in_(("edit", "*")))
+        )
+    } & role_codes
+    members = {
+        int(v0.removeprefix("u:"))
+        for v0, v1 in session.execute(select(CasbinRule.v0, CasbinRule.v1).where(CasbinRule.ptype == "g"))
+        if v1.removeprefix("role:") in owning and v0.removeprefix("u:").isdigit()
+    }
+    if not members:
+        return []
+    return list(session.execute(
+        select(SysUser).where(SysUser.is_active.is_(True), SysUser.id.in_(members))
+        .order_by(SysUser.real_name, SysUser.username)
+    ).scalars())
 
 
 def _check_operator(principal: Principal) -> None:

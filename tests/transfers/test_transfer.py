@@ -217,3 +217,22 @@ def test_concurrent_service_calls_on_mariadb_without_versions(people: dict[str, 
         t.join(60)
     assert outcome.count("ok") == 1, outcome
     assert _count(CustomerTransfer) == 1
+
+
+def test_eligible_managers_are_active_owning_roles(people: dict[str, Any], make_user: Any) -> None:
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.transfers.service import eligible_managers, may_own_customers
+
+    make_user("viewer3", roles=("readonly",))
+    lead = make_user("lead1", roles=("sales_lead",))
+    gone = make_user("gone1")
+    with db.transaction() as s:
+        u = s.get(SysUser, gone.id)
+        assert u is not None
+        u.is_active = False
+    with db.session_factory()() as s:
+        names = {u.username for u in eligible_managers(s)}
+        assert {"mgr_a", "mgr_b", "mgr_c", "lead1", "admin"} <= names
+        assert "viewer3" not in names and "gone1" not in names
+        assert {u.username for u in s.execute(select(SysUser)).scalars() if may_own_customers(s, u)} == names
+    assert lead.id
