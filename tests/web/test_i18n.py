@@ -261,3 +261,13 @@ def test_locale_default_outside_a_request_is_chinese() -> None:
     assert i18n.gettext("Save") == "保存"
     assert i18n.gettext("用户管理") == "用户管理"
     assert i18n.translations_for("en").gettext("用户管理") == "Users"
+
+
+def test_no_view_uses_a_cdn_hosted_rich_text_editor() -> None:
+    """SQLAdmin's rich-text editors (CKEditor, TinyMCE, Quill, Summernote, JSONEditor) load from CDNs."""
+    import crm_admin
+
+    package = Path(crm_admin.__file__).parent
+    users = [str(p) for p in package.rglob("*.py")
+             if re.search(r"sqladmin\.editors|from sqladmin import .*Editor", p.read_text(encoding="utf-8"))]
+    assert not users, users
