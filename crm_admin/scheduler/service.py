@@ -188,6 +188,12 @@ def run_job(
             if done_at is not None and done_at >= unless_done_since:
                 return RunResult(name, "skipped", detail="今天的运行已完成。")
         with transaction() as session:
+            # we hold the lease, so a run still marked running was cut off (process killed mid-way)
+            session.execute(
+                update(JobRun).where(JobRun.job == name, JobRun.status == "running")
+                .values(status="failed", finished_at=utcnow(), detail="运行中断(进程退出或崩溃),已由后续运行接替。")
+                .execution_options(synchronize_session=False)
+            )
             run = JobRun(job=name, run_key=f"{trigger}:{today.isoformat()}"[:64], started_at=utcnow(),
                          status="running", host=holder[:128])
             session.add(run)

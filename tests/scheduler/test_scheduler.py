@@ -168,3 +168,12 @@ def test_admin_sees_history_and_runs_a_job_now(admin_client: Any, make_user: Any
                  follow_redirects=False)
     assert r.status_code == 403
     assert len(_runs("birthday_scan")) == 1
+
+
+def test_run_cut_off_by_a_crash_is_marked_failed_by_the_next_run() -> None:
+    from crm_admin.core.context import SYSTEM, acting_as
+
+    with acting_as(SYSTEM), db.transaction() as s:
+        s.add(JobRun(job="care_plans", started_at=NOON, status="running", host="dead-host:1:x"))
+    assert service.run_job("care_plans", today=DAY, now=NOON).status == "success"
+    assert [r.status for r in _runs("care_plans")] == ["failed", "success"]
