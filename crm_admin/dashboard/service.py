@@ -50,7 +50,8 @@ def _count(session: Session, stmt: Any) -> int:
 def build(session: Session, principal: Principal, *, today: dt.date, today_end: dt.datetime) -> Dashboard:
     is_admin = principal.is_admin
     board = Dashboard(today=today, is_admin=is_admin)
-    mine = not is_admin and principal.visible_user_ids is not None
+    # a manager sees their own work; a sales lead their team's (the scope does the rest)
+    mine = not is_admin and principal.scope == "self"
 
     tasks = scoped(select(CustomerCare.id).where(CustomerCare.status == "pending"), CustomerCare, principal)
     if mine:
