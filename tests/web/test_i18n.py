@@ -271,3 +271,22 @@ def test_no_view_uses_a_cdn_hosted_rich_text_editor() -> None:
     users = [str(p) for p in package.rglob("*.py")
              if re.search(r"sqladmin\.editors|from sqladmin import .*Editor", p.read_text(encoding="utf-8"))]
     assert not users, users
+
+
+def test_details_page_title_names_the_record(admin_client: Any) -> None:
+    import datetime as dt
+
+    from crm_admin import db
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.scheduler.models import JobRun
+
+    with acting_as(SYSTEM), db.transaction() as s:
+        run = JobRun(job="birthday_scan", started_at=dt.datetime(2026, 11, 25, tzinfo=dt.UTC), status="ok")
+        s.add(run)
+        s.flush()
+        pk = run.id
+    html = admin_client.get(f"/admin/job-run/details/{pk}").text
+    assert f":#{pk}</h3>" in html.replace("\n", "").replace("  ", "")
+    assert " object at 0x" not in html
+    text = visible_text(html)
+    assert "字段" in text and "值" in text and "返回" in text
