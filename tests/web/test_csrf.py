@@ -317,3 +317,11 @@ def test_multipart_import_upload_with_token(admin_client: Any) -> None:
         if not admin_client.get(job_url + "/status").json()["running"]:
             break
         time.sleep(0.1)
+
+
+def test_refusal_page_follows_the_language_cookie(admin_client: Any) -> None:
+    admin_client.get("/admin/sys-dept/list?lang=en")
+    r = admin_client.post("/admin/sys-dept/create", data={"name": "x", "sort": "1"})
+    assert r.status_code == 403
+    assert "The page has expired" in r.text
+    assert '<html lang="en">' in r.text
