@@ -158,6 +158,10 @@ def test_manager_executes_task_then_records_feedback(managers: Any, login_as: An
     assert r.status_code == 404
     assert f.get(CustomerCare, task.id).detail is None
 
+    r = _post(cb, "/admin/care/feedback", {"care_id": task.id, "feedback": "越权", "status": "cancelled"})
+    assert r.status_code == 404
+    assert f.get(CustomerCare, task.id).status == "pending"
+
     # feedback before execution is refused
     r = _post(ca, "/admin/care/feedback", {"care_id": task.id, "feedback": "很好", "status": "done"})
     assert r.status_code == 400 and "先执行" in r.text

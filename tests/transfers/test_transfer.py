@@ -236,3 +236,24 @@ def test_eligible_managers_are_active_owning_roles(people: dict[str, Any], make_
         assert "viewer3" not in names and "gone1" not in names
         assert {u.username for u in s.execute(select(SysUser)).scalars() if may_own_customers(s, u)} == names
     assert lead.id
+
+
+def test_sales_lead_transfers_within_department_only(make_user: Any, login_as: Any) -> None:
+    from crm_admin.accounts.models import SysDept
+
+    east = f.add(SysDept(name="华东销售部"))
+    west = f.add(SysDept(name="华西销售部"))
+    make_user("lead_e", roles=("sales_lead",), dept_id=east.id)
+    m_east = make_user("m_east", dept_id=east.id)
+    m_east2 = make_user("m_east2", dept_id=east.id)
+    m_west = make_user("m_west", dept_id=west.id)
+    team = f.customer(m_east.id, "华东客户")
+    other = f.customer(m_west.id, "华西客户")
+    lead = login_as("lead_e")
+    page = lead.get("/admin/transfer").text
+    assert "华东客户" in page and "华西客户" not in page
+    assert _post(lead, {"customer_id": team.id, "new_manager_id": m_east2.id, "reason": "组内调整"}).status_code == 303
+    assert f.get(Customer, team.id).manager_id == m_east2.id
+    r = _post(lead, {"customer_id": other.id, "new_manager_id": m_east2.id, "reason": "跨部门抢客户"})
+    assert r.status_code == 404
+    assert f.get(Customer, other.id).manager_id == m_west.id
