@@ -72,6 +72,12 @@ def role_subject(code: str) -> str:
     return f"role:{code}"
 
 
+def _expand(resource: str, action: str) -> list[tuple[str, str]]:
+    resources = list(RESOURCES) if resource == "*" else [resource] if resource in RESOURCES else []
+    actions = list(ACTIONS) if action == "*" else [action] if action in ACTIONS else []
+    return [(r, a) for r in resources for a in actions]
+
+
 def widest_scope(scopes: list[str] | set[str]) -> str:
     best = "self"
     for s in scopes:
@@ -148,13 +154,18 @@ class Gate:
             assert enforcer is not None
             subject = user_subject(user_id)
             roles = frozenset(
-                r.removeprefix("role:") for r in enforcer.get_roles_for_user(subject)
+                r.removeprefix("role:")
+                for r in enforcer.get_implicit_roles_for_user(subject)
+                if r.startswith("role:")
             )
+            # The rules Casbin applies to the subject (through its roles), expanded over the known
+            # resources and actions: the same answers as ``enforce`` for each pair (tested), without
+            # parsing the matcher 189 times (~0.1 s per user, under the lock, after each policy change).
             perms = frozenset(
-                (res, act)
-                for res in RESOURCES
-                for act in ACTIONS
-                if enforcer.enforce(subject, res, act)
+                pair
+                for rule in enforcer.get_implicit_permissions_for_user(subject)
+                if len(rule) >= 3
+                for pair in _expand(rule[1], rule[2])
             )
             scope = widest_scope({self._role_scopes.get(r, "self") for r in roles})
             grants = Grants(roles=roles, scope=scope, permissions=perms)
