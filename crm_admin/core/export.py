@@ -36,7 +36,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from sqladmin.filters import OperationColumnFilter
 from sqlalchemy import Select, inspect
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -291,7 +291,12 @@ async def export_response(view: Any, request: Request, export_type: str) -> Stre
     stmt = await list_statement(view, req)
     rels = _relations(view, props)
     if rels:
-        stmt = stmt.options(*(selectinload(r) for r in rels))
+        # Many-to-one relations are joined into the one streamed query: a selectinload would run a
+        # second query on the connection that is still streaming (yield_per), and PyMySQL then
+        # silently drops the rest of the result (MariaDB exports stopped after 1,000 rows).
+        stmt = stmt.options(*(
+            joinedload(r) if r.property.direction.name == "MANYTOONE" else selectinload(r) for r in rels
+        ))
     query = req.url.query
     actor = current_actor()
     await anyio.to_thread.run_sync(
