@@ -182,7 +182,7 @@ def find_token(html: str) -> str:
 
 def login(base_url: str, username: str, password: str = BENCH_PASSWORD) -> tuple[httpx.Client, str]:
     """A logged-in client and its CSRF token."""
-    client = httpx.Client(base_url=base_url, timeout=120, follow_redirects=False)
+    client = httpx.Client(base_url=base_url, timeout=900, follow_redirects=False)
     page = client.get("/admin/login")
     reply = client.post("/admin/login", data={"username": username, "password": password,
                                               "csrf_token": find_token(page.text)})
