@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert, or_, select, update
@@ -97,8 +98,8 @@ class ContactImport(ImportSpec):
         gender_text = row.text("gender")
         if gender_text and gender_text.lower() not in GENDER_VALUES:
             raise RowError("性别只能填“男”或“女”")
-        probe = Linkman(
-            customer_id=cid, name=row.text("name"), gender=gender_text or None,
+        probe: Any = SimpleNamespace(
+            id=None, birthday_md=None, customer_id=cid, name=row.text("name"), gender=gender_text or None,
             position=row.text("position") or None, mobile=row.text("mobile") or None,
             phone=row.text("phone") or None, email=row.text("email") or None,
             birthday=parse_date_cell(row.text("birthday"), "生日"),

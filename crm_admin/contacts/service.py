@@ -26,7 +26,7 @@ def birthday_md(birthday: dt.date | None) -> int | None:
     return birthday.month * 100 + birthday.day if birthday else None
 
 
-def validate_linkman(obj: Linkman) -> None:
+def validate_linkman(obj: Any) -> None:
     for key in ("name", "position", "phone", "mobile", "email", "remark"):
         setattr(obj, key, clean(getattr(obj, key)))
     if not obj.name:

@@ -147,7 +147,7 @@ FIELD_LABELS = {
 }
 
 
-def validate_customer(obj: Customer, *, previous: dict[str, Any] | None = None) -> None:
+def validate_customer(obj: Any, *, previous: dict[str, Any] | None = None) -> None:
     """Check and normalise a customer before it is saved (raises UserError with the field)."""
     from crm_admin.dictionary.service import is_valid
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -65,7 +66,7 @@ class ProductImport(ImportSpec):
 
     def _row(self, row: Row) -> dict[str, Any]:
         active = parse_bool_cell(row.text("is_active"), "在售")
-        probe = Product(
+        probe: Any = SimpleNamespace(
             code=row.text("code"), name=row.text("name"),
             category=dict_cell("product_category", row.text("category"), "类别"),
             spec=row.text("spec") or None, unit=row.text("unit") or None,

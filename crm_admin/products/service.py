@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from crm_admin.core.errors import UserError
 from crm_admin.customers.service import clean
 from crm_admin.opportunities.service import to_decimal
-from crm_admin.products.models import Product
 
 _LENGTHS = {"code": (32, "产品编号"), "name": (128, "产品名称"), "spec": (128, "规格"), "unit": (16, "单位")}
 MAX_PRICE = Decimal("999999999999.99")
 
 
-def validate_product(obj: Product) -> None:
+def validate_product(obj: Any) -> None:
     from crm_admin.dictionary.service import is_valid
 
     for key in ("code", "name", "category", "spec", "unit", "description"):

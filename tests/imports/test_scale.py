@@ -1,0 +1,74 @@
+"""Scale checks (run with CRM_SCALE=1): a 50,000-row import and a 200,000-row streamed export.
+
+They print the measured time and memory; run them on purpose, not in every test run:
+``CRM_SCALE=1 .venv/bin/pytest tests/imports/test_scale.py -q -s``
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import resource
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from crm_admin import db
+from crm_admin.core import importing
+from crm_admin.core.context import Actor
+from crm_admin.customers.importing import SPEC as CUSTOMERS
+from crm_admin.customers.models import Customer
+from crm_admin.customers.service import name_key
+
+pytestmark = pytest.mark.skipif(os.environ.get("CRM_SCALE") != "1", reason="scale check: set CRM_SCALE=1")
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_import_50000_rows(tmp_path: Any, make_user: Any, principal: Any) -> None:
+    make_user("wang")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["客户名称", "行业", "客户等级", "电话", "地区"])
+    for i in range(50_000):
+        w.writerow([f"规模测试客户{i:05d}有限公司", "制造业", "B", f"139{i:08d}", "上海"])
+    path = tmp_path / "big.csv"
+    path.write_bytes(buf.getvalue().encode("gb18030"))
+    p = principal("wang")
+    t0 = time.perf_counter()
+    job = importing.start_job(CUSTOMERS, p, Actor(p.id, p.username), path=str(path), filename="big.csv",
+                              run_async=False)
+    t1 = time.perf_counter()
+    importing.apply_job(job, run_async=False)
+    t2 = time.perf_counter()
+    assert job.status == "done", job.message
+    assert job.created == 50_000
+    print(f"\nimport 50,000 rows: dry run {t1 - t0:.1f}s, apply {t2 - t1:.1f}s, max RSS {_rss_mb():.0f} MB",
+          flush=True)
+
+
+def test_export_200000_rows(make_user: Any, admin_client: Any) -> None:
+    now = db.utcnow()
+    with db.transaction() as s:
+        for start in range(0, 200_000, 10_000):
+            s.execute(insert(Customer), [
+                {"code": f"X{i:08d}", "name": f"导出测试{i}", "name_key": name_key(f"导出测试{i}"),
+                 "status": "active", "version": 1, "created_at": now, "updated_at": now}
+                for i in range(start, start + 10_000)])
+    with db.session_factory()() as s:
+        assert s.execute(select(func.count()).select_from(Customer)).scalar_one() == 200_000
+    for fmt in ("csv", "xlsx"):
+        t0 = time.perf_counter()
+        size = 0
+        with admin_client.stream("GET", f"/admin/customer/export/{fmt}") as r:
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+        elapsed = time.perf_counter() - t0
+        print(f"\nexport 200,000 rows as {fmt}: {elapsed:.1f}s, {size / 1e6:.1f} MB, "
+              f"max RSS so far {_rss_mb():.0f} MB", flush=True)
