@@ -170,3 +170,35 @@ class DictSelectField(SelectField):
 def dict_field(dict_type: str) -> dict[str, Any]:
     """``form_args`` entry for a dictionary-backed column (use with ``form_overrides = {col: DictSelectField}``)."""
     return {"dict_type": dict_type}
+
+
+# Where each dictionary type's values are stored: an item in use cannot be deleted, only disabled.
+def usages() -> dict[str, list[tuple[type, str]]]:
+    from crm_admin.care.models import CarePlan, CustomerCare
+    from crm_admin.churn.models import ChurnAlert
+    from crm_admin.customers.models import Customer
+    from crm_admin.followups.models import FollowUp
+    from crm_admin.opportunities.models import SalesOpportunity
+    from crm_admin.products.models import Product
+
+    return {
+        "industry": [(Customer, "industry")],
+        "customer_source": [(Customer, "source")],
+        "customer_level": [(Customer, "level")],
+        "care_type": [(CustomerCare, "care_type"), (CarePlan, "care_type")],
+        "opportunity_stage": [(SalesOpportunity, "stage")],
+        "follow_up_method": [(FollowUp, "method")],
+        "churn_reason": [(ChurnAlert, "reason")],
+        "product_category": [(Product, "category")],
+    }
+
+
+def usage_count(conn: Connection, type_code: str, value: str) -> int:
+    """How many business rows store ``value`` of ``type_code`` (all rows: this is an integrity check)."""
+    from sqlalchemy import func
+
+    total = 0
+    for model, column in usages().get(type_code, []):
+        col = getattr(model, column)
+        total += int(conn.execute(select(func.count()).select_from(model).where(col == value)).scalar() or 0)
+    return total
