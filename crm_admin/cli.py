@@ -339,5 +339,10 @@ def demo_cmd(password: str | None, seed_value: int) -> None:
         click.echo(f"已创建初始管理员 admin,密码:{admin_password}(首次登录后须修改)")
 
 
+from crm_admin.audit.cli import audit as _audit_group  # noqa: E402  (the ``audit`` subcommands)
+
+main.add_command(_audit_group)
+
+
 if __name__ == "__main__":
     main()

@@ -1,9 +1,65 @@
-"""Admin view of the audit log: read-only for everyone."""
+"""Audit log pages: the read-only log (filters in the URL) and the analysis page.
+
+No create, edit or delete route exists for anyone, administrators included; the rows are also
+hash-chained (``crm-admin audit verify``).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+from sqladmin import expose
+from sqlalchemy import Select, func, select
+from starlette.requests import Request
+from starlette.responses import Response
+
 from crm_admin.audit.models import AuditLog
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.views import CrmBaseView, CrmModelView
+from crm_admin.db import session_factory
+
+ACTION_LABELS = {
+    "login": "登录", "login_failed": "登录失败", "logout": "退出", "lockout": "账号锁定",
+    "create": "新增", "update": "修改", "delete": "删除", "transfer": "客户转移", "import": "导入",
+    "export": "导出", "policy_change": "权限变更", "permission_denied": "越权访问",
+    "password_change": "修改密码", "password_reset": "重置密码", "user_enable": "启用用户",
+    "user_disable": "停用用户", "user_unlock": "解除锁定",
+}
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def parse_day(text: str | None, *, end: bool = False) -> dt.datetime | None:
+    """A ``YYYY-MM-DD`` in Shanghai time as the UTC instant that starts (or ends) that day."""
+    if not text:
+        return None
+    try:
+        day = dt.date.fromisoformat(text.strip()[:10])
+    except ValueError:
+        return None
+    start = dt.datetime.combine(day + dt.timedelta(days=1 if end else 0), dt.time(), SHANGHAI)
+    return start.astimezone(dt.UTC)
+
+
+def apply_filters(stmt: Select[Any], params: Any) -> Select[Any]:
+    """The URL's filters: user, action, resource, record, from/to dates (Shanghai days), success."""
+    if user := (params.get("user") or "").strip():
+        stmt = stmt.where(AuditLog.user_id == int(user)) if user.isdigit() else stmt.where(
+            AuditLog.username == user)
+    if action := (params.get("action") or "").strip():
+        stmt = stmt.where(AuditLog.action == action)
+    if resource := (params.get("resource") or "").strip():
+        stmt = stmt.where(AuditLog.resource == resource)
+    if record := (params.get("record") or "").strip():
+        stmt = stmt.where(AuditLog.resource_id == record)
+    if since := parse_day(params.get("from")):
+        stmt = stmt.where(AuditLog.occurred_at >= since)
+    if until := parse_day(params.get("to"), end=True):
+        stmt = stmt.where(AuditLog.occurred_at < until)
+    if params.get("success") in ("0", "1"):
+        stmt = stmt.where(AuditLog.success.is_(params.get("success") == "1"))
+    return stmt
 
 
 class AuditLogAdmin(CrmModelView, model=AuditLog):
@@ -21,7 +77,68 @@ class AuditLogAdmin(CrmModelView, model=AuditLog):
         "action": "操作", "resource": "资源", "resource_id": "记录", "changes": "变更内容", "detail": "说明",
         "success": "成功", "prev_hash": "前序哈希", "hash": "哈希",
     }
+    column_searchable_list = [AuditLog.username, AuditLog.detail]
+    column_sortable_list = [AuditLog.occurred_at, AuditLog.username, AuditLog.action]
     column_default_sort = [(AuditLog.id, True)]
+    column_formatters = {"action": lambda m, a: ACTION_LABELS.get(m.action, m.action)}
+    column_formatters_detail = {"action": lambda m, a: f"{ACTION_LABELS.get(m.action, m.action)}({m.action})"}
+
+    def list_query(self, request: Request) -> Select[Any]:
+        return apply_filters(super().list_query(request), request.query_params)
+
+    async def insert_model(self, request: Request, data: dict[str, Any]) -> Any:
+        raise PermissionError("审计日志只读")
+
+    async def update_model(self, request: Request, pk: str, data: dict[str, Any]) -> Any:
+        raise PermissionError("审计日志只读")
+
+    async def delete_model(self, request: Request, pk: Any) -> None:
+        raise PermissionError("审计日志只读")
 
 
-VIEWS = [AuditLogAdmin]
+class AuditAnalysisPage(CrmBaseView):
+    """日志分析: actions per day and per user, failed logins, the most touched resources."""
+
+    name = "日志分析"
+    icon = "fa-solid fa-chart-column"
+    category = "系统管理"
+    resource = "audit"
+
+    @expose("/audit/analysis", methods=["GET"], identity="audit-analysis")
+    async def analysis(self, request: Request) -> Response:
+        params = dict(request.query_params)
+        if not params.get("from"):
+            params["from"] = (dt.datetime.now(SHANGHAI).date() - dt.timedelta(days=29)).isoformat()
+        data = await anyio.to_thread.run_sync(_analysis, params)
+        return await self.templates.TemplateResponse(request, "audit/analysis.html", {
+            "title": "日志分析", "params": params, "labels": ACTION_LABELS, **data})
+
+
+def _analysis(params: dict[str, str]) -> dict[str, Any]:
+    def rows(stmt: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in session.execute(apply_filters(stmt, params)).all()]
+
+    with session_factory()() as session:
+        day = func.date(AuditLog.occurred_at)  # UTC days: cheap and index-friendly; labelled as such
+        per_day = rows(select(day, func.count()).group_by(day).order_by(day))
+        per_user = rows(select(AuditLog.username, func.count()).group_by(AuditLog.username)
+                        .order_by(func.count().desc()).limit(20))
+        per_action = rows(select(AuditLog.action, func.count()).group_by(AuditLog.action)
+                          .order_by(func.count().desc()))
+        failed = rows(select(AuditLog.username, AuditLog.ip, func.count(), func.max(AuditLog.occurred_at))
+                      .where(AuditLog.action.in_(("login_failed", "lockout")))
+                      .group_by(AuditLog.username, AuditLog.ip).order_by(func.count().desc()).limit(20))
+        top_resources = rows(select(AuditLog.resource, func.count()).where(AuditLog.resource != "")
+                             .group_by(AuditLog.resource).order_by(func.count().desc()).limit(15))
+        denied = rows(select(AuditLog.username, AuditLog.resource, func.count())
+                      .where(AuditLog.action == "permission_denied")
+                      .group_by(AuditLog.username, AuditLog.resource).order_by(func.count().desc()).limit(20))
+    def peak(values: list[tuple[Any, ...]], idx: int = 1) -> int:
+        return max([int(v[idx]) for v in values] or [1]) or 1
+
+    return {"per_day": per_day, "per_user": per_user, "per_action": per_action, "failed": failed,
+            "top_resources": top_resources, "denied": denied,
+            "max_day": peak(per_day), "max_user": peak(per_user), "max_resource": peak(top_resources)}
+
+
+VIEWS = [AuditLogAdmin, AuditAnalysisPage]

@@ -1,0 +1,136 @@
+"""Audit log: read-only for everyone, URL filters, analysis page, hash chain verify (CLI), same-transaction
+writes (a failed write leaves no row, a successful one always has one), field-level diffs, no secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select, text
+
+from crm_admin import db
+from tests.conftest import csrf_token
+
+
+def _rows(**where: Any) -> list[Any]:
+    from crm_admin.audit.models import AuditLog
+
+    with db.session_factory()() as session:
+        stmt = select(AuditLog).order_by(AuditLog.id)
+        for key, value in where.items():
+            stmt = stmt.where(getattr(AuditLog, key) == value)
+        return list(session.execute(stmt).scalars())
+
+
+def test_audit_log_has_no_write_route_even_for_admin(admin_client: Any) -> None:
+    rows = _rows()
+    assert rows
+    token = csrf_token(admin_client)
+    headers = {"X-CSRF-Token": token}
+    pk = rows[-1].id
+    assert admin_client.get("/admin/audit-log/create").status_code == 403
+    assert admin_client.post("/admin/audit-log/create", data={"action": "x", "csrf_token": token},
+                             headers=headers).status_code in (403, 405)
+    assert admin_client.get(f"/admin/audit-log/edit/{pk}").status_code == 403
+    assert admin_client.post(f"/admin/audit-log/edit/{pk}", data={"action": "x", "csrf_token": token},
+                             headers=headers).status_code in (403, 405)
+    assert admin_client.request("DELETE", f"/admin/audit-log/delete?pks={pk}", headers=headers).status_code in (403, 405)
+    assert admin_client.get(f"/admin/audit-log/details/{pk}").status_code == 200
+    after = _rows()
+    assert [r.id for r in after[: len(rows)]] == [r.id for r in rows]
+    assert after[len(rows) - 1].hash == rows[-1].hash
+
+
+def test_filters_in_the_url_and_analysis(admin_client: Any, make_client: Any) -> None:
+    from tests.conftest import login
+
+    login(make_client(), "admin", "wrong-Passw0rd")
+    page = admin_client.get("/admin/audit-log/list", params={"action": "login_failed"})
+    assert page.status_code == 200
+    assert "登录失败" in page.text
+    assert "退出" not in page.text.split("<tbody", 1)[-1]
+    none = admin_client.get("/admin/audit-log/list", params={"action": "login_failed", "from": "2001-01-01",
+                                                               "to": "2001-01-02"})
+    assert none.status_code == 200
+    analysis = admin_client.get("/admin/audit/analysis")
+    assert analysis.status_code == 200 and "登录失败" in analysis.text and "每日操作数" in analysis.text
+
+
+def test_manager_cannot_read_audit(make_user: Any, login_as: Any) -> None:
+    make_user("am", ["manager"])
+    c = login_as("am")
+    assert c.get("/admin/audit-log/list").status_code == 403
+    assert c.get("/admin/audit/analysis").status_code == 403
+
+
+def _verify() -> Any:
+    from crm_admin.cli import main
+
+    return CliRunner().invoke(main, ["audit", "verify"])
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete"])
+def test_chain_verify_detects_tampering(admin_client: Any, tamper: str) -> None:
+    from crm_admin.audit.models import AuditLog
+    from crm_admin.core import audit
+
+    for i in range(3):
+        audit.record_now("export", resource="customer", detail=f"第 {i} 次")
+    ok = _verify()
+    assert ok.exit_code == 0, ok.output
+    assert "完整" in ok.output
+    victim = _rows(action="export")[1]
+    with db.get_engine().begin() as conn:
+        if tamper == "edit":
+            conn.execute(AuditLog.__table__.update().where(AuditLog.id == victim.id).values(detail="改过了"))
+        else:
+            conn.execute(AuditLog.__table__.delete().where(AuditLog.id == victim.id))
+    broken = _verify()
+    assert broken.exit_code == 1
+    expected = victim.id if tamper == "edit" else _rows(action="export")[1].id
+    assert f"id={expected}" in broken.output
+    with db.get_engine().connect() as conn:
+        assert audit.verify_chain(conn)[1] == expected
+    # put the table back in a consistent state for the following tests
+    with db.get_engine().begin() as conn:
+        conn.execute(text("DELETE FROM audit_log"))
+
+
+def test_failed_write_leaves_no_audit_row_and_success_one() -> None:
+    from crm_admin.audit.models import AuditLog
+    from crm_admin.products.models import Product
+
+    with db.transaction() as session:
+        session.add(Product(code="P-A1", name="审计产品"))
+    created = _rows(action="create", resource="product")
+    assert len(created) == 1 and created[0].changes["code"] == "P-A1"
+    count = len(_rows())
+    with pytest.raises(Exception), db.transaction() as session:  # noqa: B017 - any DB refusal
+        session.add(Product(code="P-A1", name="重复编号"))
+        session.flush()
+    assert len(_rows()) == count
+    with db.session_factory()() as session:
+        assert session.execute(select(func.count()).select_from(AuditLog)
+                               .where(AuditLog.resource == "product")).scalar() == 1
+
+
+def test_update_has_field_level_before_after_and_no_password(make_user: Any) -> None:
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.accounts.service import reset_password
+    from crm_admin.products.models import Product
+
+    with db.transaction() as session:
+        p = Product(code="P-A2", name="旧名称")
+        session.add(p)
+    with db.transaction() as session:
+        session.get(Product, p.id).name = "新名称"
+    update = _rows(action="update", resource="product")[-1]
+    assert update.changes == {"name": ["旧名称", "新名称"]}
+    user = make_user("auditee", ["manager"])
+    with db.transaction() as session:
+        reset_password(session, session.get(SysUser, user.id), "Another123")
+    with db.session_factory()() as session:
+        hash_ = session.get(SysUser, user.id).password_hash
+    for row in _rows(resource="user"):
+        assert hash_ not in str(row.changes) and "argon2" not in str(row.changes), row.action
