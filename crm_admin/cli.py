@@ -284,9 +284,11 @@ def restore_cmd(source: Path, force: bool) -> None:
 @click.option("--jobs", is_flag=True, help="同时测量定时任务(生日扫描、关怀计划、流失评估)与导出")
 @click.option("--load-users", type=int, default=0, help="Locust 混合负载的并发用户数(0 为不运行;需 .[bench])")
 @click.option("--load-duration", type=int, default=300, show_default=True, help="混合负载持续秒数")
+@click.option("--load-spawn-rate", type=float, default=1.0, show_default=True,
+              help="每秒新登录的用户数(登录用 argon2id,过快会形成登录风暴)")
 def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | None, out_dir: str,
           label: str | None, only: tuple[str, ...], pages: bool, jobs: bool, load_users: int,
-          load_duration: int) -> None:
+          load_duration: int, load_spawn_rate: float) -> None:
     import tempfile
     from pathlib import Path
 
@@ -301,7 +303,7 @@ def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | 
     results = run_bench(database_url, smoke=smoke, repeat=repeat, workers=workers, base_url=base_url,
                         out_dir=Path(out_dir), label=label, only=list(only) or None, data_dir=data_dir,
                         progress=click.echo, pages=pages, jobs=jobs, load_users=load_users,
-                        load_duration_s=load_duration)
+                        load_duration_s=load_duration, load_spawn_rate=load_spawn_rate)
     failed = [p["key"] for p in results["pages"] if p["status"] == "error"]
     click.echo("结果:" + ",".join(results["files"]))
     if failed:

@@ -486,6 +486,7 @@ def run_bench(
     jobs: bool = False,
     load_users: int = 0,
     load_duration_s: int = 300,
+    load_spawn_rate: float = 1.0,
 ) -> dict[str, Any]:
     """Measure every page (and optionally the jobs and a Locust load); start a server unless
     ``base_url`` points at a running one."""
@@ -540,7 +541,8 @@ def run_bench(
     if load_users:
         say(f"Locust 混合负载:{load_users} 用户,{load_duration_s} 秒…")
         results["load"] = run_load(database_url, users=load_users, duration_s=load_duration_s,
-                                   workers=workers, data_dir=data_dir, progress=say)
+                                   spawn_rate=load_spawn_rate, workers=workers, data_dir=data_dir,
+                                   progress=say)
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     json_path, md_path = write_results(results, out_dir, label)
     results["files"] = [str(json_path), str(md_path)]
@@ -574,7 +576,7 @@ def run_load(
     database_url: str,
     *,
     users: int = 200,
-    spawn_rate: float = 10,
+    spawn_rate: float = 1.0,
     duration_s: int = 300,
     workers: int | None = None,
     data_dir: Path,
