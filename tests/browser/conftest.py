@@ -3,7 +3,8 @@
 Fixtures
 - ``live_server``: base URL (``http://127.0.0.1:<port>``) of the app served by uvicorn in a thread,
   against the same test database as the rest of the suite (rows are cleaned after each test as usual).
-- ``browser``: one Chromium for the session (Playwright sync API, never a downloaded browser).
+- ``browser``: one Chromium for the tests/browser package (Playwright sync API, never a downloaded
+  browser); closed after the package so its event loop does not leak into other tests.
 - ``page``: a fresh browser context + page (zh-CN, 1440×900) whose console errors and uncaught page
   errors are collected in ``page_errors(page)``; on failure a screenshot is saved in test-artifacts/.
 - ``login_page(username, password=PASSWORD)``: a new page already logged in as that user.
@@ -89,7 +90,9 @@ def live_server(app: Any) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in the main thread
+# while it is alive, which would break later tests that call asyncio.run() (SQLAdmin's async views).
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     path = _chromium_path()
     if path is None:
