@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 access_log = logging.getLogger("crm_admin.access")
 error_log = logging.getLogger("crm_admin.error")
 
-_PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+_PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
 <style>body{{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;background:#f5f7fb;color:#1e293b;
 display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}}
@@ -25,8 +26,23 @@ a{{color:#206bc4}}</style></head><body><div class="box"><h1>{title}</h1><p>{mess
 <p class="muted">{hint}</p></div></body></html>"""
 
 
-def friendly_page(status: int, title: str, message: str, hint: str = "") -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=title, message=message, hint=hint), status_code=status)
+def friendly_page(status: int, title: str, message: str, hint: str = "", *, lang: str = "zh-CN") -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=title, message=message, hint=hint, lang=lang), status_code=status)
+
+
+def _translator(scope: Scope) -> tuple[Callable[[str], str], str]:
+    """gettext for the language chosen in the ``crm_lang`` cookie (these pages render outside
+    SQLAdmin's locale middleware), and the page's ``lang`` attribute. Chinese is the source text."""
+    try:
+        from crm_admin.core.i18n import locale_from_cookie, translations_for
+
+        headers = dict(scope.get("headers") or [])
+        locale = locale_from_cookie(headers.get(b"cookie", b"").decode("latin-1"))
+        if locale != "zh":
+            return translations_for(locale).gettext, locale
+    except Exception:  # an error page must render even if the catalogs cannot be loaded
+        pass
+    return (lambda text: text), "zh-CN"
 
 
 def is_database_down(exc: BaseException) -> bool:
@@ -91,27 +107,31 @@ class RequestMiddleware:
 
 
 def error_response(exc: BaseException, request_id: str, scope: Scope) -> Response:
+    gettext, lang = _translator(scope)
+    _ = gettext  # the catalogue extractor looks for _("…")
     if is_database_down(exc):
         error_log.warning("request %s: database unavailable: %s", request_id, exc)
         if _wants_json(scope):
-            return JSONResponse({"detail": "数据库暂时不可用,请稍后重试。", "request_id": request_id},
+            return JSONResponse({"detail": _("数据库暂时不可用,请稍后重试。"), "request_id": request_id},
                                 status_code=503, headers={"Retry-After": "10"})
         response = friendly_page(
             503,
-            "系统暂时不可用",
-            "数据库暂时无法连接,系统会在数据库恢复后自动恢复服务,请稍后刷新页面。",
-            f"如问题持续,请将编号 {request_id} 告知系统管理员。",
+            _("系统暂时不可用"),
+            _("数据库暂时无法连接,系统会在数据库恢复后自动恢复服务,请稍后刷新页面。"),
+            _("如问题持续,请将编号 {request_id} 告知系统管理员。").format(request_id=request_id),
+            lang=lang,
         )
         response.headers["Retry-After"] = "10"
         return response
     error_log.exception("request %s failed", request_id)
     if _wants_json(scope):
-        return JSONResponse({"detail": "系统内部错误", "request_id": request_id}, status_code=500)
+        return JSONResponse({"detail": _("系统内部错误"), "request_id": request_id}, status_code=500)
     return friendly_page(
         500,
-        "系统出错了",
-        "处理您的请求时发生了意外错误,您的数据没有被修改。请稍后重试。",
-        f"如问题持续,请将错误编号 {request_id} 告知系统管理员。",
+        _("系统出错了"),
+        _("处理您的请求时发生了意外错误,您的数据没有被修改。请稍后重试。"),
+        _("如问题持续,请将错误编号 {request_id} 告知系统管理员。").format(request_id=request_id),
+        lang=lang,
     )
 
 

@@ -96,3 +96,17 @@ def test_database_error_is_503_and_logged_with_the_request_id(tiny: Any,
 def test_request_ids_differ(client: Any) -> None:
     ids = {client.get("/healthz").headers["x-request-id"] for _ in range(5)}
     assert len(ids) == 5
+
+
+def test_error_pages_follow_the_chosen_language(tiny: Any) -> None:
+    from crm_admin.core import i18n
+
+    i18n.install()
+    tiny.cookies.set("crm_lang", "en")
+    r = tiny.get("/db")
+    assert r.status_code == 503 and "System temporarily unavailable" in r.text
+    assert '<html lang="en">' in r.text and r.headers["x-request-id"] in r.text
+    r = tiny.get("/boom")
+    assert r.status_code == 500 and "Something went wrong" in r.text
+    tiny.cookies.set("crm_lang", "zh")
+    assert "系统出错了" in tiny.get("/boom").text
