@@ -32,5 +32,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "使用 $("$py" --version 2>&1)($py)创建 .venv"
   "$py" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+# pip's output (build back-end deprecation notices and the like) is shown only when something fails.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip \
+       && .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "安装依赖失败(见上方 pip 输出)。" >&2
+  exit 1
+fi
+echo "已安装 crm-admin 到 .venv($(.venv/bin/python --version 2>&1))"
