@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, func, literal, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, cast, func, literal, or_, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import Session
 
@@ -105,35 +105,53 @@ def scan_birthdays(session: Session, today: dt.date) -> int:
 
 
 def create_plan_tasks(session: Session, today: dt.date) -> int:
-    """Due care plans create their task (key ``plan:<id>:<date>``) and move to their next date."""
+    """Due care plans create their task (key ``plan:<id>:<date>``) and move to their next date.
+
+    One locking read of the due plans (skipping rows another process holds), one bulk insert that
+    skips existing keys, one bulk update of the plans' next dates, one summary audit row.
+    """
     plans = session.execute(
-        select(CarePlan)
+        select(CarePlan.id, CarePlan.customer_id, CarePlan.linkman_id, CarePlan.care_type, CarePlan.next_date,
+               CarePlan.interval_days, Customer.manager_id, Customer.status)
+        .join(Customer, Customer.id == CarePlan.customer_id)
         .where(CarePlan.is_active.is_(True), CarePlan.next_date <= today)
         .order_by(CarePlan.id)
-        .with_for_update(skip_locked=_supports_skip_locked(session))
-    ).scalars().all()
-    created = 0
-    for plan in plans:
-        manager_id = session.execute(
-            select(Customer.manager_id).where(Customer.id == plan.customer_id, Customer.status != "lost")
-        ).first()
-        due = plan.next_date
-        if manager_id is not None:
-            exists = session.execute(
-                select(CustomerCare.id).where(CustomerCare.task_key == f"plan:{plan.id}:{due.isoformat()}")
-            ).first()
-            if exists is None:
-                session.add(CustomerCare(
-                    customer_id=plan.customer_id, linkman_id=plan.linkman_id, care_type=plan.care_type,
-                    due_date=due, status="pending", manager_id=manager_id[0], origin="plan", plan_id=plan.id,
-                    task_key=f"plan:{plan.id}:{due.isoformat()}",
-                ))
-                created += 1
+        .with_for_update(of=CarePlan, skip_locked=_supports_skip_locked(session))
+    ).all()
+    if not plans:
+        return 0
+    now = utcnow()
+    tasks = []
+    moves = []
+    for p in plans:
+        due: dt.date = p.next_date
+        if p.status != "lost":
+            tasks.append({
+                "customer_id": p.customer_id, "linkman_id": p.linkman_id, "care_type": p.care_type,
+                "due_date": due, "status": "pending", "manager_id": p.manager_id, "origin": "plan",
+                "plan_id": p.id, "task_key": f"plan:{p.id}:{due.isoformat()}", "created_at": now, "updated_at": now,
+            })
         # after downtime, one task for the missed occurrence and the plan moves past today
-        step = max(plan.interval_days, 1)
+        step = max(int(p.interval_days or 1), 1)
         missed = (today - due).days // step + 1
-        plan.next_date = due + dt.timedelta(days=step * missed)
-    session.flush()
+        moves.append({"pid": p.id, "next": due + dt.timedelta(days=step * missed), "now": now})
+    created = 0
+    table: Any = CustomerCare.__table__
+    if session.get_bind().dialect.name == "sqlite":
+        insert_stmt: Any = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        insert_stmt = mysql.insert(table).prefix_with("IGNORE")
+    for start in range(0, len(tasks), 2000):
+        created += _affected(session.execute(insert_stmt, tasks[start:start + 2000]))
+    plan_table: Any = CarePlan.__table__
+    session.execute(
+        update(plan_table).where(plan_table.c.id == bindparam("pid"))
+        .values(next_date=bindparam("next"), updated_at=bindparam("now")),
+        moves,
+    )
+    audit.record(session, "create", resource="customer_care",
+                 changes={"plans": len(plans), "tasks": created},
+                 detail=f"关怀计划:{today.isoformat()} 生成 {created} 条任务,{len(plans)} 个计划顺延")
     return created
 
 

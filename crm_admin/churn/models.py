@@ -56,4 +56,6 @@ class ChurnAlert(Timestamped, Base):
     __table_args__ = (
         UniqueConstraint("customer_id", "rule_id", "open_key", name="uq_churn_alert_open"),
         Index("ix_churn_alert_status_detected_at", "status", "detected_at"),
+        # the daily evaluation reads each rule's open alerts
+        Index("ix_churn_alert_rule_id_open_key", "rule_id", "open_key"),
     )

@@ -21,7 +21,6 @@ from sqlalchemy import (
     exists,
     func,
     literal,
-    literal_column,
     not_,
     select,
     update,
@@ -107,26 +106,42 @@ def matching_customers(rule: ChurnRule, today: dt.date, now: dt.datetime) -> Sel
     raise ValueError(f"unknown metric {rule.metric!r}")
 
 
-def _insert_alerts(session: Session, rule: ChurnRule, matches: Select[Any], now: dt.datetime) -> int:
-    ts_type = ChurnAlert.__table__.c.detected_at.type
-    src = select(
-        matches.subquery().c.id,
-        literal(rule.id),
-        literal(rule.risk_level),
-        literal(now, type_=ts_type),
-        literal("open"),
-        literal(1),
-        literal(now, type_=ts_type),
-        literal(now, type_=ts_type),
-    ).where(literal_column("1") == 1)  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
-    cols = ["customer_id", "rule_id", "risk_level", "detected_at", "status", "open_key", "created_at",
-            "updated_at"]
+CHUNK = 2000
+BULK_SERVER_SIDE = 5000
+
+
+def _insert_alerts_from_select(session: Session, rule: ChurnRule, today: dt.date, now: dt.datetime) -> int:
+    """INSERT … SELECT of the rule's matching customers that have no open alert for it yet."""
+    ts: Any = ChurnAlert.__table__.c.detected_at.type
+    cid = matching_customers(rule, today, now).subquery().c.id
+    has_open = exists().where(ChurnAlert.customer_id == cid, ChurnAlert.rule_id == rule.id, ChurnAlert.open_key == 1)
+    src = select(cid, literal(rule.id), literal(rule.risk_level), literal(now, type_=ts), literal("open"), literal(1),
+                 literal(now, type_=ts), literal(now, type_=ts)).where(not_(has_open))
+    cols = ["customer_id", "rule_id", "risk_level", "detected_at", "status", "open_key", "created_at", "updated_at"]
     table: Any = ChurnAlert.__table__
     if session.get_bind().dialect.name == "sqlite":
         stmt: Any = sqlite.insert(table).from_select(cols, src).on_conflict_do_nothing()
     else:
         stmt = mysql.insert(table).from_select(cols, src).prefix_with("IGNORE")
     return _affected(session.execute(stmt))
+
+
+def _insert_alerts(session: Session, rule: ChurnRule, customer_ids: list[int], now: dt.datetime) -> int:
+    """Open alerts for ``customer_ids``; a row another run inserted meanwhile is skipped (unique key)."""
+    table: Any = ChurnAlert.__table__
+    if session.get_bind().dialect.name == "sqlite":
+        stmt: Any = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        stmt = mysql.insert(table).prefix_with("IGNORE")
+    created = 0
+    for start in range(0, len(customer_ids), CHUNK):
+        rows = [
+            {"customer_id": cid, "rule_id": rule.id, "risk_level": rule.risk_level, "detected_at": now,
+             "status": "open", "open_key": 1, "created_at": now, "updated_at": now}
+            for cid in customer_ids[start:start + CHUNK]
+        ]
+        created += _affected(session.execute(stmt, rows))
+    return created
 
 
 @dataclass
@@ -144,20 +159,35 @@ def evaluate(session: Session, today: dt.date, now: dt.datetime | None = None) -
     rules = session.execute(select(ChurnRule).where(ChurnRule.is_active.is_(True)).order_by(ChurnRule.id)).scalars()
     dismissed_customers: set[int] = set()
     for rule in rules:
-        matches = matching_customers(rule, today, now)
-        opened = _insert_alerts(session, rule, matches, now)
+        # The condition is evaluated in SQL (one pass over the customers); comparing it with the open
+        # alerts is a set difference here, so a daily run costs the same whether or not much changed.
+        matching = set(session.execute(matching_customers(rule, today, now)).scalars())
+        open_rows = session.execute(
+            select(ChurnAlert.id, ChurnAlert.customer_id, ChurnAlert.status, ChurnAlert.handled_by)
+            .where(ChurnAlert.rule_id == rule.id, ChurnAlert.open_key == 1)
+        ).all()
+        already = {row.customer_id for row in open_rows}
+        new = matching - already
+        if len(new) > BULK_SERVER_SIDE:
+            # many at once (a rule just enabled): let the server copy them, no rows through Python
+            opened = _insert_alerts_from_select(session, rule, today, now)
+        else:
+            opened = _insert_alerts(session, rule, sorted(new), now)
         # alerts nobody has started handling go away with their condition; a followed one stays
-        stale = (
-            ChurnAlert.rule_id == rule.id, ChurnAlert.status == "open", ChurnAlert.handled_by.is_(None),
-            ChurnAlert.customer_id.not_in(matches),
-        )
-        dismissed_customers.update(session.execute(select(ChurnAlert.customer_id).where(*stale)).scalars())
-        dismissed = _affected(session.execute(
-            update(ChurnAlert).where(*stale).values(
-                status="dismissed", open_key=None, handled_at=now, updated_at=now,
-                analysis="预警条件已不再满足,系统自动解除。",
-            ).execution_options(synchronize_session=False)
-        ))
+        stale = [row for row in open_rows
+                 if row.customer_id not in matching and row.status == "open" and row.handled_by is None]
+        dismissed = 0
+        for start in range(0, len(stale), CHUNK):
+            part = stale[start:start + CHUNK]
+            dismissed += _affected(session.execute(
+                update(ChurnAlert)
+                .where(ChurnAlert.id.in_([row.id for row in part]), ChurnAlert.status == "open",
+                       ChurnAlert.handled_by.is_(None))
+                .values(status="dismissed", open_key=None, handled_at=now, updated_at=now,
+                        analysis="预警条件已不再满足,系统自动解除。")
+                .execution_options(synchronize_session=False)
+            ))
+            dismissed_customers.update(row.customer_id for row in part)
         result.per_rule[rule.name] = opened
         result.opened += opened
         result.dismissed += dismissed
@@ -170,10 +200,10 @@ def evaluate(session: Session, today: dt.date, now: dt.datetime | None = None) -
     ))
     if dismissed_customers:
         ids = sorted(dismissed_customers)
-        for start in range(0, len(ids), 1000):
+        for start in range(0, len(ids), CHUNK):
             result.restored += _affected(session.execute(
                 update(Customer)
-                .where(Customer.id.in_(ids[start:start + 1000]), Customer.status == "at_risk", not_(open_alert))
+                .where(Customer.id.in_(ids[start:start + CHUNK]), Customer.status == "at_risk", not_(open_alert))
                 .values(status=case((Customer.last_order_at.is_not(None), "active"), else_="potential"),
                         version=Customer.version + 1, updated_at=now)
                 .execution_options(synchronize_session=False)

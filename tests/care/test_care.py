@@ -276,5 +276,5 @@ def test_migration_0004_backfills_birthday_md(engine: Any, managers: Any) -> Non
         conn.execute(update(Linkman).values(birthday_md=None))
         migration = importlib.import_module("crm_admin.migrations.versions.0004_care_transfers_churn_scheduler")
         with Operations.context(MigrationContext.configure(conn)):
-            migration.upgrade()
+            migration.backfill_birthday_md()
     assert f.get(Linkman, lm.id).birthday_md == 228

@@ -209,3 +209,14 @@ def test_rule_form_validates(admin_client: Any) -> None:
     assert r.status_code == 302, r.text[:500]
     with db.session_factory()() as s:
         assert s.execute(select(func.count()).select_from(ChurnRule)).scalar_one() == 1
+
+
+def test_many_alerts_at_once_go_through_the_server_side_insert(mgr: Any, monkeypatch: Any) -> None:
+    from crm_admin.churn import service
+
+    monkeypatch.setattr(service, "BULK_SERVER_SIDE", 2)
+    rule("days_since_contact", "30")
+    ids = {f.customer(mgr.id, last_contact_at=NOW - dt.timedelta(days=60)).id for _ in range(5)}
+    assert _eval().opened == 5
+    assert _eval().opened == 0
+    assert {a.customer_id for a in _alerts()} == ids

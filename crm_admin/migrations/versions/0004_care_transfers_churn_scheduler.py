@@ -2,7 +2,7 @@
 
 Backfills ``linkman.birthday_md`` (month * 100 + day), which the daily birthday scan reads through
 its index: rows written before the column was maintained, or by bulk imports, get their value.
-No schema change: the workflow tables are in 0001.
+Adds ``ix_churn_alert_rule_id_open_key`` (the daily churn evaluation reads each rule's open alerts).
 
 Revision ID: 0004
 Revises: 0003
@@ -20,6 +20,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    backfill_birthday_md()
+    with op.batch_alter_table("churn_alert", schema=None) as batch_op:
+        batch_op.create_index("ix_churn_alert_rule_id_open_key", ["rule_id", "open_key"], unique=False)
+
+
+def backfill_birthday_md() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "sqlite":
         md = "CAST(strftime('%m', birthday) AS INTEGER) * 100 + CAST(strftime('%d', birthday) AS INTEGER)"
@@ -30,4 +36,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass  # a derived column: nothing to undo
+    with op.batch_alter_table("churn_alert", schema=None) as batch_op:
+        batch_op.drop_index("ix_churn_alert_rule_id_open_key")
