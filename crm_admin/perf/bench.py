@@ -152,7 +152,7 @@ def start_server(database_url: str, *, workers: int, data_dir: Path, port: int |
         env=bench_env(database_url, data_dir), stdout=log, stderr=subprocess.STDOUT,
     )
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a busy machine: migrations check + seeding + workers
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text(errors='replace')[-2000:]}")
@@ -163,7 +163,7 @@ def start_server(database_url: str, *, workers: int, data_dir: Path, port: int |
             pass
         time.sleep(0.3)
     server.stop()
-    raise RuntimeError("server did not become ready in 120 s")
+    raise RuntimeError("server did not become ready in 300 s")
 
 
 # ----- sessions -------------------------------------------------------------------------------
