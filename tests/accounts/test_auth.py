@@ -1,0 +1,128 @@
+"""Authentication hardening: lock-out, per-IP throttling, no username enumeration, idle timeout and
+absolute lifetime, cookie flags, CSRF on the users admin."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from crm_admin import db
+from tests.conftest import PASSWORD, login
+
+
+def _audit(action: str) -> list[Any]:
+    from crm_admin.audit.models import AuditLog
+
+    with db.session_factory()() as session:
+        return list(session.execute(select(AuditLog).where(AuditLog.action == action)).scalars())
+
+
+def _error_text(response: Any) -> str:
+    import re
+
+    match = re.search(r'class="alert alert-danger[^"]*"[^>]*>(.*?)<', response.text, re.S)
+    return match.group(1).strip() if match else response.text[-400:]
+
+
+def test_lockout_after_repeated_failures(make_user: Any, make_client: Any) -> None:
+    make_user("lock1", ["manager"])
+    c = make_client()
+    for _ in range(5):
+        assert login(c, "lock1", "Wrong12345").status_code == 400
+    assert login(c, "lock1", PASSWORD).status_code == 400  # locked: even the right password
+    assert len(_audit("lockout")) == 1
+    from crm_admin.accounts.models import SysUser
+
+    with db.transaction() as session:
+        user = session.execute(select(SysUser).where(SysUser.username == "lock1")).scalar_one()
+        user.locked_until = None
+    assert login(make_client(), "lock1", PASSWORD).status_code == 302
+
+
+def test_message_does_not_reveal_whether_username_exists(make_user: Any, make_client: Any) -> None:
+    make_user("exists1", ["manager"])
+    known = login(make_client(), "exists1", "Wrong12345")
+    unknown = login(make_client(), "nobody-here", "Wrong12345")
+    assert known.status_code == unknown.status_code == 400
+    assert _error_text(known) == _error_text(unknown)
+
+
+def test_per_ip_throttle(app: Any, make_user: Any, make_client: Any, monkeypatch: Any) -> None:
+    from crm_admin.accounts import throttle
+
+    make_user("thr1", ["manager"])
+    backend = app.state.admin.authentication_backend
+    monkeypatch.setattr(backend.settings, "login_ip_max_per_minute", 3)
+    throttle.reset()
+    c = make_client()
+    for name in ("a1", "a2", "a3"):
+        assert login(c, name, "Wrong12345").status_code == 400
+    r = login(make_client(), "thr1", PASSWORD)  # same address, different account: still throttled
+    assert r.status_code == 429 and "频繁" in r.text
+    assert any("频繁" in (row.detail or "") for row in _audit("login_failed"))
+    throttle.reset()
+    assert login(make_client(), "thr1", PASSWORD).status_code == 302
+
+
+def test_throttle_window_slides() -> None:
+    from crm_admin.accounts import throttle
+
+    throttle.reset()
+    assert all(throttle.allow("10.0.0.1", now=100.0 + i, limit=3) for i in range(3))
+    assert not throttle.allow("10.0.0.1", now=110.0, limit=3)
+    assert throttle.allow("10.0.0.2", now=110.0, limit=3)
+    assert throttle.allow("10.0.0.1", now=161.0, limit=3)
+    throttle.reset()
+
+
+def test_idle_timeout_and_absolute_lifetime(make_user: Any, login_as: Any, monkeypatch: Any, app: Any) -> None:
+    from crm_admin.accounts import auth
+
+    make_user("sess1", ["manager"])
+    settings = app.state.admin.authentication_backend.settings
+    real = time.time
+
+    class Clock:
+        offset = 0.0
+
+        @staticmethod
+        def time() -> float:
+            return real() + Clock.offset
+
+    monkeypatch.setattr(auth, "time", Clock)
+    c = login_as("sess1")
+    assert c.get("/admin/customer/list").status_code == 200
+    Clock.offset = settings.session_idle_minutes * 60 + 5
+    assert c.get("/admin/customer/list", follow_redirects=False).status_code == 302  # idle too long
+    Clock.offset = 0.0
+    c = login_as("sess1")
+    # active all the time, but past the absolute lifetime
+    step = settings.session_idle_minutes * 60 - 60
+    elapsed = 0.0
+    while elapsed < settings.session_max_hours * 3600 - step:
+        elapsed += step
+        Clock.offset = elapsed
+        assert c.get("/admin/customer/list", follow_redirects=False).status_code == 200
+    Clock.offset = settings.session_max_hours * 3600 + 5
+    assert c.get("/admin/customer/list", follow_redirects=False).status_code == 302
+
+
+def test_session_cookie_flags(make_user: Any, make_client: Any) -> None:
+    make_user("ck1", ["manager"])
+    r = login(make_client(), "ck1", PASSWORD)
+    cookie = r.headers.get("set-cookie", "")
+    assert cookie.startswith("crm_session=")
+    assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+
+
+def test_cross_site_form_post_is_refused(admin_client: Any) -> None:
+    r = admin_client.post("/admin/users/new", data={"username": "csrf1", "password": "Init1234x",
+                                                     "confirm_password": "Init1234x"},
+                          headers={"Origin": "https://evil.example"}, follow_redirects=False)
+    assert r.status_code == 403
+    from crm_admin.accounts.models import SysUser
+
+    with db.session_factory()() as session:
+        assert session.execute(select(SysUser).where(SysUser.username == "csrf1")).first() is None
