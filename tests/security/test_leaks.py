@@ -336,3 +336,37 @@ def test_permission_denied_is_audited(world: World, login_as: Any) -> None:
         ).scalars().first()
     assert row is not None
     assert row.user_id == world.users["mgr_a"] and row.resource == "user" and not row.success
+
+
+def test_custom_pages_do_not_open_anothers_rows(world: World, login_as: Any) -> None:
+    """The custom pages of the other modules, probed with manager B's ids: 404/refusal, nothing changed."""
+    a = login_as("mgr_a")
+    token = csrf_token(a)
+    headers = {"X-CSRF-Token": token}
+    before = snapshot()
+    b_customer, b_alert = world.row("mgr_b", "customer"), world.row("mgr_b", "churn_alert")
+    assert a.get(f"/admin/customer/360/{world.row('mgr_a', 'customer')}").status_code == 200
+    assert a.get(f"/admin/customer/360/{b_customer}").status_code == 404
+    assert a.get(f"/admin/churn/alerts/{b_alert}").status_code == 404
+    for url, data in (
+        (f"/admin/customer/360/{b_customer}/follow-up", {"method": "phone", "content": "越权"}),
+        (f"/admin/customer/360/{b_customer}/contact", {"name": "越权联系人"}),
+        (f"/admin/churn/alerts/{b_alert}/follow", {}),
+        (f"/admin/churn/alerts/{b_alert}/close", {"status": "lost", "reason": "price"}),
+        ("/admin/care/execute", {"care_id": str(world.row("mgr_b", "customer_care")), "care_type": "visit",
+                                 "detail": "越权"}),
+        ("/admin/care/feedback", {"care_id": str(world.row("mgr_b", "customer_care")), "feedback": "越权",
+                                  "status": "done"}),
+        ("/admin/care/manual", {"customer_id": str(b_customer), "care_type": "visit", "detail": "越权"}),
+        ("/admin/transfer/submit", {"customer_id": str(b_customer), "new_manager_id": str(world.users["mgr_a"]),
+                                    "reason": "越权"}),
+        ("/admin/pipeline/move", {"opportunity_id": str(world.row("mgr_b", "opportunity")), "stage": "contract",
+                                  "version": "1"}),
+    ):
+        r = a.post(url, data={**data, "csrf_token": token}, headers=headers, follow_redirects=False)
+        assert r.status_code in (302, 303, 400, 403, 404), (url, r.status_code)
+    assert snapshot() == before
+    for url in ("/admin/care/lookup/customers", "/admin/care/lookup/linkmen"):
+        r = a.get(url, params={"term": "mgr", "q": "mgr", "customer_id": str(b_customer)})
+        assert "mgr_b" not in r.text, url
+    assert "客户mgr_b有限公司" not in a.get("/admin/transfer", params={"customer_id": str(b_customer)}).text
