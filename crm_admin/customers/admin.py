@@ -94,6 +94,7 @@ class CustomerAdmin(CrmModelView, model=Customer):
         Customer.created_at: lambda m, a: format_local(m.created_at),
     }
     column_formatters_detail = {
+        Customer.name: _name_link,  # the details page leads to the 360° page
         Customer.status: lambda m, a: STATUS_LABELS.get(m.status, m.status),
         Customer.industry: _dict_label("industry"),
         Customer.source: _dict_label("customer_source"),
@@ -383,7 +384,7 @@ def _filter_panel(request: Request) -> dict[str, Any]:
         "csrf_token": _csrf(request),
         "message": request.query_params.get("message", ""),
         "is_admin": principal.is_admin,
-        "can_import": principal.can("customer", "import"),
+        "cq_can_import": principal.can("customer", "import"),
     }
 
 

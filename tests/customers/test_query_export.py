@@ -68,7 +68,9 @@ def test_contact_ranges_and_open_opportunity(make_user: Any, make_customer: Any,
     got = _names(c.get("/admin/customer/list?no_contact_days=30&level=A&has_open_opp=0").text, names)
     assert got == {"华东机械有限公司"}
     assert _names(c.get("/admin/customer/list?has_open_opp=1").text, names) == {"北方物流有限公司"}
-    day = old.date().isoformat()
+    from zoneinfo import ZoneInfo
+
+    day = old.astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()  # ranges are local dates
     assert _names(c.get(f"/admin/customer/list?contact_from={day}&contact_to={day}").text, names) == {
         "华东机械有限公司"}
     r = c.get("/admin/customer/list?created_from=not-a-date")
@@ -111,6 +113,7 @@ def test_csv_export_follows_filters_scope_and_is_safe(make_user: Any, make_custo
     assert "'=HYPERLINK(\"http://evil\",\"x\")" in names
     assert any(row[-1] == "'+cmd|' /C calc'!A0" for row in rows[1:])
     assert "A 级(重点客户)" in {row[5] for row in rows[1:]}
+    assert {row[12] for row in rows[1:]} == {"wang(wang)"}  # the manager column: real name (user name)
     with db.session_factory()() as s:
         entry = s.execute(select(AuditLog).where(AuditLog.action == "export")).scalars().all()
     assert entry and "level=A" in (entry[-1].detail or "")
@@ -144,3 +147,26 @@ def test_every_list_exports_with_bom(make_user: Any, make_customer: Any, admin_c
             continue
         assert r.status_code == 200, identity
         assert r.content.startswith(b"\xef\xbb\xbf"), identity
+
+
+def test_export_streams_every_row_past_one_batch(make_user: Any, admin_client: Any) -> None:
+    from sqlalchemy import insert
+
+    from crm_admin.customers.service import name_key
+
+    user = make_user("wang")
+    now = db.utcnow()
+    with db.transaction() as s:
+        s.execute(insert(Customer), [
+            {"code": f"B{i:06d}", "name": f"批量{i}", "name_key": name_key(f"批量{i}"), "manager_id": user.id,
+             "status": "active", "version": 1, "created_at": now, "updated_at": now} for i in range(2_500)])
+    for fmt in ("csv", "xlsx"):
+        r = admin_client.get(f"/admin/customer/export/{fmt}")
+        assert r.status_code == 200
+        if fmt == "csv":
+            rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))[1:]
+        else:
+            rows = list(load_workbook(io.BytesIO(r.content), read_only=True).active.iter_rows(
+                min_row=2, values_only=True))
+        assert len(rows) == 2_500, fmt
+        assert len({row[0] for row in rows}) == 2_500
