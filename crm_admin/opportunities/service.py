@@ -199,12 +199,18 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
     for col in columns.values():
         if not col.count:
             continue
+        # ids first, from sales_opportunity alone (same direction on both keys), then the rows with the
+        # customer's name: with the join in the sorted statement MariaDB sorts the whole stage's rows
+        by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.id.desc())
+        ids = list(session.execute(
+            base.with_only_columns(SalesOpportunity.id).where(SalesOpportunity.stage == col.value)
+            .order_by(*by_amount).limit(items_per_stage)
+        ).scalars())
         stmt = (
-            base.where(SalesOpportunity.stage == col.value)
-            .add_columns(Customer.name.label("customer_name"))
+            select(SalesOpportunity, Customer.name.label("customer_name"))
             .join(Customer, Customer.id == SalesOpportunity.customer_id)
-            .order_by(SalesOpportunity.amount.desc(), SalesOpportunity.id)
-            .limit(items_per_stage)
+            .where(SalesOpportunity.id.in_(ids))
+            .order_by(*by_amount)
         )
         for opp, customer_name in session.execute(stmt):
             col.items.append({
