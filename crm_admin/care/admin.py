@@ -16,6 +16,7 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.care import service
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
+from crm_admin.core import csrf
 from crm_admin.core.errors import UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
@@ -252,7 +253,11 @@ class CareWorkbench(CrmBaseView):
         ctx = base_context(
             request, "关怀工作台", error=error, message=request.query_params.get("msg", "")[:200],
             manager_id=manager_id, form=form or {}, can_edit=principal.can("customer_care", "edit"),
-            can_create=principal.can("customer_care", "create"), **data,
+            can_create=principal.can("customer_care", "create"),
+            # built once here rather than twice per task row in the template (hundreds of route look-ups)
+            execute_url=str(request.url_for("admin:view-care-execute")),
+            feedback_url=str(request.url_for("admin:view-care-feedback")), csrf_value=csrf.token_of(request),
+            **data,
         )
         return await self.templates.TemplateResponse(request, "care/workbench.html", ctx, status_code=status)
 
