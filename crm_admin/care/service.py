@@ -218,19 +218,29 @@ def workbench(
     upcoming_days: int = 7, limit: int = 200, recent: int = 20,
 ) -> Workbench:
     """Pending tasks due today, overdue and coming up, plus the ``recent`` latest closed ones, within scope."""
-    base = _task_select(principal)
-    if manager_id:
-        base = base.where(CustomerCare.manager_id == manager_id)
-    pending = base.where(CustomerCare.status == "pending")
+    pending = _pending_select(principal, manager_id)
     order = (CustomerCare.due_date, CustomerCare.id)
     return Workbench(
-        today=_rows(session, pending.where(CustomerCare.due_date == today).order_by(*order).limit(limit)),
+        today=due_today(session, principal, today, manager_id=manager_id, limit=limit),
         overdue=_rows(session, pending.where(CustomerCare.due_date < today).order_by(*order).limit(limit)),
         upcoming=_rows(session, pending.where(
             CustomerCare.due_date > today, CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)
         ).order_by(*order).limit(limit)),
         recent=_recent_closed(session, principal, manager_id, recent) if recent > 0 else [],
     )
+
+
+def _pending_select(principal: Principal, manager_id: int | None) -> Any:
+    stmt = _task_select(principal).where(CustomerCare.status == "pending")
+    return stmt.where(CustomerCare.manager_id == manager_id) if manager_id else stmt
+
+
+def due_today(
+    session: Session, principal: Principal, today: dt.date, *, manager_id: int | None = None, limit: int = 200,
+) -> list[TaskRow]:
+    """Pending tasks due ``today`` within scope (the dashboard needs only these, not the whole workbench)."""
+    stmt = _pending_select(principal, manager_id).where(CustomerCare.due_date == today)
+    return _rows(session, stmt.order_by(CustomerCare.due_date, CustomerCare.id).limit(limit))
 
 
 def _recent_closed(session: Session, principal: Principal, manager_id: int | None, limit: int) -> list[TaskRow]:

@@ -58,9 +58,8 @@ def build(session: Session, principal: Principal, *, today: dt.date, today_end: 
         tasks = tasks.where(CustomerCare.manager_id == principal.id)
     board.care_today = _count(session, tasks.where(CustomerCare.due_date == today))
     board.care_overdue = _count(session, tasks.where(CustomerCare.due_date < today))
-    bench = care.workbench(session, principal, today, manager_id=principal.id if mine else None, limit=10,
-                            recent=0)
-    board.care_today_rows = bench.today
+    board.care_today_rows = care.due_today(session, principal, today, manager_id=principal.id if mine else None,
+                                           limit=10)
 
     if principal.can("follow_up", "list"):
         board.follow_ups_due = _count(session, due_follow_ups(principal, today_end=today_end, mine_only=mine))
