@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -13,14 +15,20 @@ _DUMMY_HASH = _hasher.hash("not-a-real-password-0")
 
 MIN_PASSWORD_LENGTH = 8
 
+# Each hash takes 64 MiB and a core for a while: at most one per core runs at a time, so a burst of logins
+# queues instead of growing memory and starving every other request of CPU.
+_hash_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _hash_slots:
+        return _hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        with _hash_slots:
+            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
