@@ -156,10 +156,15 @@ def _task_dict(row: service.TaskRow, today: dt.date) -> dict[str, Any]:
     }
 
 
-def _workbench_data(principal: Principal, manager_id: int | None) -> dict[str, Any]:
+def _section(page: service.TaskPage, today: dt.date) -> dict[str, Any]:
+    return {"rows": [_task_dict(r, today) for r in page.rows], "total": page.total, "page": page.page,
+            "pages": page.pages}
+
+
+def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[str, int]) -> dict[str, Any]:
     today = local_today()
     with session_factory()() as session:
-        wb = service.workbench(session, principal, today, manager_id=manager_id)
+        wb = service.workbench(session, principal, today, manager_id=manager_id, pages=pages)
         completion = service.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
         managers: list[dict[str, Any]] = []
         if principal.visible_user_ids is None or len(principal.visible_user_ids) > 1:
@@ -169,9 +174,9 @@ def _workbench_data(principal: Principal, manager_id: int | None) -> dict[str, A
             managers = [{"id": u.id, "label": str(u)} for u in session.execute(stmt).scalars()]
     return {
         "today_date": today.isoformat(),
-        "today_tasks": [_task_dict(r, today) for r in wb.today],
-        "overdue": [_task_dict(r, today) for r in wb.overdue],
-        "upcoming": [_task_dict(r, today) for r in wb.upcoming],
+        "today_tasks": _section(wb.today, today),
+        "overdue": _section(wb.overdue, today),
+        "upcoming": _section(wb.upcoming, today),
         "recent": [_task_dict(r, today) for r in wb.recent],
         "completion": [
             {"manager": c.manager, "total": c.total, "done": c.done, "cancelled": c.cancelled,
@@ -233,6 +238,11 @@ ACTIONS = {
 }
 
 
+def _kept_params(request: Request) -> dict[str, str]:
+    names = {"manager_id", *(f"{name}_page" for name in service.WORKBENCH_SECTIONS)}
+    return {k: v[:12] for k, v in request.query_params.items() if k in names and v.isdigit()}
+
+
 class CareWorkbench(CrmBaseView):
     """关怀工作台: today's, overdue and upcoming care tasks of the manager, with the closed loop."""
 
@@ -249,14 +259,20 @@ class CareWorkbench(CrmBaseView):
                       form: dict[str, str] | None = None) -> Response:
         principal = principal_of(request)
         manager_id = parse_int(request.query_params.get("manager_id"))
-        data = await run_sync(_workbench_data, principal, manager_id)
+        pages = {name: parse_int(request.query_params.get(f"{name}_page")) or 1
+                 for name in service.WORKBENCH_SECTIONS}
+        data = await run_sync(_workbench_data, principal, manager_id, pages)
+        # the task forms post back with the same manager filter and pages, so the user lands where they were
+        kept = _kept_params(request)
+        back_query = f"?{urlencode(kept)}" if kept else ""
         ctx = base_context(
             request, "关怀工作台", error=error, message=request.query_params.get("msg", "")[:200],
             manager_id=manager_id, form=form or {}, can_edit=principal.can("customer_care", "edit"),
             can_create=principal.can("customer_care", "create"),
             # built once here rather than twice per task row in the template (hundreds of route look-ups)
-            execute_url=str(request.url_for("admin:view-care-execute")),
-            feedback_url=str(request.url_for("admin:view-care-feedback")), csrf_value=csrf.token_of(request),
+            execute_url=str(request.url_for("admin:view-care-execute")) + back_query,
+            feedback_url=str(request.url_for("admin:view-care-feedback")) + back_query,
+            csrf_value=csrf.token_of(request),
             **data,
         )
         return await self.templates.TemplateResponse(request, "care/workbench.html", ctx, status_code=status)
@@ -271,8 +287,7 @@ class CareWorkbench(CrmBaseView):
         except UserError as exc:
             return await self._render(request, error=exc.message, status=exc.status_code, form=form)
         back = str(request.url_for("admin:view-care-workbench"))
-        keep = {k: v for k, v in request.query_params.items() if k == "manager_id"}
-        return RedirectResponse(f"{back}?{urlencode({**keep, 'msg': message})}", status_code=303)
+        return RedirectResponse(f"{back}?{urlencode({**_kept_params(request), 'msg': message})}", status_code=303)
 
     @expose("/care/execute", methods=["POST"], identity="care-execute")
     async def care_execute(self, request: Request) -> Response:

@@ -205,27 +205,68 @@ def _rows(session: Session, stmt: Any) -> list[TaskRow]:
     return out
 
 
+WORKBENCH_PAGE_SIZE = 20
+WORKBENCH_SECTIONS = ("today", "overdue", "upcoming")
+
+
+@dataclass
+class TaskPage:
+    """One page of a workbench section, with the section's full count."""
+
+    rows: list[TaskRow]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
 @dataclass
 class Workbench:
-    today: list[TaskRow]
-    overdue: list[TaskRow]
-    upcoming: list[TaskRow]
+    today: TaskPage
+    overdue: TaskPage
+    upcoming: TaskPage
     recent: list[TaskRow]
 
 
 def workbench(
     session: Session, principal: Principal, today: dt.date, *, manager_id: int | None = None,
-    upcoming_days: int = 7, limit: int = 200, recent: int = 20,
+    pages: dict[str, int] | None = None, page_size: int = WORKBENCH_PAGE_SIZE, upcoming_days: int = 7,
+    recent: int = 20,
 ) -> Workbench:
-    """Pending tasks due today, overdue and coming up, plus the ``recent`` latest closed ones, within scope."""
+    """Pending tasks due today, overdue and coming up (one page of each, with the full counts), plus the
+    ``recent`` latest closed ones, within scope."""
     pending = _pending_select(principal, manager_id)
+    conditions = {
+        "today": (CustomerCare.due_date == today,),
+        "overdue": (CustomerCare.due_date < today,),
+        "upcoming": (CustomerCare.due_date > today,
+                     CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)),
+    }
+    wanted = pages or {}
+    base = scoped(select(CustomerCare.id).where(CustomerCare.status == "pending"), CustomerCare, principal)
+    if manager_id:
+        base = base.where(CustomerCare.manager_id == manager_id)
+    # the three counts in one pass over the scope's pending tasks
+    sums = [func.coalesce(func.sum(case((and_(*where), 1), else_=0)), 0) for where in conditions.values()]
+    count_stmt = base.with_only_columns(*sums).where(
+        CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days))
+    counts = session.execute(count_stmt).one()
+    sections: dict[str, TaskPage] = {}
     order = (CustomerCare.due_date, CustomerCare.id)
+    for (name, where), total in zip(conditions.items(), counts, strict=True):
+        total = int(total)
+        page = min(max(1, wanted.get(name, 1)), max(1, -(-total // page_size)))
+        # the page's ids come from the index alone; only those rows are then read with their joins
+        page_ids = list(session.execute(
+            base.where(*where).order_by(*order).offset((page - 1) * page_size).limit(page_size)
+        ).scalars()) if total else []
+        rows = _rows(session, pending.where(CustomerCare.id.in_(page_ids)).order_by(*order)) if page_ids else []
+        sections[name] = TaskPage(rows, total, page, page_size)
     return Workbench(
-        today=due_today(session, principal, today, manager_id=manager_id, limit=limit),
-        overdue=_rows(session, pending.where(CustomerCare.due_date < today).order_by(*order).limit(limit)),
-        upcoming=_rows(session, pending.where(
-            CustomerCare.due_date > today, CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)
-        ).order_by(*order).limit(limit)),
+        today=sections["today"], overdue=sections["overdue"], upcoming=sections["upcoming"],
         recent=_recent_closed(session, principal, manager_id, recent) if recent > 0 else [],
     )
 

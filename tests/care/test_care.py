@@ -278,3 +278,41 @@ def test_migration_0004_backfills_birthday_md(engine: Any, managers: Any) -> Non
         with Operations.context(MigrationContext.configure(conn)):
             migration.backfill_birthday_md()
     assert f.get(Linkman, lm.id).birthday_md == 228
+
+
+def test_workbench_pages_long_sections_and_keeps_real_counts(managers: Any, login_as: Any) -> None:
+    import re
+
+    from crm_admin.dashboard.pages import local_today
+
+    a, b = managers
+    today = local_today()
+    cust = f.customer(a.id, "逾期很多的客户")
+    for i in range(25):
+        f.care(cust.id, a.id, due_date=today - dt.timedelta(days=30 - i), detail=f"逾期任务{i:02d}")
+    f.care(cust.id, a.id, due_date=today, detail="今天的任务")
+    other = f.customer(b.id, "别人的客户")
+    f.care(other.id, b.id, due_date=today - dt.timedelta(days=1), detail="别人的逾期任务")
+    ca = login_as("care_a")
+
+    def overdue_rows(html: str) -> int:
+        table = html.split('id="tasks-overdue"', 1)[1].split("</table>", 1)[0]
+        return len(re.findall(r"<tr data-task-id=", table))
+
+    first = ca.get("/admin/care/workbench")
+    assert first.status_code == 200
+    assert re.search(r'id="count-overdue">25<', first.text)  # the full count, not the page's
+    assert re.search(r'id="count-today">1<', first.text)
+    assert overdue_rows(first.text) == 20 and 'id="pager-overdue"' in first.text
+    assert "别人的" not in first.text
+    second = ca.get("/admin/care/workbench?overdue_page=2")
+    assert overdue_rows(second.text) == 5 and "逾期任务24" in second.text and "逾期任务00" not in second.text
+    # a page past the end shows the last page; nonsense shows the first
+    assert overdue_rows(ca.get("/admin/care/workbench?overdue_page=99").text) == 5
+    assert overdue_rows(ca.get("/admin/care/workbench?overdue_page=abc").text) == 20
+    # acting on a task of page 2 comes back to page 2
+    task_id = int(re.findall(r'<tr data-task-id="(\d+)"', second.text.split('id="tasks-overdue"', 1)[1])[0])
+    r = ca.post("/admin/care/execute?overdue_page=2",
+                data={"csrf_token": csrf_token(ca), "care_id": task_id, "care_type": "phone_call",
+                      "detail": "已电话回访"}, follow_redirects=False)
+    assert r.status_code == 303 and "overdue_page=2" in r.headers["location"]
