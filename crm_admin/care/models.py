@@ -64,11 +64,11 @@ class CustomerCare(Timestamped, Base):
     manager: Mapped[SysUser | None] = relationship(lazy="raise")
 
     __table_args__ = (
-        Index("ix_customer_care_customer_id", "customer_id"),
         Index("ix_customer_care_manager_id_status_due_date", "manager_id", "status", "due_date"),
         Index("ix_customer_care_status_due_date", "status", "due_date"),
-        # migration 0005 (performance): the workbench filters within the scope's customer_id join
-        Index("ix_customer_care_customer_id_status_due_date", "customer_id", "status", "due_date"),
+        # migration 0006 (performance): everything the workbench reads within the scope's customer_id join
+        Index("ix_customer_care_customer_id_status_due_date_covering", "customer_id", "status", "due_date",
+              "manager_id", "updated_at"),
         Index("ix_customer_care_updated_at", "updated_at"),
         Index("ix_customer_care_due_date_manager_id_status", "due_date", "manager_id", "status"),
     )

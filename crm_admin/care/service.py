@@ -351,6 +351,17 @@ def completion_by_manager(
     return sorted(out, key=lambda c: (-c.rate, c.manager))
 
 
+def completion_totals(session: Session, principal: Principal, date_from: dt.date, date_to: dt.date) -> tuple[int, int]:
+    """(done, due but not cancelled) for tasks due in [date_from, date_to], within scope: the overall rate
+    without the per-manager grouping (one pass over the due-date index)."""
+    stmt = scoped(select(
+        func.coalesce(func.sum(case((CustomerCare.status == "done", 1), else_=0)), 0),
+        func.coalesce(func.sum(case((CustomerCare.status != "cancelled", 1), else_=0)), 0),
+    ).where(CustomerCare.due_date >= date_from, CustomerCare.due_date <= date_to), CustomerCare, principal)
+    done, base = session.execute(stmt).one()
+    return int(done), int(base)
+
+
 # ----- writes ----------------------------------------------------------------------------------
 
 def _editable_task(session: Session, principal: Principal, care_id: int) -> CustomerCare:

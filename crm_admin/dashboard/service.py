@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
@@ -93,21 +93,21 @@ def build(session: Session, principal: Principal, *, today: dt.date, today_end: 
 
     if is_admin:
         month_start = today.replace(day=1)
+        orders_month, amount_month = session.execute(scoped(
+            select(func.count(), func.coalesce(func.sum(
+                case((CustomerOrder.status != "cancelled", CustomerOrder.amount), else_=0)), 0))
+            .where(CustomerOrder.order_date >= month_start), CustomerOrder, principal)).one()
+        open_opportunities = sum(p["count"] for p in board.pipeline) if principal.can("opportunity", "list") \
+            else _count(session, scoped(select(SalesOpportunity.id).where(SalesOpportunity.status == "open"),
+                                        SalesOpportunity, principal))
         board.totals = {
             "customers": _count(session, scoped(select(Customer.id), Customer, principal)),
             "linkmen": _count(session, scoped(select(Linkman.id), Linkman, principal)),
-            "open_opportunities": _count(session, scoped(
-                select(SalesOpportunity.id).where(SalesOpportunity.status == "open"), SalesOpportunity, principal)),
-            "orders_month": _count(session, scoped(
-                select(CustomerOrder.id).where(CustomerOrder.order_date >= month_start), CustomerOrder, principal)),
-            "order_amount_month": Decimal(session.execute(scoped(
-                select(func.coalesce(func.sum(CustomerOrder.amount), 0))
-                .where(CustomerOrder.order_date >= month_start, CustomerOrder.status != "cancelled"),
-                CustomerOrder, principal)).scalar_one()),
+            "open_opportunities": open_opportunities,
+            "orders_month": int(orders_month),
+            "order_amount_month": Decimal(amount_month),
         }
-        rows = care.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
-        done = sum(r.done for r in rows)
-        base = sum(r.total - r.cancelled for r in rows)
+        done, base = care.completion_totals(session, principal, today - dt.timedelta(days=30), today)
         board.care_completion = round(done * 100.0 / base, 1) if base else 0.0
         board.care_completion_base = base
         if principal.can("audit", "list"):

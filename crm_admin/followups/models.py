@@ -33,6 +33,7 @@ class FollowUp(Timestamped, Base):
 
     __table_args__ = (
         Index("ix_follow_up_customer_id_contacted_at", "customer_id", "contacted_at"),
+        Index("ix_follow_up_customer_id_next_follow_up_at", "customer_id", "next_follow_up_at"),
         Index("ix_follow_up_manager_id_next_follow_up_at", "manager_id", "next_follow_up_at"),
         Index("ix_follow_up_opportunity_id", "opportunity_id"),
         # migration 0005 (performance): follow-ups due across all managers (administrators)

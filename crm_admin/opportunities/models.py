@@ -38,12 +38,12 @@ class SalesOpportunity(Timestamped, Base):
 
     __mapper_args__ = {"version_id_col": version}
     __table_args__ = (
-        Index("ix_sales_opportunity_customer_id", "customer_id"),
         Index("ix_sales_opportunity_manager_id_status_stage", "manager_id", "status", "stage"),
         Index("ix_sales_opportunity_status_stage", "status", "stage"),
         Index("ix_sales_opportunity_expected_close_date", "expected_close_date"),
-        # migration 0005 (performance): the pipeline filters within the scope's customer_id join
-        Index("ix_sales_opportunity_customer_id_status_stage", "customer_id", "status", "stage"),
+        # migration 0006 (performance): everything the pipeline reads within the scope's customer_id join
+        Index("ix_sales_opportunity_customer_id_status_stage_covering", "customer_id", "status", "stage",
+              "amount", "probability"),
         Index("ix_sales_opportunity_status_stage_amount_probability", "status", "stage", "amount", "probability"),
     )
 

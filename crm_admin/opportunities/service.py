@@ -200,8 +200,10 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
         if not col.count:
             continue
         # ids first, from sales_opportunity alone (same direction on both keys), then the rows with the
-        # customer's name: with the join in the sorted statement MariaDB sorts the whole stage's rows
-        by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.id.desc())
+        # customer's name: with the join in the sorted statement MariaDB sorts the whole stage's rows.
+        # Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability,
+        # read backwards without sorting when there is no scope.
+        by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
         ids = list(session.execute(
             base.with_only_columns(SalesOpportunity.id).where(SalesOpportunity.stage == col.value)
             .order_by(*by_amount).limit(items_per_stage)

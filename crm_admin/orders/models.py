@@ -37,7 +37,7 @@ class CustomerOrder(Timestamped, Base):
 
     __table_args__ = (
         Index("ix_customer_order_customer_id_order_date", "customer_id", "order_date"),
-        Index("ix_customer_order_order_date", "order_date"),
+        Index("ix_customer_order_order_date_status_amount", "order_date", "status", "amount"),
     )
 
     def __str__(self) -> str:
