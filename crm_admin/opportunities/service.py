@@ -176,7 +176,7 @@ class PipelineFilter:
         return stmt
 
 
-def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, items_per_stage: int = 50) -> list[StageColumn]:
+def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, items_per_stage: int = 20) -> list[StageColumn]:
     """Open opportunities by stage (dictionary order): count, total and probability-weighted amount."""
     from crm_admin.dictionary.service import entries, label
 

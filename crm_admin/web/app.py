@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from pathlib import Path
@@ -146,4 +147,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
+    _remember_route_lookups(app.router)
     return app
+
+
+def _remember_route_lookups(router: Any) -> None:
+    """Cache ``url_for`` answers: a look-up by name walks every route (an exception per miss) and a page
+    makes dozens of them (menu, links, forms). Routes do not change once the app is built, and a miss is
+    never cached, so the answers stay right."""
+    lookup = router.url_path_for
+
+    @functools.lru_cache(maxsize=4096)
+    def cached(name: str, params: tuple[tuple[str, Any], ...]) -> Any:
+        return lookup(name, **dict(params))
+
+    def url_path_for(name: str, /, **path_params: Any) -> Any:
+        try:
+            return cached(name, tuple(sorted(path_params.items())))
+        except TypeError:  # a parameter that cannot be a cache key
+            return lookup(name, **path_params)
+
+    router.__dict__["url_path_for"] = url_path_for
