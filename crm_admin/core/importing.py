@@ -13,8 +13,9 @@ writer); this module does the rest:
   (re-validated, since the database may have moved meanwhile) with one ``import`` audit row; the
   per-row ORM audit is silenced for speed (``audit_silent``).
 
-Jobs live in this process's memory (with their files under the data directory); an import is
-polled and applied on the process that received it.
+A job's state is a JSON file under the data directory next to its upload and error workbooks, so
+any worker process of the server can show its progress, serve its error workbook and apply it; the
+move from "validated" to "applying" happens under a per-job file lock, so a job is applied once.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ import codecs
 import contextlib
 import csv
 import datetime as dt
+import fcntl
 import io
+import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -307,12 +311,26 @@ class ErrorBook:
 
 
 # ----- jobs --------------------------------------------------------------------------------
+#
+# A job's state is a JSON file in the shared data directory, so that every worker process of the
+# server can show it, serve its error workbook and apply it. The process that runs a pass (dry run or
+# apply) rewrites the file as progress changes and at least every ``HEARTBEAT_SECONDS``; a running
+# job whose file has not been rewritten for ``STALE_SECONDS`` lost its process and is failed.
+
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 120.0
+SAVE_EVERY_SECONDS = 0.5
+RUNNING = ("queued", "validating", "applying")
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+SpecResolver = Callable[[str], ImportSpec | None]
+
 
 @dataclass
 class ImportJob:
     id: str
     spec: ImportSpec
-    principal: Principal
+    owner_id: int
     actor: Actor
     filename: str
     path: str
@@ -328,6 +346,11 @@ class ImportJob:
     error_path: str | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    heartbeat: float = field(default_factory=time.time)
+    # who runs the current pass; only in the process that runs it
+    principal: Principal | None = field(default=None, repr=False, compare=False)
+    _save_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _saved_at: float = field(default=0.0, repr=False, compare=False)
 
     STATUS_LABELS = {
         "queued": "排队中", "validating": "正在校验", "validated": "校验完成", "applying": "正在导入",
@@ -341,13 +364,63 @@ class ImportJob:
             "processed": self.processed, "total": self.total, "valid": self.valid,
             "rejected": self.rejected, "created": self.created, "message": self.message,
             "has_errors": bool(self.error_path and self.rejected),
-            "running": self.status in ("queued", "validating", "applying"),
+            "running": self.status in RUNNING,
             "seconds": round((self.finished or time.time()) - self.started, 1),
         }
 
+    def state(self) -> dict[str, Any]:
+        """Everything the job file holds."""
+        return {
+            "id": self.id, "spec": self.spec.key, "title": self.spec.title, "owner_id": self.owner_id,
+            "actor": {"user_id": self.actor.user_id, "username": self.actor.username, "ip": self.actor.ip,
+                      "user_agent": self.actor.user_agent, "request_id": self.actor.request_id},
+            "filename": self.filename, "path": self.path, "kind": self.kind, "options": self.options,
+            "status": self.status, "processed": self.processed, "total": self.total, "valid": self.valid,
+            "rejected": self.rejected, "created": self.created, "message": self.message,
+            "error_path": self.error_path, "started": self.started, "finished": self.finished,
+            "heartbeat": self.heartbeat, "pid": os.getpid(),
+        }
 
-_jobs: dict[str, ImportJob] = {}
-_lock = threading.Lock()
+    def refresh(self, state: dict[str, Any]) -> None:
+        """Take over the progress fields of a state read from the job file."""
+        for key in ("status", "processed", "total", "valid", "rejected", "created", "message", "error_path",
+                    "finished", "heartbeat"):
+            setattr(self, key, state.get(key, getattr(self, key)))
+
+    @property
+    def stale(self) -> bool:
+        return self.status in RUNNING and time.time() - self.heartbeat > STALE_SECONDS
+
+
+def _job_from_state(state: dict[str, Any], resolve: SpecResolver) -> ImportJob | None:
+    spec = resolve(str(state.get("spec", "")))
+    if spec is None:
+        return None
+    actor = state.get("actor") or {}
+    try:
+        job = ImportJob(
+            id=str(state["id"]), spec=spec, owner_id=int(state["owner_id"]),
+            actor=Actor(user_id=actor.get("user_id"), username=str(actor.get("username", "")),
+                        ip=str(actor.get("ip", "")), user_agent=str(actor.get("user_agent", "")),
+                        request_id=str(actor.get("request_id", ""))),
+            filename=str(state.get("filename", "")), path=str(state["path"]), kind=str(state["kind"]),
+            options=dict(state.get("options") or {}), started=float(state.get("started") or 0),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    job.refresh(state)
+    if job.stale:
+        job.status = "failed"
+        job.finished = job.heartbeat
+        job.message = STALE_MESSAGES.get(str(state.get("status")), STALE_MESSAGES["validating"])
+    return job
+
+
+STALE_MESSAGES = {
+    "queued": "文件校验意外中断(服务可能已重启),没有任何数据被写入。请重新上传文件。",
+    "validating": "文件校验意外中断(服务可能已重启),没有任何数据被写入。请重新上传文件。",
+    "applying": "导入意外中断(服务可能已重启),本次导入已全部撤销,没有任何数据被写入。请重新上传文件后再导入。",
+}
 
 
 def _work_dir() -> Path:
@@ -359,16 +432,92 @@ def _work_dir() -> Path:
     return folder
 
 
+def _jobs_dir() -> Path:
+    folder = _work_dir() / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _state_path(job_id: str) -> Path:
+    return _jobs_dir() / f"{job_id}.json"
+
+
+def _write_state(state: dict[str, Any]) -> None:
+    """Replace the job file atomically: readers see the old or the new state, never half of one."""
+    folder = _jobs_dir()
+    fd, tmp = tempfile.mkstemp(prefix=f".{state['id']}-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, ensure_ascii=False)
+        os.replace(tmp, folder / f"{state['id']}.json")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_state(job_id: str) -> dict[str, Any] | None:
+    if not _JOB_ID.fullmatch(job_id):
+        return None
+    try:
+        with open(_state_path(job_id), encoding="utf-8") as fh:
+            state = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _save(job: ImportJob) -> None:
+    """Write the job's state (by the process that runs it: the write is also its heartbeat)."""
+    with job._save_lock:
+        job.heartbeat = job._saved_at = time.time()
+        _write_state(job.state())
+
+
+def _progress(job: ImportJob) -> None:
+    if time.time() - job._saved_at >= SAVE_EVERY_SECONDS:
+        _save(job)
+
+
+@contextlib.contextmanager
+def _job_lock(job_id: str) -> Iterator[None]:
+    """An exclusive lock on one job across processes (and threads: one open file each)."""
+    with open(_jobs_dir() / f"{job_id}.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_job_files(job_id: str, state: dict[str, Any]) -> None:
+    folder = _work_dir()
+    paths = [state.get("path"), *folder.glob(f"errors-{job_id}*.xlsx"),
+             _jobs_dir() / f"{job_id}.json", _jobs_dir() / f"{job_id}.lock"]
+    for p in paths:
+        if p:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+
+
 def _sweep() -> None:
+    """Remove jobs (and their files) finished, or abandoned, more than ``JOB_TTL_SECONDS`` ago."""
     now = time.time()
-    with _lock:
-        stale = [j for j in _jobs.values() if j.finished and now - j.finished > JOB_TTL_SECONDS]
-        for job in stale:
-            _jobs.pop(job.id, None)
-            for p in (job.path, job.error_path):
-                if p:
-                    with contextlib.suppress(OSError):
-                        os.unlink(p)
+    for file in _jobs_dir().glob("*.json"):
+        state = _read_state(file.stem)
+        if state is None:
+            with contextlib.suppress(OSError):
+                if now - file.stat().st_mtime > JOB_TTL_SECONDS:
+                    file.unlink()
+            continue
+        last = state.get("finished") or state.get("heartbeat") or state.get("started") or 0
+        if now - float(last) > JOB_TTL_SECONDS:
+            _remove_job_files(file.stem, state)
+    # uploads whose job never came to be (the process stopped between upload and job)
+    for file in _work_dir().glob("upload-*"):
+        with contextlib.suppress(OSError):
+            if now - file.stat().st_mtime > 2 * JOB_TTL_SECONDS:
+                file.unlink()
 
 
 def save_upload(chunks: Iterator[bytes]) -> str:
@@ -417,45 +566,88 @@ def start_job(spec: ImportSpec, principal: Principal, actor: Actor, *, path: str
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
-    job = ImportJob(id=secrets.token_urlsafe(12), spec=spec, principal=principal, actor=actor,
-                    filename=filename[:120], path=path, kind=kind, options=dict(options or {}))
-    with _lock:
-        _jobs[job.id] = job
+    job = ImportJob(id=secrets.token_urlsafe(12), spec=spec, owner_id=principal.id, actor=actor,
+                    filename=filename[:120], path=path, kind=kind, options=dict(options or {}),
+                    principal=principal)
+    _save(job)
     _run(job, _validate, run_async)
     return job
 
 
-def get_job(job_id: str, principal: Principal) -> ImportJob | None:
-    """A job of this user (another user's job does not exist for them)."""
-    with _lock:
-        job = _jobs.get(job_id)
-    if job is None or job.principal.id != principal.id:
+def get_job(job_id: str, principal: Principal, resolve: SpecResolver) -> ImportJob | None:
+    """A job of this user, read from its file (another user's job does not exist for them).
+
+    ``resolve`` turns the job's spec key back into its ``ImportSpec``."""
+    state = _read_state(job_id)
+    if state is None or state.get("owner_id") != principal.id:
         return None
-    return job
+    return _job_from_state(state, resolve)
 
 
-def jobs_of(principal: Principal, spec_key: str | None = None) -> list[ImportJob]:
-    with _lock:
-        jobs = [j for j in _jobs.values() if j.principal.id == principal.id
-                and (spec_key is None or j.spec.key == spec_key)]
+def jobs_of(principal: Principal, resolve: SpecResolver, spec_key: str | None = None) -> list[ImportJob]:
+    jobs = []
+    for file in _jobs_dir().glob("*.json"):
+        state = _read_state(file.stem)
+        if state is None or state.get("owner_id") != principal.id:
+            continue
+        if spec_key is not None and state.get("spec") != spec_key:
+            continue
+        job = _job_from_state(state, resolve)
+        if job is not None:
+            jobs.append(job)
     return sorted(jobs, key=lambda j: j.started, reverse=True)
 
 
-def apply_job(job: ImportJob, *, run_async: bool = True) -> None:
-    with _lock:
+def apply_job(job: ImportJob, principal: Principal, actor: Actor, *, run_async: bool = True) -> None:
+    """Apply a validated job as ``principal`` (its owner), from any process, exactly once."""
+    if principal.id != job.owner_id:
+        raise UserError("导入任务不存在或已过期。")
+    if not principal.can(job.spec.resource, "import"):
+        raise UserError("您没有导入权限。")
+    with _job_lock(job.id):
+        state = _read_state(job.id)
+        fresh = _job_from_state(state, lambda _key: job.spec) if state else None
+        if fresh is None:
+            raise UserError("导入任务不存在或已过期。")
+        job.refresh(fresh.state())
         if job.status != "validated":
             raise UserError("该导入任务当前不能执行(可能已导入或仍在校验)。")
         if job.valid == 0:
             raise UserError("没有可导入的有效行。")
         job.status = "applying"
         job.processed = 0
+        job.finished = None
+        job.principal, job.actor = principal, actor
+        _save(job)
     _run(job, _apply, run_async)
 
 
-def _run(job: ImportJob, work: Any, run_async: bool) -> None:
+class _Heartbeat:
+    """Rewrites the job file every ``HEARTBEAT_SECONDS`` while a pass runs, even inside a long batch."""
+
+    def __init__(self, job: ImportJob) -> None:
+        self.job = job
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"import-beat-{job.id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop_event.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(OSError):
+                _save(self.job)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join()
+
+
+def _run(job: ImportJob, work: Callable[[ImportJob], None], run_async: bool) -> None:
     def target() -> None:
         try:
-            with acting_as(job.actor):
+            with _Heartbeat(job), acting_as(job.actor):
                 work(job)
         except UserError as exc:
             job.status, job.message = "failed", exc.message
@@ -465,6 +657,10 @@ def _run(job: ImportJob, work: Any, run_async: bool) -> None:
         finally:
             if job.status in ("failed", "done", "validated"):
                 job.finished = time.time()
+            try:
+                _save(job)
+            except OSError:
+                log.exception("import job %s: state not saved", job.id)
 
     if run_async:
         threading.Thread(target=target, name=f"import-{job.id}", daemon=True).start()
@@ -473,6 +669,7 @@ def _run(job: ImportJob, work: Any, run_async: bool) -> None:
 
 
 def _ctx(job: ImportJob) -> ImportContext:
+    assert job.principal is not None, "a pass runs for the principal that started it"
     return ImportContext(principal=job.principal, actor=job.actor, options=job.options)
 
 
@@ -492,6 +689,7 @@ def _validate(job: ImportJob) -> None:
     from crm_admin.db import session_factory
 
     job.status = "validating"
+    _save(job)
     _estimate_total(job)
     error_path = str(_work_dir() / f"errors-{job.id}.xlsx")
     book = ErrorBook(error_path, job.spec)
@@ -511,6 +709,7 @@ def _validate(job: ImportJob) -> None:
                         valid += 1
                 job.processed += len(batch)
                 job.valid, job.rejected = valid, book.count
+                _progress(job)
     finally:
         book.close()
     job.error_path = error_path
@@ -542,6 +741,7 @@ def _apply(job: ImportJob) -> None:
                 if good:
                     created += job.spec.apply(session, ctx, good)
                 job.processed += len(batch)
+                _progress(job)
             audit.record(
                 session, "import", resource=job.spec.resource, resource_id="",
                 changes={"file": job.filename, "rows": job.processed, "created": created,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import anyio
@@ -37,7 +38,7 @@ def _spec(request: Request) -> importing.ImportSpec:
 
 
 def _job(request: Request) -> importing.ImportJob:
-    job = importing.get_job(str(request.path_params.get("job_id", "")), principal_of(request))
+    job = importing.get_job(str(request.path_params.get("job_id", "")), principal_of(request), SPECS.get)
     if job is None:
         raise HTTPException(status_code=404, detail="导入任务不存在或已过期。")
     return job
@@ -97,7 +98,7 @@ class ImportView(CrmBaseView):
         context = {
             "title": f"导入{spec.title}", "spec": spec, "error": error, "managers": managers,
             "kinds": [(k, s.title) for k, s in SPECS.items() if principal.can(s.resource, "import")],
-            "jobs": [j.as_dict() for j in importing.jobs_of(principal, spec.key)][:10],
+            "jobs": [j.as_dict() for j in importing.jobs_of(principal, SPECS.get, spec.key)][:10],
             "csrf_token": str(request.session.get("csrf", "")),
             "max_mb": importing.MAX_UPLOAD_BYTES // 1024 // 1024,
         }
@@ -135,10 +136,12 @@ class ImportView(CrmBaseView):
         sent = str(form.get("csrf_token", "")) or request.headers.get("x-csrf-token", "")
         if not sent or sent != request.session.get("csrf"):
             raise HTTPException(status_code=403, detail="页面已过期或请求来源无效,请刷新页面后重试。")
-        if not principal_of(request).can(job.spec.resource, "import"):
+        principal = principal_of(request)
+        if not principal.can(job.spec.resource, "import"):
             raise HTTPException(status_code=403)
+        actor = current_actor()
         try:
-            importing.apply_job(job)
+            await anyio.to_thread.run_sync(lambda: importing.apply_job(job, principal, actor))
         except UserError as exc:
             return JSONResponse({"ok": False, "message": exc.message}, status_code=400) \
                 if "json" in request.headers.get("accept", "") else \
@@ -150,8 +153,10 @@ class ImportView(CrmBaseView):
     @expose("/import/job/{job_id:str}/errors.xlsx", methods=["GET"], identity="import-job-errors")
     async def job_errors(self, request: Request) -> Response:
         job = _job(request)
-        if not job.error_path or job.status in ("queued", "validating", "applying"):
+        if not job.error_path or job.status in importing.RUNNING:
             raise HTTPException(status_code=404, detail="错误表尚未生成。")
+        if not os.path.exists(job.error_path):
+            raise HTTPException(status_code=404, detail="错误表已过期,请重新上传文件。")
         return FileResponse(job.error_path, media_type=XLSX,
                             headers={"Content-Disposition": attachment(f"{job.spec.title}导入错误表.xlsx")})
 

@@ -53,7 +53,7 @@ def _run(tmp_path: Any, principal: Any, data: bytes, spec: Any = CUSTOMERS, appl
     job = importing.start_job(spec, principal, Actor(principal.id, principal.username), path=str(path),
                               filename="客户.xlsx", run_async=False)
     if apply and job.status == "validated" and job.valid:
-        importing.apply_job(job, run_async=False)
+        importing.apply_job(job, principal, Actor(principal.id, principal.username), run_async=False)
     return job
 
 
@@ -89,7 +89,7 @@ def test_dry_run_validates_every_row_and_applies_valid_ones(tmp_path: Any, make_
     assert "不在字典中" in errors[5]
     assert "电话格式" in errors[7]
     assert "李经理" in errors[8] and "李的秘密" not in errors[8]
-    importing.apply_job(job, run_async=False)
+    importing.apply_job(job, p, Actor(p.id, p.username), run_async=False)
     assert job.status == "done" and job.created == 2
     with db.session_factory()() as s:
         made = s.execute(select(Customer).where(Customer.manager_id == p.id)).scalars().all()

@@ -44,7 +44,7 @@ def test_import_50000_rows(tmp_path: Any, make_user: Any, principal: Any) -> Non
     job = importing.start_job(CUSTOMERS, p, Actor(p.id, p.username), path=str(path), filename="big.csv",
                               run_async=False)
     t1 = time.perf_counter()
-    importing.apply_job(job, run_async=False)
+    importing.apply_job(job, p, Actor(p.id, p.username), run_async=False)
     t2 = time.perf_counter()
     assert job.status == "done", job.message
     assert job.created == 50_000
