@@ -126,3 +126,21 @@ def test_cross_site_form_post_is_refused(admin_client: Any) -> None:
 
     with db.session_factory()() as session:
         assert session.execute(select(SysUser).where(SysUser.username == "csrf1")).first() is None
+
+
+def test_old_parameter_hash_still_logs_in_and_is_remade(make_user: Any, make_client: Any) -> None:
+    from argon2 import PasswordHasher
+
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.security import hash_password, needs_rehash
+
+    make_user("rehash1", ["manager"])
+    old = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4).hash(PASSWORD)
+    with db.transaction() as session:
+        session.execute(select(SysUser).where(SysUser.username == "rehash1")).scalar_one().password_hash = old
+    assert needs_rehash(old) and not needs_rehash(hash_password("Another123"))
+    assert login(make_client(), "rehash1", PASSWORD).status_code == 302
+    with db.session_factory()() as session:
+        remade = session.execute(select(SysUser.password_hash).where(SysUser.username == "rehash1")).scalar_one()
+    assert remade != old and not needs_rehash(remade)
+    assert login(make_client(), "rehash1", PASSWORD).status_code == 302
