@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 from sqladmin import expose
-from sqlalchemy import and_, exists
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -86,25 +86,34 @@ class DueFollowUpsView(CrmBaseView):
         if not principal.can("follow_up", "list"):
             raise HTTPException(status_code=403)
         mine_only = request.query_params.get("all") != "1"
-        rows = await anyio.to_thread.run_sync(load_due, principal, mine_only)
-        context = {"title": "我的待跟进", "rows": rows, "mine_only": mine_only}
+        page = parse_page(request.query_params.get("page"))
+        due = await anyio.to_thread.run_sync(load_due, principal, mine_only, page)
+        context = {"title": "我的待跟进", "mine_only": mine_only, **due}
         return await self.templates.TemplateResponse(request, "followups/due.html", context)
 
 
-def load_due(principal: Any, mine_only: bool) -> list[dict[str, Any]]:
+DUE_PAGE_SIZE = 50
+
+
+def parse_page(text: str | None) -> int:
+    return int(text) if text and text.isdigit() and len(text) < 7 else 1
+
+
+def load_due(principal: Any, mine_only: bool, page: int = 1) -> dict[str, Any]:
+    """One page of the due follow-ups (soonest first) with their full count."""
     from crm_admin.core.formatting import local_today, local_tz
 
     today = local_today()
     end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
     start = dt.datetime.combine(today, dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
-    later = aliased(FollowUp)
-    stmt = due_follow_ups(principal, today_end=end, mine_only=mine_only).where(
-        # a follow-up logged after this one has dealt with it
-        ~exists().where(and_(later.customer_id == FollowUp.customer_id,
-                             later.contacted_at > FollowUp.contacted_at))
-    ).add_columns(Customer.name, Customer.id).join(Customer, Customer.id == FollowUp.customer_id).limit(500)
+    due = due_follow_ups(principal, today_end=end, mine_only=mine_only)
     out = []
     with session_factory()() as session:
+        total = int(session.execute(select(func.count()).select_from(due.order_by(None).subquery())).scalar_one())
+        pages = max(1, -(-total // DUE_PAGE_SIZE))
+        page = min(max(1, page), pages)
+        stmt = (due.add_columns(Customer.name, Customer.id).join(Customer, Customer.id == FollowUp.customer_id)
+                .order_by(FollowUp.id).offset((page - 1) * DUE_PAGE_SIZE).limit(DUE_PAGE_SIZE))
         for f, customer_name, customer_id in session.execute(stmt):
             assert f.next_follow_up_at is not None
             out.append({
@@ -113,9 +122,7 @@ def load_due(principal: Any, mine_only: bool) -> list[dict[str, Any]]:
                 "contacted_at": format_local(f.contacted_at), "due": format_local(f.next_follow_up_at),
                 "overdue": f.next_follow_up_at < start,
             })
-    return out
-
-
+    return {"rows": out, "total": total, "page": page, "pages": pages}
 
 
 VIEWS = [FollowUpAdmin, DueFollowUpsView]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, exists, select
+from sqlalchemy.orm import Session, aliased
 
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import NotFound, UserError
@@ -67,9 +67,13 @@ def log_follow_up(session: Session, principal: Principal, *, customer_id: int, *
 
 
 def due_follow_ups(principal: Principal, *, today_end: dt.datetime, mine_only: bool = True) -> Select[Any]:
-    """Follow-ups whose next date is due by the end of today (overdue included), scoped."""
+    """Follow-ups whose next date is due by the end of today (overdue included) and that no later
+    follow-up of the same customer has dealt with, scoped. The dashboard counts exactly these."""
+    later = aliased(FollowUp)
     stmt = select(FollowUp).where(
-        FollowUp.next_follow_up_at.is_not(None), FollowUp.next_follow_up_at < today_end
+        FollowUp.next_follow_up_at.is_not(None), FollowUp.next_follow_up_at < today_end,
+        ~exists().where(and_(later.customer_id == FollowUp.customer_id,
+                             later.contacted_at > FollowUp.contacted_at)),
     )
     if mine_only:
         stmt = stmt.where(FollowUp.manager_id == principal.id)

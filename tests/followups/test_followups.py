@@ -89,3 +89,29 @@ def test_due_list_shows_overdue(make_user: Any, make_customer: Any, login_as: An
                       next_follow_up_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
     html = login_as("wang").get("/admin/follow-ups/due").text
     assert "乙客户" in html and "已逾期" in html
+
+
+def test_due_list_pages_and_dashboard_count_agree(make_user: Any, make_customer: Any, login_as: Any,
+                                                  principal: Any) -> None:
+    import re
+
+    make_user("wang")
+    now = dt.datetime.now(dt.UTC)
+    customers = [make_customer(f"待跟进客户{i:02d}", manager="wang") for i in range(53)]
+    with db.transaction() as s:
+        for i, cust in enumerate(customers):
+            log_follow_up(s, principal("wang"), customer_id=cust.id, method="phone", content=f"第{i}次",
+                          contacted_at=now - dt.timedelta(days=5), next_follow_up_at=now - dt.timedelta(hours=i + 1))
+        # a later contact with the last customer deals with its due follow-up
+        log_follow_up(s, principal("wang"), customer_id=cust.id, method="visit", content="已上门",
+                      contacted_at=now - dt.timedelta(minutes=5))
+    c = login_as("wang")
+    first = c.get("/admin/follow-ups/due")
+    assert re.search(r'id="due-count">52<', first.text)
+    assert first.text.count("/admin/customer/360/") == 50 and 'id="due-pager"' in first.text
+    second = c.get("/admin/follow-ups/due?page=2").text
+    assert second.count("/admin/customer/360/") == 2
+    assert "待跟进客户52" not in first.text + second  # dealt with
+    assert c.get("/admin/follow-ups/due?page=abc").status_code == 200
+    dashboard = c.get("/admin/").text
+    assert re.search(r'id="stat-follow-ups">.*?<div class="h1[^"]*">52</div>', dashboard, re.S)
