@@ -283,9 +283,10 @@ def restore_cmd(source: Path, force: bool) -> None:
 @click.option("--pages/--no-pages", default=True, show_default=True, help="逐页测量(无并发)")
 @click.option("--jobs", is_flag=True, help="同时测量定时任务(生日扫描、关怀计划、流失评估)与导出")
 @click.option("--load-users", type=int, default=0, help="Locust 混合负载的并发用户数(0 为不运行;需 .[bench])")
-@click.option("--load-duration", type=int, default=300, show_default=True, help="混合负载持续秒数")
-@click.option("--load-spawn-rate", type=float, default=1.0, show_default=True,
-              help="每秒新登录的用户数(登录用 argon2id,过快会形成登录风暴)")
+@click.option("--load-duration", type=int, default=300, show_default=True,
+              help="全部用户登录完成后,混合负载持续的秒数")
+@click.option("--load-spawn-rate", type=float, default=2.0, show_default=True,
+              help="每秒新登录的用户数(用户逐个登录,全部登录后才开始计持续时间)")
 def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | None, out_dir: str,
           label: str | None, only: tuple[str, ...], pages: bool, jobs: bool, load_users: int,
           load_duration: int, load_spawn_rate: float) -> None:

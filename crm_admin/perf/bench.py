@@ -34,7 +34,7 @@ import httpx
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.pool import NullPool
 
-from crm_admin.perf.generate import BENCH_PASSWORD, admin_username, manager_username
+from crm_admin.perf.generate import BENCH_PASSWORD, admin_username, lead_username, manager_username
 
 RESULTS_DIR = Path("bench/results")
 
@@ -220,7 +220,7 @@ class Ctx:
 class Page:
     key: str
     title: str
-    role: str  # admin / manager_big / manager
+    role: str  # admin / manager_big / manager / lead (a sales lead: the whole department)
     paths: tuple[str, ...]  # candidates: the first that answers is measured
     target_ms: int = 150
     method: str = "GET"
@@ -263,6 +263,10 @@ PAGES: tuple[Page, ...] = (
          ("/admin/pipeline", "/admin/opportunity/pipeline", "/admin/sales-opportunity/pipeline"), 300),
     Page("dashboard_manager", "首页仪表盘(经理)", "manager_big", ("/admin/dashboard", "/admin/"), 300),
     Page("dashboard_admin", "首页仪表盘(管理员)", "admin", ("/admin/dashboard", "/admin/"), 300),
+    Page("dashboard_lead", "首页仪表盘(销售主管,整个部门)", "lead", ("/admin/dashboard", "/admin/"), 300),
+    Page("customer_list_lead", "客户列表 第1页(销售主管)", "lead", ("/admin/customer/list",)),
+    Page("care_workbench_lead", "关怀工作台(销售主管)", "lead", ("/admin/care/workbench",)),
+    Page("pipeline_lead", "销售漏斗(销售主管)", "lead", ("/admin/pipeline",), 300),
     Page("audit_by_user_range", "审计日志 按用户+日期范围", "admin",
          ("/admin/audit-log/list?user_id={uid}&date_from={date_from}&date_to={date_to}",
           "/admin/audit/list?user_id={uid}&date_from={date_from}&date_to={date_to}")),
@@ -290,7 +294,7 @@ def load_ctx(engine: Engine, n_requests: int) -> Ctx:
         ).scalar() or 0
         typical_n = max(2, managers // 2)
         users = {"admin": uid(admin_username(1)), "manager_big": uid(manager_username(1)),
-                 "manager": uid(manager_username(typical_n))}
+                 "manager": uid(manager_username(typical_n)), "lead": uid(lead_username(1))}
         transfer_to = uid(manager_username(typical_n + 1))
 
         def first_customer(owner: int) -> int:
@@ -298,7 +302,7 @@ def load_ctx(engine: Engine, n_requests: int) -> Ctx:
 
         customers_of = {"admin": first_customer(users["manager_big"]),
                         "manager_big": first_customer(users["manager_big"]),
-                        "manager": first_customer(users["manager"])}
+                        "manager": first_customer(users["manager"]), "lead": first_customer(users["manager_big"])}
         visible = {"admin": int(conn.execute(select(func.count()).select_from(Customer)).scalar() or 0)}
         for role in ("manager_big", "manager"):
             visible[role] = int(conn.execute(
@@ -486,7 +490,7 @@ def run_bench(
     jobs: bool = False,
     load_users: int = 0,
     load_duration_s: int = 300,
-    load_spawn_rate: float = 1.0,
+    load_spawn_rate: float = 2.0,
 ) -> dict[str, Any]:
     """Measure every page (and optionally the jobs and a Locust load); start a server unless
     ``base_url`` points at a running one."""
@@ -515,7 +519,7 @@ def run_bench(
         if server:
             results["server_rss_mb_start"] = round(server_rss_mb(server.pid), 1)
         clients: dict[str, tuple[httpx.Client, str]] = {}
-        usernames = {"admin": admin_username(1), "manager_big": manager_username(1)}
+        usernames = {"admin": admin_username(1), "manager_big": manager_username(1), "lead": lead_username(1)}
         for page in PAGES:
             if only and page.key not in only:
                 continue
@@ -576,7 +580,7 @@ def run_load(
     database_url: str,
     *,
     users: int = 200,
-    spawn_rate: float = 1.0,
+    spawn_rate: float = 2.0,
     duration_s: int = 300,
     workers: int | None = None,
     data_dir: Path,
@@ -594,10 +598,13 @@ def run_load(
         cpu0 = server_cpu_seconds(server.pid)
         t0 = time.monotonic()
         env = dict(os.environ, CRM_BENCH_DATABASE_URL=database_url)
+        # the users sign in one after another (ramp), then all of them work for ``duration_s``; at the end
+        # each finishes the request it is in instead of being cut off mid-request
+        ramp_s = math.ceil(users / spawn_rate) if spawn_rate > 0 else 0
         locust = subprocess.Popen(
             [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
-             "-r", str(spawn_rate), "-t", f"{duration_s}s", "--host", server.base_url, "--csv", str(prefix),
-             "--only-summary", "--loglevel", "WARNING"],
+             "-r", str(spawn_rate), "-t", f"{ramp_s + duration_s}s", "--stop-timeout", "30",
+             "--host", server.base_url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
             env=env, stdout=subprocess.DEVNULL, stderr=open(data_dir / "locust.log", "wb"),  # noqa: SIM115
         )
         while locust.poll() is None:
@@ -629,7 +636,7 @@ def run_load(
     failures_path = Path(f"{prefix}_failures.csv")
     rss = [s["rss_mb"] for s in samples]
     return {
-        "users": users, "spawn_rate": spawn_rate, "duration_s": duration_s, "workers": workers,
+        "users": users, "spawn_rate": spawn_rate, "ramp_s": ramp_s, "duration_s": duration_s, "workers": workers,
         "elapsed_s": round(elapsed, 1), "pages": pages, "total": total,
         "errors": total["failures"] if total else 0,
         "failures": failures_path.read_text(encoding="utf-8")[:4000] if failures_path.exists() else "",
