@@ -19,8 +19,7 @@ LEVEL_LABELS = {"medium": "中风险", "high": "高风险"}
 def _data(principal: Principal) -> dict[str, Any]:
     today = local_today()
     today_end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=tz()).astimezone(dt.UTC)
-    with session_factory()() as session:
-        board = service.build(session, principal, today=today, today_end=today_end)
+    board = service.build(session_factory(), principal, today=today, today_end=today_end)
     return {
         "board": board,
         "today": today.isoformat(),

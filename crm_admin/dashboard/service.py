@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -47,80 +49,134 @@ def _count(session: Session, stmt: Any) -> int:
     return int(session.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
 
 
-def build(session: Session, principal: Principal, *, today: dt.date, today_end: dt.datetime) -> Dashboard:
-    is_admin = principal.is_admin
-    board = Dashboard(today=today, is_admin=is_admin)
-    # a manager sees their own work; a sales lead their team's (the scope does the rest)
-    mine = not is_admin and principal.scope == "self"
+@dataclass(frozen=True)
+class _Ask:
+    """What every part of the board needs to know."""
 
+    principal: Principal
+    today: dt.date
+    today_end: dt.datetime
+    mine: bool  # a manager sees their own work; a sales lead their team's (the scope does the rest)
+
+
+# Each part reads on its own connection and fills its own fields of the board, so the parts run side by
+# side: the page takes as long as its slowest part instead of the sum of them. The pool is shared by all
+# requests, which bounds how many dashboard queries run at once.
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard")
+
+
+def _care(session: Session, ask: _Ask, board: Dashboard) -> None:
+    principal, today = ask.principal, ask.today
     tasks = scoped(select(CustomerCare.id).where(CustomerCare.status == "pending"), CustomerCare, principal)
-    if mine:
+    if ask.mine:
         tasks = tasks.where(CustomerCare.manager_id == principal.id)
-    board.care_today = _count(session, tasks.where(CustomerCare.due_date == today))
-    board.care_overdue = _count(session, tasks.where(CustomerCare.due_date < today))
-    board.care_today_rows = care.due_today(session, principal, today, manager_id=principal.id if mine else None,
-                                           limit=10)
+    today_n, overdue_n = session.execute(tasks.with_only_columns(
+        func.coalesce(func.sum(case((CustomerCare.due_date == today, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((CustomerCare.due_date < today, 1), else_=0)), 0),
+    ).where(CustomerCare.due_date <= today)).one()
+    board.care_today, board.care_overdue = int(today_n), int(overdue_n)
+    board.care_today_rows = care.due_today(session, principal, today,
+                                           manager_id=principal.id if ask.mine else None, limit=10)
 
-    if principal.can("follow_up", "list"):
-        board.follow_ups_due = _count(session, due_follow_ups(principal, today_end=today_end, mine_only=mine))
 
-    if principal.can("opportunity", "list"):
-        stages = session.execute(
-            scoped(select(SalesOpportunity.stage, func.count(), func.coalesce(func.sum(SalesOpportunity.amount), 0))
-                   .where(SalesOpportunity.status == "open"), SalesOpportunity, principal)
-            .group_by(SalesOpportunity.stage)
-        ).all()
-        by_stage = {s: (int(n), Decimal(a)) for s, n, a in stages}
-        order = [v for v, _label in dictionary.choices("opportunity_stage", blank=False)]
-        order += [s for s in by_stage if s not in order]
-        board.pipeline = [
-            {"stage": s, "label": dictionary.label("opportunity_stage", s), "count": by_stage[s][0],
-             "amount": by_stage[s][1]}
-            for s in order if s in by_stage
-        ]
+def _follow_ups(session: Session, ask: _Ask, board: Dashboard) -> None:
+    if ask.principal.can("follow_up", "list"):
+        board.follow_ups_due = _count(session, due_follow_ups(ask.principal, today_end=ask.today_end,
+                                                              mine_only=ask.mine))
 
-    risky = scoped(select(Customer).where(Customer.status == "at_risk"), Customer, principal)
+
+def _pipeline(session: Session, ask: _Ask, board: Dashboard) -> None:
+    if not ask.principal.can("opportunity", "list"):
+        return
+    stages = session.execute(
+        scoped(select(SalesOpportunity.stage, func.count(), func.coalesce(func.sum(SalesOpportunity.amount), 0))
+               .where(SalesOpportunity.status == "open"), SalesOpportunity, ask.principal)
+        .group_by(SalesOpportunity.stage)
+    ).all()
+    by_stage = {s: (int(n), Decimal(a)) for s, n, a in stages}
+    order = [v for v, _label in dictionary.choices("opportunity_stage", blank=False)]
+    order += [s for s in by_stage if s not in order]
+    board.pipeline = [
+        {"stage": s, "label": dictionary.label("opportunity_stage", s), "count": by_stage[s][0],
+         "amount": by_stage[s][1]}
+        for s in order if s in by_stage
+    ]
+
+
+def _risk(session: Session, ask: _Ask, board: Dashboard) -> None:
+    risky = scoped(select(Customer).where(Customer.status == "at_risk"), Customer, ask.principal)
     board.at_risk_total = _count(session, risky)
     board.at_risk = [
         {"id": c.id, "name": c.name, "code": c.code, "last_contact_at": c.last_contact_at}
         for c in session.execute(risky.order_by(Customer.last_contact_at).limit(10)).scalars()
     ]
     levels = session.execute(
-        scoped(select(ChurnAlert.risk_level, func.count()).where(ChurnAlert.open_key == 1), ChurnAlert, principal)
-        .group_by(ChurnAlert.risk_level)
+        scoped(select(ChurnAlert.risk_level, func.count()).where(ChurnAlert.open_key == 1), ChurnAlert,
+               ask.principal).group_by(ChurnAlert.risk_level)
     ).all()
     board.alerts_open = {lvl: int(n) for lvl, n in levels}
 
-    if is_admin:
-        month_start = today.replace(day=1)
-        orders_month, amount_month = session.execute(scoped(
-            select(func.count(), func.coalesce(func.sum(
-                case((CustomerOrder.status != "cancelled", CustomerOrder.amount), else_=0)), 0))
-            .where(CustomerOrder.order_date >= month_start), CustomerOrder, principal)).one()
-        open_opportunities = sum(p["count"] for p in board.pipeline) if principal.can("opportunity", "list") \
-            else _count(session, scoped(select(SalesOpportunity.id).where(SalesOpportunity.status == "open"),
-                                        SalesOpportunity, principal))
-        board.totals = {
-            "customers": _count(session, scoped(select(Customer.id), Customer, principal)),
-            "linkmen": _count(session, scoped(select(Linkman.id), Linkman, principal)),
-            "open_opportunities": open_opportunities,
-            "orders_month": int(orders_month),
-            "order_amount_month": Decimal(amount_month),
-        }
-        done, base = care.completion_totals(session, principal, today - dt.timedelta(days=30), today)
-        board.care_completion = round(done * 100.0 / base, 1) if base else 0.0
-        board.care_completion_base = base
-        if principal.can("audit", "list"):
-            failures = list(session.execute(
-                select(AuditLog).where(AuditLog.action == "login_failed").order_by(AuditLog.id.desc()).limit(10)
-            ).scalars())
-            # a failed attempt is written before anyone is signed in: the account is in resource_id
-            ids = {int(r.resource_id) for r in failures if (r.resource_id or "").isdigit()}
-            names = dict(session.execute(select(SysUser.id, SysUser.username).where(SysUser.id.in_(ids))).all()) \
-                if ids else {}
-            board.failed_logins = [
-                {"occurred_at": r.occurred_at, "ip": r.ip, "detail": r.detail or "",
-                 "username": r.username or names.get(int(r.resource_id) if r.resource_id.isdigit() else 0, "")}
-                for r in failures
-            ]
+
+def _customer_total(session: Session, ask: _Ask, board: Dashboard) -> None:
+    board.totals["customers"] = _count(session, scoped(select(Customer.id), Customer, ask.principal))
+
+
+def _linkman_total(session: Session, ask: _Ask, board: Dashboard) -> None:
+    board.totals["linkmen"] = _count(session, scoped(select(Linkman.id), Linkman, ask.principal))
+
+
+def _orders_month(session: Session, ask: _Ask, board: Dashboard) -> None:
+    orders, amount = session.execute(scoped(
+        select(func.count(), func.coalesce(func.sum(
+            case((CustomerOrder.status != "cancelled", CustomerOrder.amount), else_=0)), 0))
+        .where(CustomerOrder.order_date >= ask.today.replace(day=1)), CustomerOrder, ask.principal)).one()
+    board.totals["orders_month"] = int(orders)
+    board.totals["order_amount_month"] = Decimal(amount)
+    if not ask.principal.can("opportunity", "list"):  # otherwise the pipeline's stages add up to it
+        board.totals["open_opportunities"] = _count(session, scoped(
+            select(SalesOpportunity.id).where(SalesOpportunity.status == "open"), SalesOpportunity, ask.principal))
+
+
+def _care_completion(session: Session, ask: _Ask, board: Dashboard) -> None:
+    done, base = care.completion_totals(session, ask.principal, ask.today - dt.timedelta(days=30), ask.today)
+    board.care_completion = round(done * 100.0 / base, 1) if base else 0.0
+    board.care_completion_base = base
+
+
+def _failed_logins(session: Session, ask: _Ask, board: Dashboard) -> None:
+    if not ask.principal.can("audit", "list"):
+        return
+    failures = list(session.execute(
+        select(AuditLog).where(AuditLog.action == "login_failed").order_by(AuditLog.id.desc()).limit(10)
+    ).scalars())
+    # a failed attempt is written before anyone is signed in: the account is in resource_id
+    ids = {int(r.resource_id) for r in failures if (r.resource_id or "").isdigit()}
+    names = dict(session.execute(select(SysUser.id, SysUser.username).where(SysUser.id.in_(ids))).all()) \
+        if ids else {}
+    board.failed_logins = [
+        {"occurred_at": r.occurred_at, "ip": r.ip, "detail": r.detail or "",
+         "username": r.username or names.get(int(r.resource_id) if r.resource_id.isdigit() else 0, "")}
+        for r in failures
+    ]
+
+
+def build(open_session: Callable[[], Session], principal: Principal, *, today: dt.date,
+          today_end: dt.datetime) -> Dashboard:
+    """The board of ``principal``: its parts read concurrently, each on a session from ``open_session``."""
+    board = Dashboard(today=today, is_admin=principal.is_admin)
+    ask = _Ask(principal, today, today_end, mine=not principal.is_admin and principal.scope == "self")
+    # the slowest parts first, so the quick ones fill in around them
+    parts: list[Callable[[Session, _Ask, Dashboard], None]] = [_pipeline, _follow_ups, _care, _risk]
+    if principal.is_admin:
+        parts = [_linkman_total, _pipeline, _care_completion, _customer_total, _orders_month, _care, _risk,
+                 _follow_ups, _failed_logins]
+
+    def run(part: Callable[[Session, _Ask, Dashboard], None]) -> None:
+        with open_session() as session:
+            part(session, ask, board)
+
+    for future in [_POOL.submit(run, part) for part in parts]:
+        future.result()
+    if principal.is_admin and principal.can("opportunity", "list"):
+        board.totals["open_opportunities"] = sum(p["count"] for p in board.pipeline)
     return board

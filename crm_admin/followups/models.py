@@ -33,9 +33,13 @@ class FollowUp(Timestamped, Base):
 
     __table_args__ = (
         Index("ix_follow_up_customer_id_contacted_at", "customer_id", "contacted_at"),
-        Index("ix_follow_up_customer_id_next_follow_up_at", "customer_id", "next_follow_up_at"),
-        Index("ix_follow_up_manager_id_next_follow_up_at", "manager_id", "next_follow_up_at"),
         Index("ix_follow_up_opportunity_id", "opportunity_id"),
-        # migration 0005 (performance): follow-ups due across all managers (administrators)
-        Index("ix_follow_up_next_follow_up_at", "next_follow_up_at"),
+        # migration 0006 (performance): due follow-ups of a scope, of one manager and of everyone, each
+        # checked against a later contact of the same customer without reading the rows
+        Index("ix_follow_up_customer_id_next_follow_up_at_contacted_at", "customer_id", "next_follow_up_at",
+              "contacted_at"),
+        Index("ix_follow_up_manager_id_next_follow_up_at_covering", "manager_id", "next_follow_up_at",
+              "customer_id", "contacted_at"),
+        Index("ix_follow_up_next_follow_up_at_customer_id_contacted_at", "next_follow_up_at", "customer_id",
+              "contacted_at"),
     )
