@@ -177,7 +177,9 @@ def _cell_text(value: Any) -> Any:
     return str(value)
 
 
-def _raw_rows(path: str, kind: str) -> Iterator[list[Any]]:
+def _raw_rows(path: str, kind: str, sized: Callable[[int | None], None] | None = None) -> Iterator[list[Any]]:
+    """The sheet's rows as lists of cell texts; ``sized`` is told the number of rows (header
+    included) once it is known, so that progress can be shown against it."""
     if kind == "xlsx":
         # a file object, not the path: openpyxl refuses paths without an .xlsx extension
         with open(path, "rb") as fh:
@@ -187,12 +189,16 @@ def _raw_rows(path: str, kind: str) -> Iterator[list[Any]]:
                 raise UserError("无法读取该 Excel 文件,请确认它是 .xlsx 格式且未加密。") from None
             try:
                 ws = wb.worksheets[0]
+                if sized is not None:
+                    sized(ws.max_row or _count_xml_rows(path, getattr(ws, "_worksheet_path", "")))
                 for values in ws.iter_rows(values_only=True):
                     yield [_cell_text(v) for v in values]
             finally:
                 wb.close()
         return
     encoding = _csv_encoding(path) or "utf-8"
+    if sized is not None:
+        sized(_count_lines(path))
     with open(path, encoding=encoding, newline="", errors="strict") as fh:
         try:
             yield from csv.reader(fh)
@@ -202,14 +208,46 @@ def _raw_rows(path: str, kind: str) -> Iterator[list[Any]]:
             raise UserError(f"CSV 文件格式有误:{exc}") from None
 
 
+def _count_xml_rows(path: str, member: str) -> int | None:
+    """Rows of a worksheet without a size in its header (files written in streaming mode), counted
+    from its XML without parsing it; None when that cannot be done."""
+    if not member:
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(member.lstrip("/")) as fh:
+            count, tail = 0, b""
+            while chunk := fh.read(1024 * 1024):
+                data = tail + chunk
+                count += data.count(b"<row ") + data.count(b"<row>")
+                tail = data[-4:]  # shorter than a tag: nothing counted twice
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return None
+    return count or None
+
+
+def _count_lines(path: str) -> int | None:
+    count = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            count += chunk.count(b"\n")
+    return count or None
+
+
 def _normal_header(text: Any) -> str:
     header = "" if text is None else str(text).strip()
     return header.replace("*", "").replace("*", "").replace(" ", "").replace("\ufeff", "")
 
 
-def read_rows(path: str, kind: str, spec: ImportSpec) -> Iterator[Row]:
-    """Rows of the first sheet keyed by the spec's columns (matched by header); blank rows skipped."""
-    rows = _raw_rows(path, kind)
+def read_rows(path: str, kind: str, spec: ImportSpec,
+              sized: Callable[[int | None], None] | None = None) -> Iterator[Row]:
+    """Rows of the first sheet keyed by the spec's columns (matched by header); blank rows skipped.
+
+    ``sized`` is told the estimated number of data rows when the reading starts."""
+    def data_rows(lines: int | None) -> None:
+        if sized is not None:
+            sized(lines - 1 if lines and lines > 1 else None)  # the header row is not data
+
+    rows = _raw_rows(path, kind, data_rows if sized is not None else None)
     header: list[Any] | None = None
     for values in rows:
         if any(v not in (None, "") for v in values):
@@ -673,24 +711,11 @@ def _ctx(job: ImportJob) -> ImportContext:
     return ImportContext(principal=job.principal, actor=job.actor, options=job.options)
 
 
-def _estimate_total(job: ImportJob) -> None:
-    if job.kind != "xlsx":
-        return
-    with contextlib.suppress(Exception), open(job.path, "rb") as fh:
-        wb = load_workbook(fh, read_only=True)
-        try:
-            rows = wb.worksheets[0].max_row
-            job.total = max(0, (rows or 1) - 1) or None
-        finally:
-            wb.close()
-
-
 def _validate(job: ImportJob) -> None:
     from crm_admin.db import session_factory
 
     job.status = "validating"
     _save(job)
-    _estimate_total(job)
     error_path = str(_work_dir() / f"errors-{job.id}.xlsx")
     book = ErrorBook(error_path, job.spec)
     ctx = _ctx(job)
@@ -698,7 +723,7 @@ def _validate(job: ImportJob) -> None:
     try:
         with session_factory()() as session:
             job.spec.begin(session, ctx)
-            for batch in batches(read_rows(job.path, job.kind, job.spec)):
+            for batch in batches(read_rows(job.path, job.kind, job.spec, lambda n: setattr(job, "total", n))):
                 if job.processed + len(batch) > MAX_ROWS:
                     raise UserError(f"单次最多导入 {MAX_ROWS} 行,请拆分文件。")
                 job.spec.check(session, ctx, batch)

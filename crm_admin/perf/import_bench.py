@@ -154,9 +154,9 @@ def _poll(client: httpx.Client, job_url: str, t0: float, samples: list[dict[str,
         time.sleep(POLL_S)
 
 
-def _moved(samples: list[dict[str, Any]], status: str) -> bool:
+def _moved(samples: list[dict[str, Any]], status: str, rows: int) -> bool:
     """Progress was seen moving: at least two different in-between counts during ``status``."""
-    seen = {s["processed"] for s in samples if s["status"] == status and 0 < s["processed"] < (s["total"] or 0)}
+    seen = {s["processed"] for s in samples if s["status"] == status and 0 < s["processed"] < rows}
     return len(seen) >= 2
 
 
@@ -248,9 +248,10 @@ def _import(base_url: str, server_pid: int | None, path: Path, rows: int) -> dic
         created=done.get("created"), rejected=done.get("rejected"), message=done.get("message"),
         status_errors=validated.get("status_errors", 0) + done.get("status_errors", 0),
         error_workbook_status=errors.status_code if errors is not None else None,
-        progress_observed=_moved(samples, "validating") or _moved(samples, "applying"),
-        progress_observed_dry_run=_moved(samples, "validating"),
-        progress_observed_apply=_moved(samples, "applying"),
+        progress_observed=_moved(samples, "validating", rows) or _moved(samples, "applying", rows),
+        progress_observed_dry_run=_moved(samples, "validating", rows),
+        progress_observed_apply=_moved(samples, "applying", rows),
+        progress_total_known=any(s["total"] for s in samples if s["status"] == "validating"),
         rows_per_s=round(rows / total_s, 1) if total_s else None,
         server_rss_before_mb=round(memory.before, 1), server_rss_peak_mb=round(memory.peak, 1),
         server_rss_growth_mb=round(memory.peak - memory.before, 1),

@@ -111,6 +111,7 @@ def test_csv_encodings(tmp_path: Any, make_user: Any, principal: Any, encoding: 
     with db.session_factory()() as s:
         c = s.execute(select(Customer)).scalar_one()
     assert c.name == "广州粤海物流有限公司" and c.industry == "logistics"
+    assert (c.status, c.level, c.credit_code, c.phone) == ("potential", None, None, None)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -214,6 +215,23 @@ def test_templates_have_chinese_headers(admin_client: Any) -> None:
 def test_readonly_has_no_import(make_user: Any, login_as: Any) -> None:
     make_user("ro", ("readonly",))
     assert login_as("ro").get("/admin/import/customer").status_code == 403
+
+
+def test_size_known_when_reading_starts(tmp_path: Any) -> None:
+    """Progress has a total even for files written in streaming mode (no size in the sheet header)."""
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet()
+    ws.append(HEADERS)
+    for i in range(1234):
+        ws.append([f"客户{i}", None, None, None, None])
+    path = tmp_path / "streamed.xlsx"
+    wb.save(path)
+    (tmp_path / "rows.csv").write_bytes(_csv([["甲"], ["乙"], ["丙"]], "utf-8", headers=["客户名称"]))
+    sizes: list[int | None] = []
+    rows = importing.read_rows(str(path), "xlsx", CUSTOMERS, sizes.append)
+    assert next(rows).raw["name"] == "客户0" and sizes == [1234]
+    assert len(list(importing.read_rows(str(tmp_path / "rows.csv"), "csv", CUSTOMERS, sizes.append))) == 3
+    assert sizes == [1234, 3]
 
 
 def test_unused_products_spec() -> None:
