@@ -112,9 +112,12 @@ def load_due(principal: Any, mine_only: bool, page: int = 1) -> dict[str, Any]:
         total = int(session.execute(select(func.count()).select_from(due.order_by(None).subquery())).scalar_one())
         pages = max(1, -(-total // DUE_PAGE_SIZE))
         page = min(max(1, page), pages)
-        stmt = (due.add_columns(Customer.name, Customer.id).join(Customer, Customer.id == FollowUp.customer_id)
-                .order_by(FollowUp.id).offset((page - 1) * DUE_PAGE_SIZE).limit(DUE_PAGE_SIZE))
-        for f, customer_name, customer_id in session.execute(stmt):
+        # the page's ids from the indexes alone, then just those rows with their customer
+        ids = list(session.execute(due.with_only_columns(FollowUp.id).order_by(FollowUp.id)
+                                   .offset((page - 1) * DUE_PAGE_SIZE).limit(DUE_PAGE_SIZE)).scalars())
+        stmt = (select(FollowUp, Customer.name, Customer.id).join(Customer, Customer.id == FollowUp.customer_id)
+                .where(FollowUp.id.in_(ids)).order_by(FollowUp.next_follow_up_at, FollowUp.id))
+        for f, customer_name, customer_id in session.execute(stmt) if ids else ():
             assert f.next_follow_up_at is not None
             out.append({
                 "customer": customer_name, "customer_id": customer_id,
