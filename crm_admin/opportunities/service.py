@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import Conflict, NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope, scoped
+from crm_admin.core.scope import in_scope, scope_clause, scoped
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import clean
 from crm_admin.db import utcnow
@@ -196,26 +196,28 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
         col.count = int(count)
         col.total = Decimal(str(total)).quantize(Decimal("0.01"))
         col.weighted = (Decimal(str(weighted_sum)) / 100).quantize(Decimal("0.01"))
-    for col in columns.values():
-        if not col.count:
-            continue
-        # ids first, from sales_opportunity alone (same direction on both keys), then the rows with the
-        # customer's name: with the join in the sorted statement MariaDB sorts the whole stage's rows.
-        # Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability,
-        # read backwards without sorting when there is no scope.
-        by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
-        ids = list(session.execute(
-            base.with_only_columns(SalesOpportunity.id).where(SalesOpportunity.stage == col.value)
-            .order_by(*by_amount).limit(items_per_stage)
-        ).scalars())
-        stmt = (
-            select(SalesOpportunity, Customer.name.label("customer_name"))
-            .join(Customer, Customer.id == SalesOpportunity.customer_id)
-            .where(SalesOpportunity.id.in_(ids))
-            .order_by(*by_amount)
-        )
+    # Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability.
+    by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
+    wanted = [col.value for col in columns.values() if col.count]
+    ids: list[int] = []
+    if scope_clause(SalesOpportunity, principal) is None:
+        # everyone's: each stage's biggest straight from that index, read backwards without sorting
+        for stage in wanted:
+            ids += session.execute(base.with_only_columns(SalesOpportunity.id)
+                                   .where(SalesOpportunity.stage == stage)
+                                   .order_by(*by_amount).limit(items_per_stage)).scalars()
+    elif wanted:
+        # a scope's: one pass over its open opportunities, ranked within each stage
+        rank = func.row_number().over(partition_by=SalesOpportunity.stage, order_by=by_amount).label("rank")
+        ranked = base.with_only_columns(SalesOpportunity.id, rank).subquery()
+        ids += session.execute(select(ranked.c.id).where(ranked.c.rank <= items_per_stage)).scalars()
+    if ids:
+        # then only those rows, with the customer's name (joined in the ranking, MariaDB would sort them all)
+        stmt = (select(SalesOpportunity, Customer.name.label("customer_name"))
+                .join(Customer, Customer.id == SalesOpportunity.customer_id)
+                .where(SalesOpportunity.id.in_(ids)).order_by(*by_amount))
         for opp, customer_name in session.execute(stmt):
-            col.items.append({
+            columns[opp.stage].items.append({
                 "id": opp.id, "title": opp.title, "customer": customer_name, "amount": opp.amount,
                 "probability": opp.probability, "expected_close_date": opp.expected_close_date,
                 "version": opp.version,
