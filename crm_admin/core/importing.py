@@ -748,6 +748,8 @@ def _validate(job: ImportJob) -> None:
 def _apply(job: ImportJob) -> None:
     from crm_admin.db import transaction
 
+    if not os.path.exists(job.path):
+        raise UserError("上传的文件已过期被清理,没有任何数据被写入。请重新上传文件。")
     error_path = str(_work_dir() / f"errors-{job.id}-apply.xlsx")
     book = ErrorBook(error_path, job.spec)
     ctx = _ctx(job)

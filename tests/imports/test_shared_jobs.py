@@ -280,6 +280,16 @@ def test_sweep_removes_old_jobs_and_their_files(tmp_path: Any, make_user: Any, p
     assert importing.get_job(keep.id, p, SPECS.get) is not None
 
 
+def test_upload_gone_before_apply(tmp_path: Any, make_user: Any, principal: Any) -> None:
+    make_user("wang")
+    p = principal("wang")
+    job = _validated(tmp_path, p, ROWS)
+    os.unlink(job.path)
+    importing.apply_job(job, p, _actor(p), run_async=False)
+    assert job.status == "failed" and "重新上传" in job.message
+    assert _count(Customer) == 0
+
+
 @pytest.mark.parametrize("job_id", ["../../secret_key", "", "a/b", "x" * 200, "..", "abc"])
 def test_odd_job_ids_are_not_found(make_user: Any, principal: Any, job_id: str) -> None:
     make_user("wang")
