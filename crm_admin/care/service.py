@@ -23,7 +23,7 @@ from crm_admin.contacts.models import Linkman
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope, scoped
+from crm_admin.core.scope import in_scope, scope_clause, scoped
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.dictionary import service as dictionary
@@ -254,17 +254,38 @@ def workbench(
     count_stmt = base.with_only_columns(*sums).where(
         CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days))
     counts = session.execute(count_stmt).one()
-    sections: dict[str, TaskPage] = {}
     order = (CustomerCare.due_date, CustomerCare.id)
-    for (name, where), total in zip(conditions.items(), counts, strict=True):
-        total = int(total)
-        page = min(max(1, wanted.get(name, 1)), max(1, -(-total // page_size)))
-        # the page's ids come from the index alone; only those rows are then read with their joins
-        page_ids = list(session.execute(
-            base.where(*where).order_by(*order).offset((page - 1) * page_size).limit(page_size)
-        ).scalars()) if total else []
-        rows = _rows(session, pending.where(CustomerCare.id.in_(page_ids)).order_by(*order)) if page_ids else []
-        sections[name] = TaskPage(rows, total, page, page_size)
+    totals = {name: int(total) for name, total in zip(conditions, counts, strict=True)}
+    chosen = {name: min(max(1, wanted.get(name, 1)), max(1, -(-total // page_size))) for name, total in totals.items()}
+    page_ids: dict[str, list[int]] = {name: [] for name in conditions}
+    if scope_clause(CustomerCare, principal) is None:
+        # everyone's: each section's page straight from the (status, due_date) index
+        for name, where in conditions.items():
+            if totals[name]:
+                page_ids[name] = list(session.execute(base.where(*where).order_by(*order)
+                                                      .offset((chosen[name] - 1) * page_size)
+                                                      .limit(page_size)).scalars())
+    elif any(totals.values()):
+        # a scope's: one pass over its pending tasks, numbered within each section, keeps each page's ids
+        section = case(*((and_(*where), name) for name, where in conditions.items()), else_="")
+        numbered = base.with_only_columns(
+            CustomerCare.id, section.label("section"),
+            func.row_number().over(partition_by=section, order_by=order).label("n"),
+        ).where(CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)).subquery()
+        wanted_rows = or_(*(and_(numbered.c.section == name,
+                                 numbered.c.n > (chosen[name] - 1) * page_size,
+                                 numbered.c.n <= chosen[name] * page_size)
+                            for name in conditions if totals[name]))
+        for task_id, name in session.execute(select(numbered.c.id, numbered.c.section).where(wanted_rows)):
+            page_ids[name].append(task_id)
+    # only the pages' rows are read with their joins
+    every_id = [i for ids in page_ids.values() for i in ids]
+    by_id = {r.id: r for r in _rows(session, pending.where(CustomerCare.id.in_(every_id)))} if every_id else {}
+    sections = {
+        name: TaskPage(sorted((by_id[i] for i in ids if i in by_id), key=lambda r: (r.due_date, r.id)),
+                       totals[name], chosen[name], page_size)
+        for name, ids in page_ids.items()
+    }
     return Workbench(
         today=sections["today"], overdue=sections["overdue"], upcoming=sections["upcoming"],
         recent=_recent_closed(session, principal, manager_id, recent) if recent > 0 else [],
