@@ -349,25 +349,26 @@ def completion_by_manager(
     session: Session, principal: Principal, date_from: dt.date, date_to: dt.date, today: dt.date
 ) -> list[Completion]:
     """Care completion per manager for tasks due in [date_from, date_to], within scope."""
-    stmt = (
+    # grouped on customer_care alone (joining the names in makes MariaDB group twice as slowly)
+    stmt = scoped(
         select(
             CustomerCare.manager_id,
-            func.max(SysUser.real_name), func.max(SysUser.username),
             func.count(),
             func.sum(case((CustomerCare.status == "done", 1), else_=0)),
             func.sum(case((CustomerCare.status == "cancelled", 1), else_=0)),
             func.sum(case((CustomerCare.status == "pending", 1), else_=0)),
             func.sum(case((and_(CustomerCare.status == "pending", CustomerCare.due_date < today), 1), else_=0)),
         )
-        .outerjoin(SysUser, SysUser.id == CustomerCare.manager_id)
         .where(CustomerCare.due_date >= date_from, CustomerCare.due_date <= date_to)
-        .group_by(CustomerCare.manager_id)
-    )
-    stmt = scoped(stmt, CustomerCare, principal)
+        .group_by(CustomerCare.manager_id), CustomerCare, principal)
+    groups = session.execute(stmt).all()
+    ids = [mid for mid, *_counts in groups if mid is not None]
+    names = {uid: real or user for uid, real, user in session.execute(
+        select(SysUser.id, SysUser.real_name, SysUser.username).where(SysUser.id.in_(ids)))} if ids else {}
     out = [
-        Completion(mid, real or user or "未分配", int(total), int(done or 0), int(canc or 0), int(pend or 0),
+        Completion(mid, names.get(mid) or "未分配", int(total), int(done or 0), int(canc or 0), int(pend or 0),
                    int(over or 0))
-        for mid, real, user, total, done, canc, pend, over in session.execute(stmt).all()
+        for mid, total, done, canc, pend, over in groups
     ]
     return sorted(out, key=lambda c: (-c.rate, c.manager))
 
