@@ -105,9 +105,13 @@ def check_login(session: Session, username: str, password: str, actor: Actor) ->
     user.last_login_at = now
     user.last_login_ip = actor.ip[:64]
     if needs_rehash(user.password_hash):
+        # the same password under the current hashing parameters: not a password change, so the user's
+        # other sessions stay signed in
+        session.info.setdefault(_SAME_PASSWORD, set()).add(user.id)
         user.password_hash = hash_password(password)
     audit.record(session, "login", resource="user", resource_id=user.id,
                  actor=Actor(user.id, user.username, actor.ip, actor.user_agent, actor.request_id))
+    session.flush()  # the session cookie is given the epoch as it will be committed
     return LoginResult(user)
 
 
@@ -222,6 +226,9 @@ def user_roles(session: Session, user_id: int) -> list[str]:
     ).scalars()]
 
 
+_SAME_PASSWORD = "crm_same_password_rehashed"  # session.info: users whose hash was only re-made
+
+
 @event.listens_for(Session, "before_flush")
 def _bump_epoch_on_security_change(session: Session, _ctx: Any, _instances: Any) -> None:
     """Status, password or department changed by any path: the user's sessions end on their next request."""
@@ -231,5 +238,8 @@ def _bump_epoch_on_security_change(session: Session, _ctx: Any, _instances: Any)
         state = inspect(obj)
         if state.attrs.session_epoch.history.has_changes():
             continue  # the service already moved it (and may have handed the new value to the session)
-        if any(state.attrs[key].history.has_changes() for key in ("is_active", "password_hash", "dept_id")):
+        changed = {key for key in ("is_active", "password_hash", "dept_id") if state.attrs[key].history.has_changes()}
+        if changed == {"password_hash"} and obj.id in session.info.get(_SAME_PASSWORD, ()):
+            continue
+        if changed:
             obj.session_epoch = (obj.session_epoch or 0) + 1

@@ -135,12 +135,23 @@ def test_old_parameter_hash_still_logs_in_and_is_remade(make_user: Any, make_cli
     from crm_admin.core.security import hash_password, needs_rehash
 
     make_user("rehash1", ["manager"])
+    earlier = make_client()  # signed in before the hashing parameters changed
+    assert login(earlier, "rehash1", PASSWORD).status_code == 302
     old = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4).hash(PASSWORD)
     with db.transaction() as session:
         session.execute(select(SysUser).where(SysUser.username == "rehash1")).scalar_one().password_hash = old
+        session.flush()
+        epoch = session.execute(select(SysUser).where(SysUser.username == "rehash1")).scalar_one().session_epoch
+    with db.transaction() as session:  # as an upgrade leaves it: old hash, sessions still valid
+        session.execute(select(SysUser).where(SysUser.username == "rehash1")).scalar_one().session_epoch = epoch - 1
     assert needs_rehash(old) and not needs_rehash(hash_password("Another123"))
-    assert login(make_client(), "rehash1", PASSWORD).status_code == 302
+
+    later = make_client()
+    assert login(later, "rehash1", PASSWORD).status_code == 302  # the hash is re-made here
+    assert later.get("/admin/customer/list").status_code == 200
     with db.session_factory()() as session:
         remade = session.execute(select(SysUser.password_hash).where(SysUser.username == "rehash1")).scalar_one()
     assert remade != old and not needs_rehash(remade)
+    # the same password re-hashed is not a password change: the earlier session is still signed in
+    assert earlier.get("/admin/customer/list", follow_redirects=False).status_code == 200
     assert login(make_client(), "rehash1", PASSWORD).status_code == 302
