@@ -126,6 +126,10 @@ def serve(host: str, port: int, workers: int, certfile: str | None, keyfile: str
         # thing on the screen; requests are logged by our access log, errors still show.
         "log_level": "debug" if settings.log_level == "DEBUG" else "warning",
         "access_log": False,
+        # keep idle connections longer than a browser's pause between clicks and than a reverse proxy's
+        # upstream keep-alive: with uvicorn's 5 s a request sent just as the server closes the connection
+        # fails with "connection reset"
+        "timeout_keep_alive": 75,
     }
     app_path = "crm_admin.web.app:create_app"
     if workers > 1:

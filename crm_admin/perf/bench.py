@@ -70,6 +70,19 @@ def _proc_tree(root: int) -> list[int]:
     return found
 
 
+def database_pid() -> int | None:
+    """The local MariaDB/MySQL server's process, when it runs on this machine."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="ascii", errors="replace") as fh:
+                    if fh.read().strip() in ("mariadbd", "mysqld"):
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
 def server_cpu_seconds(root: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
@@ -596,6 +609,8 @@ def run_load(
     samples: list[dict[str, float]] = []
     try:
         cpu0 = server_cpu_seconds(server.pid)
+        db_pid = database_pid()
+        db0 = server_cpu_seconds(db_pid) if db_pid else 0.0
         t0 = time.monotonic()
         env = dict(os.environ, CRM_BENCH_DATABASE_URL=database_url)
         # the users sign in one after another (ramp), then all of them work for ``duration_s``; at the end
@@ -607,14 +622,17 @@ def run_load(
              "--host", server.base_url, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"],
             env=env, stdout=subprocess.DEVNULL, stderr=open(data_dir / "locust.log", "wb"),  # noqa: SIM115
         )
+        locust_cpu = 0.0
         while locust.poll() is None:
             time.sleep(5)
+            locust_cpu = max(locust_cpu, server_cpu_seconds(locust.pid))
             samples.append({"t_s": round(time.monotonic() - t0, 1),
                             "rss_mb": round(server_rss_mb(server.pid), 1),
                             "cpu_s": round(server_cpu_seconds(server.pid) - cpu0, 2)})
             if len(samples) % 12 == 0:
                 say(f"  负载 {samples[-1]['t_s']:.0f} 秒:服务器内存 {samples[-1]['rss_mb']} MB")
         cpu_total = server_cpu_seconds(server.pid) - cpu0
+        db_cpu = server_cpu_seconds(db_pid) - db0 if db_pid else None
         elapsed = time.monotonic() - t0
     finally:
         server.stop()
@@ -643,6 +661,11 @@ def run_load(
         "throughput_rps": total["rps"] if total else None,
         "server_cpu_s": round(cpu_total, 1),
         "server_cpu_ms_per_request": round(cpu_total * 1000 / requests_done, 1) if requests_done else None,
+        # where the machine's two cores went: the application, the database, the load generator itself
+        "database_cpu_s": round(db_cpu, 1) if db_cpu is not None else None,
+        "database_cpu_ms_per_request": round(db_cpu * 1000 / requests_done, 1) if db_cpu and requests_done
+        else None,
+        "locust_cpu_s": round(locust_cpu, 1),
         "server_rss_mb": {"min": min(rss, default=0), "max": max(rss, default=0),
                           "first": rss[0] if rss else 0, "last": rss[-1] if rss else 0},
         "samples": samples,
