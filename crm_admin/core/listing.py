@@ -10,17 +10,22 @@ row through Starlette's route search. ``CappedListMixin`` replaces ``list`` with
   "10,000+" instead of an exact number nobody reads;
 - for deep pages first reads only the primary keys of the page (an index-only scan), then loads
   those rows (a "deferred join");
-- builds row URLs from one template per request.
+- builds row URLs from one template per request;
+- prepares the table's rows in Python (``list_rows``): the list template then only loops over plain
+  values, instead of making ~20 awaited calls per row in Jinja's async mode (half of the page's CPU).
 
 Pinned to SQLAdmin 0.32 (it mirrors ``ModelView.list`` and overrides ``_build_url_for``).
 """
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 from urllib.parse import quote
 
+from markupsafe import Markup, escape
 from sqladmin.helpers import get_object_identifier
 from sqladmin.pagination import Pagination
 from sqlalchemy import Select, func, select
@@ -116,6 +121,48 @@ class CappedListMixin:
             rows = list(await view._run_query(rows_stmt.limit(page_size).offset(offset)))
         # SQLAdmin's list endpoint adds the page links
         return CappedPagination(rows=rows, page=page, page_size=page_size, count=count, count_capped=capped)
+
+    async def list_rows(self, request: Request, rows: Sequence[Any]) -> Sequence[dict[str, Any]]:
+        """What the list table shows for each row: identifier, action links and the cells' HTML
+        (the same choices as SQLAdmin's list.html makes cell by cell)."""
+        view = cast(Any, self)
+        query = f"?{request.url.query}" if request.url.query else ""
+        out = []
+        for row in rows:
+            pk = get_object_identifier(row)
+            cells: builtins.list[Markup] = []
+            for name in view._list_prop_names:
+                value, formatted = await view.get_list_value(row, name, request)
+                cells.append(self._cell(request, row, name, value, formatted))
+            out.append({
+                "pk": pk,
+                "view_url": str(view._build_url_for("admin:details", request, row))
+                if await view.check_can_view_details(request, row) else "",
+                "edit_url": f"{view._build_url_for('admin:edit', request, row)}{query}"
+                if await view.check_can_edit(request, row) else "",
+                "delete_url": view._url_for_delete(request, row) if await view.check_can_delete(request, row) else "",
+                "cells": cells,
+            })
+        return out
+
+    def _cell(self, request: Request, row: Any, name: str, value: Any, formatted: Any) -> Markup:
+        view = cast(Any, self)
+        if name not in view._relation_names:
+            return escape(formatted)
+        as_link = name not in view._non_link_related_fields
+        if isinstance(value, (list, set)):
+            compact = view.show_compact_lists
+            parts = []
+            for elem, text in zip(value, formatted, strict=False):
+                label = Markup("({})").format(text) if compact else escape(text)
+                if as_link:
+                    label = Markup('<a href="{}">{}</a>').format(
+                        view._build_url_for("admin:details", request, elem), label)
+                parts.append(label if compact else label + Markup("<br />"))
+            return Markup("").join(parts)
+        if as_link:
+            return Markup('<a href="{}">{}</a>').format(view._url_for_details_with_prop(request, row, name), formatted)
+        return escape(formatted)
 
     def _build_url_for(self, name: str, request: Request, obj: Any) -> URL:
         view = cast(Any, self)
