@@ -19,8 +19,9 @@ from crm_admin.care.models import CustomerCare
 from crm_admin.churn.models import ChurnAlert
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import scoped
+from crm_admin.core.scope import scope_clause, scoped
 from crm_admin.customers.models import Customer
+from crm_admin.dashboard.cache import TableCache, read_marks
 from crm_admin.dictionary import service as dictionary
 from crm_admin.followups.service import due_follow_ups
 from crm_admin.opportunities.models import SalesOpportunity
@@ -160,6 +161,37 @@ def _failed_logins(session: Session, ask: _Ask, board: Dashboard) -> None:
     ]
 
 
+# what the everyone's-view parts count from: while these tables are unchanged their numbers are reused
+_TABLES: dict[Callable[[Session, _Ask, Dashboard], None], tuple[str, ...]] = {
+    _linkman_total: ("linkman",),
+    _pipeline: ("sales_opportunity",),
+    _care_completion: ("customer_care",),
+    _orders_month: ("customer_order",),
+    _follow_ups: ("follow_up",),
+    _customer_total: ("customer",),
+}
+_CACHE = TableCache()
+
+
+def _filled_by(part: Callable[[Session, _Ask, Dashboard], None], session: Session, ask: _Ask) -> dict[str, Any]:
+    """The board fields ``part`` fills, as a dict (to keep and to hand to another board)."""
+    blank = Dashboard(today=ask.today, is_admin=ask.principal.is_admin)
+    scratch = Dashboard(today=ask.today, is_admin=ask.principal.is_admin)
+    part(session, ask, scratch)
+    out: dict[str, Any] = {name: value for name, value in vars(scratch).items()
+                           if name != "totals" and value != getattr(blank, name)}
+    out["totals"] = dict(scratch.totals)
+    return out
+
+
+def _fill(board: Dashboard, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if name == "totals":
+            board.totals.update(value)
+        else:
+            setattr(board, name, value)
+
+
 def build(open_session: Callable[[], Session], principal: Principal, *, today: dt.date,
           today_end: dt.datetime) -> Dashboard:
     """The board of ``principal``: its parts read concurrently, each on a session from ``open_session``."""
@@ -170,10 +202,20 @@ def build(open_session: Callable[[], Session], principal: Principal, *, today: d
     if principal.is_admin:
         parts = [_linkman_total, _pipeline, _care_completion, _customer_total, _orders_month, _care, _risk,
                  _follow_ups, _failed_logins]
+    marks = None
+    if scope_clause(Customer, principal) is None and not ask.mine:
+        with open_session() as session:
+            marks = read_marks(session, {t for tables in _TABLES.values() for t in tables})
+    grants = frozenset(principal.permissions)
 
     def run(part: Callable[[Session, _Ask, Dashboard], None]) -> None:
         with open_session() as session:
-            part(session, ask, board)
+            tables = _TABLES.get(part)
+            if marks is None or tables is None:
+                part(session, ask, board)
+                return
+            key = (part.__name__, today, today_end, grants)
+            _fill(board, _CACHE.get(key, tables, marks, lambda: _filled_by(part, session, ask)))
 
     for future in [_POOL.submit(run, part) for part in parts]:
         future.result()
