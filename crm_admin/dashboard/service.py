@@ -164,11 +164,12 @@ def _failed_logins(session: Session, ask: _Ask, board: Dashboard) -> None:
 # what the everyone's-view parts count from: while these tables are unchanged their numbers are reused
 _TABLES: dict[Callable[[Session, _Ask, Dashboard], None], tuple[str, ...]] = {
     _linkman_total: ("linkman",),
-    _pipeline: ("sales_opportunity",),
+    _pipeline: ("sales_opportunity", "dict_item"),  # stage names come from the dictionary
     _care_completion: ("customer_care",),
     _orders_month: ("customer_order",),
     _follow_ups: ("follow_up",),
     _customer_total: ("customer",),
+    _care: ("customer_care", "customer", "linkman", "sys_user"),  # the task rows show their names
 }
 _CACHE = TableCache()
 
