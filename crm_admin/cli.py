@@ -130,6 +130,7 @@ def serve(host: str, port: int, workers: int, certfile: str | None, keyfile: str
         # upstream keep-alive: with uvicorn's 5 s a request sent just as the server closes the connection
         # fails with "connection reset"
         "timeout_keep_alive": 75,
+        "http": "crm_admin.web.protocol:NoDelayH11Protocol",
     }
     app_path = "crm_admin.web.app:create_app"
     if workers > 1:

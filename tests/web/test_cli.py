@@ -254,3 +254,29 @@ def test_serve_https_with_certfile_and_keyfile(tmp_path: Path) -> None:
     assert "登录" in page
     assert f"https://127.0.0.1:{port}/admin/" in out
     assert "CRM_ADMIN_PASSWORD" in out and "Initial12345" not in out
+
+
+@serve_test
+def test_serve_with_two_workers_answers_small_requests_without_delay(tmp_path: Path) -> None:
+    """With several workers uvicorn binds the socket itself; Nagle's algorithm must still be off, or every
+    small answer waits ~40 ms for the client's delayed acknowledgement."""
+    import http.client
+
+    port = _free_port()
+    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port), "--workers", "2"], cwd=tmp_path,
+                            env=_clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # one kept-alive connection
+        times = []
+        for _ in range(12):
+            started = time.perf_counter()
+            conn.request("GET", "/healthz")
+            reply = conn.getresponse()
+            assert reply.status == 200 and reply.read()
+            times.append(time.perf_counter() - started)
+        conn.close()
+    finally:
+        _stop(proc)
+    assert sorted(times)[6] < 0.025, [round(t * 1000) for t in times]  # median well under the 40 ms
