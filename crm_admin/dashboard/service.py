@@ -200,9 +200,9 @@ def build(open_session: Callable[[], Session], principal: Principal, *, today: d
     ask = _Ask(principal, today, today_end, mine=not principal.is_admin and principal.scope == "self")
     # the slowest parts first, so the quick ones fill in around them
     parts: list[Callable[[Session, _Ask, Dashboard], None]] = [_pipeline, _follow_ups, _care, _risk]
-    if principal.is_admin:
+    if principal.is_admin:  # the overview: company totals instead of a to-do list of follow-ups
         parts = [_linkman_total, _pipeline, _care_completion, _customer_total, _orders_month, _care, _risk,
-                 _follow_ups, _failed_logins]
+                 _failed_logins]
     marks = None
     if scope_clause(Customer, principal) is None and not ask.mine:
         with open_session() as session:
