@@ -65,7 +65,9 @@ def test_cross_site_form_post_without_token_is_refused(admin_client: Any) -> Non
 
 def test_forged_token_is_refused(admin_client: Any) -> None:
     before = dept_count()
-    for forged in ("x" * 43, "", csrf_token(admin_client)[:-1] + "A"):
+    real = csrf_token(admin_client)
+    altered = real[:-1] + ("A" if real[-1] != "A" else "B")  # one character off (never the real token)
+    for forged in ("x" * 43, "", altered):
         r = admin_client.post(
             "/admin/sys-dept/create",
             data={"name": "伪造部门", "sort": "1", "save": "保存", "csrf_token": forged},
