@@ -18,6 +18,7 @@ from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
+from crm_admin.dashboard.pages import parse_int
 from crm_admin.db import session_factory
 from crm_admin.dictionary.service import DictSelectField, label
 from crm_admin.followups.models import FollowUp
@@ -86,17 +87,13 @@ class DueFollowUpsView(CrmBaseView):
         if not principal.can("follow_up", "list"):
             raise HTTPException(status_code=403)
         mine_only = request.query_params.get("all") != "1"
-        page = parse_page(request.query_params.get("page"))
+        page = parse_int(request.query_params.get("page")) or 1
         due = await anyio.to_thread.run_sync(load_due, principal, mine_only, page)
         context = {"title": "我的待跟进", "mine_only": mine_only, **due}
         return await self.templates.TemplateResponse(request, "followups/due.html", context)
 
 
 DUE_PAGE_SIZE = 50
-
-
-def parse_page(text: str | None) -> int:
-    return int(text) if text and text.isdigit() and len(text) < 7 else 1
 
 
 def load_due(principal: Any, mine_only: bool, page: int = 1) -> dict[str, Any]:
