@@ -100,9 +100,15 @@ class CustomerCareAdmin(CrmModelView, model=CustomerCare):
         if is_created:
             obj.origin = "manual"
             obj.status = "done" if (obj.feedback or "").strip() else "pending"
-            obj.manager_id = _customer_manager(session, obj.customer_id) or principal_of(request).id
             if obj.due_date is None:
                 obj.due_date = local_today()
+        # a pending task is its customer's manager's (see care.service._pending_scope); a closed one
+        # entered by hand is credited to its author when the customer has no manager
+        manager_id = _customer_manager(session, obj.customer_id)
+        if obj.status == "pending":
+            obj.manager_id = manager_id
+        elif is_created:
+            obj.manager_id = manager_id or principal_of(request).id
 
 
 class CarePlanAdmin(CrmModelView, model=CarePlan):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from crm_admin.care.service import create_plan_tasks, scan_birthdays
+from crm_admin.care.service import create_plan_tasks, realign_pending_tasks, scan_birthdays
 from crm_admin.scheduler.service import JobContext, Outcome, register
 
 
@@ -16,5 +16,9 @@ def birthday_scan_job(session: Session, ctx: JobContext) -> Outcome:
 
 @register("care_plans", "关怀计划任务", "job_care_plans_time")
 def care_plans_job(session: Session, ctx: JobContext) -> Outcome:
+    realigned = realign_pending_tasks(session)
     created = create_plan_tasks(session, ctx.today)
-    return Outcome(created, f"{ctx.today.isoformat()}:按关怀计划生成 {created} 条任务")
+    detail = f"{ctx.today.isoformat()}:按关怀计划生成 {created} 条任务"
+    if realigned:
+        detail += f";{realigned} 条待办任务交给客户当前的客户经理"
+    return Outcome(created, detail)

@@ -23,7 +23,7 @@ from crm_admin.contacts.models import Linkman
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope, scope_clause, scoped
+from crm_admin.core.scope import in_scope, owner_clause, scoped
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.dictionary import service as dictionary
@@ -155,6 +155,26 @@ def create_plan_tasks(session: Session, today: dt.date) -> int:
     return created
 
 
+def realign_pending_tasks(session: Session) -> int:
+    """Hand every pending task whose manager is not its customer's current manager to that manager.
+
+    The application keeps them in step on every path (``transfers.service.move_open_work``); this
+    repairs rows written around it (SQL by hand, an old backup restored) so that a department's
+    workbench, which finds pending tasks by manager, misses none. Audited when anything moved.
+    """
+    current = select(Customer.manager_id).where(Customer.id == CustomerCare.customer_id).scalar_subquery()
+    moved = _affected(session.execute(
+        update(CustomerCare)
+        .where(CustomerCare.status == "pending", CustomerCare.manager_id.is_distinct_from(current))
+        .values(manager_id=current, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ))
+    if moved:
+        audit.record(session, "update", resource="customer_care", changes={"realigned": moved},
+                     detail=f"{moved} 条待办关怀任务交给客户当前的客户经理")
+    return moved
+
+
 def _supports_skip_locked(session: Session) -> bool:
     return session.get_bind().dialect.name not in ("sqlite",)
 
@@ -231,6 +251,20 @@ class Workbench:
     recent: list[TaskRow]
 
 
+def _pending_scope(principal: Principal) -> Any:
+    """Where a scope's pending tasks are: with their managers.
+
+    A pending task always belongs to its customer's current manager: every path that changes a
+    customer's manager hands the pending tasks over in the same transaction (``move_open_work``) and
+    the daily plan job realigns any stray one (``realign_pending_tasks``). So "pending tasks of the
+    customers in scope" is "pending tasks of the managers in scope", which the (manager_id, status,
+    due_date) index answers without walking every customer of a department. Rows are still loaded
+    through the customer scope (``_task_select``): a task that was ever out of step is left out,
+    never shown to the wrong people.
+    """
+    return None if principal.visible_user_ids is None else owner_clause(CustomerCare.manager_id, principal)
+
+
 def workbench(
     session: Session, principal: Principal, today: dt.date, *, manager_id: int | None = None,
     pages: dict[str, int] | None = None, page_size: int = WORKBENCH_PAGE_SIZE, upcoming_days: int = 7,
@@ -246,7 +280,9 @@ def workbench(
                      CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)),
     }
     wanted = pages or {}
-    base = scoped(select(CustomerCare.id).where(CustomerCare.status == "pending"), CustomerCare, principal)
+    base = select(CustomerCare.id).where(CustomerCare.status == "pending")
+    if (where_scope := _pending_scope(principal)) is not None:
+        base = base.where(where_scope)
     if manager_id:
         base = base.where(CustomerCare.manager_id == manager_id)
     # the three counts in one pass over the scope's pending tasks
@@ -258,7 +294,7 @@ def workbench(
     totals = {name: int(total) for name, total in zip(conditions, counts, strict=True)}
     chosen = {name: min(max(1, wanted.get(name, 1)), max(1, -(-total // page_size))) for name, total in totals.items()}
     page_ids: dict[str, list[int]] = {name: [] for name in conditions}
-    if scope_clause(CustomerCare, principal) is None:
+    if where_scope is None:
         # everyone's: each section's page straight from the (status, due_date) index
         for name, where in conditions.items():
             if totals[name]:
@@ -278,7 +314,7 @@ def workbench(
                             for name in conditions if totals[name]))
         for task_id, name in session.execute(select(numbered.c.id, numbered.c.section).where(wanted_rows)):
             page_ids[name].append(task_id)
-    # only the pages' rows are read with their joins
+    # only the pages' rows are read with their joins (and through the customer scope)
     every_id = [i for ids in page_ids.values() for i in ids]
     by_id = {r.id: r for r in _rows(session, pending.where(CustomerCare.id.in_(every_id)))} if every_id else {}
     sections = {
@@ -294,6 +330,8 @@ def workbench(
 
 def _pending_select(principal: Principal, manager_id: int | None) -> Any:
     stmt = _task_select(principal).where(CustomerCare.status == "pending")
+    if (where_scope := _pending_scope(principal)) is not None:
+        stmt = stmt.where(where_scope)
     return stmt.where(CustomerCare.manager_id == manager_id) if manager_id else stmt
 
 
@@ -305,20 +343,55 @@ def due_today(
     return _rows(session, stmt.order_by(CustomerCare.due_date, CustomerCare.id).limit(limit))
 
 
+RECENT_SCAN_CHUNKS = (200, 800, 3200)  # rows of the newest-closed scan read per round for wide scopes
+
+
 def _recent_closed(session: Session, principal: Principal, manager_id: int | None, limit: int) -> list[TaskRow]:
     """The latest closed tasks: their ids first, from customer_care alone, then the display joins.
 
     With the joins in the same statement MariaDB drives from customer and filesorts all 800k care rows
     (36 s on the admin dashboard); alone, the ids come from a backward scan of ix_customer_care_updated_at.
+    For a scope of several managers (a department) driving from its customers walks tens of thousands of
+    index entries: the newest closed tasks are read in growing chunks instead and kept when their customer
+    is in scope, falling back to the customer-driven read when the scope is too thin to fill the list.
     """
-    ids_stmt = scoped(select(CustomerCare.id).where(CustomerCare.status != "pending"), CustomerCare, principal)
-    if manager_id:
-        ids_stmt = ids_stmt.where(CustomerCare.manager_id == manager_id)
     newest = (CustomerCare.updated_at.desc(), CustomerCare.id.desc())
-    ids = list(session.execute(ids_stmt.order_by(*newest).limit(limit)).scalars())
+    visible = principal.visible_user_ids
+    ids: list[int] | None = None
+    if manager_id is None and visible is not None and len(visible) > 1:
+        ids = _recent_closed_by_scan(session, principal, limit)
+    if ids is None:
+        ids_stmt = scoped(select(CustomerCare.id).where(CustomerCare.status != "pending"), CustomerCare, principal)
+        if manager_id:
+            ids_stmt = ids_stmt.where(CustomerCare.manager_id == manager_id)
+        ids = list(session.execute(ids_stmt.order_by(*newest).limit(limit)).scalars())
     if not ids:
         return []
     return _rows(session, _task_select(principal).where(CustomerCare.id.in_(ids)).order_by(*newest))
+
+
+def _recent_closed_by_scan(session: Session, principal: Principal, limit: int) -> list[int] | None:
+    """Newest closed task ids whose customer is in scope, scanning all closed tasks newest first; None
+    when the first few thousand rows do not hold ``limit`` of them (the caller then asks the other way)."""
+    found: list[int] = []
+    after: tuple[dt.datetime, int] | None = None
+    for chunk in RECENT_SCAN_CHUNKS:
+        stmt = select(CustomerCare.id, CustomerCare.customer_id, CustomerCare.updated_at).where(
+            CustomerCare.status != "pending")
+        if after is not None:
+            stmt = stmt.where(or_(CustomerCare.updated_at < after[0],
+                                  and_(CustomerCare.updated_at == after[0], CustomerCare.id < after[1])))
+        rows = session.execute(
+            stmt.order_by(CustomerCare.updated_at.desc(), CustomerCare.id.desc()).limit(chunk)).all()
+        if rows:
+            mine = set(session.execute(
+                select(Customer.id).where(Customer.id.in_({r.customer_id for r in rows}),
+                                          owner_clause(Customer.manager_id, principal))).scalars())
+            found.extend(r.id for r in rows if r.customer_id in mine)
+        if len(found) >= limit or len(rows) < chunk:
+            return found[:limit]
+        after = (rows[-1].updated_at, rows[-1].id)
+    return None
 
 
 def care_history(session: Session, principal: Principal, customer_id: int, limit: int = 100) -> list[TaskRow]:
@@ -345,12 +418,23 @@ class Completion:
         return round(self.done * 100.0 / base, 1) if base else 0.0
 
 
+def _by_assignee(stmt: Any, principal: Principal) -> Any:
+    """Counts of tasks by the managers the principal sees (everyone's for an unlimited scope)."""
+    return stmt if principal.visible_user_ids is None else stmt.where(
+        owner_clause(CustomerCare.manager_id, principal))
+
+
 def completion_by_manager(
     session: Session, principal: Principal, date_from: dt.date, date_to: dt.date, today: dt.date
 ) -> list[Completion]:
-    """Care completion per manager for tasks due in [date_from, date_to], within scope."""
+    """Care completion per manager for tasks due in [date_from, date_to], for the managers in scope.
+
+    A task counts for the manager it was assigned to: a task done before its customer was transferred
+    stays to the credit of the manager who did it (pending tasks move with the customer). Only counts
+    leave this function, never rows.
+    """
     # grouped on customer_care alone (joining the names in makes MariaDB group twice as slowly)
-    stmt = scoped(
+    stmt = _by_assignee(
         select(
             CustomerCare.manager_id,
             func.count(),
@@ -360,7 +444,7 @@ def completion_by_manager(
             func.sum(case((and_(CustomerCare.status == "pending", CustomerCare.due_date < today), 1), else_=0)),
         )
         .where(CustomerCare.due_date >= date_from, CustomerCare.due_date <= date_to)
-        .group_by(CustomerCare.manager_id), CustomerCare, principal)
+        .group_by(CustomerCare.manager_id), principal)
     groups = session.execute(stmt).all()
     ids = [mid for mid, *_counts in groups if mid is not None]
     names = {uid: real or user for uid, real, user in session.execute(
@@ -374,12 +458,12 @@ def completion_by_manager(
 
 
 def completion_totals(session: Session, principal: Principal, date_from: dt.date, date_to: dt.date) -> tuple[int, int]:
-    """(done, due but not cancelled) for tasks due in [date_from, date_to], within scope: the overall rate
-    without the per-manager grouping (one pass over the due-date index)."""
-    stmt = scoped(select(
+    """(done, due but not cancelled) for tasks due in [date_from, date_to] of the managers in scope: the
+    overall rate without the per-manager grouping (see ``completion_by_manager``)."""
+    stmt = _by_assignee(select(
         func.coalesce(func.sum(case((CustomerCare.status == "done", 1), else_=0)), 0),
         func.coalesce(func.sum(case((CustomerCare.status != "cancelled", 1), else_=0)), 0),
-    ).where(CustomerCare.due_date >= date_from, CustomerCare.due_date <= date_to), CustomerCare, principal)
+    ).where(CustomerCare.due_date >= date_from, CustomerCare.due_date <= date_to), principal)
     done, base = session.execute(stmt).one()
     return int(done), int(base)
 
@@ -481,7 +565,9 @@ def create_manual_care(
         care_time=when, due_date=when.date(),
         detail=_text(detail, label="关怀内容", maximum=DETAIL_MAX, required=True, field="detail"),
         feedback=text_feedback, status="done" if text_feedback else "pending",
-        manager_id=customer.manager_id or principal.id, origin="manual",
+        # pending: the customer's manager's task (see _pending_scope); done: credited to its author if unassigned
+        manager_id=customer.manager_id if not text_feedback else customer.manager_id or principal.id,
+        origin="manual",
     )
     session.add(care)
     session.flush()

@@ -28,6 +28,7 @@ from crm_admin.customers.models import STATUS_LABELS, Customer, SavedQuery
 from crm_admin.customers.query import FILTER_PARAMS, CustomerQuery, like_prefix
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary.service import DictSelectField, choices
+from crm_admin.transfers.service import reassign_in_form
 
 STATUS_CHOICES = [(k, v) for k, v in STATUS_LABELS.items()]
 SORTS = [("", "默认排序"), ("name:asc", "按名称"), ("created_at:desc", "按创建时间(新→旧)"),
@@ -165,6 +166,8 @@ class CustomerAdmin(CrmModelView, model=Customer):
                 previous[key] = hist.deleted[0] if hist.deleted else getattr(obj, key)
                 watched = watched or bool(hist.added and hist.deleted and hist.added[0] != hist.deleted[0])
         self._settle_manager(session, obj, is_created, request)
+        if not is_created:
+            self._hand_over_if_reassigned(session, obj, request)
         service.validate_customer(obj, previous=previous)
         if is_created:
             obj.code = service.next_customer_codes(session)[0]
@@ -194,6 +197,22 @@ class CustomerAdmin(CrmModelView, model=Customer):
             raise UserError("更换客户经理请使用“客户转移”功能。", field="manager")
         obj.manager = session.get(SysUser, chosen_id) if chosen_id is not None else None
         obj.manager_id = chosen_id
+
+    @staticmethod
+    def _hand_over_if_reassigned(session: Session, obj: Any, request: Request) -> None:
+        """A new manager chosen in the form (only users with ``assign`` get here): the open work follows
+        and the change is recorded as a transfer, as on the transfer page."""
+        hist = get_history(obj, "manager_id")
+        if not hist.added:
+            return
+        before = hist.deleted[0] if hist.deleted else None
+        after = int(obj.manager_id) if obj.manager_id not in (None, "") else None
+        if after == before:
+            return
+        user = session.get(SysUser, after) if after is not None else None
+        if after is not None and user is None:
+            raise UserError("所选的客户经理不存在。", field="manager")
+        reassign_in_form(session, principal_of(request), obj, before, user)
 
     def before_delete(self, session: Session, obj: Any, request: Request) -> None:
         counts = service.dependent_counts(session, obj.id)

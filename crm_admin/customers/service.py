@@ -26,6 +26,7 @@ from crm_admin.core.scope import in_scope
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
 from crm_admin.db import utcnow
+from crm_admin.transfers.service import move_open_work
 
 # ----- codes ---------------------------------------------------------------------------------
 
@@ -381,6 +382,10 @@ def merge_customers(session: Session, principal: Principal, *, keep_id: int, dro
     for key, value in (("last_contact_at", drop.last_contact_at), ("last_order_at", drop.last_order_at)):
         if value is not None and (getattr(keep, key) is None or getattr(keep, key) < value):
             setattr(keep, key, value)
+    # what was open on the dropped customer is now the kept customer's manager's to do
+    handed = move_open_work(session, [keep_id], keep.manager_id)
+    moved.update({key: n for key, n in zip(("care_tasks_handed_over", "care_plans_handed_over",
+                                            "opportunities_handed_over"), handed, strict=True) if n})
     drop_summary = {"id": drop.id, "code": drop.code, "name": drop.name, "manager_id": drop.manager_id}
     credit = filled.pop("credit_code", None)
     session.delete(drop)

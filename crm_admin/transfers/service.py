@@ -57,6 +57,69 @@ def clean_reason(reason: str | None) -> str:
     return text
 
 
+def move_open_work(
+    session: Session, customer_ids: list[int], manager_id: int | None, now: dt.datetime | None = None,
+) -> tuple[int, int, int]:
+    """Hand the open work of ``customer_ids`` to their manager ``manager_id``: pending care tasks, care
+    plans and open opportunities. Returns how many of each moved.
+
+    Every path that changes a customer's manager calls this in the same transaction (the transfer, the
+    customer form, a merge): a pending care task always belongs to its customer's manager, which is how
+    the care workbench finds a department's tasks quickly. Closed work stays with whoever did it.
+    """
+    if not customer_ids:
+        return 0, 0, 0
+    now = now or utcnow()
+    care_tasks = _affected(session.execute(
+        update(CustomerCare)
+        .where(CustomerCare.customer_id.in_(customer_ids), CustomerCare.status == "pending",
+               CustomerCare.manager_id.is_distinct_from(manager_id))
+        .values(manager_id=manager_id, updated_at=now)
+    ))
+    care_plans = _affected(session.execute(
+        update(CarePlan)
+        .where(CarePlan.customer_id.in_(customer_ids), CarePlan.manager_id.is_distinct_from(manager_id))
+        .values(manager_id=manager_id, updated_at=now)
+    ))
+    opportunities = _affected(session.execute(
+        update(SalesOpportunity)
+        .where(SalesOpportunity.customer_id.in_(customer_ids), SalesOpportunity.status == "open",
+               SalesOpportunity.manager_id.is_distinct_from(manager_id))
+        .values(manager_id=manager_id, version=SalesOpportunity.version + 1, updated_at=now)
+    ))
+    return care_tasks, care_plans, opportunities
+
+
+FORM_REASON = "在客户资料中更换客户经理"
+
+
+def reassign_in_form(
+    session: Session, principal: Principal, customer: Customer, old_manager_id: int | None,
+    new_manager: SysUser | None,
+) -> None:
+    """An administrator changed the manager in the customer form: the same hand-over as a transfer.
+
+    The new manager must be able to own customers; a ``customer_transfer`` row keeps the history
+    complete (none when the customer is left without a manager) and the open work follows.
+    """
+    if new_manager is not None and not may_own_customers(session, new_manager):
+        raise UserError("所选的客户经理已停用,或其角色不能负责客户。", field="manager")
+    now = utcnow()
+    new_id = new_manager.id if new_manager is not None else None
+    if new_id is not None:
+        session.add(CustomerTransfer(customer_id=customer.id, old_manager_id=old_manager_id, new_manager_id=new_id,
+                                     reason=FORM_REASON, transferred_at=now, operator_id=principal.id))
+    tasks, plans, opportunities = move_open_work(session, [customer.id], new_id, now)
+    audit.record(
+        session, "transfer", resource="customer", resource_id=customer.id,
+        changes={"customers": [customer.id], "old_manager_ids": {str(customer.id): old_manager_id},
+                 "new_manager_id": new_id, "reason": FORM_REASON, "care_tasks": tasks, "care_plans": plans,
+                 "opportunities": opportunities},
+        detail=f"在客户资料中把“{customer.name}”交给 {new_manager}" if new_manager is not None
+        else f"在客户资料中取消“{customer.name}”的客户经理",
+    )
+
+
 def may_own_customers(session: Session, user: SysUser) -> bool:
     """An active user whose roles let them work customers (a read-only account cannot own any)."""
     if not user.is_active:
@@ -177,23 +240,7 @@ def transfer_customers(
 
     # What follows the manager moves in bulk: the audit rows above carry the customer change, one
     # summary row per batch records what moved with it.
-    result.care_tasks = _affected(session.execute(
-        update(CustomerCare)
-        .where(CustomerCare.customer_id.in_(ids), CustomerCare.status == "pending")
-        .values(manager_id=target.id, updated_at=now)
-    ))
-    result.care_plans = _affected(session.execute(
-        update(CarePlan).where(CarePlan.customer_id.in_(ids)).values(manager_id=target.id, updated_at=now)
-    ))
-    result.opportunities = _affected(session.execute(
-        update(SalesOpportunity)
-        .where(SalesOpportunity.customer_id.in_(ids), SalesOpportunity.status == "open")
-        .values(
-            manager_id=target.id,
-            version=SalesOpportunity.version + 1,
-            updated_at=now,
-        )
-    ))
+    result.care_tasks, result.care_plans, result.opportunities = move_open_work(session, ids, target.id, now)
     audit.record(
         session,
         "transfer",

@@ -316,3 +316,146 @@ def test_workbench_pages_long_sections_and_keeps_real_counts(managers: Any, logi
                 data={"csrf_token": csrf_token(ca), "care_id": task_id, "care_type": "phone_call",
                       "detail": "已电话回访"}, follow_redirects=False)
     assert r.status_code == 303 and "overdue_page=2" in r.headers["location"]
+
+
+@pytest.fixture
+def department(make_user: Any) -> dict[str, Any]:
+    """A sales lead over two managers, and a manager of another department."""
+    from crm_admin.accounts.models import SysDept
+
+    east = f.add(SysDept(name="华东销售部"))
+    west = f.add(SysDept(name="华西销售部"))
+    return {
+        "lead": make_user("care_lead", roles=("sales_lead",), dept_id=east.id),
+        "m1": make_user("care_m1", real_name="孙经理", dept_id=east.id),
+        "m2": make_user("care_m2", real_name="周经理", dept_id=east.id),
+        "out": make_user("care_out", real_name="吴经理", dept_id=west.id),
+    }
+
+
+def _principal(user: Any) -> Any:
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.principal import load_principal
+
+    with db.session_factory()() as s:
+        return load_principal(s.connection(), s.get(SysUser, user.id))
+
+
+def test_department_workbench_finds_pending_tasks_by_manager_and_never_shows_a_stray_one(
+        department: dict[str, Any], login_as: Any) -> None:
+    from crm_admin.care.service import realign_pending_tasks, workbench
+    from crm_admin.dashboard.pages import local_today
+
+    today = local_today()
+    m1, m2, out = department["m1"], department["m2"], department["out"]
+    f.care(f.customer(m1.id, "孙的客户").id, m1.id, due_date=today)
+    f.care(f.customer(m2.id, "周的客户").id, m2.id, due_date=today - dt.timedelta(days=3))
+    outside = f.customer(out.id, "外部门客户")
+    # written around the application: a task of another department's customer carrying m1 as manager
+    stray = f.care(outside.id, m1.id, due_date=today, detail="不该出现的任务")
+    lead = login_as("care_lead")
+    page = lead.get("/admin/care/workbench").text
+    assert "孙的客户" in page and "周的客户" in page
+    assert "外部门客户" not in page and "不该出现的任务" not in page
+    # the daily job hands it to the customer's manager, whose workbench then has it
+    with acting_as(SYSTEM), db.transaction() as s:
+        assert realign_pending_tasks(s) == 1
+        assert realign_pending_tasks(s) == 0
+    assert f.get(CustomerCare, stray.id).manager_id == out.id
+    with db.session_factory()() as s:
+        wb = workbench(s, _principal(department["lead"]), today)
+        assert (wb.today.total, wb.overdue.total) == (1, 1)
+        assert [r.customer for r in wb.today.rows] == ["孙的客户"]
+        assert [r.customer for r in workbench(s, _principal(out), today).today.rows] == ["外部门客户"]
+    with db.session_factory()() as s:
+        from crm_admin.audit.models import AuditLog
+
+        assert s.execute(select(func.count()).select_from(AuditLog).where(
+            AuditLog.resource == "customer_care", AuditLog.detail.like("%交给客户当前的客户经理%"))).scalar_one() == 1
+
+
+@pytest.mark.parametrize("chunks", [(2, 3, 50), (1,)])
+def test_newest_closed_tasks_of_a_department_match_the_customer_driven_read(
+        department: dict[str, Any], monkeypatch: Any, chunks: tuple[int, ...]) -> None:
+    """The chunked scan (several rounds, or too thin and falling back) gives the same list as asking
+    through the department's customers."""
+    from crm_admin.care import service
+    from crm_admin.core.scope import scoped
+
+    m1, m2, out = department["m1"], department["m2"], department["out"]
+    mine = [f.customer(m1.id, "孙甲").id, f.customer(m2.id, "周乙").id]
+    theirs = f.customer(out.id, "吴丙").id
+    base = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+    for i in range(30):  # mostly another department's, some of ours; equal times are told apart by id
+        customer_id = mine[i % 2] if i % 5 == 0 else theirs
+        f.care(customer_id, m1.id if customer_id == mine[0] else (m2.id if customer_id == mine[1] else out.id),
+               status="done" if i % 3 else "cancelled", updated_at=base + dt.timedelta(minutes=i // 2))
+    monkeypatch.setattr(service, "RECENT_SCAN_CHUNKS", chunks)
+    lead = _principal(department["lead"])
+    with db.session_factory()() as s:
+        got = [r.id for r in service._recent_closed(s, lead, None, 4)]
+        expected = list(s.execute(
+            scoped(select(CustomerCare.id).where(CustomerCare.status != "pending"), CustomerCare, lead)
+            .order_by(CustomerCare.updated_at.desc(), CustomerCare.id.desc()).limit(4)).scalars())
+    assert len(expected) == 4 and got == expected
+
+
+def test_completion_stays_with_the_manager_who_did_the_work_after_a_transfer(
+        department: dict[str, Any]) -> None:
+    from crm_admin.care.service import completion_by_manager, completion_totals
+    from crm_admin.dashboard.pages import local_today
+    from crm_admin.transfers.service import transfer_customers
+
+    today = local_today()
+    m1, out = department["m1"], department["out"]
+    cust = f.customer(m1.id, "将被转走的客户")
+    f.care(cust.id, m1.id, due_date=today - dt.timedelta(days=1), status="done")
+    pending = f.care(cust.id, m1.id, due_date=today - dt.timedelta(days=1))
+    with acting_as(SYSTEM), db.transaction() as s:
+        from tests.customers.conftest import principal_for
+
+        transfer_customers(s, principal_for("admin"), customer_ids=[cust.id], new_manager_id=out.id,
+                           reason="跨部门调整")
+    assert f.get(CustomerCare, pending.id).manager_id == out.id
+    start = today - dt.timedelta(days=30)
+    with db.session_factory()() as s:
+        mine = {c.manager: (c.done, c.pending) for c in completion_by_manager(s, _principal(m1), start, today, today)}
+        theirs = {c.manager: (c.done, c.pending)
+                  for c in completion_by_manager(s, _principal(out), start, today, today)}
+        assert mine == {"孙经理": (1, 0)} and theirs == {"吴经理": (0, 1)}
+        assert completion_totals(s, _principal(m1), start, today) == (1, 1)
+        assert completion_totals(s, _principal(out), start, today) == (0, 1)
+
+
+def test_hand_entered_pending_task_of_an_unassigned_customer_has_no_manager(
+        managers: Any, admin_client: Any) -> None:
+    from crm_admin.care.service import create_manual_care
+    from tests.customers.conftest import principal_for
+
+    cust = f.customer(None, "无人负责的客户")
+    with acting_as(SYSTEM), db.transaction() as s:
+        admin = principal_for("admin")
+        pending = create_manual_care(s, admin, customer_id=cust.id, linkman_id=None, care_type="visit",
+                                     care_time=None, detail="上门拜访")
+        done = create_manual_care(s, admin, customer_id=cust.id, linkman_id=None, care_type="visit",
+                                  care_time=None, detail="电话问候", feedback="客户满意")
+    assert f.get(CustomerCare, pending.id).manager_id is None
+    assert f.get(CustomerCare, done.id).manager_id == admin.id
+
+
+def test_migration_0007_hands_pending_tasks_to_the_customers_manager(engine: Any, managers: Any) -> None:
+    import importlib
+
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    a, b = managers
+    cust = f.customer(b.id)
+    left_behind = f.care(cust.id, a.id)
+    closed = f.care(cust.id, a.id, status="done")
+    with engine.begin() as conn:
+        migration = importlib.import_module("crm_admin.migrations.versions.0007_pending_care_follows_manager")
+        with Operations.context(MigrationContext.configure(conn)):
+            migration.upgrade()
+    assert f.get(CustomerCare, left_behind.id).manager_id == b.id
+    assert f.get(CustomerCare, closed.id).manager_id == a.id

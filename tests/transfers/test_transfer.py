@@ -257,3 +257,80 @@ def test_sales_lead_transfers_within_department_only(make_user: Any, login_as: A
     r = _post(lead, {"customer_id": other.id, "new_manager_id": m_east2.id, "reason": "跨部门抢客户"})
     assert r.status_code == 404
     assert f.get(Customer, other.id).manager_id == m_west.id
+
+
+def _edit_customer(client: Any, cust: Any, **fields: Any) -> Any:
+    from tests.customers.conftest import form_token
+
+    page = client.get(f"/admin/customer/edit/{cust.id}")
+    assert page.status_code == 200
+    data = {"name": cust.name, "status": "active", "version": str(f.get(Customer, cust.id).version),
+            "csrf_token": form_token(page.text), **fields}
+    return client.post(f"/admin/customer/edit/{cust.id}", data=data, follow_redirects=False)
+
+
+def test_admin_changing_the_manager_in_the_form_hands_over_like_a_transfer(
+        people: dict[str, Any], admin_client: Any) -> None:
+    a, b = people["a"], people["b"]
+    cust = f.customer(a.id, "表单换人公司")
+    pending = f.care(cust.id, a.id)
+    done = f.care(cust.id, a.id, status="done")
+    plan = f.plan(cust.id, a.id, next_date=__import__("datetime").date(2030, 1, 1))
+    opp = f.opportunity(cust.id, a.id)
+    r = _edit_customer(admin_client, cust, manager=str(b.id))
+    assert r.status_code == 302, r.text[:2000]
+
+    assert f.get(Customer, cust.id).manager_id == b.id
+    assert f.get(CustomerCare, pending.id).manager_id == b.id
+    assert f.get(CustomerCare, done.id).manager_id == a.id
+    assert f.get(CarePlan, plan.id).manager_id == b.id
+    assert f.get(SalesOpportunity, opp.id).manager_id == b.id
+    with db.session_factory()() as s:
+        t = s.execute(select(CustomerTransfer)).scalar_one()
+        assert (t.customer_id, t.old_manager_id, t.new_manager_id) == (cust.id, a.id, b.id)
+        assert t.reason == "在客户资料中更换客户经理"
+        summary = s.execute(select(AuditLog).where(AuditLog.action == "transfer",
+                                                   AuditLog.resource == "customer")).scalar_one()
+    assert summary.changes["care_tasks"] == 1 and summary.changes["opportunities"] == 1
+    # the new manager's workbench has the task, the old one's does not
+    assert "表单换人公司" in people["cb"].get("/admin/care/workbench").text
+    assert "表单换人公司" not in people["ca"].get("/admin/care/workbench").text
+
+    # saving the form again without a change of manager moves nothing and writes no transfer
+    r = _edit_customer(admin_client, cust, manager=str(b.id), remark="只改备注")
+    assert r.status_code == 302, r.text[:2000]
+    assert _count(CustomerTransfer) == 1
+
+
+def test_form_refuses_a_manager_who_cannot_own_customers(
+        people: dict[str, Any], admin_client: Any, make_user: Any) -> None:
+    a = people["a"]
+    viewer = make_user("viewer_x", roles=("readonly",))
+    cust = f.customer(a.id, "只读不能负责公司")
+    task = f.care(cust.id, a.id)
+    r = _edit_customer(admin_client, cust, manager=str(viewer.id))
+    assert r.status_code == 400 and "不能负责客户" in r.text
+    assert f.get(Customer, cust.id).manager_id == a.id
+    assert f.get(CustomerCare, task.id).manager_id == a.id
+    assert _count(CustomerTransfer) == 0
+
+
+def test_merge_hands_the_dropped_customers_open_work_to_the_kept_customers_manager(
+        people: dict[str, Any]) -> None:
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.customers.service import merge_customers
+    from tests.customers.conftest import principal_for
+
+    a, b = people["a"], people["b"]
+    keep = f.customer(a.id, "保留公司")
+    drop = f.customer(b.id, "并入公司")
+    pending = f.care(drop.id, b.id)
+    done = f.care(drop.id, b.id, status="done")
+    opp = f.opportunity(drop.id, b.id)
+    with acting_as(SYSTEM), db.transaction() as s:
+        moved = merge_customers(s, principal_for("admin"), keep_id=keep.id, drop_id=drop.id)
+    assert moved["care_tasks_handed_over"] == 1 and moved["opportunities_handed_over"] == 1
+    assert f.get(CustomerCare, pending.id).manager_id == a.id
+    assert f.get(CustomerCare, done.id).manager_id == b.id
+    assert f.get(SalesOpportunity, opp.id).manager_id == a.id
+    assert "保留公司" in people["ca"].get("/admin/care/workbench").text
