@@ -102,7 +102,7 @@ class CustomerCareAdmin(CrmModelView, model=CustomerCare):
             obj.status = "done" if (obj.feedback or "").strip() else "pending"
             if obj.due_date is None:
                 obj.due_date = local_today()
-        # a pending task is its customer's manager's (see care.service._pending_scope); a closed one
+        # a pending task is its customer's manager's (see care.service.pending_scope); a closed one
         # entered by hand is credited to its author when the customer has no manager
         manager_id = _customer_manager(session, obj.customer_id)
         if obj.status == "pending":

@@ -251,7 +251,7 @@ class Workbench:
     recent: list[TaskRow]
 
 
-def _pending_scope(principal: Principal) -> Any:
+def pending_scope(principal: Principal) -> Any:
     """Where a scope's pending tasks are: with their managers.
 
     A pending task always belongs to its customer's current manager: every path that changes a
@@ -281,7 +281,7 @@ def workbench(
     }
     wanted = pages or {}
     base = select(CustomerCare.id).where(CustomerCare.status == "pending")
-    if (where_scope := _pending_scope(principal)) is not None:
+    if (where_scope := pending_scope(principal)) is not None:
         base = base.where(where_scope)
     if manager_id:
         base = base.where(CustomerCare.manager_id == manager_id)
@@ -330,7 +330,7 @@ def workbench(
 
 def _pending_select(principal: Principal, manager_id: int | None) -> Any:
     stmt = _task_select(principal).where(CustomerCare.status == "pending")
-    if (where_scope := _pending_scope(principal)) is not None:
+    if (where_scope := pending_scope(principal)) is not None:
         stmt = stmt.where(where_scope)
     return stmt.where(CustomerCare.manager_id == manager_id) if manager_id else stmt
 
@@ -565,7 +565,7 @@ def create_manual_care(
         care_time=when, due_date=when.date(),
         detail=_text(detail, label="关怀内容", maximum=DETAIL_MAX, required=True, field="detail"),
         feedback=text_feedback, status="done" if text_feedback else "pending",
-        # pending: the customer's manager's task (see _pending_scope); done: credited to its author if unassigned
+        # pending: the customer's manager's task (see pending_scope); done: credited to its author if unassigned
         manager_id=customer.manager_id if not text_feedback else customer.manager_id or principal.id,
         origin="manual",
     )

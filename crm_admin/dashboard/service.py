@@ -68,7 +68,9 @@ _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dashboard")
 
 def _care(session: Session, ask: _Ask, board: Dashboard) -> None:
     principal, today = ask.principal, ask.today
-    tasks = scoped(select(CustomerCare.id).where(CustomerCare.status == "pending"), CustomerCare, principal)
+    tasks = select(CustomerCare.id).where(CustomerCare.status == "pending")
+    if (where_scope := care.pending_scope(principal)) is not None:
+        tasks = tasks.where(where_scope)
     if ask.mine:
         tasks = tasks.where(CustomerCare.manager_id == principal.id)
     today_n, overdue_n = session.execute(tasks.with_only_columns(

@@ -183,34 +183,51 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
     columns = {e.value: StageColumn(e.value, e.display()) for e in entries("opportunity_stage")}
     base = scoped(select(SalesOpportunity).where(SalesOpportunity.status == "open"), SalesOpportunity, principal)
     base = flt.apply(base, session)
-    sub = base.subquery()
-    weighted = func.sum(sub.c.amount * sub.c.probability)
-    rows = session.execute(
-        select(sub.c.stage, func.count(), func.coalesce(func.sum(sub.c.amount), 0), func.coalesce(weighted, 0))
-        .group_by(sub.c.stage)
-    ).all()
-    for stage, count, total, weighted_sum in rows:
+    # Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability.
+    by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
+    ids: list[int] = []
+
+    def fill(stage: str, count: Any, total: Any, weighted_sum: Any) -> None:
         col = columns.get(stage)
         if col is None:
             col = columns[stage] = StageColumn(stage, label("opportunity_stage", stage))
         col.count = int(count)
-        col.total = Decimal(str(total)).quantize(Decimal("0.01"))
-        col.weighted = (Decimal(str(weighted_sum)) / 100).quantize(Decimal("0.01"))
-    # Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability.
-    by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
-    wanted = [col.value for col in columns.values() if col.count]
-    ids: list[int] = []
+        col.total = Decimal(str(total or 0)).quantize(Decimal("0.01"))
+        col.weighted = (Decimal(str(weighted_sum or 0)) / 100).quantize(Decimal("0.01"))
+
     if scope_clause(SalesOpportunity, principal) is None:
-        # everyone's: each stage's biggest straight from that index, read backwards without sorting
-        for stage in wanted:
-            ids += session.execute(base.with_only_columns(SalesOpportunity.id)
-                                   .where(SalesOpportunity.stage == stage)
-                                   .order_by(*by_amount).limit(items_per_stage)).scalars()
-    elif wanted:
-        # a scope's: one pass over its open opportunities, ranked within each stage
-        rank = func.row_number().over(partition_by=SalesOpportunity.stage, order_by=by_amount).label("rank")
-        ranked = base.with_only_columns(SalesOpportunity.id, rank).subquery()
-        ids += session.execute(select(ranked.c.id).where(ranked.c.rank <= items_per_stage)).scalars()
+        # everyone's: the sums per stage, then each stage's biggest straight from that index, read
+        # backwards without sorting
+        sub = base.subquery()
+        for stage, count, total, weighted_sum in session.execute(
+            select(sub.c.stage, func.count(), func.sum(sub.c.amount), func.sum(sub.c.amount * sub.c.probability))
+            .group_by(sub.c.stage)
+        ).all():
+            fill(stage, count, total, weighted_sum)
+        for col in columns.values():
+            if col.count:
+                ids += session.execute(base.with_only_columns(SalesOpportunity.id)
+                                       .where(SalesOpportunity.stage == col.value)
+                                       .order_by(*by_amount).limit(items_per_stage)).scalars()
+    else:
+        # a scope's: one pass over its open opportunities (reached through its customers) ranks them
+        # within each stage and sums each stage alongside; a stage's first row carries its sums
+        stage = SalesOpportunity.stage
+        ranked = base.with_only_columns(
+            SalesOpportunity.id, stage,
+            func.row_number().over(partition_by=stage, order_by=by_amount).label("rank"),
+            func.count().over(partition_by=stage).label("n"),
+            func.sum(SalesOpportunity.amount).over(partition_by=stage).label("total"),
+            func.sum(SalesOpportunity.amount * SalesOpportunity.probability).over(partition_by=stage)
+            .label("weighted"),
+        ).subquery()
+        for opp_id, stage_value, rank, count, total, weighted_sum in session.execute(
+            select(ranked.c.id, ranked.c.stage, ranked.c.rank, ranked.c.n, ranked.c.total, ranked.c.weighted)
+            .where(ranked.c.rank <= items_per_stage)
+        ):
+            ids.append(opp_id)
+            if rank == 1:
+                fill(stage_value, count, total, weighted_sum)
     if ids:
         # then only those rows, with the customer's name (joined in the ranking, MariaDB would sort them all)
         stmt = (select(SalesOpportunity, Customer.name.label("customer_name"))

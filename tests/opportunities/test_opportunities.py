@@ -132,3 +132,25 @@ def test_edit_form_lost_needs_reason_and_stale_refused(make_user: Any, make_cust
     assert r.status_code == 302, r.text[:1000]
     r = c.post(f"/admin/sales-opportunity/edit/{opp.id}", data={**base, "status": "open", "next_step": "我的输入"})
     assert r.status_code == 400 and "已被他人修改" in r.text and "我的输入" in r.text
+
+
+def test_pipeline_of_a_scope_and_of_everyone_agree_beyond_the_shown_items(
+        make_user: Any, make_customer: Any, principal: Any) -> None:
+    """A scope's columns come from one ranked pass, everyone's from per-stage reads: same numbers, same
+    biggest items, and the sums cover the rows not shown."""
+    make_user("wang")
+    mine = make_customer("甲", manager="wang")
+    for amount, probability, stage in (("100", 10, "initial"), ("300.50", 30, "initial"), ("200", 20, "initial"),
+                                       ("50", 50, "proposal"), ("70", 100, "proposal")):
+        _opp(principal("wang"), mine.id, amount=amount, probability=probability, stage=stage)
+    with db.session_factory()() as s:
+        scoped_cols = pipeline(s, principal("wang"), PipelineFilter(), items_per_stage=2)
+        everyone = pipeline(s, principal("admin"), PipelineFilter(), items_per_stage=2)
+
+    def shape(cols: Any) -> list[Any]:
+        return [(c.value, c.count, c.total, c.weighted, [i["amount"] for i in c.items]) for c in cols]
+
+    assert shape(scoped_cols) == shape(everyone)
+    initial = next(c for c in scoped_cols if c.value == "initial")
+    assert (initial.count, initial.total, initial.weighted) == (3, Decimal("600.50"), Decimal("140.15"))
+    assert [i["amount"] for i in initial.items] == [Decimal("300.50"), Decimal("200.00")]
