@@ -6,8 +6,8 @@ a BOM. Here the statement is built exactly as the list page builds it (the view'
 server-side cursor and written as they arrive:
 
 - CSV: UTF-8 with a BOM so that Chinese Excel opens it correctly, chunk by chunk.
-- XLSX: openpyxl ``write_only`` (rows go to a temporary file, not a tree in memory), then the finished
-  file is sent in chunks.
+- XLSX: written while it is sent (``core.xlsxstream``): the zip grows row by row, so the download
+  starts at once and memory stays flat.
 
 Text cells that a spreadsheet would treat as a formula (``= + - @``, tab, CR) are prefixed with ``'``.
 Every export is a permission (``export`` on the view's resource, checked by SQLAdmin's route through
@@ -16,12 +16,9 @@ the gate) and is written to the audit log with its conditions.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -31,9 +28,6 @@ from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import anyio
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
 from sqladmin.filters import OperationColumnFilter
 from sqlalchemy import Select, inspect
 from sqlalchemy.orm import aliased, joinedload, selectinload
@@ -42,11 +36,11 @@ from starlette.responses import StreamingResponse
 
 from crm_admin.core import audit
 from crm_admin.core.context import current_actor
+from crm_admin.core.xlsxstream import xlsx_stream
 from crm_admin.db import session_factory
 
 EXPORT_TYPES = ("xlsx", "csv")
 BATCH = 1000
-CHUNK = 64 * 1024
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -215,54 +209,14 @@ def csv_chunks(headers: list[str], rows: Iterator[list[Any]]) -> Iterator[bytes]
     yield buf.getvalue().encode("utf-8")
 
 
-def write_xlsx(path: str, title: str, headers: list[str], rows: Iterator[list[Any]]) -> int:
-    """Write the sheet in write-only mode (streamed to disk); returns the number of data rows."""
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet(title=_sheet_title(title))
-    ws.freeze_panes = "A2"
-    bold = Font(bold=True)
-    header_cells = []
-    for h in headers:
-        cell = WriteOnlyCell(ws, value=safe(h))
-        cell.font = bold
-        header_cells.append(cell)
-    ws.append(header_cells)
-    count = 0
-    for values in rows:
-        ws.append([safe(v) for v in values])
-        count += 1
-    wb.save(path)
-    return count
-
-
 def _sheet_title(title: str) -> str:
     bad = set('[]:*?/\\')
     cleaned = "".join(ch for ch in title if ch not in bad).strip() or "Sheet1"
     return cleaned[:31]
 
 
-def file_chunks(path: str) -> Iterator[bytes]:
-    try:
-        with open(path, "rb") as fh:
-            while True:
-                chunk = fh.read(CHUNK)
-                if not chunk:
-                    break
-                yield chunk
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
 def xlsx_chunks(title: str, headers: list[str], rows: Iterator[list[Any]]) -> Iterator[bytes]:
-    fd, path = tempfile.mkstemp(suffix=".xlsx", prefix="crm-export-")
-    os.close(fd)
-    try:
-        write_xlsx(path, title, headers, rows)
-    except BaseException:
-        os.unlink(path)
-        raise
-    yield from file_chunks(path)
+    return xlsx_stream(_sheet_title(title), [safe(h) for h in headers], ([safe(v) for v in values] for values in rows))
 
 
 def attachment(filename: str) -> str:
