@@ -82,8 +82,9 @@ class ProductImport(ImportSpec):
 
     def apply(self, session: Session, ctx: ImportContext, rows: list[Row]) -> int:
         now = utcnow()
-        session.execute(insert(Product), [{**r.values, "created_at": now, "updated_at": now}
-                                          for r in rows if r.values])
+        # every row carries every column (NULLs written as NULLs): one multi-row INSERT per batch
+        session.execute(insert(Product).execution_options(render_nulls=True),
+                        [{**r.values, "created_at": now, "updated_at": now} for r in rows if r.values])
         return len(rows)
 
 
