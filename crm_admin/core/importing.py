@@ -448,10 +448,41 @@ def _job_from_state(state: dict[str, Any], resolve: SpecResolver) -> ImportJob |
         return None
     job.refresh(state)
     if job.stale:
-        job.status = "failed"
         job.finished = job.heartbeat
-        job.message = STALE_MESSAGES.get(str(state.get("status")), STALE_MESSAGES["validating"])
+        committed = _committed_apply(job) if state.get("status") == "applying" else None
+        if committed is not None:
+            # the process stopped after the import's transaction committed, before the file said so
+            job.status = "done"
+            job.created, job.rejected = int(committed.get("created") or 0), int(committed.get("rejected") or 0)
+            job.error_path = ""
+            job.message = f"导入完成:成功 {job.created} 行" + (
+                f",未导入 {job.rejected} 行(服务在导入结束时重启,错误表未能保存,可重新上传原文件查看)。"
+                if job.rejected else "。")
+        else:
+            job.status = "failed"
+            job.message = STALE_MESSAGES.get(str(state.get("status")), STALE_MESSAGES["validating"])
     return job
+
+
+def _committed_apply(job: ImportJob) -> dict[str, Any] | None:
+    """The summary audit row an apply writes in its own transaction: there exactly when its rows are."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from crm_admin.audit.models import AuditLog
+    from crm_admin.db import session_factory
+
+    since = dt.datetime.fromtimestamp(job.started, dt.UTC) - dt.timedelta(minutes=1)
+    try:
+        with session_factory()() as session:
+            for changes in session.execute(
+                select(AuditLog.changes).where(AuditLog.action == "import", AuditLog.occurred_at >= since)
+            ).scalars():
+                if isinstance(changes, dict) and changes.get("job") == job.id:
+                    return changes
+    except SQLAlchemyError:
+        log.warning("import job %s: could not look for its audit row", job.id)
+    return None
 
 
 STALE_MESSAGES = {
@@ -772,7 +803,7 @@ def _apply(job: ImportJob) -> None:
             audit.record(
                 session, "import", resource=job.spec.resource, resource_id="",
                 changes={"file": job.filename, "rows": job.processed, "created": created,
-                         "rejected": book.count},
+                         "rejected": book.count, "job": job.id},
                 detail=f"导入{job.spec.title}:文件“{job.filename}”,成功 {created} 行,未导入 {book.count} 行",
             )
     finally:

@@ -294,3 +294,25 @@ def test_upload_gone_before_apply(tmp_path: Any, make_user: Any, principal: Any)
 def test_odd_job_ids_are_not_found(make_user: Any, principal: Any, job_id: str) -> None:
     make_user("wang")
     assert importing.get_job(job_id, principal("wang"), SPECS.get) is None
+
+
+def test_job_whose_process_stopped_right_after_the_commit_is_done(
+        tmp_path: Any, make_user: Any, principal: Any) -> None:
+    """The rows and the import's audit row were committed, the job file still says "applying": the job
+    reports what was imported instead of claiming that nothing was written."""
+    make_user("wang")
+    p = principal("wang")
+    job = _validated(tmp_path, p, ROWS)
+    importing.apply_job(job, p, _actor(p), run_async=False)
+    assert job.status == "done" and _count(Customer) == 2
+    _rewrite(job.id, status="applying", finished=None, created=0,
+             heartbeat=time.time() - importing.STALE_SECONDS - 60)
+    seen = importing.get_job(job.id, p, SPECS.get)
+    assert seen is not None and seen.status == "done" and seen.created == 2 and seen.rejected == 2
+    assert "成功 2 行" in seen.message and "撤销" not in seen.message
+    with pytest.raises(UserError):
+        importing.apply_job(seen, p, _actor(p), run_async=False)
+    assert _count(Customer) == 2
+    with db.session_factory()() as s:
+        summary = s.execute(select(AuditLog.changes).where(AuditLog.action == "import")).scalar_one()
+    assert summary["job"] == job.id
