@@ -334,3 +334,17 @@ def test_merge_hands_the_dropped_customers_open_work_to_the_kept_customers_manag
     assert f.get(CustomerCare, done.id).manager_id == b.id
     assert f.get(SalesOpportunity, opp.id).manager_id == a.id
     assert "保留公司" in people["ca"].get("/admin/care/workbench").text
+
+
+def test_manager_cannot_hand_a_customer_over_through_the_form(people: dict[str, Any]) -> None:
+    a, b = people["a"], people["b"]
+    cust = f.customer(a.id, "不能在表单里转走的公司")
+    task = f.care(cust.id, a.id)
+    r = _edit_customer(people["ca"], cust, manager=str(b.id))
+    assert r.status_code in (400, 403) and "客户转移" in r.text
+    assert f.get(Customer, cust.id).manager_id == a.id
+    assert f.get(CustomerCare, task.id).manager_id == a.id
+    assert _count(CustomerTransfer) == 0
+    # the same form without a change of manager still saves
+    r = _edit_customer(people["ca"], cust, manager=str(a.id), remark="只改备注")
+    assert r.status_code == 302, r.text[:2000]
