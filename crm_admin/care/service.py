@@ -384,9 +384,9 @@ def _recent_closed_by_scan(session: Session, principal: Principal, limit: int) -
         rows = session.execute(
             stmt.order_by(CustomerCare.updated_at.desc(), CustomerCare.id.desc()).limit(chunk)).all()
         if rows:
-            mine = set(session.execute(
-                select(Customer.id).where(Customer.id.in_({r.customer_id for r in rows}),
-                                          owner_clause(Customer.manager_id, principal))).scalars())
+            mine = set(session.execute(scoped(
+                select(Customer.id).where(Customer.id.in_({r.customer_id for r in rows})), Customer, principal)
+            ).scalars())
             found.extend(r.id for r in rows if r.customer_id in mine)
         if len(found) >= limit or len(rows) < chunk:
             return found[:limit]

@@ -400,7 +400,10 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 self.check_version(obj, data, pk is None)
                 data = self._without_blank_owner(data, pk is None)
                 owner_before = getattr(obj, "manager_id", None)
-                obj = Query(self)._set_attributes_sync(session, obj, data)
+                try:
+                    obj = Query(self)._set_attributes_sync(session, obj, data)
+                except (TypeError, ValueError):  # e.g. a relation picker posted something that is no id
+                    raise UserError("所选的关联记录不存在,请刷新页面后重新选择。") from None
                 self.check_owner(obj, owner_before, pk is None, request)
                 self.before_save(session, obj, data, pk is None, request)
                 if pk is None:

@@ -35,13 +35,18 @@ def people(make_user: Any, login_as: Any) -> dict[str, Any]:
     return {"a": a, "b": b, "c": c, "ca": login_as("mgr_a"), "cb": login_as("mgr_b"), "cc": login_as("mgr_c")}
 
 
+def _customer_with_work(manager_id: int, name: str) -> tuple[Any, Any, Any, Any, Any]:
+    """A customer with a pending and a done care task, a care plan and an open opportunity."""
+    import datetime as dt
+
+    cust = f.customer(manager_id, name)
+    return (cust, f.care(cust.id, manager_id), f.care(cust.id, manager_id, status="done"),
+            f.plan(cust.id, manager_id, next_date=dt.date(2030, 1, 1)), f.opportunity(cust.id, manager_id))
+
+
 def test_manager_transfers_customer_and_everything_follows(people: dict[str, Any]) -> None:
     a, b = people["a"], people["b"]
-    cust = f.customer(a.id, "转移测试公司")
-    pending = f.care(cust.id, a.id)
-    done = f.care(cust.id, a.id, status="done")
-    plan = f.plan(cust.id, a.id, next_date=__import__("datetime").date(2030, 1, 1))
-    opp = f.opportunity(cust.id, a.id)
+    cust, pending, done, plan, opp = _customer_with_work(a.id, "转移测试公司")
     won = f.opportunity(cust.id, a.id, status="won")
 
     page = people["ca"].get("/admin/transfer")
@@ -272,11 +277,7 @@ def _edit_customer(client: Any, cust: Any, **fields: Any) -> Any:
 def test_admin_changing_the_manager_in_the_form_hands_over_like_a_transfer(
         people: dict[str, Any], admin_client: Any) -> None:
     a, b = people["a"], people["b"]
-    cust = f.customer(a.id, "表单换人公司")
-    pending = f.care(cust.id, a.id)
-    done = f.care(cust.id, a.id, status="done")
-    plan = f.plan(cust.id, a.id, next_date=__import__("datetime").date(2030, 1, 1))
-    opp = f.opportunity(cust.id, a.id)
+    cust, pending, done, plan, opp = _customer_with_work(a.id, "表单换人公司")
     r = _edit_customer(admin_client, cust, manager=str(b.id))
     assert r.status_code == 302, r.text[:2000]
 
@@ -348,3 +349,14 @@ def test_manager_cannot_hand_a_customer_over_through_the_form(people: dict[str, 
     # the same form without a change of manager still saves
     r = _edit_customer(people["ca"], cust, manager=str(a.id), remark="只改备注")
     assert r.status_code == 302, r.text[:2000]
+
+
+@pytest.mark.parametrize("bad", ["abc", "999999", "-1"])
+def test_form_with_a_manager_that_is_no_user_is_refused_clearly(
+        people: dict[str, Any], admin_client: Any, bad: str) -> None:
+    cust = f.customer(people["a"].id, "坏值公司")
+    r = _edit_customer(admin_client, cust, manager=bad)
+    assert r.status_code == 400
+    assert "不存在" in r.text and "invalid literal" not in r.text
+    assert f.get(Customer, cust.id).manager_id == people["a"].id
+    assert _count(CustomerTransfer) == 0
