@@ -16,13 +16,20 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_admin.accounts import throttle
-from crm_admin.accounts.models import SysUser
-from crm_admin.accounts.service import LOGIN_FAILED_MESSAGE, check_login
+from crm_admin.accounts.models import SysSession, SysUser
+from crm_admin.accounts.service import (
+    LoginResult,
+    check_login,
+    end_session,
+    session_token_hash,
+    start_session,
+)
 from crm_admin.core import audit
 from crm_admin.core.context import Actor, set_actor
+from crm_admin.core.formatting import format_datetime
 from crm_admin.core.principal import Principal, load_principal
 from crm_admin.core.views import VIEW_RESOURCES, permission_action
-from crm_admin.db import session_factory, transaction
+from crm_admin.db import session_factory, transaction, utcnow
 from crm_admin.settings import Settings
 
 SESSION_COOKIE = "crm_session"
@@ -73,26 +80,26 @@ class CrmAuthentication(AuthenticationBackend):
                                  '<a href="/admin/login">返回登录页</a>')
             page.headers["Retry-After"] = "60"
             return page
-        result = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)
-        if result is None:
-            request.state.login_error = LOGIN_FAILED_MESSAGE
+        outcome = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)
+        if isinstance(outcome, LoginResult):
+            request.state.login_error = outcome.message
+            if outcome.locked_until is not None:
+                request.state.login_error_args = {"until": format_datetime(outcome.locked_until)}
             return False
-        user_id, epoch = result
+        user_id, epoch, token = outcome
         request.session.clear()
         now = int(time.time())
-        request.session.update(
-            {"uid": user_id, "epoch": epoch, "iat": now, "seen": now, "csrf": secrets.token_urlsafe(32)}
-        )
+        request.session.update({"uid": user_id, "epoch": epoch, "sid": token, "iat": now, "seen": now,
+                                "csrf": secrets.token_urlsafe(32)})
         return True
 
     async def logout(self, request: Request) -> Response | bool:
         uid = request.session.get("uid")
+        token = request.session.get("sid")
         if uid:
             user = await anyio.to_thread.run_sync(_load_user_sync, int(uid))
             actor = request_actor(request, user)
-            await anyio.to_thread.run_sync(
-                lambda: audit.record_now("logout", resource="user", resource_id=uid, actor=actor)
-            )
+            await anyio.to_thread.run_sync(_end_session_sync, str(token or ""), int(uid), actor)
         request.session.clear()
         return False
 
@@ -108,7 +115,11 @@ class CrmAuthentication(AuthenticationBackend):
         if now - int(request.session.get("seen", 0)) > idle or now - int(request.session.get("iat", 0)) > lifetime:
             request.session.clear()
             return False
-        loaded = await anyio.to_thread.run_sync(_load_user_and_principal_sync, int(uid))
+        token = request.session.get("sid")
+        if not isinstance(token, str) or not token:
+            request.session.clear()  # a cookie from before server-side sessions: sign in again
+            return False
+        loaded = await anyio.to_thread.run_sync(_load_user_and_principal_sync, int(uid), token)
         if loaded is None:
             request.session.clear()
             return False
@@ -189,12 +200,20 @@ async def _audit_denied(scope: Scope) -> None:
         logging.getLogger(__name__).exception("could not audit a permission denial")
 
 
-def _check_login_sync(username: str, password: str, actor: Actor) -> tuple[int, int] | None:
+def _check_login_sync(username: str, password: str, actor: Actor) -> tuple[int, int, str] | LoginResult:
     with transaction() as session:
         result = check_login(session, username, password, actor)
         if result.user is None:
-            return None
-        return result.user.id, result.user.session_epoch
+            return result
+        token = start_session(session, result.user, actor)
+        return result.user.id, result.user.session_epoch, token
+
+
+def _end_session_sync(token: str, user_id: int, actor: Actor) -> None:
+    with transaction() as session:
+        if token:
+            end_session(session, token)
+        audit.record(session, "logout", resource="user", resource_id=user_id, actor=actor)
 
 
 def _load_user_sync(user_id: int) -> SysUser | None:
@@ -202,9 +221,15 @@ def _load_user_sync(user_id: int) -> SysUser | None:
         return session.get(SysUser, user_id)
 
 
-def _load_user_and_principal_sync(user_id: int) -> tuple[SysUser, Principal] | None:
+def _load_user_and_principal_sync(user_id: int, token: str) -> tuple[SysUser, Principal] | None:
+    """The user of a live session (not signed out, not expired), with their principal; None otherwise."""
     with session_factory()() as session:
-        user = session.execute(select(SysUser).where(SysUser.id == user_id)).scalar_one_or_none()
+        user = session.execute(
+            select(SysUser).join(SysSession, SysSession.user_id == SysUser.id).where(
+                SysUser.id == user_id, SysSession.token_hash == session_token_hash(token),
+                SysSession.revoked_at.is_(None), SysSession.expires_at > utcnow(),
+            )
+        ).scalar_one_or_none()
         if user is None:
             return None
         principal = load_principal(session.connection(), user)

@@ -45,6 +45,7 @@ class SysUser(Timestamped, Base):
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None]
+    last_failed_login_at: Mapped[dt.datetime | None]
     last_login_at: Mapped[dt.datetime | None]
     last_login_ip: Mapped[str | None] = mapped_column(String(64))
     # Bumped whenever roles, password or status change: stale sessions are refused on the next request.
@@ -108,3 +109,39 @@ class SysMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SysSession(Base):
+    """A signed-in browser session, so that signing out ends it on every process and node.
+
+    The cookie (signed, not encrypted) carries a random token; only its SHA-256 is stored, so the table
+    cannot be used to take over a session. A session counts while its row exists, is not revoked and
+    has not expired; the user's other sessions are unaffected by one session's logout.
+    """
+
+    __tablename__ = "sys_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("sys_user.id"), index=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(255), default="")
+
+
+class LoginGuard(Base):
+    """Failed sign-ins of a user name that has no account.
+
+    Lock-out must look the same whether or not the name exists (otherwise the answer tells an attacker
+    which names are real), so unknown names are counted and locked here exactly as ``sys_user`` counts
+    and locks real accounts.
+    """
+
+    __tablename__ = "login_guard"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None]
+    last_failed_login_at: Mapped[dt.datetime] = mapped_column(index=True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, inspect, select
+from sqlalchemy import delete, event, inspect, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crm_admin.accounts.models import CasbinRule, SysDept, SysRole, SysUser
+from crm_admin.accounts.models import CasbinRule, LoginGuard, SysDept, SysRole, SysSession, SysUser
 from crm_admin.core import audit
 from crm_admin.core.context import Actor
 from crm_admin.core.errors import UserError
@@ -20,12 +23,17 @@ from crm_admin.db import utcnow
 from crm_admin.settings import get_settings
 
 LOGIN_FAILED_MESSAGE = "用户名或密码错误。连续多次失败后账号将被暂时锁定。"
+# ``{until}`` is the local time the lock ends
+LOCKED_MESSAGE = "连续多次登录失败,该账号已被暂时锁定,请于 {until} 后再试;如需立即解锁,请联系系统管理员。"
+# Failed attempts further apart than this do not add up to a lock-out.
+FAILURE_MEMORY = dt.timedelta(days=1)
 
 
 @dataclass
 class LoginResult:
     user: SysUser | None
     message: str = ""
+    locked_until: dt.datetime | None = None
 
 
 def create_user(
@@ -72,36 +80,50 @@ def create_user(
 
 
 def check_login(session: Session, username: str, password: str, actor: Actor) -> LoginResult:
-    """Verify credentials, apply lock-out, write the audit row. The caller commits."""
+    """Verify credentials, apply lock-out, write the audit row. The caller commits.
+
+    A name without an account is counted and locked exactly like a real one (``LoginGuard``), and a
+    locked account answers the same whatever password is given: neither the message nor the number of
+    attempts it takes tells an attacker whether a name exists or a password was right.
+    """
     settings = get_settings()
     now = utcnow()
+    name = username.strip()[:64]
     user = session.execute(
-        select(SysUser).where(SysUser.username == username.strip()).with_for_update()
+        select(SysUser).where(SysUser.username == name).with_for_update()
     ).scalar_one_or_none()
+    guard: SysUser | LoginGuard = user if user is not None else _guard_of_unknown(session, name, now)
+    who: dict[str, Any] = {"resource_id": user.id} if user is not None else {}
+    if guard.locked_until and guard.locked_until > now:
+        verify_password(user.password_hash if user else None, password)  # same cost as a real check
+        audit.record(session, "login_failed", resource="user", **who, success=False, actor=actor,
+                     detail=f"账号锁定期间尝试登录(用户名:{name})")
+        return LoginResult(None, LOCKED_MESSAGE, locked_until=guard.locked_until)
     if user is None:
         verify_password(None, password)  # same cost as a real check
-        audit.record(session, "login_failed", resource="user", detail=f"用户名:{username[:64]}",
-                     success=False, actor=actor)
-        return LoginResult(None, LOGIN_FAILED_MESSAGE)
-    if user.locked_until and user.locked_until > now:
-        verify_password(user.password_hash, "x")
-        audit.record(session, "login_failed", resource="user", resource_id=user.id,
-                     detail="账号锁定期间尝试登录", success=False, actor=actor)
-        return LoginResult(None, LOGIN_FAILED_MESSAGE)
-    if not verify_password(user.password_hash, password) or not user.is_active:
-        user.failed_logins = (user.failed_logins or 0) + 1
+        ok, detail = False, "用户名不存在"
+    else:
+        ok = verify_password(user.password_hash, password) and user.is_active
         detail = "密码错误" if user.is_active else "账号已停用"
-        audit.record(session, "login_failed", resource="user", resource_id=user.id,
-                     detail=detail, success=False, actor=actor)
-        if user.failed_logins >= settings.login_max_failures:
-            user.locked_until = now + dt.timedelta(minutes=settings.login_lock_minutes)
-            user.failed_logins = 0
-            audit.record(session, "lockout", resource="user", resource_id=user.id,
-                         detail=f"连续 {settings.login_max_failures} 次登录失败,锁定 "
-                                f"{settings.login_lock_minutes} 分钟", success=False, actor=actor)
+    if not ok:
+        if guard.last_failed_login_at is not None and now - guard.last_failed_login_at > FAILURE_MEMORY:
+            guard.failed_logins = 0  # failures long ago are forgotten, for every name alike
+        guard.failed_logins = (guard.failed_logins or 0) + 1
+        guard.last_failed_login_at = now
+        audit.record(session, "login_failed", resource="user", **who, success=False, actor=actor,
+                     detail=f"{detail}(用户名:{name})")
+        if guard.failed_logins >= settings.login_max_failures:
+            guard.locked_until = now + dt.timedelta(minutes=settings.login_lock_minutes)
+            guard.failed_logins = 0
+            audit.record(session, "lockout", resource="user", **who, success=False, actor=actor,
+                         detail=f"用户名“{name}”连续 {settings.login_max_failures} 次登录失败,锁定 "
+                                f"{settings.login_lock_minutes} 分钟")
+            return LoginResult(None, LOCKED_MESSAGE, locked_until=guard.locked_until)
         return LoginResult(None, LOGIN_FAILED_MESSAGE)
+    assert user is not None
     user.failed_logins = 0
     user.locked_until = None
+    user.last_failed_login_at = None
     user.last_login_at = now
     user.last_login_ip = actor.ip[:64]
     if needs_rehash(user.password_hash):
@@ -113,6 +135,53 @@ def check_login(session: Session, username: str, password: str, actor: Actor) ->
                  actor=Actor(user.id, user.username, actor.ip, actor.user_agent, actor.request_id))
     session.flush()  # the session cookie is given the epoch as it will be committed
     return LoginResult(user)
+
+
+def _guard_of_unknown(session: Session, name: str, now: dt.datetime) -> LoginGuard:
+    """The lock-out counter of a name that has no account, created on its first failure."""
+    guard = session.execute(
+        select(LoginGuard).where(LoginGuard.username == name).with_for_update()
+    ).scalar_one_or_none()
+    if guard is not None:
+        return guard
+    # names nobody has tried for longer than failures are remembered carry nothing worth keeping
+    session.execute(delete(LoginGuard).where(LoginGuard.last_failed_login_at < now - FAILURE_MEMORY,
+                                             or_(LoginGuard.locked_until.is_(None),
+                                                 LoginGuard.locked_until < now)))
+    guard = LoginGuard(username=name, failed_logins=0, last_failed_login_at=now)
+    try:
+        with session.begin_nested():
+            session.add(guard)
+    except IntegrityError:  # the same name failed at the same moment in another request
+        guard = session.execute(
+            select(LoginGuard).where(LoginGuard.username == name).with_for_update()
+        ).scalar_one()
+    return guard
+
+
+def start_session(session: Session, user: SysUser, actor: Actor) -> str:
+    """A new server-side session for ``user``; returns the token the cookie carries."""
+    now = utcnow()
+    token = secrets.token_urlsafe(32)
+    lifetime = dt.timedelta(hours=get_settings().session_max_hours)
+    session.add(SysSession(token_hash=session_token_hash(token), user_id=user.id, created_at=now,
+                           expires_at=now + lifetime, ip=actor.ip[:64], user_agent=actor.user_agent[:255]))
+    # the user's sessions that can no longer be used are kept no longer than their lifetime
+    session.execute(delete(SysSession).where(SysSession.user_id == user.id, SysSession.expires_at < now))
+    return token
+
+
+def end_session(session: Session, token: str) -> bool:
+    """Revoke the session whose cookie carries ``token`` (logout); the user's other sessions stay."""
+    result = session.execute(
+        update(SysSession).where(SysSession.token_hash == session_token_hash(token),
+                                 SysSession.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def session_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def change_password(session: Session, user: SysUser, old: str, new: str, confirm: str) -> None:

@@ -23,11 +23,12 @@ from crm_admin.core.context import Actor, current_actor
 from crm_admin.db import Base, utcnow
 
 # Tables whose writes are bookkeeping rather than business changes.
-UNAUDITED_TABLES = {"audit_log", "job_run", "job_lease", "sys_meta"}
+# Sign-in bookkeeping (sessions, lock-out counters) is audited as login/logout/lockout events instead.
+UNAUDITED_TABLES = {"audit_log", "job_run", "job_lease", "sys_meta", "sys_session", "login_guard"}
 # Columns whose changes alone do not make an audit row (they are audited semantically, or noise).
 QUIET_COLUMNS = {
     "updated_at", "created_at", "version", "failed_logins", "last_login_at", "last_login_ip",
-    "locked_until", "session_epoch", "name_key", "birthday_md",
+    "locked_until", "last_failed_login_at", "session_epoch", "name_key", "birthday_md",
 }
 SECRET_COLUMNS = {"password_hash"}
 CHAIN_KEY = "audit_chain"

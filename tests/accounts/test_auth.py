@@ -41,6 +41,72 @@ def test_lockout_after_repeated_failures(make_user: Any, make_client: Any) -> No
     assert login(make_client(), "lock1", PASSWORD).status_code == 302
 
 
+def test_locked_account_is_told_that_it_is_locked_and_until_when(make_user: Any, make_client: Any) -> None:
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.formatting import format_datetime
+
+    make_user("lock2", ["manager"])
+    c = make_client()
+    texts = [_error_text(login(c, "lock2", "Wrong12345")) for _ in range(5)]
+    assert all("用户名或密码错误" in t for t in texts[:4])
+    with db.session_factory()() as session:
+        until = session.execute(select(SysUser.locked_until).where(SysUser.username == "lock2")).scalar_one()
+    assert until is not None
+    locked = texts[4]
+    assert "暂时锁定" in locked and format_datetime(until) in locked
+    # the right password while locked: the very same answer as a wrong one, no sign-in
+    right = login(c, "lock2", PASSWORD)
+    wrong = login(c, "lock2", "Wrong12345")
+    assert right.status_code == wrong.status_code == 400
+    assert _error_text(right) == _error_text(wrong) == locked
+
+
+def test_unknown_name_is_counted_and_locked_exactly_like_a_real_one(make_user: Any, make_client: Any) -> None:
+    """No oracle: the same attempts on a real and on a made-up name get the same answers, one by one."""
+    make_user("realname", ["manager"])
+    real = [_error_text(login(make_client(), "realname", "Wrong12345")) for _ in range(6)]
+    made_up = [_error_text(login(make_client(), "madeupname", "Wrong12345")) for _ in range(6)]
+    real.append(_error_text(login(make_client(), "realname", PASSWORD)))
+    made_up.append(_error_text(login(make_client(), "madeupname", PASSWORD)))
+    # the lock ends a few seconds apart for the two: compare the answers without the minute
+    import re
+
+    def shape(texts: list[str]) -> list[str]:
+        return [re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "<time>", t) for t in texts]
+
+    assert shape(real) == shape(made_up)
+    assert "暂时锁定" in real[4] and "暂时锁定" in real[6]
+    assert len(_audit("lockout")) == 2
+
+
+def test_failures_a_day_apart_do_not_add_up(make_user: Any, make_client: Any) -> None:
+    import datetime as dt
+
+    from crm_admin.accounts.models import LoginGuard, SysUser
+
+    make_user("slow1", ["manager"])
+    for name in ("slow1", "slow-unknown"):
+        for _ in range(4):
+            login(make_client(), name, "Wrong12345")
+    with db.transaction() as session:
+        long_ago = db.utcnow() - dt.timedelta(days=2)
+        session.execute(SysUser.__table__.update().where(SysUser.username == "slow1")
+                        .values(last_failed_login_at=long_ago))
+        session.execute(LoginGuard.__table__.update().values(last_failed_login_at=long_ago))
+    for name in ("slow1", "slow-unknown"):
+        assert "用户名或密码错误" in _error_text(login(make_client(), name, "Wrong12345"))
+    assert login(make_client(), "slow1", PASSWORD).status_code == 302
+
+
+def test_locked_message_in_english(make_user: Any, make_client: Any) -> None:
+    make_user("lock3", ["manager"])
+    c = make_client()
+    c.cookies.set("crm_lang", "en")
+    for _ in range(5):
+        response = login(c, "lock3", "Wrong12345")
+    assert "locked until" in _error_text(response)
+
+
 def test_message_does_not_reveal_whether_username_exists(make_user: Any, make_client: Any) -> None:
     make_user("exists1", ["manager"])
     known = login(make_client(), "exists1", "Wrong12345")
