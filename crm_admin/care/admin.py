@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from crm_admin.accounts.models import SysUser
 from crm_admin.care import service
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
 from crm_admin.core import csrf
 from crm_admin.core.errors import UserError
 from crm_admin.core.principal import Principal
+from crm_admin.core.scope import sees_several_users, users_in_scope
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.dashboard.pages import (
@@ -173,11 +173,8 @@ def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[st
         wb = service.workbench(session, principal, today, manager_id=manager_id, pages=pages)
         completion = service.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
         managers: list[dict[str, Any]] = []
-        if principal.visible_user_ids is None or len(principal.visible_user_ids) > 1:
-            stmt = select(SysUser).where(SysUser.is_active.is_(True)).order_by(SysUser.real_name)
-            if principal.visible_user_ids is not None:
-                stmt = stmt.where(SysUser.id.in_(principal.visible_user_ids))
-            managers = [{"id": u.id, "label": str(u)} for u in session.execute(stmt).scalars()]
+        if sees_several_users(principal):
+            managers = [{"id": u.id, "label": str(u)} for u in users_in_scope(session, principal)]
     return {
         "today_date": today.isoformat(),
         "today_tasks": _section(wb.today, today),

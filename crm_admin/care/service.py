@@ -23,7 +23,7 @@ from crm_admin.contacts.models import Linkman
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope, owner_clause, scoped
+from crm_admin.core.scope import in_scope, owner_clause, scoped, sees_everyone, sees_several_users
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.dictionary import service as dictionary
@@ -262,7 +262,7 @@ def pending_scope(principal: Principal) -> Any:
     through the customer scope (``_task_select``): a task that was ever out of step is left out,
     never shown to the wrong people.
     """
-    return None if principal.visible_user_ids is None else owner_clause(CustomerCare.manager_id, principal)
+    return None if sees_everyone(principal) else owner_clause(CustomerCare.manager_id, principal)
 
 
 def workbench(
@@ -356,9 +356,8 @@ def _recent_closed(session: Session, principal: Principal, manager_id: int | Non
     is in scope, falling back to the customer-driven read when the scope is too thin to fill the list.
     """
     newest = (CustomerCare.updated_at.desc(), CustomerCare.id.desc())
-    visible = principal.visible_user_ids
     ids: list[int] | None = None
-    if manager_id is None and visible is not None and len(visible) > 1:
+    if manager_id is None and not sees_everyone(principal) and sees_several_users(principal):
         ids = _recent_closed_by_scan(session, principal, limit)
     if ids is None:
         ids_stmt = scoped(select(CustomerCare.id).where(CustomerCare.status != "pending"), CustomerCare, principal)
@@ -420,7 +419,7 @@ class Completion:
 
 def _by_assignee(stmt: Any, principal: Principal) -> Any:
     """Counts of tasks by the managers the principal sees (everyone's for an unlimited scope)."""
-    return stmt if principal.visible_user_ids is None else stmt.where(
+    return stmt if sees_everyone(principal) else stmt.where(
         owner_clause(CustomerCare.manager_id, principal))
 
 

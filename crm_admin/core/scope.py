@@ -64,3 +64,123 @@ def in_scope(conn_or_session: Any, model: type, pk: Any, principal: Principal) -
         return False
     stmt = scoped(select(model.id).where(model.id == pk), model, principal)  # type: ignore[attr-defined]
     return conn_or_session.execute(stmt).first() is not None
+
+
+# ----- people in scope ------------------------------------------------------------------------
+# What a principal's scope says about other users. Code outside this module asks these questions
+# instead of reading the principal's internals, so the rule lives here alone.
+
+
+def sees_everyone(principal: Principal) -> bool:
+    """An unlimited data scope ("all")."""
+    return principal.visible_user_ids is None
+
+
+def sees_user(principal: Principal, user_id: int | None) -> bool:
+    """Whether rows owned by ``user_id`` are within the principal's scope."""
+    ids = principal.visible_user_ids
+    return ids is None or (user_id is not None and user_id in ids)
+
+
+def sees_several_users(principal: Principal) -> bool:
+    """Whether the scope covers other people than the principal (a "by manager" picker makes sense)."""
+    ids = principal.visible_user_ids
+    return ids is None or len(ids) > 1
+
+
+def users_in_scope(session: Any, principal: Principal, *, active_only: bool = True) -> list[Any]:
+    """The users whose rows the principal sees, by name: the choices of a "by manager" filter."""
+    from crm_admin.accounts.models import SysUser
+
+    stmt = select(SysUser).where(owner_clause(SysUser.id, principal))
+    if active_only:
+        stmt = stmt.where(SysUser.is_active.is_(True))
+    return list(session.execute(stmt.order_by(SysUser.real_name, SysUser.username)).scalars())
+
+
+def depts_in_scope(session: Any, principal: Principal) -> list[tuple[int, str]]:
+    """Departments of the users in scope (a "by department" filter), or every department for "all"."""
+    from crm_admin.accounts.models import SysDept, SysUser
+
+    stmt = select(SysDept.id, SysDept.name).order_by(SysDept.sort, SysDept.name)
+    if not sees_everyone(principal):
+        stmt = stmt.where(SysDept.id.in_(select(SysUser.dept_id).where(owner_clause(SysUser.id, principal))))
+    return [(row[0], row[1]) for row in session.execute(stmt)]
+
+
+# ----- whom work may be given to ---------------------------------------------------------------
+# One rule for every picker and every posted user id that makes someone responsible for rows (the
+# customer form, import, care tasks, opportunities, merge, transfers): the user exists, is active,
+# holds a role that may work customers (``customer`` / ``edit``), and, when assigning, is within the
+# assigner's data scope. A transfer hands customers *away* (requirements: the current manager picks
+# the new manager), so for it the new manager may be anyone who may own customers.
+
+ASSIGN = "assign"
+TRANSFER = "transfer"
+
+
+def _owner_roles(session: Any) -> set[str]:
+    from crm_admin.accounts.models import CasbinRule, SysRole
+
+    active = set(session.execute(select(SysRole.code).where(SysRole.is_active.is_(True))).scalars())
+    granting = {
+        str(v0).removeprefix("role:")
+        for v0 in session.execute(
+            select(CasbinRule.v0).where(CasbinRule.ptype == "p", CasbinRule.v1.in_(("customer", "*")),
+                                        CasbinRule.v2.in_(("edit", "*")))
+        ).scalars()
+    }
+    return active & granting
+
+
+def _assignable_stmt(session: Any, principal: Principal, purpose: str) -> Select[Any]:
+    from crm_admin.accounts.models import CasbinRule, SysUser
+
+    members = select(CasbinRule.v0).where(
+        CasbinRule.ptype == "g", CasbinRule.v1.in_(sorted(f"role:{r}" for r in _owner_roles(session))))
+    subjects = {str(v) for v in session.execute(members).scalars()}
+    ids = sorted(int(s[2:]) for s in subjects if s.startswith("u:") and s[2:].isdigit())
+    stmt = select(SysUser).where(SysUser.is_active.is_(True), SysUser.id.in_(ids) if ids else false())
+    if purpose != TRANSFER:
+        stmt = stmt.where(owner_clause(SysUser.id, principal))
+    return stmt
+
+
+def assignable_users(session: Any, principal: Principal, *, purpose: str = ASSIGN) -> list[Any]:
+    """Users ``principal`` may make responsible for rows (``purpose``: ASSIGN or TRANSFER), by name."""
+    from crm_admin.accounts.models import SysUser
+
+    stmt = _assignable_stmt(session, principal, purpose).order_by(SysUser.real_name, SysUser.username)
+    return list(session.execute(stmt).scalars())
+
+
+def assignable_ids(session: Any, principal: Principal, *, purpose: str = ASSIGN) -> list[int]:
+    from crm_admin.accounts.models import SysUser
+
+    stmt = _assignable_stmt(session, principal, purpose).with_only_columns(SysUser.id)
+    return [int(i) for i in session.execute(stmt).scalars()]
+
+
+def check_assignee(session: Any, principal: Principal, user_id: Any, *, purpose: str = ASSIGN,
+                   field: str | None = None, label: str = "客户经理") -> Any:
+    """The user a posted id names, if ``principal`` may give them work; a clear UserError otherwise."""
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.errors import UserError
+
+    try:
+        wanted = int(str(user_id).strip())
+    except (TypeError, ValueError):
+        raise UserError(f"所选的{label}无效,请重新选择。", field=field) from None
+    user = session.get(SysUser, wanted) if 0 < wanted < 2**31 else None
+    if user is None:
+        raise UserError(f"所选的{label}不存在(编号 {wanted}),请重新选择。", field=field)
+    if purpose != TRANSFER and not sees_user(principal, user.id):
+        raise UserError(f"{label}“{user}”不在您的数据范围内,不能把工作分配给他/她。", field=field)
+    if not user.is_active:
+        raise UserError(f"{label}“{user}”已停用,请选择其他人。", field=field)
+    eligible = session.execute(
+        _assignable_stmt(session, principal, purpose).where(SysUser.id == user.id)
+    ).first()
+    if eligible is None:
+        raise UserError(f"{label}“{user}”的角色不能负责客户(如只读用户),请选择其他人。", field=field)
+    return user

@@ -29,8 +29,8 @@ from crm_admin.core.formatting import TYPE_FORMATTERS
 from crm_admin.core.forms import CrmForm, CrmModelConverter
 from crm_admin.core.listing import CappedListMixin
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope, scope_clause, scoped
-from crm_admin.db import transaction
+from crm_admin.core.scope import ASSIGN, assignable_ids, check_assignee, in_scope, scope_clause, scoped
+from crm_admin.db import session_factory, transaction
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,25 @@ def scoped_ref(model: type, fields: list[str], **options: Any) -> dict[str, Any]
         return [clause if clause is not None else true()]
 
     where.__crm_scoped__ = True  # type: ignore[attr-defined]
+    return {"fields": fields, "where": where, **options}
+
+
+def assignable_ref(fields: list[str], *, purpose: str = ASSIGN, **options: Any) -> dict[str, Any]:
+    """A ``form_ajax_refs`` entry over users that offers only whom the user may give work to
+    (``core.scope.check_assignee`` checks the submitted id again on save)."""
+
+    async def where(request: Request, _term: str) -> list[ColumnElement[bool]]:
+        from crm_admin.accounts.models import SysUser
+
+        principal = principal_of(request)
+
+        def ids() -> list[int]:
+            with session_factory()() as session:
+                return assignable_ids(session, principal, purpose=purpose)
+
+        found = await anyio.to_thread.run_sync(ids)
+        return [SysUser.id.in_(found) if found else false()]
+
     return {"fields": fields, "where": where, **options}
 
 
@@ -335,22 +354,26 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             ):
                 raise UserError("所选的关联记录不存在或不在您的数据范围内。", field=col.key)
 
-    def check_owner(self, obj: Any, owner_before: int | None, is_created: bool, request: Request) -> None:
+    def check_owner(self, session: Session, obj: Any, owner_before: int | None, is_created: bool,
+                    request: Request) -> None:
         """Rows owned by a manager (``__scope__ = "owner"``): who may set ``manager_id``.
 
         A new row defaults to the creating user; only a holder of ``assign`` on the resource may
-        name someone else or change the owner of an existing row (otherwise that is a transfer).
+        name someone else or change the owner of an existing row (otherwise that is a transfer), and
+        the person named must pass the one rule for whom work may be given to (``check_assignee``).
         """
         if getattr(self.model, "__scope__", "") != "owner":
             return
         principal = principal_of(request)
         if is_created and obj.manager_id is None:
             obj.manager_id = principal.id
-        if principal.can(self.resource, "assign"):
-            return
         wanted = principal.id if is_created else owner_before
-        if obj.manager_id != wanted:
+        if obj.manager_id == wanted:
+            return
+        if not principal.can(self.resource, "assign"):
             raise Forbidden("您没有分配客户经理的权限:新建的记录归您本人负责,更换负责人请使用客户转移。")
+        if obj.manager_id is not None:
+            check_assignee(session, principal, obj.manager_id, field="manager")
 
     def check_version(self, obj: Any, data: dict[str, Any], is_created: bool) -> None:
         """Optimistic locking: the form carries the ``version`` it was opened with; an older one is refused."""
@@ -404,7 +427,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                     obj = Query(self)._set_attributes_sync(session, obj, data)
                 except (TypeError, ValueError):  # e.g. a relation picker posted something that is no id
                     raise UserError("所选的关联记录不存在,请刷新页面后重新选择。") from None
-                self.check_owner(obj, owner_before, pk is None, request)
+                self.check_owner(session, obj, owner_before, pk is None, request)
                 self.before_save(session, obj, data, pk is None, request)
                 if pk is None:
                     session.add(obj)

@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
-from crm_admin.accounts.models import SysDept, SysUser
+from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
-from crm_admin.core.scope import scoped
-from crm_admin.core.views import CrmModelView, principal_of
+from crm_admin.core.scope import check_assignee, depts_in_scope, scoped, users_in_scope
+from crm_admin.core.views import CrmModelView, assignable_ref, principal_of
 from crm_admin.customers import service
 from crm_admin.customers.models import STATUS_LABELS, Customer, SavedQuery
 from crm_admin.customers.query import FILTER_PARAMS, CustomerQuery, like_prefix
@@ -124,7 +124,7 @@ class CustomerAdmin(CrmModelView, model=Customer):
         "status": {"choices": STATUS_CHOICES, "default": "potential"},
         "credit_code": {"description": "18 位统一社会信用代码,系统会校验校验位"},
     }
-    form_ajax_refs = {"manager": {"fields": ["real_name", "username"], "order_by": "username"}}
+    form_ajax_refs = {"manager": assignable_ref(["real_name", "username"], order_by="username")}
     stale_message = "保存失败:该客户已被他人修改,请刷新页面查看最新内容后再修改(您填写的内容仍保留在下方)。"
 
     # ----- the combined query --------------------------------------------------------------
@@ -195,7 +195,12 @@ class CustomerAdmin(CrmModelView, model=Customer):
             chosen_id = obj.manager_id  # an empty picker is not a request to drop the manager
         elif not is_created and not may_assign and chosen_id != obj.manager_id:
             raise UserError("更换客户经理请使用“客户转移”功能。", field="manager")
-        obj.manager = session.get(SysUser, chosen_id) if chosen_id is not None else None
+        if chosen_id is None:
+            obj.manager = None
+        elif chosen_id == principal.id or (not is_created and chosen_id == obj.manager_id):
+            obj.manager = session.get(SysUser, chosen_id)
+        else:  # naming someone else: the one rule for whom work may be given to
+            obj.manager = check_assignee(session, principal, chosen_id, field="manager")
         obj.manager_id = chosen_id
 
     @staticmethod
@@ -369,16 +374,8 @@ def _filter_panel(request: Request) -> dict[str, Any]:
     principal = principal_of(request)
     query = CustomerQuery.from_params(request.query_params)
     with session_factory()() as session:
-        users_stmt = select(SysUser.id, SysUser.real_name, SysUser.username, SysUser.dept_id).where(
-            SysUser.is_active.is_(True)).order_by(SysUser.username)
-        if principal.visible_user_ids is not None:
-            users_stmt = users_stmt.where(SysUser.id.in_(sorted(principal.visible_user_ids)))
-        users = session.execute(users_stmt).all()
-        depts_stmt = select(SysDept.id, SysDept.name).order_by(SysDept.sort, SysDept.name)
-        if principal.visible_user_ids is not None:
-            dept_ids = sorted({u.dept_id for u in users if u.dept_id})
-            depts_stmt = depts_stmt.where(SysDept.id.in_(dept_ids))
-        depts = session.execute(depts_stmt).all()
+        users = users_in_scope(session, principal)
+        depts = depts_in_scope(session, principal)
         saved = session.execute(
             select(SavedQuery).where(SavedQuery.user_id == principal.id, SavedQuery.resource == "customer")
             .order_by(SavedQuery.name)
@@ -394,7 +391,7 @@ def _filter_panel(request: Request) -> dict[str, Any]:
         "cq_levels": choices("customer_level"),
         "cq_statuses": [("", "— 请选择 —"), *STATUS_CHOICES],
         "cq_managers": [(u.id, u.real_name or u.username) for u in users],
-        "cq_depts": [(d.id, d.name) for d in depts],
+        "cq_depts": depts,
         "cq_saved": [(s.id, s.name, s.query_string) for s in saved],
         "cq_sorts": SORTS,
         "cq_sort": current_sort,

@@ -9,7 +9,9 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core.errors import UserError
 from crm_admin.core.importing import Column, ImportContext, ImportSpec, Row, RowError, dict_cell
+from crm_admin.core.scope import check_assignee, sees_user
 from crm_admin.customers import service
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import STATUS_LABELS, Customer
@@ -53,25 +55,36 @@ class CustomerImport(ImportSpec):
     def begin(self, session: Session, ctx: ImportContext) -> None:
         super().begin(session, ctx)
         ctx.state.update(names={}, codes={}, phones={}, users={})
+        chosen = ctx.options.get("manager_id")
+        if chosen is not None:
+            # "assign to" of the upload form, checked again when the job runs (people change meanwhile)
+            if not ctx.principal.can("customer", "assign"):
+                raise UserError("您没有分配客户经理的权限,导入的客户只能归您本人负责。")
+            ctx.state["default_manager"] = check_assignee(session, ctx.principal, chosen, field="manager_id").id
+        else:
+            ctx.state["default_manager"] = ctx.principal.id
 
     def _manager(self, session: Session, ctx: ImportContext, username: str) -> int:
+        """The 客户经理 column: the same rule as the customer form's picker (``check_assignee``)."""
         principal = ctx.principal
-        default = ctx.options.get("manager_id") or principal.id
         if not username:
-            return int(default)
-        users: dict[str, int | None] = ctx.state["users"]
+            return int(ctx.state["default_manager"])
+        users: dict[str, int | str] = ctx.state["users"]
         if username not in users:
-            users[username] = session.execute(
-                select(SysUser.id).where(SysUser.username == username, SysUser.is_active.is_(True))
-            ).scalar()
+            user_id = session.execute(select(SysUser.id).where(SysUser.username == username)).scalar()
+            if user_id is None:
+                users[username] = f"客户经理“{username}”不存在(请填写系统中的用户名)"
+            elif user_id != principal.id and not principal.can("customer", "assign"):
+                users[username] = "您没有分配客户经理的权限,客户经理一列请留空(导入的客户归您本人)"
+            else:
+                try:
+                    users[username] = int(check_assignee(session, principal, user_id).id)
+                except UserError as exc:
+                    users[username] = exc.message.rstrip("。")
         found = users[username]
-        if found is None:
-            raise RowError(f"客户经理“{username}”不存在或已停用")
-        if found != principal.id and not principal.can("customer", "assign"):
-            raise RowError("您没有分配客户经理的权限,客户经理一列请留空(导入的客户归您本人)")
-        if principal.visible_user_ids is not None and found not in principal.visible_user_ids:
-            raise RowError(f"客户经理“{username}”不在您的数据范围内")
-        return int(found)
+        if isinstance(found, str):
+            raise RowError(found)
+        return found
 
     def _row(self, session: Session, ctx: ImportContext, row: Row) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -165,7 +178,6 @@ class CustomerImport(ImportSpec):
             if e.phone:
                 by_phone[e.phone] = e
                 by_phone[service.normalize_phone(e.phone)] = e
-        visible = ctx.principal.visible_user_ids
         for row in rows:
             v = row.values
             assert v is not None
@@ -181,7 +193,7 @@ class CustomerImport(ImportSpec):
                 continue
             who = people.get(hit.manager_id or 0, "")
             owner = f"由 {who} 负责" if who else "尚未分配客户经理"
-            if visible is None or hit.manager_id in visible:
+            if sees_user(ctx.principal, hit.manager_id):
                 row.error = f"系统中已有{what}的客户:{hit.name}({hit.code},{owner})"
             else:
                 row.error = f"系统中已有{what}的客户({owner})"

@@ -7,18 +7,17 @@ from typing import Any
 
 import anyio
 from sqladmin import expose
-from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
-from crm_admin.accounts.models import SysUser
 from crm_admin.contacts.importing import SPEC as CONTACTS
 from crm_admin.core import importing
 from crm_admin.core.context import current_actor
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import attachment
+from crm_admin.core.scope import assignable_users, check_assignee
 from crm_admin.core.views import CrmBaseView, principal_of
 from crm_admin.customers.importing import SPEC as CUSTOMERS
 from crm_admin.db import session_factory
@@ -82,8 +81,9 @@ class ImportView(CrmBaseView):
                 try:
                     options: dict[str, Any] = {}
                     manager = str(form.get("manager_id", "")).strip()
-                    if manager.isdigit() and principal.can(spec.resource, "assign"):
-                        options["manager_id"] = int(manager)
+                    if manager and spec.key == "customer":
+                        user_id = await anyio.to_thread.run_sync(_assign_to, principal, manager)
+                        options["manager_id"] = user_id
                     path = await importing.save_upload_async(upload)
                     job = await anyio.to_thread.run_sync(
                         lambda: importing.start_job(spec, principal, current_actor(), path=path,
@@ -163,7 +163,12 @@ class ImportView(CrmBaseView):
 
 def _managers(principal: Any) -> list[tuple[int, str]]:
     with session_factory()() as session:
-        stmt = select(SysUser.id, SysUser.real_name, SysUser.username).where(SysUser.is_active.is_(True))
-        if principal.visible_user_ids is not None:
-            stmt = stmt.where(SysUser.id.in_(sorted(principal.visible_user_ids)))
-        return [(r.id, r.real_name or r.username) for r in session.execute(stmt.order_by(SysUser.username))]
+        return [(u.id, u.real_name or u.username) for u in assignable_users(session, principal)]
+
+
+def _assign_to(principal: Any, manager: str) -> int:
+    """The "assign to" of the upload form: the same check as the customer form's manager picker."""
+    if not principal.can("customer", "assign"):
+        raise UserError("您没有分配客户经理的权限,导入的客户只能归您本人负责。")
+    with session_factory()() as session:
+        return int(check_assignee(session, principal, manager, field="manager_id").id)

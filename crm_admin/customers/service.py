@@ -22,7 +22,7 @@ from crm_admin.accounts.models import SysMeta, SysUser
 from crm_admin.core import audit
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope
+from crm_admin.core.scope import in_scope, sees_user
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
 from crm_admin.db import utcnow
@@ -244,9 +244,7 @@ def find_duplicates(
             kind = "name"
         else:
             kind = "phone"
-        visible = principal is None or principal.visible_user_ids is None or (
-            row.manager_id in principal.visible_user_ids
-        )
+        visible = principal is None or sees_user(principal, row.manager_id)
         out.append(DuplicateMatch(kind, row.id, row.real_name or row.username or "", visible,
                                   row.name, row.code))
     order = {"credit_code": 0, "name": 1, "phone": 2}

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
-from crm_admin.accounts.models import SysDept, SysUser
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.scope import depts_in_scope, sees_user, users_in_scope
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory, transaction
@@ -180,24 +180,24 @@ def _filter(request: Request) -> service.PipelineFilter:
 def _pipeline_data(principal: Any, flt: service.PipelineFilter) -> dict[str, Any]:
     from decimal import Decimal
 
+    error = ""
     with session_factory()() as session:
+        user_rows = users_in_scope(session, principal)
+        dept_rows = depts_in_scope(session, principal)
+        # a filter naming someone (or a department) outside the scope is refused, not silently empty
+        if flt.manager is not None and not sees_user(principal, flt.manager):
+            flt.manager, error = None, "所选的客户经理不在您的数据范围内,已显示全部。"
+        if flt.dept is not None and flt.dept not in {d for d, _name in dept_rows}:
+            flt.dept, error = None, "所选的部门不在您的数据范围内,已显示全部。"
         columns = service.pipeline(session, principal, flt)
-        users = select(SysUser.id, SysUser.real_name, SysUser.username, SysUser.dept_id).where(
-            SysUser.is_active.is_(True)).order_by(SysUser.username)
-        if principal.visible_user_ids is not None:
-            users = users.where(SysUser.id.in_(sorted(principal.visible_user_ids)))
-        user_rows = session.execute(users).all()
-        depts = select(SysDept.id, SysDept.name).order_by(SysDept.name)
-        if principal.visible_user_ids is not None:
-            depts = depts.where(SysDept.id.in_(sorted({u.dept_id for u in user_rows if u.dept_id})))
-        dept_rows = session.execute(depts).all()
     return {
         "columns": columns,
         "total_count": sum(c.count for c in columns),
         "total_amount": sum((c.total for c in columns), Decimal("0.00")),
         "total_weighted": sum((c.weighted for c in columns), Decimal("0.00")),
         "managers": [(u.id, u.real_name or u.username) for u in user_rows],
-        "depts": [(d.id, d.name) for d in dept_rows],
+        "depts": dept_rows,
+        **({"error": error} if error else {}),
         "stages_json": json.dumps([[c.value, c.label] for c in columns], ensure_ascii=False),
     }
 

@@ -14,7 +14,14 @@ from starlette.responses import RedirectResponse, Response
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import scoped
+from crm_admin.core.scope import (
+    TRANSFER,
+    assignable_users,
+    scoped,
+    sees_everyone,
+    sees_several_users,
+    users_in_scope,
+)
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
 from crm_admin.customers.models import Customer
 from crm_admin.dashboard.pages import (
@@ -87,13 +94,12 @@ def _pick_customers(session: Any, principal: Principal, q: str, manager_id: int 
 def _page_data(principal: Principal, q: str, manager_id: int | None, preselect: list[int]) -> dict[str, Any]:
     with session_factory()() as session:
         customers = _pick_customers(session, principal, q, manager_id, preselect)
-        managers = [{"id": u.id, "label": _user_label(u)} for u in service.eligible_managers(session)]
+        managers = [{"id": u.id, "label": _user_label(u)}
+                    for u in assignable_users(session, principal, purpose=TRANSFER)]
         owners: list[dict[str, Any]] = []
-        if principal.visible_user_ids is None or len(principal.visible_user_ids) > 1:
-            stmt = select(SysUser).order_by(SysUser.real_name, SysUser.username)
-            if principal.visible_user_ids is not None:
-                stmt = stmt.where(SysUser.id.in_(principal.visible_user_ids))
-            owners = [{"id": u.id, "label": _user_label(u)} for u in session.execute(stmt).scalars()]
+        if sees_several_users(principal):
+            owners = [{"id": u.id, "label": _user_label(u)}
+                      for u in users_in_scope(session, principal, active_only=False)]
     return {"customers": customers, "managers": managers, "owners": owners, "limit": PICK_LIMIT}
 
 
@@ -159,7 +165,7 @@ class TransferPage(CrmBaseView):
             form=form or {"new_manager_id": "", "reason": ""},
             done=request.query_params.get("done"),
             can_transfer=principal.can("customer", "transfer"),
-            is_admin=principal.visible_user_ids is None, **data,
+            is_admin=sees_everyone(principal), **data,
         )
         return await self.templates.TemplateResponse(request, "transfers/transfer.html", ctx,
                                                      status_code=status)
@@ -204,7 +210,7 @@ class TransferPage(CrmBaseView):
     @expose("/transfer/handover", methods=["GET", "POST"], identity="transfer-handover")
     async def transfer_handover(self, request: Request) -> Response:
         principal = principal_of(request)
-        if principal.visible_user_ids is not None or not principal.can("customer", "transfer"):
+        if not sees_everyone(principal) or not principal.can("customer", "transfer"):
             return await self.templates.TemplateResponse(
                 request, "transfers/handover.html",
                 base_context(request, "离职交接", forbidden=True, users=[], managers=[], form={}),

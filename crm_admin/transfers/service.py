@@ -18,13 +18,12 @@ from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
-from crm_admin.accounts.models import CasbinRule, SysRole, SysUser
+from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.core import audit
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
-from crm_admin.core.permissions import gate
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import scoped
+from crm_admin.core.scope import TRANSFER, check_assignee, scoped, sees_everyone
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.opportunities.models import SalesOpportunity
@@ -102,8 +101,8 @@ def reassign_in_form(
     The new manager must be able to own customers; a ``customer_transfer`` row keeps the history
     complete (none when the customer is left without a manager) and the open work follows.
     """
-    if new_manager is not None and not may_own_customers(session, new_manager):
-        raise UserError("所选的客户经理已停用,或其角色不能负责客户。", field="manager")
+    if new_manager is not None:
+        check_assignee(session, principal, new_manager.id, field="manager")
     now = utcnow()
     new_id = new_manager.id if new_manager is not None else None
     if new_id is not None:
@@ -120,52 +119,16 @@ def reassign_in_form(
     )
 
 
-def may_own_customers(session: Session, user: SysUser) -> bool:
-    """An active user whose roles let them work customers (a read-only account cannot own any)."""
-    if not user.is_active:
-        return False
-    grants = gate.grants(session.connection(), user.id)
-    return ("customer", "edit") in grants.permissions
-
-
-def eligible_managers(session: Session) -> list[SysUser]:
-    """Users who may be made the manager of a customer, by name.
-
-    Read from the policy rows in one pass (roles granting customer/edit, their members): asking the
-    gate user by user would evaluate every user's whole permission set.
-    """
-    role_codes = {code for code, in session.execute(select(SysRole.code).where(SysRole.is_active.is_(True)))}
-    owning = {
-        v0.removeprefix("role:")
-        for v0, in session.execute(
-            select(CasbinRule.v0).where(CasbinRule.ptype == "p", CasbinRule.v1.in_(("customer", "*")),
-                                        CasbinRule.v2.in_(("edit", "*")))
-        )
-    } & role_codes
-    members = {
-        int(v0.removeprefix("u:"))
-        for v0, v1 in session.execute(select(CasbinRule.v0, CasbinRule.v1).where(CasbinRule.ptype == "g"))
-        if v1.removeprefix("role:") in owning and v0.removeprefix("u:").isdigit()
-    }
-    if not members:
-        return []
-    return list(session.execute(
-        select(SysUser).where(SysUser.is_active.is_(True), SysUser.id.in_(members))
-        .order_by(SysUser.real_name, SysUser.username)
-    ).scalars())
-
-
 def _check_operator(principal: Principal) -> None:
     if not principal.can("customer", "transfer"):
         raise Forbidden("您没有转移客户的权限。")
 
 
-def _new_manager(session: Session, new_manager_id: int | None) -> SysUser:
+def _new_manager(session: Session, principal: Principal, new_manager_id: int | None) -> SysUser:
     if not new_manager_id:
         raise UserError("请选择新的客户经理。", field="new_manager_id")
-    user = session.get(SysUser, new_manager_id)
-    if user is None or not may_own_customers(session, user):
-        raise UserError("所选的新客户经理不存在、已停用,或其角色不能负责客户。", field="new_manager_id")
+    user: SysUser = check_assignee(session, principal, new_manager_id, purpose=TRANSFER,
+                                   field="new_manager_id", label="新客户经理")
     return user
 
 
@@ -191,7 +154,7 @@ def transfer_customers(
     if len(ids) > MAX_BATCH:
         raise UserError(f"一次最多转移 {MAX_BATCH} 个客户。")
     text = clean_reason(reason)
-    target = _new_manager(session, new_manager_id)
+    target = _new_manager(session, principal, new_manager_id)
     now = now or utcnow()
 
     # Lock the rows in id order (two batches overlapping cannot deadlock) and re-check the scope on
@@ -271,7 +234,7 @@ def hand_over_customers(
 ) -> TransferResult:
     """Hand every customer of ``from_user_id`` (e.g. an employee who leaves) to ``to_user_id``."""
     _check_operator(principal)
-    if principal.visible_user_ids is not None:
+    if not sees_everyone(principal):
         raise Forbidden("只有可查看全部数据的管理员才能整体交接某位员工的客户。")
     if from_user_id == to_user_id:
         raise UserError("交接双方不能是同一个人。", field="to_user_id")

@@ -226,7 +226,9 @@ def test_concurrent_service_calls_on_mariadb_without_versions(people: dict[str, 
 
 def test_eligible_managers_are_active_owning_roles(people: dict[str, Any], make_user: Any) -> None:
     from crm_admin.accounts.models import SysUser
-    from crm_admin.transfers.service import eligible_managers, may_own_customers
+    from crm_admin.core.errors import UserError
+    from crm_admin.core.principal import load_principal
+    from crm_admin.core.scope import TRANSFER, assignable_users, check_assignee
 
     make_user("viewer3", roles=("readonly",))
     lead = make_user("lead1", roles=("sales_lead",))
@@ -236,10 +238,19 @@ def test_eligible_managers_are_active_owning_roles(people: dict[str, Any], make_
         assert u is not None
         u.is_active = False
     with db.session_factory()() as s:
-        names = {u.username for u in eligible_managers(s)}
+        operator = load_principal(s.connection(), s.get(SysUser, people["a"].id))
+        names = {u.username for u in assignable_users(s, operator, purpose=TRANSFER)}
         assert {"mgr_a", "mgr_b", "mgr_c", "lead1", "admin"} <= names
         assert "viewer3" not in names and "gone1" not in names
-        assert {u.username for u in s.execute(select(SysUser)).scalars() if may_own_customers(s, u)} == names
+
+        def accepted(user: SysUser) -> bool:
+            try:
+                check_assignee(s, operator, user.id, purpose=TRANSFER)
+            except UserError:
+                return False
+            return True
+
+        assert {u.username for u in s.execute(select(SysUser)).scalars() if accepted(u)} == names
     assert lead.id
 
 
