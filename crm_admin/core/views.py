@@ -29,7 +29,14 @@ from crm_admin.core.formatting import TYPE_FORMATTERS
 from crm_admin.core.forms import CrmForm, CrmModelConverter
 from crm_admin.core.listing import CappedListMixin
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import ASSIGN, assignable_ids, check_assignee, in_scope, scope_clause, scoped
+from crm_admin.core.scope import (
+    ASSIGN,
+    assignable_ids,
+    check_assignee,
+    in_scope,
+    scope_clause,
+    scoped,
+)
 from crm_admin.db import session_factory, transaction
 
 log = logging.getLogger(__name__)

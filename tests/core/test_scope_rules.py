@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select
 
 from crm_admin import db
+from tests.company import World
 from tests.conftest import csrf_token
-from tests.security.conftest import World, world  # noqa: F401  (the two-team company)
 
 PACKAGE = Path(__file__).resolve().parents[2] / "crm_admin"
 SCOPE_MODULES = {PACKAGE / "core" / "scope.py", PACKAGE / "core" / "principal.py"}

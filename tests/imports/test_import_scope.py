@@ -14,8 +14,8 @@ from openpyxl import Workbook
 from sqlalchemy import func, select
 
 from crm_admin import db
+from tests.company import World
 from tests.conftest import csrf_token
-from tests.security.conftest import World, world  # noqa: F401  (the two-team company)
 
 
 def _workbook(rows: list[list[Any]]) -> bytes:
