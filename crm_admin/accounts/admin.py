@@ -14,11 +14,19 @@ from wtforms import SelectField
 
 from crm_admin.accounts.models import CasbinRule, SysDept, SysRole, SysUser
 from crm_admin.accounts.pages import PolicyPage, UsersPage, dept_paths
-from crm_admin.accounts.policy import valid_role_code
+from crm_admin.accounts.policy import (
+    check_role_delete,
+    check_role_form,
+    format_line,
+    valid_role_code,
+)
 from crm_admin.accounts.service import change_password
-from crm_admin.core.errors import UserError
+from crm_admin.core import audit
+from crm_admin.core.audit import INFO_SILENT
+from crm_admin.core.errors import Forbidden, UserError
 from crm_admin.core.permissions import SCOPE_LABELS, bump_policy_version
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.scope import sees_everyone
+from crm_admin.core.views import CrmModelView, principal_of
 from crm_admin.db import session_factory, transaction
 
 
@@ -45,10 +53,18 @@ class UserAdmin(CrmModelView, model=SysUser):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        from crm_admin.accounts.service import _is_last_admin
-        from crm_admin.core.views import principal_of
+        from crm_admin.accounts.service import (
+            _is_last_admin,
+            check_dept_assignment,
+            check_manage_user,
+        )
 
-        if obj.is_active is False and obj.id == principal_of(request).id:
+        principal = principal_of(request)
+        check_manage_user(session, principal, obj)
+        dept_before = session.execute(select(SysUser.dept_id).where(SysUser.id == obj.id)).scalar()
+        if obj.dept_id != dept_before:
+            check_dept_assignment(session, principal, obj.dept_id)
+        if obj.is_active is False and obj.id == principal.id:
             raise UserError("不能停用您自己的账号。")
         if obj.is_active is False and _is_last_admin(session, obj.id):
             raise UserError("不能停用最后一位系统管理员。")
@@ -67,6 +83,7 @@ class DeptAdmin(CrmModelView, model=SysDept):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
+        _only_all_scope_restructures(request)
         if not (obj.name or "").strip() or len(obj.name) > 64:
             raise UserError("部门名称不能为空,且不超过 64 个字符。")
         parent = obj.parent_id
@@ -78,6 +95,7 @@ class DeptAdmin(CrmModelView, model=SysDept):
             parent = session.execute(select(SysDept.parent_id).where(SysDept.id == parent)).scalar()
 
     def before_delete(self, session: Session, obj: Any, request: Request) -> None:
+        _only_all_scope_restructures(request)
         if session.execute(select(SysDept.id).where(SysDept.parent_id == obj.id).limit(1)).first():
             raise UserError(f"部门“{obj.name}”下还有下级部门,请先处理下级部门。")
         if session.execute(select(SysUser.id).where(SysUser.dept_id == obj.id).limit(1)).first():
@@ -104,12 +122,18 @@ class RoleAdmin(CrmModelView, model=SysRole):
             raise UserError("角色编码须以小写字母开头,只含小写字母、数字和下划线(2–32 位)。")
         if obj.data_scope not in SCOPE_LABELS:
             raise UserError("请选择有效的数据范围。")
+        scope_before: str | None = None
+        active_before: bool | None = None
         if not is_created:
-            old_code = session.execute(select(SysRole.code).where(SysRole.id == obj.id)).scalar()
-            if old_code is not None and old_code != obj.code:
+            old_code, scope_before, active_before = session.execute(
+                select(SysRole.code, SysRole.data_scope, SysRole.is_active).where(SysRole.id == obj.id)).one()
+            if old_code != obj.code:
                 raise UserError("角色编码创建后不能修改(权限策略引用它)。")
             if obj.code == "admin" and (obj.data_scope != "all" or not obj.is_active):
                 raise UserError("系统管理员角色必须启用,且数据范围为全部数据。")
+        # the same check as the permission grid: nobody grants more than they hold
+        check_role_form(session, principal_of(request), obj, is_created=is_created,
+                        scope_before=scope_before, active_before=active_before)
         # role scopes and status are part of what the gate caches: every process reloads
         bump_policy_version(session.connection())
 
@@ -120,11 +144,20 @@ class RoleAdmin(CrmModelView, model=SysRole):
         if session.execute(select(CasbinRule.id).where(CasbinRule.ptype == "g", CasbinRule.v1 == subject)
                            .limit(1)).first():
             raise UserError(f"仍有用户拥有角色“{obj.name}”,请先调整这些用户的角色。")
-        for rule in session.execute(select(CasbinRule).where(CasbinRule.ptype == "p",
-                                                             CasbinRule.v0 == subject)).scalars():
-            session.delete(rule)  # one row at a time
-        session.flush()
+        dropped = check_role_delete(session, principal_of(request), obj)
+        session.info[INFO_SILENT] = True  # one summary row below instead of a row per policy line
+        try:
+            for rule in session.execute(select(CasbinRule).where(CasbinRule.ptype == "p",
+                                                                 CasbinRule.v0 == subject)).scalars():
+                session.delete(rule)  # one row at a time
+            session.flush()
+        finally:
+            session.info.pop(INFO_SILENT, None)
         bump_policy_version(session.connection())
+        if dropped:
+            audit.record(session, "policy_change", resource="policy", resource_id=obj.code,
+                         changes={"removed": [format_line(x) for x in dropped]},
+                         detail=f"删除角色“{obj.name}”及其 {len(dropped)} 条权限")
 
 
 class PolicyAdmin(CrmModelView, model=CasbinRule):
@@ -140,6 +173,13 @@ class PolicyAdmin(CrmModelView, model=CasbinRule):
 
     def is_visible(self, request: Request) -> bool:
         return False  # the 角色权限 page (PolicyPage) is the menu entry
+
+
+def _only_all_scope_restructures(request: Request) -> None:
+    """The department tree decides what "本部门及下级" covers: re-parenting a department under one's own
+    would widen one's scope, so only users who already see all data change the tree."""
+    if not sees_everyone(principal_of(request)):
+        raise Forbidden("部门结构决定数据范围,只有可查看全部数据的用户才能调整部门。")
 
 
 def _dept_path(dept_id: int) -> str:

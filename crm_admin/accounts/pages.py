@@ -201,9 +201,10 @@ def _edit_user_sync(principal: Principal, user_id: int, op: str, form: FormData)
             password = str(form.get("new_password") or "")
             if password != str(form.get("confirm_password") or ""):
                 raise UserError("两次输入的新密码不一致。")
-            service.reset_password(session, user, password)
+            service.reset_password(session, principal, user, password)
             return "密码已重置,该用户下次登录时须修改密码。"
         if op == "unlock":
+            service.check_manage_user(session, principal, user)
             user.locked_until = None
             user.failed_logins = 0
             from crm_admin.core import audit

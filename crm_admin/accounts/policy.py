@@ -44,10 +44,12 @@ class PolicyDiff:
     added: list[Line] = field(default_factory=list)
     removed: list[Line] = field(default_factory=list)
     scopes: dict[str, tuple[str, str]] = field(default_factory=dict)  # role → (old, new)
+    active: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # role → (was, is) enabled
+    new_roles: dict[str, str] = field(default_factory=dict)  # role created → its data scope
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.scopes)
+        return not (self.added or self.removed or self.scopes or self.active or self.new_roles)
 
 
 def format_line(line: Line) -> str:
@@ -158,8 +160,28 @@ def _role_scopes(session: Session) -> dict[str, str]:
 
 def check_change(session: Session, editor: Principal, before: list[Line], after: list[Line],
                  diff: PolicyDiff) -> None:
-    """Refuse escalation and the removal of the last administrator."""
+    """The one check of every change to roles — their permissions, data scope, status or members — by
+    any path (permission grid, advanced editor, role form, user form, role delete).
+
+    Nobody grants more than they hold: every permission added to or taken from a role, every role a user
+    is put into or taken out of, and every role whose scope or status changes must be within the
+    editor's own permissions and data scope. And nobody removes the last administrator.
+    """
     held = set(editor.permissions)
+    widest = _scope_rank(editor.scope)
+    scopes = _role_scopes(session)
+    scope_after = {**scopes, **{r: new for r, (_old, new) in diff.scopes.items()}, **diff.new_roles}
+
+    def within(role: str, lines: list[Line], what: str) -> None:
+        missing = role_permissions(lines, role) - held
+        if missing:
+            res, act = sorted(missing)[0]
+            raise Forbidden(f"{what}:角色“{role}”拥有您自己没有的权限({RESOURCES.get(res, res)} / "
+                            f"{ACTIONS.get(act, act)})。")
+        for scope in {scopes.get(role, "self"), scope_after.get(role, "self")}:
+            if _scope_rank(scope) > widest:
+                raise Forbidden(f"{what}:角色“{role}”的数据范围({SCOPE_LABELS.get(scope, scope)})比您自己的大。")
+
     for line in diff.added:
         if line[0] == "p":
             missing = expand(line[2], line[3]) - held
@@ -168,25 +190,66 @@ def check_change(session: Session, editor: Principal, before: list[Line], after:
                 raise Forbidden(f"不能授予您自己没有的权限:{RESOURCES.get(res, res)} / {ACTIONS.get(act, act)}"
                                 f"({format_line(line)})。")
         else:
-            role = line[2].removeprefix("role:")
-            missing = role_permissions(after, role) - held
-            if missing:
-                raise Forbidden(f"不能把用户加入角色“{role}”:该角色拥有您自己没有的权限。")
-    # changing a role that users hold changes their rights: the changed rights must be the editor's own
+            within(line[2].removeprefix("role:"), after, "不能把用户加入该角色")
     for line in diff.removed:
         if line[0] == "p" and not expand(line[2], line[3]) <= held:
             raise Forbidden(f"不能修改您自己没有的权限:{format_line(line)}。")
-    widest = SCOPE_ORDER.index(editor.scope) if editor.scope in SCOPE_ORDER else 0
+        if line[0] == "g":
+            within(line[2].removeprefix("role:"), before, "不能把用户移出该角色")
     for role, (_old, new) in diff.scopes.items():
-        if SCOPE_ORDER.index(new) > widest:
+        if _scope_rank(new) > widest:
             raise Forbidden(f"不能把角色“{role}”的数据范围设为比您自己更大的范围。")
+        within(role, after, "不能修改该角色的数据范围")
+    for role in diff.active:
+        within(role, after, "不能启用或停用该角色")
+    for role, scope in diff.new_roles.items():
+        if _scope_rank(scope) > widest:
+            raise Forbidden(f"不能新建数据范围比您自己更大的角色“{role}”。")
+    _keep_an_administrator(session, after, diff)
+
+
+def _scope_rank(scope: str) -> int:
+    return SCOPE_ORDER.index(scope) if scope in SCOPE_ORDER else 0
+
+
+def _keep_an_administrator(session: Session, after: list[Line], diff: PolicyDiff) -> None:
     if ADMIN_LINE not in after:
         raise UserError("不能删除“p, role:admin, *, *”:系统管理员角色必须保留全部权限。")
+    if diff.scopes.get("admin", ("all", "all"))[1] != "all" or not diff.active.get("admin", (True, True))[1]:
+        raise UserError("系统管理员角色必须启用,且数据范围为全部数据。")
     active = set(session.execute(select(SysUser.id).where(SysUser.is_active.is_(True))).scalars())
     admins = [line for line in after if line[0] == "g" and line[2] == "role:admin"
               and int(line[1][2:]) in active]
     if not admins:
         raise UserError("不能移除最后一位系统管理员:至少须保留一个启用的用户拥有 admin 角色。")
+
+
+def check_role_form(session: Session, editor: Principal, role: SysRole, *, is_created: bool,
+                    scope_before: str | None, active_before: bool | None) -> None:
+    """The role form (create or edit a role): its scope and status go through ``check_change``."""
+    diff = PolicyDiff()
+    if is_created:
+        diff.new_roles[role.code] = role.data_scope
+        if not role.is_active:
+            return
+    else:
+        if scope_before is not None and scope_before != role.data_scope:
+            diff.scopes[role.code] = (scope_before, role.data_scope)
+        if active_before is not None and active_before != role.is_active:
+            diff.active[role.code] = (active_before, role.is_active)
+    if diff.empty:
+        return
+    lines = current_lines(session)
+    check_change(session, editor, lines, lines, diff)
+
+
+def check_role_delete(session: Session, editor: Principal, role: SysRole) -> list[Line]:
+    """Deleting a role drops its permission lines: the same check as removing them in the editor."""
+    before = current_lines(session)
+    subject = f"role:{role.code}"
+    after = [line for line in before if not (line[0] == "p" and line[1] == subject)]
+    check_change(session, editor, before, after, diff_policy(before, after))
+    return [line for line in before if line not in after]
 
 
 def apply_policy(session: Session, editor: Principal, after: list[Line], *,

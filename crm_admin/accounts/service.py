@@ -15,9 +15,16 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import CasbinRule, LoginGuard, SysDept, SysRole, SysSession, SysUser
 from crm_admin.core import audit
 from crm_admin.core.context import Actor
-from crm_admin.core.errors import UserError
-from crm_admin.core.permissions import bump_policy_version, role_subject, user_subject
+from crm_admin.core.errors import Forbidden, UserError
+from crm_admin.core.permissions import (
+    SCOPE_ORDER,
+    bump_policy_version,
+    gate,
+    role_subject,
+    user_subject,
+)
 from crm_admin.core.principal import Principal
+from crm_admin.core.scope import depts_in_scope, sees_everyone
 from crm_admin.core.security import hash_password, needs_rehash, password_problems, verify_password
 from crm_admin.db import utcnow
 from crm_admin.settings import get_settings
@@ -220,6 +227,7 @@ def admin_create_user(
 
     if dept_id is not None and session.get(SysDept, dept_id) is None:
         raise UserError("所选部门不存在。")
+    check_dept_assignment(session, editor, dept_id)
     user = create_user(session, username=username, password=password, real_name=real_name.strip()[:64],
                        dept_id=dept_id, phone=(phone or None), email=(email or None),
                        must_change_password=True)
@@ -234,6 +242,9 @@ def update_user(session: Session, editor: Principal, user: SysUser, *, real_name
 
     if dept_id is not None and session.get(SysDept, dept_id) is None:
         raise UserError("所选部门不存在。")
+    check_manage_user(session, editor, user)
+    if dept_id != user.dept_id:
+        check_dept_assignment(session, editor, dept_id)
     if len(real_name) > 64 or len(phone or "") > 32 or len(email or "") > 128:
         raise UserError("姓名不超过 64 字,电话不超过 32 字,邮箱不超过 128 字。")
     user.real_name = real_name.strip()
@@ -244,11 +255,32 @@ def update_user(session: Session, editor: Principal, user: SysUser, *, real_name
     set_user_roles(session, editor, user.id, roles)
 
 
+def check_manage_user(session: Session, editor: Principal, user: SysUser) -> None:
+    """Editing, disabling, unlocking or resetting the password of another user is acting on their
+    rights: the editor must hold everything that user holds (otherwise a password reset is a takeover)."""
+    if user.id == editor.id:
+        return
+    theirs = gate.grants(session.connection(), user.id)
+    if not theirs.permissions <= editor.permissions or (
+            SCOPE_ORDER.index(theirs.scope) > SCOPE_ORDER.index(editor.scope)):
+        raise Forbidden(f"不能管理权限比您大的用户“{user}”(须由系统管理员操作)。")
+
+
+def check_dept_assignment(session: Session, editor: Principal, dept_id: int | None) -> None:
+    """A user's department decides what their role's department scope covers: an editor may place
+    users only in departments within their own data scope."""
+    if dept_id is None or sees_everyone(editor):
+        return
+    if dept_id not in {d for d, _name in depts_in_scope(session, editor)}:
+        raise Forbidden("不能把用户调入您数据范围以外的部门(部门决定数据范围)。")
+
+
 def set_user_active(session: Session, editor: Principal, user: SysUser, active: bool) -> None:
     """Disable or enable an account; a disabled user's session ends on their next request.
 
     Their customers stay where they are (and can be handed over with a transfer).
     """
+    check_manage_user(session, editor, user)
     if not active and user.id == editor.id:
         raise UserError("不能停用您自己的账号。")
     if not active and _is_last_admin(session, user.id):
@@ -261,8 +293,9 @@ def set_user_active(session: Session, editor: Principal, user: SysUser, active: 
                  changes={"is_active": [not active, active]})
 
 
-def reset_password(session: Session, user: SysUser, new_password: str) -> None:
+def reset_password(session: Session, editor: Principal, user: SysUser, new_password: str) -> None:
     """An administrator sets a new password; the user must change it at their next sign-in."""
+    check_manage_user(session, editor, user)
     problems = password_problems(new_password, username=user.username)
     if problems:
         raise UserError(";".join(problems))

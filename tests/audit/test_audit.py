@@ -129,7 +129,11 @@ def test_update_has_field_level_before_after_and_no_password(make_user: Any) -> 
     assert update.changes == {"name": ["旧名称", "新名称"]}
     user = make_user("auditee", ["manager"])
     with db.transaction() as session:
-        reset_password(session, session.get(SysUser, user.id), "Another123")
+        from crm_admin.core.principal import load_principal
+
+        admin = session.execute(select(SysUser).where(SysUser.username == "admin")).scalar_one()
+        reset_password(session, load_principal(session.connection(), admin), session.get(SysUser, user.id),
+                       "Another123")
     with db.session_factory()() as session:
         hash_ = session.get(SysUser, user.id).password_hash
     for row in _rows(resource="user"):
