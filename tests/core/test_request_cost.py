@@ -25,9 +25,9 @@ def test_per_request_auth_cost(make_user: Any, login_as: Any) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", count)
     meta = [s for s in statements if "FROM sys_meta" in s]
-    identity = [s for s in statements if "sys_user.session_epoch" in s]
+    identity = [s for s in statements if "sys_session" in s]
     print(f"\nrequest statements: {len(statements)}, identity: {len(identity)}, version checks: {len(meta)}")
-    assert len(identity) == 1  # the signed-in user's row
+    assert len(identity) == 1  # the signed-in user's row, joined with their live session
     # the policy version (every request) and, at most every 2 s, the dictionary version: primary-key reads
     assert 1 <= len(meta) <= 2
     assert not any("casbin_rule" in s or "FROM sys_role" in s for s in statements)  # no policy reload
