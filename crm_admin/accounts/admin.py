@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from sqladmin import BaseView, expose
+from sqladmin import BaseView
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -25,6 +25,7 @@ from crm_admin.core import audit
 from crm_admin.core.audit import INFO_SILENT
 from crm_admin.core.errors import Forbidden, UserError
 from crm_admin.core.permissions import SCOPE_LABELS, bump_policy_version
+from crm_admin.core.routes import SIGNED_IN, route
 from crm_admin.core.scope import sees_everyone
 from crm_admin.core.views import CrmModelView, principal_of
 from crm_admin.db import session_factory, transaction
@@ -203,7 +204,7 @@ class PasswordView(BaseView):
     def is_accessible(self, request: Request) -> bool:
         return getattr(request.state, "principal", None) is not None
 
-    @expose("/account/password", methods=["GET", "POST"], identity="account-password")
+    @route("/account/password", methods=["GET", "POST"], identity="account-password", permission=SIGNED_IN)
     async def password(self, request: Request) -> Response:
         user = request.state.user
         context: dict[str, object] = {

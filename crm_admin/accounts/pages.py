@@ -10,7 +10,6 @@ import datetime as dt
 from typing import Any
 
 import anyio
-from sqladmin import expose
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
@@ -22,17 +21,12 @@ from crm_admin.accounts import policy as policy_service
 from crm_admin.accounts import service
 from crm_admin.accounts.models import SysDept, SysRole, SysUser
 from crm_admin.core.errors import UserError
-from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS
+from crm_admin.core.params import parse_id
+from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS, applicable
 from crm_admin.core.principal import Principal
+from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, principal_of
 from crm_admin.db import session_factory, transaction
-
-
-def require(request: Request, resource: str, action: str) -> Principal:
-    principal = principal_of(request)
-    if not principal.can(resource, action):
-        raise HTTPException(status_code=403, detail="您没有执行此操作的权限。")
-    return principal
 
 
 def dept_paths(session: Session) -> dict[int, str]:
@@ -54,10 +48,12 @@ def dept_paths(session: Session) -> dict[int, str]:
 
 
 def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        raise UserError("参数无效。") from None
+    if value in (None, ""):
+        return None
+    parsed = parse_id(value)
+    if parsed is None:
+        raise UserError("参数无效。")
+    return parsed
 
 
 def _text(form: FormData, key: str, limit: int = 255) -> str:
@@ -72,7 +68,7 @@ class UsersPage(CrmBaseView):
     category = "系统管理"
     resource = "user"
 
-    @expose("/users", methods=["GET"], identity="users")
+    @route("/users", identity="users", permission=("user", "list"))
     async def users(self, request: Request) -> Response:
         principal = principal_of(request)
         rows = await anyio.to_thread.run_sync(_list_users)
@@ -81,9 +77,9 @@ class UsersPage(CrmBaseView):
             "can_edit": principal.can("user", "edit"), "notice": request.query_params.get("notice", ""),
         })
 
-    @expose("/users/new", methods=["GET", "POST"], identity="users-new")
+    @route("/users/new", methods=["GET", "POST"], identity="users-new", permission=("user", "create"))
     async def create(self, request: Request) -> Response:
-        principal = require(request, "user", "create")
+        principal = principal_of(request)
         context: dict[str, Any] = {"title": "新建用户", "user": None, "form": {}, "user_roles": []}
         status = 200
         if request.method == "POST":
@@ -101,10 +97,10 @@ class UsersPage(CrmBaseView):
         return await self.templates.TemplateResponse(request, "accounts/user_form.html", context,
                                                      status_code=status)
 
-    @expose("/users/{user_id:int}", methods=["GET", "POST"], identity="users-edit")
+    @route("/users/{user_id:int}", methods=["GET", "POST"], identity="users-edit",
+           permission={"GET": ("user", "view"), "POST": ("user", "edit")}, row=(SysUser, "user_id"))
     async def edit(self, request: Request) -> Response:
-        principal = require(request, "user", "view") if request.method == "GET" else require(
-            request, "user", "edit")
+        principal = principal_of(request)
         user_id = int(request.path_params["user_id"])
         context: dict[str, Any] = {"title": "编辑用户", "can_edit": principal.can("user", "edit")}
         status = 200
@@ -222,14 +218,15 @@ class PolicyPage(CrmBaseView):
     category = "系统管理"
     resource = "policy"
 
-    @expose("/policy", methods=["GET", "POST"], identity="policy")
+    @route("/policy", methods=["GET", "POST"], identity="policy",
+           permission={"GET": ("policy", "list"), "POST": ("policy", "edit")})
     async def grid(self, request: Request) -> Response:
         principal = principal_of(request)
         context: dict[str, Any] = {"title": "角色与权限", "can_edit": principal.can("policy", "edit")}
         status = 200
         if request.method == "POST":
-            require(request, "policy", "edit")
-            form = await request.form()
+            # one checkbox per role × resource × action, and a scope per role: allow for 100 roles
+            form = await request.form(max_fields=100 * (len(RESOURCES) * len(ACTIONS) + 1) + 16)
             try:
                 diff = await anyio.to_thread.run_sync(_save_grid_sync, principal, form)
             except UserError as exc:
@@ -242,7 +239,8 @@ class PolicyPage(CrmBaseView):
         context.update(await anyio.to_thread.run_sync(_grid_context))
         return await self.templates.TemplateResponse(request, "accounts/policy.html", context, status_code=status)
 
-    @expose("/policy/advanced", methods=["GET", "POST"], identity="policy-advanced")
+    @route("/policy/advanced", methods=["GET", "POST"], identity="policy-advanced",
+           permission={"GET": ("policy", "list"), "POST": ("policy", "edit")})
     async def advanced(self, request: Request) -> Response:
         principal = principal_of(request)
         context: dict[str, Any] = {"title": "权限策略(高级)", "can_edit": principal.can("policy", "edit")}
@@ -250,7 +248,6 @@ class PolicyPage(CrmBaseView):
         if request.method == "GET":
             context["text"] = await anyio.to_thread.run_sync(_policy_text)
         else:
-            require(request, "policy", "edit")
             form = await request.form()
             text = str(form.get("text") or "")
             upload = form.get("file")
@@ -280,9 +277,8 @@ class PolicyPage(CrmBaseView):
         return await self.templates.TemplateResponse(request, "accounts/policy_advanced.html", context,
                                                      status_code=status)
 
-    @expose("/policy/export", methods=["GET"], identity="policy-export")
+    @route("/policy/export", identity="policy-export", permission=("policy", "export"))
     async def export(self, request: Request) -> Response:
-        require(request, "policy", "export")
         text = await anyio.to_thread.run_sync(_policy_text)
 
         def audit_export() -> None:
@@ -319,6 +315,7 @@ def _grid_context() -> dict[str, Any]:
                        "wildcard": r.code in wildcard} for r in roles],
             "resources": list(RESOURCES.items()), "actions": list(ACTIONS.items()),
             "scopes": list(SCOPE_LABELS.items()), "granted": granted,
+            "applicable": {f"{res}|{act}" for res in RESOURCES for act in ACTIONS if applicable(res, act)},
         }
 
 

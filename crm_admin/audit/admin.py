@@ -11,12 +11,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
-from sqladmin import expose
 from sqlalchemy import Select, func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.audit.models import AuditLog
+from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView
 from crm_admin.db import session_factory
 
@@ -104,7 +104,7 @@ class AuditAnalysisPage(CrmBaseView):
     category = "系统管理"
     resource = "audit"
 
-    @expose("/audit/analysis", methods=["GET"], identity="audit-analysis")
+    @route("/audit/analysis", identity="audit-analysis", permission=("audit", "list"))
     async def analysis(self, request: Request) -> Response:
         params = dict(request.query_params)
         if not params.get("from"):

@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
-from sqladmin import expose
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -17,8 +16,10 @@ from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
 from crm_admin.core import csrf
 from crm_admin.core.errors import UserError
+from crm_admin.core.params import parse_id, parse_page
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import sees_several_users, users_in_scope
+from crm_admin.core.routes import route
+from crm_admin.core.scope import sees_several_users, sees_user, users_in_scope
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.dashboard.pages import (
@@ -29,7 +30,6 @@ from crm_admin.dashboard.pages import (
     local_today,
     parse_int,
     parse_local_datetime,
-    require_csrf,
     run_sync,
 )
 from crm_admin.db import session_factory, transaction
@@ -254,15 +254,17 @@ class CareWorkbench(CrmBaseView):
     category = "客户关怀"
     resource = "customer_care"
 
-    @expose("/care/workbench", methods=["GET"], identity="care-workbench")
+    @route("/care/workbench", identity="care-workbench", permission=("customer_care", "list"))
     async def workbench_page(self, request: Request) -> Response:
         return await self._render(request)
 
     async def _render(self, request: Request, *, error: str = "", status: int = 200,
                       form: dict[str, str] | None = None) -> Response:
         principal = principal_of(request)
-        manager_id = parse_int(request.query_params.get("manager_id"))
-        pages = {name: parse_int(request.query_params.get(f"{name}_page")) or 1
+        manager_id = parse_id(request.query_params.get("manager_id"))
+        if manager_id is not None and not sees_user(principal, manager_id):
+            manager_id, error = None, error or "所选的客户经理不在您的数据范围内,已显示全部。"
+        pages = {name: parse_page(request.query_params.get(f"{name}_page"))
                  for name in service.WORKBENCH_SECTIONS}
         data = await run_sync(_workbench_data, principal, manager_id, pages)
         # the task forms post back with the same manager filter and pages, so the user lands where they were
@@ -282,7 +284,6 @@ class CareWorkbench(CrmBaseView):
 
     async def _act(self, request: Request, action: str) -> Response:
         raw = await request.form()
-        require_csrf(request, raw)
         form = {k: str(v)[:4000] for k, v in raw.items() if k != "csrf_token"}
         fn, message = ACTIONS[action]
         try:
@@ -292,24 +293,24 @@ class CareWorkbench(CrmBaseView):
         back = str(request.url_for("admin:view-care-workbench"))
         return RedirectResponse(f"{back}?{urlencode({**_kept_params(request), 'msg': message})}", status_code=303)
 
-    @expose("/care/execute", methods=["POST"], identity="care-execute")
+    @route("/care/execute", methods=["POST"], identity="care-execute", permission=("customer_care", "edit"))
     async def care_execute(self, request: Request) -> Response:
         return await self._act(request, "execute")
 
-    @expose("/care/feedback", methods=["POST"], identity="care-feedback")
+    @route("/care/feedback", methods=["POST"], identity="care-feedback", permission=("customer_care", "edit"))
     async def care_feedback(self, request: Request) -> Response:
         return await self._act(request, "feedback")
 
-    @expose("/care/manual", methods=["POST"], identity="care-manual")
+    @route("/care/manual", methods=["POST"], identity="care-manual", permission=("customer_care", "create"))
     async def care_manual(self, request: Request) -> Response:
         return await self._act(request, "manual")
 
-    @expose("/care/lookup/customers", methods=["GET"], identity="care-lookup-customers")
+    @route("/care/lookup/customers", identity="care-lookup-customers", permission=("customer_care", "create"))
     async def care_lookup_customers(self, request: Request) -> Response:
         term = request.query_params.get("q", "")[:64]
         return JSONResponse({"results": await run_sync(_lookup, principal_of(request), term)})
 
-    @expose("/care/lookup/linkmen", methods=["GET"], identity="care-lookup-linkmen")
+    @route("/care/lookup/linkmen", identity="care-lookup-linkmen", permission=("customer_care", "create"))
     async def care_lookup_linkmen(self, request: Request) -> Response:
         customer_id = parse_int(request.query_params.get("customer_id")) or 0
         return JSONResponse({"results": await run_sync(_linkmen, principal_of(request), customer_id)})

@@ -7,7 +7,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
-from sqladmin import expose
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,8 +17,9 @@ from crm_admin.churn import service
 from crm_admin.churn.models import ChurnAlert, ChurnRule
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.principal import Principal
+from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
-from crm_admin.dashboard.pages import base_context, fmt_dt, require_csrf, run_sync
+from crm_admin.dashboard.pages import base_context, fmt_dt, run_sync
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary import service as dictionary
 
@@ -133,7 +133,7 @@ class ChurnAlertsPage(CrmBaseView):
     category = "客户流失"
     resource = "churn_alert"
 
-    @expose("/churn/alerts", methods=["GET"], identity="churn-alerts")
+    @route("/churn/alerts", identity="churn-alerts", permission=("churn_alert", "list"))
     async def alerts_page(self, request: Request) -> Response:
         qp = request.query_params
         status = qp.get("status", "active")
@@ -146,7 +146,8 @@ class ChurnAlertsPage(CrmBaseView):
                            message=qp.get("msg", "")[:200])
         return await self.templates.TemplateResponse(request, "churn/alerts.html", ctx)
 
-    @expose("/churn/alerts/{alert_id:int}", methods=["GET"], identity="churn-alert")
+    @route("/churn/alerts/{alert_id:int}", identity="churn-alert", permission=("churn_alert", "view"),
+           row=(ChurnAlert, "alert_id"))
     async def alert_page(self, request: Request) -> Response:
         return await self._render_alert(request)
 
@@ -166,7 +167,6 @@ class ChurnAlertsPage(CrmBaseView):
 
     async def _act(self, request: Request, fn: Any, message: str) -> Response:
         raw = await request.form()
-        require_csrf(request, raw)
         form = {k: str(v)[:4000] for k, v in raw.items() if k != "csrf_token"}
         alert_id = int(request.path_params["alert_id"])
         try:
@@ -178,11 +178,13 @@ class ChurnAlertsPage(CrmBaseView):
         back = str(request.url_for("admin:view-churn-alert", alert_id=alert_id))
         return RedirectResponse(f"{back}?{urlencode({'msg': message})}", status_code=303)
 
-    @expose("/churn/alerts/{alert_id:int}/follow", methods=["POST"], identity="churn-alert-follow")
+    @route("/churn/alerts/{alert_id:int}/follow", methods=["POST"], identity="churn-alert-follow",
+           permission=("churn_alert", "edit"), row=(ChurnAlert, "alert_id"))
     async def alert_follow(self, request: Request) -> Response:
         return await self._act(request, _follow, "已记录挽留措施,预警进入跟进中。")
 
-    @expose("/churn/alerts/{alert_id:int}/close", methods=["POST"], identity="churn-alert-close")
+    @route("/churn/alerts/{alert_id:int}/close", methods=["POST"], identity="churn-alert-close",
+           permission=("churn_alert", "edit"), row=(ChurnAlert, "alert_id"))
     async def alert_close(self, request: Request) -> Response:
         return await self._act(request, _close, "预警已关闭。")
 
@@ -220,7 +222,7 @@ class ChurnAnalysisPage(CrmBaseView):
     category = "客户流失"
     resource = "churn_analysis"
 
-    @expose("/churn/analysis", methods=["GET"], identity="churn-analysis")
+    @route("/churn/analysis", identity="churn-analysis", permission=("churn_analysis", "list"))
     async def analysis_page(self, request: Request) -> Response:
         data = await run_sync(_analysis, principal_of(request))
         ctx = base_context(request, "流失分析", **data)

@@ -33,7 +33,15 @@ ACTIONS: dict[str, str] = {
     "import": "导入",
     "transfer": "转移",
     "assign": "分配",
+    "merge": "合并",
 }
+# Actions that only make sense on some resources (the grid offers them only there).
+ACTION_RESOURCES: dict[str, frozenset[str]] = {"merge": frozenset({"customer"})}
+
+
+def applicable(resource: str, action: str) -> bool:
+    only = ACTION_RESOURCES.get(action)
+    return only is None or resource in only
 
 # Every resource a permission can name, with its label in the policy editor.
 RESOURCES: dict[str, str] = {

@@ -17,7 +17,7 @@ import anyio
 from sqladmin import BaseView, ModelView
 from sqladmin._queries import Query
 from sqladmin.authorization import Action
-from sqlalchemy import ColumnElement, Select, false, inspect, select, true
+from sqlalchemy import ColumnElement, Integer, Select, false, inspect, select, true
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -28,6 +28,7 @@ from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import TYPE_FORMATTERS
 from crm_admin.core.forms import CrmForm, CrmModelConverter
 from crm_admin.core.listing import CappedListMixin
+from crm_admin.core.params import parse_id, parse_int, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import (
     ASSIGN,
@@ -309,6 +310,12 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             raise HTTPException(status_code=400)
         return await export_response(self, request, export_type)
 
+    def validate_page_number(self, number: str | None, default: int) -> int:
+        """``page`` and ``pageSize`` of the list: malformed → the default, huge → bounded (never a 500)."""
+        if not number:
+            return default
+        return parse_page(number) if parse_int(number) is not None or str(number).strip().isdigit() else default
+
     async def _refuse_missing(self, model: Any) -> None:
         if model is None:
             raise HTTPException(status_code=404, detail="记录不存在或您无权访问。")
@@ -409,11 +416,27 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             return {k: v for k, v in data.items() if k not in keys}
         return data
 
+    def valid_identifier(self, value: Any) -> bool:
+        """Whether ``value`` can be this model's primary key: an id that fits its ``INT`` column (a
+        20-digit or NUL-carrying "id" from a URL opens nothing rather than failing in the driver)."""
+        text = str(value).strip()
+        if not text or "\x00" in text or len(text) > 255:
+            return False
+        column: Any = inspect(self.model).primary_key[0]  # type: ignore[union-attr]
+        return not isinstance(column.type, Integer) or parse_id(text) is not None
+
     async def get_object_for_details(self, request: Request) -> Any:
+        if not self.valid_identifier(request.path_params.get("pk", "")):
+            return None
         try:
             return await super().get_object_for_details(request)
         except (TypeError, ValueError):  # a malformed primary key opens nothing
             return None
+
+    async def get_object_for_edit(self, request: Request) -> Any:
+        if not self.valid_identifier(request.path_params.get("pk", "")):
+            return None
+        return await super().get_object_for_edit(request)
 
     def _save_sync(self, request: Request, pk: str | None, data: dict[str, Any]) -> Any:
         principal = principal_of(request)
@@ -422,6 +445,8 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 if pk is None:
                     obj = self.model()
                 else:
+                    if not self.valid_identifier(pk):
+                        raise NotFound()
                     stmt = scoped(self._stmt_by_identifier(pk), self.model, principal)
                     obj = session.execute(stmt).scalars().first()
                     if obj is None:
@@ -457,6 +482,8 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         obj: Any = None
         try:
             with transaction() as session:
+                if not self.valid_identifier(pk):
+                    raise NotFound()
                 stmt = scoped(self._stmt_by_identifier(pk), self.model, principal)
                 obj = session.execute(stmt).scalars().first()
                 if obj is None:
@@ -484,7 +511,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
 
     async def get_object_for_delete(self, value: Any) -> Any:
         # the route has already opened every pk through the scoped ``details_query``
-        if str(value).strip() == "":
+        if not self.valid_identifier(value):
             return None
         return await super().get_object_for_delete(value)
 

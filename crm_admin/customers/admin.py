@@ -8,7 +8,6 @@ from urllib.parse import urlencode
 
 import anyio
 from markupsafe import Markup
-from sqladmin import expose
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import get_history
@@ -21,6 +20,7 @@ from wtforms import HiddenField, SelectField
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.routes import route
 from crm_admin.core.scope import check_assignee, depts_in_scope, scoped, users_in_scope
 from crm_admin.core.views import CrmModelView, assignable_ref, principal_of
 from crm_admin.customers import service
@@ -38,14 +38,6 @@ SORTS = [("", "默认排序"), ("name:asc", "按名称"), ("created_at:desc", "�
 
 def _csrf(request: Request) -> str:
     return str(request.session.get("csrf", ""))
-
-
-def _check_csrf(request: Request, form: Any) -> None:
-    """State-changing custom endpoints: the session's token must come back (form field or header)."""
-    expected = _csrf(request)
-    sent = str(form.get("csrf_token", "")) or request.headers.get("x-csrf-token", "")
-    if not expected or sent != expected:
-        raise HTTPException(status_code=403, detail="页面已过期或请求来源无效,请刷新页面后重试。")
 
 
 def _name_link(model: Customer, _attr: Any) -> Markup:
@@ -225,13 +217,10 @@ class CustomerAdmin(CrmModelView, model=Customer):
             raise UserError(service.delete_blocker_message(obj, counts))
 
     # ----- saved queries -----------------------------------------------------------------------
-    @expose("/saved-queries", methods=["POST"])
+    @route("/saved-queries", methods=["POST"], permission=("customer", "list"))
     async def save_query(self, request: Request) -> Response:
         form = await request.form()
-        _check_csrf(request, form)
         principal = principal_of(request)
-        if not principal.can("customer", "list"):
-            raise HTTPException(status_code=403)
         name = str(form.get("name", "")).strip()
         query = str(form.get("query", ""))
         kept = urlencode([(k, v) for k, v in QueryParams(query).multi_items()
@@ -242,21 +231,20 @@ class CustomerAdmin(CrmModelView, model=Customer):
             return RedirectResponse(f"/admin/customer/list?{kept}&{urlencode({'error': exc.message})}", 302)
         return RedirectResponse(f"/admin/customer/list?{kept}", status_code=302)
 
-    @expose("/saved-queries/{qid:int}/delete", methods=["POST"])
+    @route("/saved-queries/{qid:int}/delete", methods=["POST"], permission=("customer", "list"))
     async def delete_query(self, request: Request) -> Response:
-        form = await request.form()
-        _check_csrf(request, form)
         principal = principal_of(request)
         qid = int(request.path_params["qid"])
-        await anyio.to_thread.run_sync(_delete_query_sync, principal.id, qid)
+        try:
+            await anyio.to_thread.run_sync(_delete_query_sync, principal.id, qid)
+        except NotFound:  # another user's query, or none: as if it did not exist
+            raise HTTPException(status_code=404, detail="该查询不存在或不属于您。") from None
         return RedirectResponse("/admin/customer/list", status_code=302)
 
     # ----- 360° page ---------------------------------------------------------------------------
-    @expose("/360/{pk:int}", methods=["GET"])
+    @route("/360/{pk:int}", permission=("customer", "view"), row=(Customer, "pk"))
     async def customer_360(self, request: Request) -> Response:
         principal = principal_of(request)
-        if not principal.can("customer", "view"):
-            raise HTTPException(status_code=403, detail="您没有查看客户的权限。")
         from crm_admin.customers.page360 import load_360
 
         data = await anyio.to_thread.run_sync(load_360, principal, int(request.path_params["pk"]))
@@ -267,10 +255,10 @@ class CustomerAdmin(CrmModelView, model=Customer):
                    "error": request.query_params.get("error", ""), **data}
         return await self.templates.TemplateResponse(request, "customers/360.html", context)
 
-    @expose("/360/{pk:int}/{what:str}", methods=["POST"])
+    # the route needs the customer to be within scope; each action then needs its own permission
+    @route("/360/{pk:int}/{what:str}", methods=["POST"], permission=("customer", "view"), row=(Customer, "pk"))
     async def customer_360_action(self, request: Request) -> Response:
         form = await request.form()
-        _check_csrf(request, form)
         principal = principal_of(request)
         pk = int(request.path_params["pk"])
         what = str(request.path_params["what"])
@@ -293,18 +281,15 @@ class CustomerAdmin(CrmModelView, model=Customer):
         return RedirectResponse(f"/admin/customer/360/{pk}?{urlencode({'message': done})}", 303)
 
     # ----- merge (admins) ----------------------------------------------------------------------
-    @expose("/merge", methods=["GET", "POST"])
+    @route("/merge", methods=["GET", "POST"], permission=("customer", "merge"))
     async def merge(self, request: Request) -> Response:
         principal = principal_of(request)
-        if not principal.is_admin:
-            raise HTTPException(status_code=403, detail="只有系统管理员可以合并客户。")
         context: dict[str, Any] = {"title": "合并客户", "csrf_token": _csrf(request),
                                    "keep": request.query_params.get("keep", ""),
                                    "drop": request.query_params.get("drop", "")}
         status = 200
         if request.method == "POST":
             form = await request.form()
-            _check_csrf(request, form)
             context["keep"], context["drop"] = str(form.get("keep", "")), str(form.get("drop", ""))
             try:
                 keep_id, drop_id = _customer_ref(context["keep"]), _customer_ref(context["drop"])
@@ -399,7 +384,7 @@ def _filter_panel(request: Request) -> dict[str, Any]:
                                       if k not in ("page", "error", "message")]),
         "csrf_token": _csrf(request),
         "message": request.query_params.get("message", ""),
-        "is_admin": principal.is_admin,
+        "can_merge": principal.can("customer", "merge"),
         "cq_can_import": principal.can("customer", "import"),
     }
 

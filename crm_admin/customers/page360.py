@@ -169,7 +169,7 @@ def load_360(principal: Principal, customer_id: int) -> dict[str, Any] | None:
                 "edit": principal.can("customer", "edit"),
                 "delete": principal.can("customer", "delete"),
                 "transfer": principal.can("transfer", "transfer") or principal.can("customer", "transfer"),
-                "merge": principal.is_admin,
+                "merge": principal.can("customer", "merge"),
             },
             "blockers": service.dependent_counts(session, customer_id),
         }

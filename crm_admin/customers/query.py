@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from starlette.datastructures import QueryParams
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core.params import parse_id
 from crm_admin.customers.models import CUSTOMER_STATUSES, Customer
 
 # Every parameter the filter panel writes (sortBy/sort/search/page are SQLAdmin's own).
@@ -52,10 +53,7 @@ def local_midnight_utc(day: dt.date) -> dt.datetime:
 
 
 def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except ValueError:
-        return None
+    return parse_id(value)
 
 
 @dataclass

@@ -115,7 +115,15 @@ def normalize_phone(phone: str | None) -> str:
 
 
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
-PHONE_RE = re.compile(r"^(\+?\d{1,4}[- ]?)?(\(?\d{2,4}\)?[- ]?)?\d{6,8}([- ]?(转|ext\.?|#)?\d{1,6})?$|^[48]00[- ]?\d{3}[- ]?\d{4}$")
+# What a written phone number may contain (digits, a leading +, spaces, hyphens, parentheses), and an
+# extension after it ("转 123", "分机 8", "ext. 45", "#6", or "-123" after a complete landline).
+_PHONE_CHARS = re.compile(r"^\+?[\d\s\-()]+$")
+_EXTENSION = re.compile(r"\s*(?:转|分机|ext\.?|x|#)\s*\d{1,6}$", re.IGNORECASE)
+_DASH_EXTENSION = re.compile(r"^(0\d{2,3}[\s\-]?\d{7,8})[\s\-]\d{1,6}$")
+_SERVICE_NUMBER = re.compile(r"^[48]00\d{7}$")  # 400 / 800 numbers
+# an area code (010, 02x, or 0 + three digits from 3–9) and a 7–8 digit number
+_WITH_AREA_CODE = re.compile(r"^(?:010|02\d|0[3-9]\d{2})\d{7,8}$")
+_LOCAL_NUMBER = re.compile(r"^[2-9]\d{6,7}$")  # a landline without its area code
 EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$")
 WEBSITE_RE = re.compile(r"^(https?://)?[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+(:\d+)?(/\S*)?$")
 
@@ -129,8 +137,34 @@ def clean(value: Any) -> str | None:
 
 
 def is_phone(value: str) -> bool:
-    text = unicodedata.normalize("NFKC", value).strip()
-    return bool(MOBILE_RE.match(normalize_phone(text)) or PHONE_RE.match(text))
+    """A Chinese mobile (11 digits from 13–19) or landline (area code + 7–8 digits, or a local number),
+    a 400/800 number, or a foreign number written with its + country code; an extension may follow.
+
+    A number starting with 1 is a mobile and must have all 11 digits: ``1380013800`` (one missing) is
+    refused rather than taken for a landline.
+    """
+    text = _EXTENSION.sub("", unicodedata.normalize("NFKC", value).strip())
+    dashed = _DASH_EXTENSION.match(text)
+    if dashed:
+        text = dashed.group(1)
+    if not _PHONE_CHARS.match(text):
+        return False
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if text.startswith("+") and not text.startswith("+86"):
+        return 7 <= len(digits) <= 15  # another country's number: E.164 allows at most 15 digits
+    national = digits
+    if text.startswith("+86"):
+        national = digits[2:]
+    elif digits.startswith("0086"):
+        national = digits[4:]
+    if MOBILE_RE.match(national):
+        return True
+    if national != digits and not national.startswith("0"):
+        national = "0" + national  # "+86 10 …": the area code's 0 is dropped after the country code
+    if national.startswith("1"):
+        return False  # a mobile number with digits missing or too many
+    return bool(_SERVICE_NUMBER.match(national) or _WITH_AREA_CODE.match(national)
+                or _LOCAL_NUMBER.match(national))
 
 
 def is_email(value: str) -> bool:
@@ -339,20 +373,22 @@ def delete_customer(session: Session, customer: Customer, *, cascade: bool = Fal
 
 
 def merge_customers(session: Session, principal: Principal, *, keep_id: int, drop_id: int) -> dict[str, int]:
-    """Move every record hanging off ``drop_id`` onto ``keep_id`` and delete ``drop_id`` (admins only).
+    """Move every record hanging off ``drop_id`` onto ``keep_id`` and delete ``drop_id`` (``customer`` /
+    ``merge``; both customers within the user's scope).
 
     Empty fields of the kept customer are filled from the dropped one; the whole move is one
     transaction with a ``merge`` audit row listing what moved.
     """
     from crm_admin.churn.models import ChurnAlert
 
-    if not principal.is_admin:
-        raise Forbidden("只有系统管理员可以合并客户。")
+    if not principal.can("customer", "merge"):
+        raise Forbidden("您没有合并客户的权限。")
     if keep_id == drop_id:
         raise UserError("请选择两个不同的客户进行合并。")
     keep = session.get(Customer, keep_id, with_for_update=True)
     drop = session.get(Customer, drop_id, with_for_update=True)
-    if keep is None or drop is None or not in_scope(session, Customer, keep_id, principal):
+    if keep is None or drop is None or not (in_scope(session, Customer, keep_id, principal)
+                                            and in_scope(session, Customer, drop_id, principal)):
         raise NotFound("要合并的客户不存在。")
     moved: dict[str, int] = {}
     # one open churn alert per customer and rule: the dropped customer's duplicates are closed

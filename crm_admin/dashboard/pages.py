@@ -20,6 +20,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from crm_admin.core.params import parse_int  # noqa: F401  (pages import it from here)
 from crm_admin.settings import get_settings
 
 
@@ -73,13 +74,6 @@ def parse_date(text: str) -> dt.date | None:
     try:
         return dt.date.fromisoformat(text.strip()) if text and text.strip() else None
     except ValueError:
-        return None
-
-
-def parse_int(text: Any) -> int | None:
-    try:
-        return int(str(text).strip())
-    except (TypeError, ValueError):
         return None
 
 

@@ -6,19 +6,18 @@ import datetime as dt
 from typing import Any
 
 import anyio
-from sqladmin import expose
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.params import parse_page
+from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
-from crm_admin.dashboard.pages import parse_int
 from crm_admin.db import session_factory
 from crm_admin.dictionary.service import DictSelectField, label
 from crm_admin.followups.models import FollowUp
@@ -81,13 +80,11 @@ class DueFollowUpsView(CrmBaseView):
     category = "客户管理"
     resource = "follow_up"
 
-    @expose("/follow-ups/due", methods=["GET"], identity="follow-ups-due")
+    @route("/follow-ups/due", identity="follow-ups-due", permission=("follow_up", "list"))
     async def due(self, request: Request) -> Response:
         principal = principal_of(request)
-        if not principal.can("follow_up", "list"):
-            raise HTTPException(status_code=403)
         mine_only = request.query_params.get("all") != "1"
-        page = parse_int(request.query_params.get("page")) or 1
+        page = parse_page(request.query_params.get("page"))
         due = await anyio.to_thread.run_sync(load_due, principal, mine_only, page)
         context = {"title": "我的待跟进", "mine_only": mine_only, **due}
         return await self.templates.TemplateResponse(request, "followups/due.html", context)

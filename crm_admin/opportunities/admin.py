@@ -7,17 +7,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
-from sqladmin import expose
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import get_history
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.params import parse_id
+from crm_admin.core.routes import route
 from crm_admin.core.scope import depts_in_scope, sees_user, users_in_scope
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
@@ -106,7 +106,7 @@ class PipelineView(CrmBaseView):
     category = "客户管理"
     resource = "pipeline"
 
-    @expose("/pipeline", methods=["GET"], identity="pipeline")
+    @route("/pipeline", identity="pipeline", permission=("pipeline", "list"))
     async def pipeline_page(self, request: Request) -> Response:
         principal = principal_of(request)
         flt = _filter(request)
@@ -126,16 +126,10 @@ class PipelineView(CrmBaseView):
         }
         return await self.templates.TemplateResponse(request, "opportunities/pipeline.html", context)
 
-    @expose("/pipeline/move", methods=["POST"], identity="pipeline-move")
+    @route("/pipeline/move", methods=["POST"], identity="pipeline-move", permission=("opportunity", "edit"))
     async def move(self, request: Request) -> Response:
         form = await request.form()
-        expected = str(request.session.get("csrf", ""))
-        sent = str(form.get("csrf_token", "")) or request.headers.get("x-csrf-token", "")
-        if not expected or sent != expected:
-            raise HTTPException(status_code=403, detail="页面已过期或请求来源无效,请刷新页面后重试。")
         principal = principal_of(request)
-        if not principal.can("opportunity", "edit"):
-            raise HTTPException(status_code=403, detail="您没有调整销售机会的权限。")
         wants_json = "application/json" in request.headers.get("accept", "")
         back = str(form.get("back", ""))
         try:
@@ -165,10 +159,7 @@ def _move_sync(principal: Any, opp_id: int, stage: str, version: int | None) -> 
 
 
 def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
+    return parse_id(value)
 
 
 def _filter(request: Request) -> service.PipelineFilter:

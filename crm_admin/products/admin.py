@@ -9,6 +9,7 @@ from sqlalchemy import Select, or_
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from crm_admin.core.params import parse_int
 from crm_admin.core.views import CrmModelView
 from crm_admin.customers.query import like_prefix
 from crm_admin.dictionary.service import DictSelectField, choices, label
@@ -24,10 +25,7 @@ def _decimal(value: str | None) -> Decimal | None:
 
 
 def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
+    return parse_int(value)
 
 
 class ProductAdmin(CrmModelView, model=Product):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from sqladmin import expose
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from crm_admin.core import audit
+from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
-from crm_admin.dashboard.pages import base_context, fmt_dt, require_csrf, run_sync
+from crm_admin.dashboard.pages import base_context, fmt_dt, run_sync
 from crm_admin.db import session_factory, transaction
 from crm_admin.scheduler import runner, service
 from crm_admin.scheduler.models import JobRun
@@ -75,19 +75,16 @@ class SchedulerPage(CrmBaseView):
     category = "系统管理"
     resource = "job"
 
-    @expose("/scheduler", methods=["GET"], identity="scheduler")
+    @route("/scheduler", identity="scheduler", permission=("job", "list"))
     async def scheduler_page(self, request: Request) -> Response:
         data = await run_sync(_overview)
         ctx = base_context(request, "定时任务", message=request.query_params.get("msg", "")[:300],
                            can_run=principal_of(request).can("job", "edit"), **data)
         return await self.templates.TemplateResponse(request, "scheduler/scheduler.html", ctx)
 
-    @expose("/scheduler/run", methods=["POST"], identity="scheduler-run")
+    @route("/scheduler/run", methods=["POST"], identity="scheduler-run", permission=("job", "edit"))
     async def scheduler_run(self, request: Request) -> Response:
         form = await request.form()
-        require_csrf(request, form)
-        if not principal_of(request).can("job", "edit"):
-            return Response("您没有运行定时任务的权限。", status_code=403, media_type="text/plain; charset=utf-8")
         name = str(form.get("job", ""))
         if name not in service.jobs():
             return Response("任务不存在。", status_code=404, media_type="text/plain; charset=utf-8")

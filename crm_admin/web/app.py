@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
-from crm_admin.core import csrf, i18n
+from crm_admin.core import csrf, i18n, params
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
 from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     logging.getLogger("casbin").setLevel(logging.WARNING)
     engine = db.configure(settings.database_url)
+    params.install_path_convertors()  # before any route is built
     i18n.install(settings.default_locale)
 
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,

@@ -54,6 +54,7 @@ def _wait(client: Any, job_url: str) -> dict[str, Any]:
 
 
 def _apply(client: Any, job_url: str) -> dict[str, Any]:
+    assert _wait(client, job_url)["status"] == "validated"
     client.post(job_url + "/apply", data={"csrf_token": csrf_token(client)},
                 headers={"accept": "application/json"})
     return _wait(client, job_url)
