@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
 from crm_admin.core import csrf, i18n, params
+from crm_admin.core.errors import UserError
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
 from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
@@ -92,6 +93,19 @@ class CrmAdmin(Admin):
         return await render_dashboard(self, request)
 
 
+class RefusalsAreNotFaults(logging.Filter):
+    """SQLAdmin logs every exception of a form save with its traceback at ERROR; a refused input (our
+    ``UserError``: a duplicate, a value out of range, no permission) is one INFO line, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, UserError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "input refused: %s", (exc.message,)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
@@ -100,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("casbin").setLevel(logging.WARNING)
+    logging.getLogger("sqladmin.application").addFilter(RefusalsAreNotFaults())
     engine = db.configure(settings.database_url)
     params.install_path_convertors()  # before any route is built
     i18n.install(settings.default_locale)

@@ -110,3 +110,18 @@ def test_error_pages_follow_the_chosen_language(tiny: Any) -> None:
     assert r.status_code == 500 and "Something went wrong" in r.text
     tiny.cookies.set("crm_lang", "zh")
     assert "系统出错了" in tiny.get("/boom").text
+
+
+def test_a_refused_form_save_is_one_info_line_not_a_traceback(admin_client: Any, caplog: Any) -> None:
+    import logging
+
+    from tests.conftest import csrf_token
+
+    with caplog.at_level(logging.INFO, logger="sqladmin.application"):
+        response = admin_client.post("/admin/customer/create", data={
+            "csrf_token": csrf_token(admin_client), "name": "日志测试有限公司", "status": "potential",
+            "credit_code": "1234"}, follow_redirects=False)
+    assert response.status_code == 400
+    records = [r for r in caplog.records if r.name == "sqladmin.application"]
+    assert records and all(r.levelno == logging.INFO and not r.exc_info for r in records)
+    assert "input refused" in records[0].getMessage()
