@@ -95,7 +95,8 @@ def serve(host: str, port: int, workers: int, certfile: str | None, keyfile: str
         sys.exit(2)
     password = _prepare()
     scheme = "https" if settings.tls_certfile and settings.tls_keyfile else "http"
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    # the address shown to the user, not one bound to
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # nosec B104
     url = f"{scheme}://{shown_host}:{port}/admin/"
 
     def banner() -> None:

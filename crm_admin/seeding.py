@@ -91,7 +91,7 @@ def seed(session: Session, *, admin_password: str | None = None) -> SeedReport:
 
     present = {tuple(r.line()) for r in session.execute(select(CasbinRule)).scalars()}
     for line in read_policy_lines():
-        digest = hashlib.sha1(",".join(line).encode("utf-8")).hexdigest()
+        digest = hashlib.sha1(",".join(line).encode("utf-8"), usedforsecurity=False).hexdigest()  # a key
         key = f"seeded:{digest}"
         if _meta_flag(session, key):
             continue

@@ -251,8 +251,9 @@ class _Writer:
         quote = self.conn.dialect.identifier_preparer.quote
         mark = "%s" if self.conn.dialect.paramstyle in ("format", "pyformat") else "?"
         self.columns[table] = columns
+        # table and column names are this module's constants, quoted by the dialect; values are bound
         self.sql[table] = (
-            f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "
+            f"INSERT INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "  # nosec B608
             f"VALUES ({', '.join([mark] * len(columns))})"
         )
         self.buffers[table] = []
