@@ -9,6 +9,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core.errors import UserError
 from crm_admin.core.importing import Column, ImportContext, ImportSpec, Row, RowError, dict_cell
 from crm_admin.customers import service
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
@@ -99,11 +100,12 @@ class CustomerImport(ImportSpec):
                                                     "website", "remark")})
         try:
             service.validate_customer(probe)
-        except Exception as exc:  # UserError: same rules as the form
-            raise RowError(getattr(exc, "message", str(exc)).rstrip("。")) from None
+        except UserError as exc:  # the form's rules; anything else fails the job (logged, never shown)
+            raise RowError(exc.message.rstrip("。")) from None
         for key in ("name", "credit_code", "region", "address", "phone", "email", "website", "remark"):
             values[key] = getattr(probe, key)
         values["name_key"] = probe.name_key
+        self.fit(Customer, values)
         values["manager_id"] = self._manager(session, ctx, row.text("manager"))
         return values
 
