@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,7 +47,9 @@ def _translator(scope: Scope) -> tuple[Callable[[str], str], str]:
 
 
 def is_database_down(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError):
+    # OperationalError includes a read timeout (a frozen server); PoolTimeoutError: every pooled
+    # connection is stuck waiting on it
+    if isinstance(exc, OperationalError | PoolTimeoutError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
