@@ -286,3 +286,29 @@ def _check_before_flush(session: Session, _flush_context: Any, _instances: Any) 
         check_object(obj, changed_only=False)
     for obj in session.dirty:
         check_object(obj, changed_only=True)
+
+
+# ----- numbers in requests that look rows up (ids, pages, filters) ------------------------------
+
+INT_LOW, INT_HIGH = INTEGER_RANGES[Integer]
+
+
+def clamp_int(number: int) -> int:
+    """An integer from a URL or a form that names a row or a page, brought within one step of INT's
+    range: it still matches no row, and neither database refuses it (SQLite binds at most 64 bits,
+    MySQL's OFFSET 64 unsigned)."""
+    return max(INT_LOW - 1, min(INT_HIGH + 1, number))
+
+
+def filter_number(text: Any, model: type, key: str) -> Decimal | None:
+    """A number typed into a list filter on ``model.key`` (price from/to…): None when it is not a
+    finite number; brought within one step of the column's range otherwise, which selects the same
+    rows (nothing stored lies outside it) without values the database cannot compare (1e400, NaN)."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    number = _as_decimal(text)
+    found = model_limits(model).get(key)
+    if number is None or found is None or found[1].low is None or found[1].high is None:
+        return None
+    low, high = Decimal(found[1].low) - 1, Decimal(found[1].high) + 1
+    return max(low, min(high, number))

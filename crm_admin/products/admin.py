@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import Select, or_
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from crm_admin.core.limits import filter_number
 from crm_admin.core.views import CrmModelView
 from crm_admin.customers.query import like_prefix
 from crm_admin.dictionary.service import DictSelectField, choices, label
 from crm_admin.products.models import Product
 from crm_admin.products.service import validate_product
-
-
-def _decimal(value: str | None) -> Decimal | None:
-    try:
-        return Decimal(value) if value else None
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
 
 
 class ProductAdmin(CrmModelView, model=Product):
@@ -68,12 +54,12 @@ class ProductAdmin(CrmModelView, model=Product):
                                   Product.code.like(like_prefix(term.upper()), escape="\\")))
         if q.get("category"):
             stmt = stmt.where(Product.category == q.get("category"))
-        low, high = _decimal(q.get("price_min")), _decimal(q.get("price_max"))
+        low, high = filter_number(q.get("price_min"), Product, "price"), filter_number(q.get("price_max"), Product, "price")
         if low is not None:
             stmt = stmt.where(Product.price >= low)
         if high is not None:
             stmt = stmt.where(Product.price <= high)
-        stock_min = _int(q.get("stock_min"))
+        stock_min = filter_number(q.get("stock_min"), Product, "stock")
         if stock_min is not None:
             stmt = stmt.where(Product.stock >= stock_min)
         if q.get("active") in ("1", "0"):
