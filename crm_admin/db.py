@@ -1,15 +1,17 @@
 """Database plumbing shared by every module: the declarative base, column types, engine and sessions.
 
 Timeouts: PyMySQL waits forever by default, so a frozen (not dead) server would hang every request.
-Each connection gets connect/read/write timeouts (``CRM_DB_*_TIMEOUT``); web requests use the short
-ones — every page's statements take well under a second (README, 性能), so 30 s cuts nothing
-legitimate and a frozen database turns into the friendly 503 page instead of a hung browser. Long
-statements are legitimate only in scheduled jobs and command-line tasks (migrations building
-indexes over a million rows, data generation, the benchmark, the nightly churn evaluation over every
-customer): those run on an engine with ``CRM_DB_JOB_TIMEOUT`` (``transaction(long_running=True)``;
-the command line configures its whole process that way). ``/readyz`` probes through a pool-less
-engine of its own with 1.5 s timeouts, so it answers within 2 s and never waits for, or holds, a
-connection of the pool that serves pages.
+Each connection gets connect/read/write timeouts (``CRM_DB_*_TIMEOUT``). Web requests use the short
+ones: every page's statements take well under a second (README, 性能) and an export streams its rows
+(each read is short), so 30 s cuts nothing legitimate, and a frozen database becomes the friendly
+503 page — after at most twice the read timeout plus the connect timeout (the pool's liveness check
+of a kept connection, then one fresh connection). Long statements are legitimate in scheduled jobs
+and command-line tasks (migrations building indexes over a million rows, data generation, the
+benchmark, the nightly churn evaluation over every customer): those run with ``CRM_DB_JOB_TIMEOUT``
+(``transaction(long_running=True)``; the command line configures its whole process that way), still
+bounded, so that a frozen database fails a nightly job instead of hanging it. ``/readyz`` probes
+through a pool-less engine of its own (1 s timeouts, 1.5 s deadline): it answers within 2 s and
+never waits for, or holds, a connection of the pool that serves pages.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -125,8 +127,8 @@ class Timeouts:
 
 
 # /readyz must answer within 2 s even when the database is frozen
-PROBE_TIMEOUTS = Timeouts(connect=1.0, read=1.5, write=1.5, pool=1.0)
-PROBE_DEADLINE = 1.8
+PROBE_TIMEOUTS = Timeouts(connect=1.0, read=1.0, write=1.0, pool=1.0)
+PROBE_DEADLINE = 1.5
 
 
 def is_mysql(url: str) -> bool:
@@ -228,25 +230,30 @@ def job_session_factory() -> sessionmaker[Session]:
 
 
 def probe_engine() -> Engine:
-    """The engine /readyz asks: no pool (each probe connects afresh, nothing is held) and short timeouts.
-
-    SQLite is opened read-write without creating the file, so a missing database file is "down"."""
+    """The engine /readyz asks (``make_probe_engine`` of the configured database), made on first use."""
     global _probe_engine
     if _probe_engine is None:
-        url = get_engine().url
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-            path = quote(Path(url.database).resolve().as_posix(), safe="/")
-            _probe_engine = create_engine(f"sqlite:///file:{path}?mode=rw&uri=true", poolclass=NullPool,
-                                          connect_args={"timeout": PROBE_TIMEOUTS.read})
-        elif url.get_backend_name() == "sqlite":
-            return get_engine()
-        else:
-            t = PROBE_TIMEOUTS
-            connect_args = ({"connect_timeout": t.connect, "read_timeout": t.read, "write_timeout": t.write}
-                            if url.get_backend_name() in ("mysql", "mariadb") else {})
-            _probe_engine = create_engine(url.render_as_string(hide_password=False), poolclass=NullPool,
-                                          connect_args=connect_args)
+        _probe_engine = make_probe_engine(get_engine().url)
     return _probe_engine
+
+
+def make_probe_engine(url: URL) -> Engine:
+    """No pool (each probe connects afresh and holds nothing) and ``PROBE_TIMEOUTS``.
+
+    SQLite is opened read-write without creating the file: a missing database file is "down", not a
+    new empty database; a locked one is "down" after the probe's busy timeout."""
+    backend = url.get_backend_name()
+    t = PROBE_TIMEOUTS
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return get_engine()
+        path = quote(Path(url.database).resolve().as_posix(), safe="/")
+        return create_engine(f"sqlite:///file:{path}?mode=rw&uri=true", poolclass=NullPool,
+                             connect_args={"timeout": t.read})
+    connect_args = ({"connect_timeout": t.connect, "read_timeout": t.read, "write_timeout": t.write}
+                    if backend in ("mysql", "mariadb") else {})
+    return create_engine(url.render_as_string(hide_password=False), poolclass=NullPool,
+                         connect_args=connect_args)
 
 
 def check_ready() -> None:
