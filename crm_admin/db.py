@@ -5,7 +5,8 @@ Each connection gets connect/read/write timeouts (``CRM_DB_*_TIMEOUT``). Web req
 ones: every page's statements take well under a second (README, 性能) and an export streams its rows
 (each read is short), so 30 s cuts nothing legitimate, and a frozen database becomes the friendly
 503 page — after at most twice the read timeout plus the connect timeout (the pool's liveness check
-of a kept connection, then one fresh connection). Long statements are legitimate in scheduled jobs
+of a kept connection, then one fresh connection); a request finding every pooled connection stuck
+waits ``CRM_DB_POOL_TIMEOUT`` for one, then answers 503 as well. Long statements are legitimate in scheduled jobs
 and command-line tasks (migrations building indexes over a million rows, data generation, the
 benchmark, the nightly churn evaluation over every customer): those run with ``CRM_DB_JOB_TIMEOUT``
 (``transaction(long_running=True)``; the command line configures its whole process that way), still

@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from crm_admin.core.errors import UserError
@@ -251,6 +252,8 @@ def check_object(obj: Any, *, changed_only: bool) -> None:
         if key not in values:
             continue
         if changed_only and not state.attrs[key].history.has_changes():
+            continue
+        if isinstance(values[key], ClauseElement):  # computed by the database (a counter + 1…)
             continue
         limit.check(values[key], label_of(model, key), field=key)
 
