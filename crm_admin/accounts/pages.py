@@ -22,7 +22,6 @@ from crm_admin.accounts import policy as policy_service
 from crm_admin.accounts import service
 from crm_admin.accounts.models import SysDept, SysRole, SysUser
 from crm_admin.core.errors import UserError
-from crm_admin.core.limits import clamp_int
 from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS
 from crm_admin.core.principal import Principal
 from crm_admin.core.views import CrmBaseView, principal_of
@@ -56,7 +55,7 @@ def dept_paths(session: Session) -> dict[int, str]:
 
 def _int_or_none(value: Any) -> int | None:
     try:
-        return clamp_int(int(value)) if value not in (None, "") else None
+        return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         raise UserError("参数无效。") from None
 

@@ -291,17 +291,7 @@ def _check_before_flush(session: Session, _flush_context: Any, _instances: Any) 
         check_object(obj, changed_only=True)
 
 
-# ----- numbers in requests that look rows up (ids, pages, filters) ------------------------------
-
-INT_LOW, INT_HIGH = INTEGER_RANGES[Integer]
-
-
-def clamp_int(number: int) -> int:
-    """An integer from a URL or a form that names a row or a page, brought within one step of INT's
-    range: it still matches no row, and neither database refuses it (SQLite binds at most 64 bits,
-    MySQL's OFFSET 64 unsigned)."""
-    return max(INT_LOW - 1, min(INT_HIGH + 1, number))
-
+# ----- numbers typed into list filters ---------------------------------------------------------
 
 def filter_number(text: Any, model: type, key: str) -> Decimal | None:
     """A number typed into a list filter on ``model.key`` (price from/to…): None when it is not a

@@ -377,23 +377,6 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             return {k: v for k, v in data.items() if k not in keys}
         return data
 
-    def validate_page_number(self, number: str | None, default: int) -> int:
-        # SQLAdmin's answers a non-number in English and passes any size on to OFFSET
-        if not number:
-            return default
-        try:
-            return limits.clamp_int(int(number))
-        except ValueError:
-            raise HTTPException(status_code=400, detail="页码必须是正整数。") from None
-
-    def _stmt_by_identifier(self, identifier: str) -> Select[Any]:
-        # a primary key too large for any row opens nothing (SQLite would refuse to bind it)
-        for part in str(identifier).split(";"):
-            text = part.strip()
-            if text.lstrip("-").isdigit() and limits.clamp_int(int(text)) != int(text):
-                return select(self.model).where(false())
-        return super()._stmt_by_identifier(identifier)
-
     async def get_object_for_details(self, request: Request) -> Any:
         try:
             return await super().get_object_for_details(request)

@@ -21,7 +21,6 @@ from wtforms import HiddenField, SelectField
 from crm_admin.accounts.models import SysDept, SysUser
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
-from crm_admin.core.limits import clamp_int
 from crm_admin.core.scope import scoped
 from crm_admin.core.views import CrmModelView, principal_of
 from crm_admin.customers import service
@@ -322,7 +321,7 @@ def _customer_ref(text: str) -> int:
     """A customer id or code typed into the merge form."""
     text = text.strip()
     if text.isdigit():
-        return clamp_int(int(text))
+        return int(text)
     with session_factory()() as session:
         found = session.execute(select(Customer.id).where(Customer.code == text.upper())).scalar()
     if found is None:

@@ -12,7 +12,6 @@ from sqlalchemy import func, select
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
-from crm_admin.core.limits import clamp_int
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped
 from crm_admin.customers import service
@@ -199,7 +198,7 @@ def run_action(principal: Principal, customer_id: int, what: str, values: dict[s
                 content=values.get("content", ""),
                 contacted_at=parse_local_datetime(values.get("contacted_at"), field="contacted_at"),
                 next_follow_up_at=parse_local_datetime(values.get("next_follow_up_at"), field="next_follow_up_at"),
-                linkman_id=clamp_int(int(values["linkman_id"])) if values.get("linkman_id", "").isdigit() else None,
+                linkman_id=int(values["linkman_id"]) if values.get("linkman_id", "").isdigit() else None,
             )
             return ACTIONS[what][2]
         if what == "opportunity":

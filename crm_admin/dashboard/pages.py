@@ -77,11 +77,8 @@ def parse_date(text: str) -> dt.date | None:
 
 
 def parse_int(text: Any) -> int | None:
-    """An id or page number from a request; one too large for any row still finds none (no error)."""
-    from crm_admin.core.limits import clamp_int
-
     try:
-        return clamp_int(int(str(text).strip()))
+        return int(str(text).strip())
     except (TypeError, ValueError):
         return None
 

@@ -19,10 +19,8 @@ from wtforms import HiddenField, SelectField
 from crm_admin.accounts.models import SysDept, SysUser
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
-from crm_admin.core.limits import clamp_int
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
-from crm_admin.dashboard.pages import parse_int
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary.service import DictSelectField, label
 from crm_admin.opportunities import service
@@ -141,7 +139,7 @@ class PipelineView(CrmBaseView):
         wants_json = "application/json" in request.headers.get("accept", "")
         back = str(form.get("back", ""))
         try:
-            opp_id = clamp_int(int(str(form.get("opportunity_id", ""))))
+            opp_id = int(str(form.get("opportunity_id", "")))
             version_raw = str(form.get("version", ""))
             version = int(version_raw) if version_raw.isdigit() else None
             stage = str(form.get("stage", ""))
@@ -167,7 +165,10 @@ def _move_sync(principal: Any, opp_id: int, stage: str, version: int | None) -> 
 
 
 def _int(value: str | None) -> int | None:
-    return parse_int(value) if value else None
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
 
 
 def _filter(request: Request) -> service.PipelineFilter:

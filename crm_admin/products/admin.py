@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, or_
@@ -14,6 +15,18 @@ from crm_admin.customers.query import like_prefix
 from crm_admin.dictionary.service import DictSelectField, choices, label
 from crm_admin.products.models import Product
 from crm_admin.products.service import validate_product
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    # a price the column cannot hold (1e400, NaN) is one MariaDB cannot compare: bring it within range
+    return filter_number(value, Product, "price")
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
 
 
 class ProductAdmin(CrmModelView, model=Product):
@@ -54,12 +67,12 @@ class ProductAdmin(CrmModelView, model=Product):
                                   Product.code.like(like_prefix(term.upper()), escape="\\")))
         if q.get("category"):
             stmt = stmt.where(Product.category == q.get("category"))
-        low, high = filter_number(q.get("price_min"), Product, "price"), filter_number(q.get("price_max"), Product, "price")
+        low, high = _decimal(q.get("price_min")), _decimal(q.get("price_max"))
         if low is not None:
             stmt = stmt.where(Product.price >= low)
         if high is not None:
             stmt = stmt.where(Product.price <= high)
-        stock_min = filter_number(q.get("stock_min"), Product, "stock")
+        stock_min = _int(q.get("stock_min"))
         if stock_min is not None:
             stmt = stmt.where(Product.stock >= stock_min)
         if q.get("active") in ("1", "0"):

@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqladmin import Admin
 from sqladmin.authentication import login_required
-from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -49,16 +48,6 @@ MODULES = (
 )
 
 log = logging.getLogger(__name__)
-
-
-class RowIdConvertor(IntegerConvertor):
-    """``{pk:int}`` in our URLs: at most 18 digits. A longer number names no row anyway; as a 404 it
-    never reaches SQLite, which cannot bind an integer beyond 64 bits (a 500 otherwise)."""
-
-    regex = "[0-9]{1,18}"
-
-
-register_url_convertor("int", RowIdConvertor())  # before any route is built
 
 
 def collect_views() -> list[type]:

@@ -160,28 +160,20 @@ def test_limits_are_read_from_the_columns() -> None:
     assert "过长" in (limit(Customer, "remark").problem("名" * 21_846, "备注") or "")
 
 
-BIG = "9" * 23
 
-
-@pytest.mark.parametrize("url", [
-    f"/admin/customer/details/{BIG}", f"/admin/customer/edit/{BIG}", f"/admin/customer/360/{BIG}",
-    f"/admin/churn/alerts/{BIG}", f"/admin/users/{BIG}",
-    f"/admin/product/list?price_min=1e400&price_max=NaN&stock_min={BIG}",
-    "/admin/product/list?price_min=NaN", "/admin/product/list?price_max=1e999999999",
-    f"/admin/pipeline?manager={BIG}&dept={BIG}", f"/admin/customer/list?page={BIG}",
-    f"/admin/customer/list?pageSize={BIG}", f"/admin/customer-order/list?page={BIG}",
-    f"/admin/care/workbench?customer_id={BIG}&manager_id={BIG}&today_page={BIG}",
-    f"/admin/transfer/history?page={BIG}&customer_id={BIG}", f"/admin/follow-ups/due?page={BIG}",
-    f"/admin/audit-log/list?user={BIG}",
+@pytest.mark.parametrize("query", [
+    "price_min=1e400", "price_max=NaN", "price_min=-1e400&price_max=Infinity", "price_max=1e999999999",
+    "price_min=1000000000000000", "price_min=abc",
 ])
-def test_numbers_no_column_holds_find_nothing_instead_of_failing(admin_client: Any, url: str) -> None:
-    """Ids, pages and filters beyond any column's range: an empty answer or a 404, never a 500 (SQLite
-    cannot bind them, MariaDB cannot OFFSET by them or compare with NaN)."""
-    r = admin_client.get(url)
-    assert r.status_code in (200, 404), (r.status_code, r.text[:500])
+def test_a_list_filter_beyond_the_column_finds_what_it_means(admin_client: Any, query: str) -> None:
+    """A price filter no column value can reach: the same rows it means (none above the largest price),
+    never a 500 (MariaDB cannot compare a column with NaN or 1e400)."""
+    from crm_admin.products.models import Product
+
+    with db.transaction() as s:
+        s.add(Product(code="P1", name="工业相机", price=Decimal("999999999999.99"), stock=1))
+    r = admin_client.get(f"/admin/product/list?{query}")
+    assert r.status_code == 200, (r.status_code, r.text[:500])
     assert not [leak for leak in LEAKS if leak in r.text]
-
-
-def test_a_page_that_is_no_number_is_refused_in_chinese(admin_client: Any) -> None:
-    r = admin_client.get("/admin/customer/list?page=abc")
-    assert r.status_code == 400 and "页码必须是正整数" in r.text
+    expected = {"price_min=1e400": False, "price_min=1000000000000000": False}.get(query, True)
+    assert ("工业相机" in r.text) is expected, query
