@@ -219,7 +219,8 @@ def register_labels(model: type, labels: dict[str, Any]) -> None:
 
 
 def label_of(model: type, key: str) -> str:
-    return _LABELS.get((getattr(model, "__tablename__", ""), key), key)
+    # no view registered one (the command line builds none): the field's own name, quoted
+    return _LABELS.get((getattr(model, "__tablename__", ""), key)) or f"“{key}”"
 
 
 # ----- checks --------------------------------------------------------------------------------
