@@ -248,3 +248,20 @@ def test_readiness_of_a_locked_sqlite_file_is_down_within_two_seconds(tmp_path: 
         holder.execute("ROLLBACK")
         holder.close()
         probe.dispose()
+
+
+@pytest.mark.parametrize(("error", "down"), [
+    (OperationalError("SELECT 1", {}, Exception(2013, "Lost connection to MySQL server during query (timed out)")),
+     True),
+    (OperationalError("SELECT 1", {}, Exception(2003, "Can't connect to MySQL server")), True),
+    (OperationalError("SELECT 1", {}, Exception(1205, "Lock wait timeout exceeded")), True),
+    (OperationalError("SELECT 1", {}, Exception("unable to open database file")), True),  # SQLite
+    (OperationalError("SELECT 1", {}, Exception(1054, "Unknown column")), False),
+    (OperationalError("SELECT 1", {}, Exception(1366, "Incorrect decimal value")), False),
+])
+def test_only_an_unreachable_database_is_down(error: OperationalError, down: bool) -> None:
+    """503 "try again later" only when waiting helps; a statement the server refuses is a plain error."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    assert is_database_down(error) is down
+    assert is_database_down(PoolTimeoutError("QueuePool limit reached"))
