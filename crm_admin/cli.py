@@ -20,7 +20,8 @@ def _prepare(*, seed: bool = True) -> str | None:
 
     settings = get_settings()
     ensure_database(settings.database_url)
-    engine = db.configure(settings.database_url)
+    # migrations may build indexes over millions of rows: the job timeouts, not the page ones
+    engine = db.configure(settings.database_url, long_running=True)
     upgrade(engine)
     if not seed:
         return None
@@ -37,9 +38,9 @@ class CrmGroup(click.Group):
     """Turns an unreachable database or a refused operation into one clear line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from sqlalchemy.exc import OperationalError
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-        from crm_admin.core.errors import UserError
+        from crm_admin.core.errors import UserError, friendly_db_error
 
         try:
             return super().invoke(ctx)
@@ -52,6 +53,11 @@ class CrmGroup(click.Group):
             sys.exit(3)
         except UserError as exc:
             click.echo(exc.message, err=True)
+            sys.exit(1)
+        except SQLAlchemyError as exc:  # the reason in words and the server's error code, never SQL
+            code = getattr(getattr(exc, "orig", None), "args", [None])[:1]
+            suffix = f"(数据库错误代码 {code[0]})" if code and isinstance(code[0], int) else ""
+            click.echo(friendly_db_error(exc) + suffix, err=True)
             sys.exit(1)
 
 

@@ -1,12 +1,30 @@
-"""Database plumbing shared by every module: the declarative base, column types, engine and sessions."""
+"""Database plumbing shared by every module: the declarative base, column types, engine and sessions.
+
+Timeouts: PyMySQL waits forever by default, so a frozen (not dead) server would hang every request.
+Each connection gets connect/read/write timeouts (``CRM_DB_*_TIMEOUT``). Web requests use the short
+ones: every page's statements take well under a second (README, 性能) and an export streams its rows
+(each read is short), so 30 s cuts nothing legitimate, and a frozen database becomes the friendly
+503 page — after at most twice the read timeout plus the connect timeout (the pool's liveness check
+of a kept connection, then one fresh connection); a request finding every pooled connection stuck
+waits ``CRM_DB_POOL_TIMEOUT`` for one, then answers 503 as well. Long statements are legitimate in scheduled jobs
+and command-line tasks (migrations building indexes over a million rows, data generation, the
+benchmark, the nightly churn evaluation over every customer): those run with ``CRM_DB_JOB_TIMEOUT``
+(``transaction(long_running=True)``; the command line configures its whole process that way), still
+bounded, so that a frozen database fails a nightly job instead of hanging it. ``/readyz`` probes
+through a pool-less engine of its own (1 s timeouts, 1.5 s deadline): it answers within 2 s and
+never waits for, or holds, a connection of the pool that serves pages.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     DateTime,
@@ -16,9 +34,12 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 # Short, predictable constraint names: MySQL limits identifiers to 64 characters.
@@ -30,6 +51,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# A value must fit its column before it is written (core/limits.py reads the limits from the columns);
+# a bound the business needs is declared on the column: ``mapped_column(..., info={"min": 0})``.
 MONEY = Numeric(14, 2, asdecimal=True)
 ZERO = Decimal("0.00")
 
@@ -80,48 +103,99 @@ class Timestamped:
     )
 
 
-_engine: Engine | None = None
-_session_factory: sessionmaker[Session] | None = None
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds a connection waits: to connect, for an answer, to send; and for a free pooled connection."""
+
+    connect: float
+    read: float
+    write: float
+    pool: float
+
+    @classmethod
+    def for_requests(cls) -> Timeouts:
+        from crm_admin.settings import get_settings
+
+        s = get_settings()
+        return cls(s.db_connect_timeout, s.db_read_timeout, s.db_write_timeout, s.db_pool_timeout)
+
+    @classmethod
+    def for_jobs(cls) -> Timeouts:
+        from crm_admin.settings import get_settings
+
+        s = get_settings()
+        return cls(s.db_connect_timeout, s.db_job_timeout, s.db_job_timeout, s.db_pool_timeout)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+# /readyz must answer within 2 s even when the database is frozen
+PROBE_TIMEOUTS = Timeouts(connect=1.0, read=1.0, write=1.0, pool=1.0)
+PROBE_DEADLINE = 1.5
+
+
+def is_mysql(url: str) -> bool:
+    return make_url(url).get_backend_name() in ("mysql", "mariadb")
+
+
+def make_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = None) -> Engine:
+    timeouts = timeouts or Timeouts.for_requests()
     kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=3600)
-        if url.startswith("mysql"):
-            kwargs["connect_args"] = {"charset": "utf8mb4", "connect_timeout": 5}
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=3600,
+                      pool_timeout=timeouts.pool)
+        if is_mysql(url):
+            kwargs["connect_args"] = {
+                "charset": "utf8mb4", "connect_timeout": timeouts.connect,
+                "read_timeout": timeouts.read, "write_timeout": timeouts.write,
+            }
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
+        _sqlite_pragmas(engine)
     return engine
 
 
-def configure(url: str | None = None, *, pool_size: int | None = None) -> Engine:
-    """(Re)bind the process-wide engine and session factory."""
-    global _engine, _session_factory
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+_engine: Engine | None = None
+_session_factory: sessionmaker[Session] | None = None
+_job_session_factory: sessionmaker[Session] | None = None
+_probe_engine: Engine | None = None
+_long_running_process = False
+
+
+def configure(url: str | None = None, *, pool_size: int | None = None, long_running: bool = False) -> Engine:
+    """(Re)bind the process-wide engine and session factory.
+
+    ``long_running``: the process does long work only (the command line): every connection gets the
+    job timeouts.
+    """
+    global _engine, _session_factory, _job_session_factory, _probe_engine, _long_running_process
+    from crm_admin.core import limits  # noqa: F401  (installs the check that runs before every flush)
     from crm_admin.settings import get_settings
 
     settings = get_settings()
     url = url or settings.database_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        from pathlib import Path
-
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if _engine is not None:
-        _engine.dispose()
-    _engine = make_engine(url, pool_size=pool_size or settings.db_pool_size)
+    for old in (_engine, _job_session_factory.kw.get("bind") if _job_session_factory else None, _probe_engine):
+        if old is not None:
+            old.dispose()
+    _long_running_process = long_running
+    timeouts = Timeouts.for_jobs() if long_running else Timeouts.for_requests()
+    _engine = make_engine(url, pool_size=pool_size or settings.db_pool_size, timeouts=timeouts)
     _session_factory = sessionmaker(bind=_engine, autoflush=False, expire_on_commit=False)
+    _job_session_factory = None
+    _probe_engine = None
     return _engine
 
 
@@ -139,10 +213,64 @@ def session_factory() -> sessionmaker[Session]:
     return _session_factory
 
 
+def job_session_factory() -> sessionmaker[Session]:
+    """Sessions for long work inside a serving process (scheduled jobs): the job timeouts.
+
+    A small pool of its own, created on first use; the command line's process-wide engine already
+    has these timeouts, and an in-memory SQLite database cannot be opened twice, so both use the
+    main one."""
+    global _job_session_factory
+    main = session_factory()
+    if _long_running_process or ":memory:" in str(get_engine().url):
+        return main
+    if _job_session_factory is None:
+        engine = make_engine(get_engine().url.render_as_string(hide_password=False), pool_size=2,
+                             timeouts=Timeouts.for_jobs())
+        _job_session_factory = sessionmaker(bind=engine, autoflush=False, expire_on_commit=False)
+    return _job_session_factory
+
+
+def probe_engine() -> Engine:
+    """The engine /readyz asks (``make_probe_engine`` of the configured database), made on first use."""
+    global _probe_engine
+    if _probe_engine is None:
+        _probe_engine = make_probe_engine(get_engine().url)
+    return _probe_engine
+
+
+def make_probe_engine(url: URL) -> Engine:
+    """No pool (each probe connects afresh and holds nothing) and ``PROBE_TIMEOUTS``.
+
+    SQLite is opened read-write without creating the file: a missing database file is "down", not a
+    new empty database; a locked one is "down" after the probe's busy timeout."""
+    backend = url.get_backend_name()
+    t = PROBE_TIMEOUTS
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return get_engine()
+        path = quote(Path(url.database).resolve().as_posix(), safe="/")
+        return create_engine(f"sqlite:///file:{path}?mode=rw&uri=true", poolclass=NullPool,
+                             connect_args={"timeout": t.read})
+    connect_args = ({"connect_timeout": t.connect, "read_timeout": t.read, "write_timeout": t.write}
+                    if backend in ("mysql", "mariadb") else {})
+    return create_engine(url.render_as_string(hide_password=False), poolclass=NullPool,
+                         connect_args=connect_args)
+
+
+def check_ready() -> None:
+    """Raises unless the database answers a query (within ``PROBE_TIMEOUTS``)."""
+    engine = probe_engine()
+    query = "SELECT count(*) FROM sqlite_master" if engine.dialect.name == "sqlite" else "SELECT 1"
+    with engine.connect() as conn:
+        conn.execute(text(query)).scalar()
+
+
 @contextmanager
-def transaction() -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on any error."""
-    session = session_factory()()
+def transaction(*, long_running: bool = False) -> Iterator[Session]:
+    """One unit of work: commits on success, rolls back on any error.
+
+    ``long_running``: work whose single statements may legitimately take minutes (scheduled jobs)."""
+    session = (job_session_factory() if long_running else session_factory())()
     try:
         yield session
         session.commit()

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     backup_dir: Path | None = None
     backup_keep_days: int = Field(default=7, ge=1, le=3650)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Seconds (crm_admin/db.py): a frozen database answers 503 instead of hanging every request.
+    db_connect_timeout: int = Field(default=5, ge=1, le=300)
+    db_read_timeout: int = Field(default=30, ge=1, le=3600)
+    db_write_timeout: int = Field(default=30, ge=1, le=3600)
+    db_pool_timeout: int = Field(default=10, ge=1, le=300)
+    # scheduled jobs and command-line tasks, whose single statements may take minutes
+    db_job_timeout: int = Field(default=600, ge=1, le=24 * 3600)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

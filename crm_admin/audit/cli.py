@@ -18,7 +18,7 @@ def verify() -> None:
     from crm_admin.core.audit import verify_chain
     from crm_admin.settings import get_settings
 
-    engine = db.configure(get_settings().database_url)
+    engine = db.configure(get_settings().database_url, long_running=True)
     with engine.connect() as conn:
         checked, broken = verify_chain(conn)
     if broken is None:

@@ -25,7 +25,7 @@ class CarePlan(Timestamped, Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
     care_type: Mapped[str] = mapped_column(String(64))
-    interval_days: Mapped[int] = mapped_column(Integer)
+    interval_days: Mapped[int] = mapped_column(Integer, info={"min": 1, "max": 3650})
     next_date: Mapped[dt.date] = mapped_column(Date)
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -23,7 +23,7 @@ class ChurnRule(Timestamped, Base):
 
     name: Mapped[str] = mapped_column(String(64), unique=True)
     metric: Mapped[str] = mapped_column(String(32))
-    threshold: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    threshold: Mapped[Decimal] = mapped_column(Numeric(10, 2), info={"min": 0})
     risk_level: Mapped[str] = mapped_column(String(16), default="medium")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
 

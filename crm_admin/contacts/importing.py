@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import GENDER_VALUES, birthday_md, validate_linkman
+from crm_admin.core.errors import UserError
 from crm_admin.core.importing import (
     Column,
     ImportContext,
@@ -108,10 +109,12 @@ class ContactImport(ImportSpec):
         )
         try:
             validate_linkman(probe)
-        except Exception as exc:
-            raise RowError(getattr(exc, "message", str(exc)).rstrip("。")) from None
-        return {k: getattr(probe, k) for k in ("customer_id", "name", "gender", "position", "mobile", "phone",
-                                               "email", "birthday", "is_primary", "remark")}
+        except UserError as exc:  # the form's rules; anything else fails the job (logged, never shown)
+            raise RowError(exc.message.rstrip("。")) from None
+        values = {k: getattr(probe, k) for k in ("customer_id", "name", "gender", "position", "mobile", "phone",
+                                                 "email", "birthday", "is_primary", "remark")}
+        self.fit(Linkman, values)
+        return values
 
     def apply(self, session: Session, ctx: ImportContext, rows: list[Row]) -> int:
         now = utcnow()

@@ -30,3 +30,37 @@ class Forbidden(UserError):
 
 class Conflict(UserError):
     status_code = 409
+
+
+def friendly_integrity_message(exc: BaseException) -> str:
+    """What a refused write (unique key, foreign key, NOT NULL) means, without the database's words."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).lower()
+    if "unique" in text or "duplicate" in text:
+        return "保存失败:存在重复的数据(如编号、名称或信用代码已被使用),请检查后重试。"
+    if "foreign key" in text or "a foreign key constraint fails" in text:
+        return "操作失败:该记录仍被其他数据引用,或引用的数据不存在。"
+    if "not null" in text or "cannot be null" in text:
+        return "保存失败:有必填项未填写。"
+    return "保存失败:数据不符合要求,请检查后重试。"
+
+
+def friendly_db_error(exc: BaseException) -> str:
+    """The message a user sees for any database error: never its SQL, parameters or driver text.
+
+    The caller logs the details (``exc``) server-side; this only says what the user can do.
+    """
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.orm.exc import StaleDataError
+
+    if isinstance(exc, UserError):
+        return exc.message
+    if isinstance(exc, sa_exc.IntegrityError):
+        return friendly_integrity_message(exc)
+    if isinstance(exc, sa_exc.DataError):
+        return "保存失败:有数据超出允许的范围或格式不正确(如数字过大、小数位过多或文字过长),请检查后重试。"
+    if isinstance(exc, StaleDataError):
+        return "保存失败:该记录已被其他人修改,请刷新页面查看最新内容后再修改。"
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError):
+        return "数据库暂时繁忙或无法连接,您的操作没有完成,请稍后重试。"
+    return "操作失败:系统内部错误,您的数据没有被修改。请稍后重试,如问题持续请联系系统管理员。"

@@ -8,6 +8,8 @@ language) and ``CrmModelConverter`` to build fields from columns:
   datetime (the column type refuses naive ones).
 * ``Date`` columns → the browser's own date input (SQLAdmin's picker only speaks English).
 * nullable ``Boolean`` → a 是/否 select instead of "True"/"False".
+* every field built from a column gets ``FitsColumn``: the value must fit the column (range,
+  decimal places, length — ``core/limits.py``), checked before anything is saved.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 from sqladmin.forms import ModelConverter, converts
 from sqladmin.i18n import lazy_gettext
 from sqlalchemy.orm import ColumnProperty
-from wtforms import Form, SelectField
+from wtforms import Field, Form, SelectField, ValidationError
 from wtforms.fields import DateField, DateTimeLocalField
 from wtforms.fields.core import UnboundField
 
 from crm_admin.core.formatting import local_to_utc, to_local
 from crm_admin.core.i18n import WTFORMS_TRANSLATIONS
+from crm_admin.core.limits import Limit, column_limit
 
 LOCAL_DATETIME_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
 
@@ -56,6 +59,20 @@ class LocalDateTimeField(DateTimeLocalField):
             self.data = local_to_utc(value)
 
 
+class FitsColumn:
+    """The field's value must fit its column: in range, not too many decimals, not too long."""
+
+    def __init__(self, limit: Limit) -> None:
+        self.limit = limit
+
+    def __call__(self, form: Form, field: Field) -> None:
+        if field.errors:  # not a number at all: the field's own message already says so
+            return
+        message = self.limit.problem(field.data, str(field.label.text or field.name))
+        if message:
+            raise ValidationError(message)
+
+
 def _yes_no_coerce(value: Any) -> bool | None:
     if value in (None, "", "None"):
         return None
@@ -63,6 +80,22 @@ def _yes_no_coerce(value: Any) -> bool | None:
 
 
 class CrmModelConverter(ModelConverter):
+    @staticmethod
+    def _string_common(prop: ColumnProperty[Any]) -> list[Any]:
+        return []  # lengths are checked by FitsColumn, with the field's name in the message
+
+    def _prepare_column(
+        self, prop: ColumnProperty[Any], form_include_pk: bool, kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        # a fresh list: SQLAdmin appends to it, and it may be the view's own ``form_args`` list
+        kwargs["validators"] = list(kwargs.get("validators") or [])
+        prepared = super()._prepare_column(prop=prop, form_include_pk=form_include_pk, kwargs=kwargs)
+        if prepared is not None:
+            limit = column_limit(prop.columns[0])
+            if limit is not None:
+                prepared["validators"].append(FitsColumn(limit))
+        return prepared
+
     @converts("crm_admin.db.UTCDateTime", "UTCDateTime")
     def conv_utc_datetime(
         self, model: type, prop: ColumnProperty[Any], kwargs: dict[str, Any]

@@ -18,13 +18,20 @@ from sqladmin import BaseView, ModelView
 from sqladmin._queries import Query
 from sqladmin.authorization import Action
 from sqlalchemy import ColumnElement, Integer, Select, false, inspect, select, true
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
+from crm_admin.core import limits
+from crm_admin.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    UserError,
+    friendly_db_error,
+)
 from crm_admin.core.formatting import TYPE_FORMATTERS
 from crm_admin.core.forms import CrmForm, CrmModelConverter
 from crm_admin.core.listing import CappedListMixin
@@ -63,17 +70,6 @@ def principal_of(request: Request) -> Principal:
     if principal is None:
         raise HTTPException(status_code=401)
     return principal
-
-
-def friendly_integrity_message(exc: IntegrityError) -> str:
-    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
-    if "unique" in text or "duplicate" in text:
-        return "保存失败:存在重复的数据(如编号、名称或信用代码已被使用),请检查后重试。"
-    if "foreign key" in text or "a foreign key constraint fails" in text:
-        return "操作失败:该记录仍被其他数据引用,或引用的数据不存在。"
-    if "not null" in text or "cannot be null" in text:
-        return "保存失败:有必填项未填写。"
-    return "保存失败:数据不符合要求,请检查后重试。"
 
 
 def permission_action(action: str) -> str:
@@ -234,6 +230,8 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         type(self).form_ajax_refs = self._scoped_ajax_refs()
         super().__init__()
         VIEW_RESOURCES[self.identity] = self.resource
+        # the screen names of the fields, for messages raised where no form is at hand (core/limits.py)
+        limits.register_labels(model, self._column_labels)
 
     @classmethod
     def _scoped_ajax_refs(cls) -> dict[str, Any]:
@@ -468,14 +466,15 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 if not in_scope(session, self.model, obj.id, principal):
                     raise UserError("保存后的记录将超出您的数据范围,操作已取消。")
                 return obj
-        except IntegrityError as exc:
-            log.info("save refused by the database: %s", exc.orig)
-            raise UserError(friendly_integrity_message(exc)) from None
         except StaleDataError:
             raise Conflict("保存失败:该记录已被其他人修改,请刷新页面查看最新内容后再修改。") from None
-        except OperationalError as exc:
-            log.warning("save failed: %s", exc.orig)
-            raise UserError("数据库暂时繁忙,请稍后重试。") from None
+        except SQLAlchemyError as exc:
+            # unique keys and the like: an expected refusal; anything else is logged in full
+            if isinstance(exc, IntegrityError):
+                log.info("save refused by the database: %s", getattr(exc, "orig", exc))
+            else:
+                log.warning("save failed", exc_info=True)
+            raise UserError(friendly_db_error(exc)) from None
 
     def _delete_sync(self, request: Request, pk: str) -> None:
         principal = principal_of(request)
@@ -493,21 +492,35 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 session.flush()
         except IntegrityError:
             raise UserError(f"无法删除“{obj}”:仍有其他数据引用它,请先处理这些数据。") from None
+        except SQLAlchemyError as exc:
+            log.warning("delete failed", exc_info=True)
+            raise UserError(friendly_db_error(exc)) from None
+
+    async def _in_thread[T](self, fn: Callable[[], T]) -> T:
+        """Run a write in a worker thread; SQLAdmin shows ``str()`` of whatever escapes, so only a
+        refusal meant for the user (or an HTTP error) leaves here, anything else as a plain message."""
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except (UserError, HTTPException):
+            raise
+        except Exception as exc:
+            log.exception("write through %s failed", self.identity)
+            raise UserError(friendly_db_error(exc)) from None
 
     async def insert_model(self, request: Request, data: dict[str, Any]) -> Any:
-        obj = await anyio.to_thread.run_sync(partial(self._save_sync, request, None, data))
+        obj = await self._in_thread(partial(self._save_sync, request, None, data))
         await self.after_model_change(data, obj, True, request)
         return obj
 
     async def update_model(self, request: Request, pk: str, data: dict[str, Any]) -> Any:
-        obj = await anyio.to_thread.run_sync(partial(self._save_sync, request, pk, data))
+        obj = await self._in_thread(partial(self._save_sync, request, pk, data))
         await self.after_model_change(data, obj, False, request)
         return obj
 
     async def delete_model(self, request: Request, pk: Any) -> None:
         if str(pk).strip() == "":
             raise NotFound()
-        await anyio.to_thread.run_sync(partial(self._delete_sync, request, str(pk)))
+        await self._in_thread(partial(self._delete_sync, request, str(pk)))
 
     async def get_object_for_delete(self, value: Any) -> Any:
         # the route has already opened every pk through the scoped ``details_query``

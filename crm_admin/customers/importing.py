@@ -112,11 +112,12 @@ class CustomerImport(ImportSpec):
                                                     "website", "remark")})
         try:
             service.validate_customer(probe)
-        except Exception as exc:  # UserError: same rules as the form
-            raise RowError(getattr(exc, "message", str(exc)).rstrip("。")) from None
+        except UserError as exc:  # the form's rules; anything else fails the job (logged, never shown)
+            raise RowError(exc.message.rstrip("。")) from None
         for key in ("name", "credit_code", "region", "address", "phone", "email", "website", "remark"):
             values[key] = getattr(probe, key)
         values["name_key"] = probe.name_key
+        self.fit(Customer, values)
         values["manager_id"] = self._manager(session, ctx, row.text("manager"))
         return values
 

@@ -23,8 +23,8 @@ class SalesOpportunity(Timestamped, Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     title: Mapped[str] = mapped_column(String(128))
     stage: Mapped[str] = mapped_column(String(64))
-    amount: Mapped[Decimal] = mapped_column(default=ZERO)
-    probability: Mapped[int] = mapped_column(Integer, default=0)
+    amount: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})
+    probability: Mapped[int] = mapped_column(Integer, default=0, info={"min": 0, "max": 100})
     expected_close_date: Mapped[dt.date | None] = mapped_column(Date)
     next_step: Mapped[str | None] = mapped_column(String(255))
     next_follow_up_at: Mapped[dt.datetime | None]

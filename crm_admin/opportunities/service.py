@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core import limits
 from crm_admin.core.errors import Conflict, NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scope_clause, scoped
@@ -24,21 +25,14 @@ from crm_admin.opportunities.models import (
 )
 
 STATUS_LABELS = {"open": "进行中", "won": "赢单", "lost": "丢单"}
-MAX_AMOUNT = Decimal("999999999999.99")
 
 
-def to_decimal(value: Any, *, label: str = "金额", field_name: str = "amount") -> Decimal:
-    if value in (None, ""):
-        return Decimal("0.00")
-    if isinstance(value, float):
-        value = repr(value)
-    try:
-        amount = Decimal(str(value).replace(",", "").strip())
-    except (InvalidOperation, ValueError):
-        raise UserError(f"{label}必须是数字。", field=field_name) from None
-    if not amount.is_finite():
-        raise UserError(f"{label}必须是数字。", field=field_name)
-    return amount.quantize(Decimal("0.01"))
+def to_decimal(value: Any, *, label: str = "金额", field_name: str = "amount",
+               model: type = SalesOpportunity) -> Decimal:
+    """Money as typed (``1,234.5``) → a Decimal with two places that fits ``model.field_name``'s
+    column (range, sign, at most two decimals); blank is zero. Refused with a UserError naming ``label``."""
+    number = limits.parse_decimal(value, model, field_name, label)
+    return (number if number is not None else Decimal(0)).quantize(Decimal("0.01"))
 
 
 def validate_opportunity(obj: SalesOpportunity, *, previous_stage: str | None = None) -> None:
@@ -55,10 +49,6 @@ def validate_opportunity(obj: SalesOpportunity, *, previous_stage: str | None = 
     if not is_valid("opportunity_stage", obj.stage, current=previous_stage):
         raise UserError(f"商机阶段“{obj.stage}”不是有效的选项。", field="stage")
     obj.amount = to_decimal(obj.amount, label="预计成交金额")
-    if obj.amount < 0:
-        raise UserError("预计成交金额不能为负数。", field="amount")
-    if obj.amount > MAX_AMOUNT:
-        raise UserError("预计成交金额过大。", field="amount")
     try:
         obj.probability = int(obj.probability if obj.probability not in (None, "") else 0)
     except (TypeError, ValueError):

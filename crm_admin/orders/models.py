@@ -24,7 +24,7 @@ class CustomerOrder(Timestamped, Base):
     order_no: Mapped[str] = mapped_column(String(32), unique=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     order_date: Mapped[dt.date] = mapped_column(Date)
-    amount: Mapped[Decimal] = mapped_column(default=ZERO)
+    amount: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})
     status: Mapped[str] = mapped_column(String(16), default="confirmed")
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
     remark: Mapped[str | None] = mapped_column(Text)
@@ -51,8 +51,8 @@ class OrderItem(Timestamped, Base):
 
     order_id: Mapped[int] = mapped_column(ForeignKey("customer_order.id", ondelete="CASCADE"))
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id"))
-    quantity: Mapped[int] = mapped_column(Integer, default=1)
-    unit_price: Mapped[Decimal] = mapped_column(default=ZERO)
+    quantity: Mapped[int] = mapped_column(Integer, default=1, info={"min": 1})
+    unit_price: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})
 
     order: Mapped[CustomerOrder] = relationship(back_populates="items", lazy="raise")
     product: Mapped[Product] = relationship(lazy="raise")

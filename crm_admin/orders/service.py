@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from crm_admin.core import limits
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import _local_month, allocate_sequence, clean, touch_last_order
-from crm_admin.opportunities.service import to_decimal
 from crm_admin.orders.models import ORDER_STATUSES, CustomerOrder, OrderItem
 from crm_admin.products.models import Product
 
@@ -45,17 +45,14 @@ def validate_item(session: Session, item: OrderItem) -> None:
     product = session.get(Product, item.product_id)
     if product is None:
         raise UserError("产品不存在。", field="product")
-    try:
-        item.quantity = int(item.quantity)
-    except (TypeError, ValueError):
-        raise UserError("数量必须是正整数。", field="quantity") from None
-    if not 0 < item.quantity <= MAX_QUANTITY:
-        raise UserError("数量必须是正整数。", field="quantity")
+    quantity = limits.parse_integer(item.quantity, OrderItem, "quantity", "数量")
+    if quantity is None or not 0 < quantity <= MAX_QUANTITY:
+        raise UserError(f"数量必须是 1 ~ {MAX_QUANTITY:,} 之间的整数。", field="quantity")
+    item.quantity = quantity
     if item.unit_price in (None, ""):
         item.unit_price = product.price
-    item.unit_price = to_decimal(item.unit_price, label="单价", field_name="unit_price")
-    if item.unit_price < 0:
-        raise UserError("单价不能为负数。", field="unit_price")
+    price = limits.parse_decimal(item.unit_price, OrderItem, "unit_price", "单价")
+    item.unit_price = (price or Decimal(0)).quantize(Decimal("0.01"))
 
 
 def order_local_time(day: dt.date) -> dt.datetime:
@@ -70,6 +67,11 @@ def recompute_amount(session: Session, order_id: int, *, excluding_item: int | N
     if excluding_item is not None:
         stmt = stmt.where(OrderItem.id != excluding_item)
     total = sum((Decimal(q) * Decimal(p) for q, p in session.execute(stmt)), Decimal("0"))
+    # each line may fit while the sum does not: the order's amount column decides
+    problem = limits.model_limits(CustomerOrder)["amount"][1].problem(total, "订单金额")
+    if problem:
+        raise UserError(f"{problem.rstrip('。')}:该订单各明细的数量 × 单价合计为 {total:,.2f},"
+                        "请减少数量、单价或拆分为多个订单。", field="quantity")
     total = total.quantize(Decimal("0.01"))
     order = session.get(CustomerOrder, order_id)
     if order is not None and order.amount != total:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, or_
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from crm_admin.core.limits import filter_number
 from crm_admin.core.params import parse_int
 from crm_admin.core.views import CrmModelView
 from crm_admin.customers.query import like_prefix
@@ -18,10 +19,8 @@ from crm_admin.products.service import validate_product
 
 
 def _decimal(value: str | None) -> Decimal | None:
-    try:
-        return Decimal(value) if value else None
-    except (InvalidOperation, ValueError):
-        return None
+    # a price the column cannot hold (1e400, NaN) is one MariaDB cannot compare: bring it within range
+    return filter_number(value, Product, "price")
 
 
 def _int(value: str | None) -> int | None:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from crm_admin.core.errors import UserError
 from crm_admin.core.importing import (
     Column,
     ImportContext,
@@ -75,10 +76,12 @@ class ProductImport(ImportSpec):
         )
         try:
             validate_product(probe)
-        except Exception as exc:
-            raise RowError(getattr(exc, "message", str(exc)).rstrip("。")) from None
-        return {k: getattr(probe, k) for k in ("code", "name", "category", "spec", "unit", "price", "stock",
-                                               "is_active", "description")}
+        except UserError as exc:  # the form's rules; anything else fails the job (logged, never shown)
+            raise RowError(exc.message.rstrip("。")) from None
+        values = {k: getattr(probe, k) for k in ("code", "name", "category", "spec", "unit", "price", "stock",
+                                                 "is_active", "description")}
+        self.fit(Product, values)
+        return values
 
     def apply(self, session: Session, ctx: ImportContext, rows: list[Row]) -> int:
         now = utcnow()

@@ -19,8 +19,8 @@ class Product(Timestamped, Base):
     category: Mapped[str | None] = mapped_column(String(64))
     spec: Mapped[str | None] = mapped_column(String(128))
     unit: Mapped[str | None] = mapped_column(String(16))
-    price: Mapped[Decimal] = mapped_column(default=ZERO)
-    stock: Mapped[int] = mapped_column(Integer, default=0)
+    price: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})
+    stock: Mapped[int] = mapped_column(Integer, default=0, info={"min": 0})
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     description: Mapped[str | None] = mapped_column(Text)
 

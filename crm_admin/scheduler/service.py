@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, acting_as, current_actor
+from crm_admin.core.errors import friendly_db_error
 from crm_admin.db import transaction, utcnow
 from crm_admin.scheduler.models import JobLease, JobRun
 from crm_admin.settings import get_settings
@@ -202,7 +203,7 @@ def run_job(
         ctx = JobContext(today=today, now=now, trigger=trigger)
         actor = current_actor() if trigger == "manual" else JOB_ACTOR
         try:
-            with acting_as(actor), transaction() as session:
+            with acting_as(actor), transaction(long_running=True) as session:
                 outcome = spec.fn(session, ctx)
             status, detail, created = "success", outcome.detail, outcome.created
             if outcome.extra.get("status") == "skipped":
@@ -211,7 +212,9 @@ def run_job(
             succeeded_at = now
         except Exception as exc:  # recorded, never propagated into the scheduler thread
             log.exception("job %s failed", name)
-            status, detail, created = "failed", f"{type(exc).__name__}: {exc}"[:2000], 0
+            # the scheduler page shows the detail: a database error in words, never its SQL (logged above)
+            reason = friendly_db_error(exc) if isinstance(exc, SQLAlchemyError) else f"{type(exc).__name__}: {exc}"
+            status, detail, created = "failed", reason[:2000], 0
         with transaction() as session:
             session.execute(
                 update(JobRun).where(JobRun.id == run_id).values(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,10 +46,22 @@ def _translator(scope: Scope) -> tuple[Callable[[str], str], str]:
     return (lambda text: text), "zh-CN"
 
 
+# MySQL/MariaDB errors that mean "the server cannot be reached or is not answering" (a read timeout on
+# a frozen server is 2013); other OperationalErrors (a value MySQL cannot compare…) are plain errors.
+UNREACHABLE_CODES = frozenset({1040, 1053, 1205, 1927, 2002, 2003, 2005, 2006, 2013, 2026, 2055})
+
+
 def is_database_down(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, PoolTimeoutError):  # every pooled connection is stuck on the database
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        args = getattr(exc.orig, "args", ())
+        code = args[0] if args else None
+        # SQLite's (and an unknown driver's) operational errors have no code: the file is missing or locked
+        return code in UNREACHABLE_CODES if isinstance(code, int) else True
+    return False
 
 
 def _wants_json(scope: Scope) -> bool:

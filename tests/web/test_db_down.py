@@ -70,10 +70,13 @@ class Outage:
 def outage(engine: Engine) -> Iterator[Outage]:
     eng = db.get_engine()
     o = Outage(eng)
-    event.listen(eng, "do_connect", o._redirect)
+    engines = {eng, db.probe_engine()}  # the pages' engine and /readyz's own
+    for e in engines:
+        event.listen(e, "do_connect", o._redirect)
     yield o
     o.end()
-    event.remove(eng, "do_connect", o._redirect)
+    for e in engines:
+        event.remove(e, "do_connect", o._redirect)
 
 
 def _is_friendly_503(response: Any) -> bool:
