@@ -5,15 +5,15 @@ not opened yet (the menu, list → details → edit, create buttons, the 360° p
 user …); the administrator also starts from the list and create page of every model view, and
 every role from every custom page of the admin site, both read from the running app's routes.
 Then the parts whose code runs only when used are used once: the relation picker, a date picker,
-the delete and bulk-action modals, the export menu and a download, the churn charts and their
-tooltips, an import with its progress polling, the policy grid, the manual care look-up, the
-transfer page's select-all, a flash message, and the plain error pages (403, 404, CSRF refusal,
-500, 503).
+the delete and bulk-action modals, the export menu and a download, the customer query's sort,
+the churn charts and their tooltips, an import with its progress polling, the policy grid, a
+form saved through SQLAdmin, the manual care look-up, the transfer page's select-all, and the
+plain error pages (404, CSRF refusal, 500, 503; each role meets the 403 page on its walk).
 
-(Playwright's ``wait_for_function`` evaluates a string, which the policy forbids: selectors are
-waited for instead.) A violation is seen twice: a ``securitypolicyviolation`` listener installed before any page
+A violation is seen twice: a ``securitypolicyviolation`` listener installed before any page
 script runs, and Chromium's console message ("… violates the following Content Security Policy
-directive …"). Either one, or any uncaught page error, fails the test.
+directive …"). Either one, or any uncaught page error, fails the test. (Playwright's
+``wait_for_function`` evaluates a string, which the policy forbids: selectors are waited for.)
 """
 
 from __future__ import annotations
@@ -111,23 +111,31 @@ def _visit(page: Any, watch: Watch, url: str) -> Any:
 
 
 def _walk(page: Any, watch: Watch, site: Site, live_server: str, seeds: list[str]) -> None:
-    queue = list(seeds)
+    """Opens each seed, then every linked page whose route this role has not opened yet."""
+    queue: dict[tuple[str, ...], str] = {}  # route key → the first URL found for it
+
+    def enqueue(url: str) -> None:
+        key = site.route_key(urlsplit(url).path)
+        if key is not None and key not in watch.visited and key not in queue:
+            queue[key] = url
+
+    for url in seeds:
+        enqueue(url)
     while queue:
-        url = queue.pop(0)
-        path = urlsplit(url).path
-        key = site.route_key(path)
-        if key is None or key in watch.visited:
-            continue
+        key, url = next(iter(queue.items()))
+        del queue[key]
         response = _visit(page, watch, url)
         watch.visited[key] = response.status if response is not None else 0
-        if response is None or not response.headers.get("content-type", "").startswith("text/html"):
+        if response is None:
             continue
         assert response.status < 500, f"[{watch.role}] {url}: {response.status}"
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            continue
         hrefs: list[str] = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
         for href in hrefs:
-            absolute = urljoin(live_server + path, href)
-            if absolute.startswith(live_server + "/admin"):
-                queue.append(absolute[len(live_server):])
+            absolute = urljoin(page.url, href)
+            if absolute.startswith(live_server + "/"):
+                enqueue(absolute[len(live_server):])
 
 
 def _open_as(browser: Any, live_server: str, role: str) -> tuple[Any, Any, Watch]:
@@ -260,7 +268,7 @@ def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
     with page.expect_navigation():
         page.click("#save-policy")
 
-    # a form saved through SQLAdmin: redirect to the list, flash message
+    # a form saved through SQLAdmin, and the redirect to the list
     _visit(page, watch, "/admin/sys-dept/create")
     page.fill("input[name=name]", "内容安全策略测试部")
     with page.expect_navigation():
