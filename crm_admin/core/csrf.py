@@ -38,6 +38,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm_admin.core.errors import PLAIN_PAGE_STYLE
+
 log = logging.getLogger(__name__)
 
 SESSION_KEY = "csrf"
@@ -133,17 +135,15 @@ def refusal_response(request: Request) -> Response:
         message=t(REFUSAL_MESSAGE),
         hint=t("为了保护您的数据,系统拒绝了这个没有有效安全令牌的请求,没有任何数据被修改。"),
         back=t("返回首页"),
+        style=PLAIN_PAGE_STYLE,
     )
     return HTMLResponse(page, status_code=403)
 
 
 _PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
-<style>body{{font-family:system-ui,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;
-background:#f5f7fb;color:#1e293b;display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}}
-.box{{background:#fff;border-radius:8px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:32px 40px;max-width:520px}}
-h1{{font-size:20px;margin:0 0 12px}}p{{line-height:1.7;margin:6px 0}}.muted{{color:#64748b;font-size:13px}}
-a{{color:#206bc4}}</style></head><body><div class="box"><h1>{title}</h1><p>{message}</p>
+<style>{style}</style></head><body>
+<div class="box"><h1>{title}</h1><p>{message}</p>
 <p class="muted">{hint}</p><p><a href="/admin/">{back}</a></p></div></body></html>"""
 
 

@@ -64,3 +64,17 @@ def friendly_db_error(exc: BaseException) -> str:
     if isinstance(exc, sa_exc.OperationalError | sa_exc.TimeoutError):
         return "数据库暂时繁忙或无法连接,您的操作没有完成,请稍后重试。"
     return "操作失败:系统内部错误,您的数据没有被修改。请稍后重试,如问题持续请联系系统管理员。"
+
+
+# The look of the plain pages built without templates (the friendly 500/503 pages, the CSRF
+# refusal). One text for all of them: the Content-Security-Policy allows this one inline style by
+# its hash (crm_admin/web/headers.py), so a page with any other inline style is refused by the browser.
+PLAIN_PAGE_STYLE = (
+    'body{font-family:system-ui,"PingFang SC","Microsoft YaHei","Noto Sans CJK SC",sans-serif;'
+    "background:#f5f7fb;color:#1e293b;display:flex;align-items:center;justify-content:center;"
+    "min-height:100vh;margin:0}"
+    ".box{background:#fff;border-radius:8px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:32px 40px;"
+    "max-width:520px}"
+    "h1{font-size:20px;margin:0 0 12px}p{line-height:1.7;margin:6px 0}.muted{color:#64748b;font-size:13px}"
+    "a{color:#206bc4}"
+)

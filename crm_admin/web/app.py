@@ -24,6 +24,7 @@ from crm_admin.core import csrf, i18n, params
 from crm_admin.core.errors import UserError
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
+from crm_admin.web.headers import SecurityHeadersMiddleware
 from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -122,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=scheduler_lifespan)  # the job scheduler runs while the app serves
     app.add_middleware(RequestMiddleware)
+    # outermost: the error pages written by RequestMiddleware get the headers too
+    app.add_middleware(SecurityHeadersMiddleware, https=settings.serves_https)
     if STATIC_DIR.exists():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="crm-static")
 

@@ -14,21 +14,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm_admin.core.errors import PLAIN_PAGE_STYLE
+
 access_log = logging.getLogger("crm_admin.access")
 error_log = logging.getLogger("crm_admin.error")
 
 _PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
-<style>body{{font-family:system-ui,"PingFang SC","Microsoft YaHei",sans-serif;background:#f5f7fb;color:#1e293b;
-display:flex;align-items:center;justify-content:center;min-height:100vh;margin:0}}
-.box{{background:#fff;border-radius:8px;box-shadow:0 2px 12px rgba(0,0,0,.08);padding:32px 40px;max-width:520px}}
-h1{{font-size:20px;margin:0 0 12px}}p{{line-height:1.7;margin:6px 0}}.muted{{color:#64748b;font-size:13px}}
-a{{color:#206bc4}}</style></head><body><div class="box"><h1>{title}</h1><p>{message}</p>
+<style>{style}</style></head><body>
+<div class="box"><h1>{title}</h1><p>{message}</p>
 <p class="muted">{hint}</p></div></body></html>"""
 
 
 def friendly_page(status: int, title: str, message: str, hint: str = "", *, lang: str = "zh-CN") -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=title, message=message, hint=hint, lang=lang), status_code=status)
+    page = _PAGE.format(title=title, message=message, hint=hint, lang=lang, style=PLAIN_PAGE_STYLE)
+    return HTMLResponse(page, status_code=status)
 
 
 def _translator(scope: Scope) -> tuple[Callable[[str], str], str]:

@@ -1,0 +1,316 @@
+"""The Content-Security-Policy in a real browser: no page, for no role, breaks it or throws.
+
+Each role signs in and walks the site from its home page, following every link to a route it has
+not opened yet (the menu, list → details → edit, create buttons, the 360° page, an alert, a
+user …); the administrator also starts from the list and create page of every model view, and
+every role from every custom page of the admin site, both read from the running app's routes.
+Then the parts whose code runs only when used are used once: the relation picker, a date picker,
+the delete and bulk-action modals, the export menu and a download, the customer query's sort,
+the churn charts and their tooltips, an import with its progress polling, the policy grid, a
+form saved through SQLAdmin, the manual care look-up, the transfer page's select-all, and the
+plain error pages (404, CSRF refusal, 500, 503; each role meets the 403 page on its walk).
+
+A violation is seen twice: a ``securitypolicyviolation`` listener installed before any page
+script runs, and Chromium's console message ("… violates the following Content Security Policy
+directive …"). Either one, or any uncaught page error, fails the test. (Playwright's
+``wait_for_function`` evaluates a string, which the policy forbids: selectors are waited for.)
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from sqladmin import ModelView
+from sqlalchemy.exc import OperationalError
+from starlette.routing import Match, Route
+
+from tests.browser.conftest import CHROMIUM_ARGS, DEMO_PASSWORD, _chromium_path, login
+from tests.conftest import ADMIN_PASSWORD
+
+# Role → a demo account holding it (crm-admin demo).
+ROLES = {
+    "admin": ("admin", ADMIN_PASSWORD),
+    "sales_lead": ("zhaomin", DEMO_PASSWORD),
+    "manager": ("zhangwei", DEMO_PASSWORD),
+    "readonly": ("sunli", DEMO_PASSWORD),
+}
+
+# SQLAdmin's own routes that answer with something other than a page.
+NOT_PAGES = {"statics", "export", "file_download", "file_preview", "ajax_lookup", "delete", "import"}
+
+REPORT_VIOLATIONS = """
+document.addEventListener('securitypolicyviolation', function (e) {
+  window.__cspViolation(e.documentURI + ': ' + e.violatedDirective + ' blocked ' +
+    (e.blockedURI || '(inline)') + ' at ' + (e.sourceFile || '') + ':' + e.lineNumber + ' ' + (e.sample || ''));
+}, true);
+"""
+
+
+@dataclass
+class Watch:
+    """What the browser reported while one role used the site."""
+
+    role: str
+    problems: list[str] = field(default_factory=list)
+    visited: dict[tuple[str, ...], int] = field(default_factory=dict)  # route key → status
+    where: str = ""
+
+    def attach(self, context: Any, page: Any) -> None:
+        context.expose_binding("__cspViolation", lambda _source, text: self.problems.append(
+            f"[{self.role}] {text}"))
+        context.add_init_script(REPORT_VIOLATIONS)
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.problems.append(f"[{self.role}] {self.where}: JS error {exc}"))
+
+    def _console(self, msg: Any) -> None:
+        if "Content Security Policy" in msg.text or "Content-Security-Policy" in msg.text:
+            self.problems.append(f"[{self.role}] {self.where}: console: {msg.text}")
+
+
+class Site:
+    """The admin site's routes, read from the running app."""
+
+    def __init__(self, app: Any) -> None:
+        admin = app.state.admin
+        self.routes: list[Route] = [r for r in admin.admin.router.routes if isinstance(r, Route)]
+        self.model_identities: list[str] = [v.identity for v in admin.views if isinstance(v, ModelView)]
+        self.custom_pages = [
+            "/admin" + r.path for r in self.routes
+            if r.name.startswith("view-") and "{" not in r.path and "GET" in (r.methods or ())
+        ]
+
+    def route_key(self, path: str) -> tuple[str, ...] | None:
+        """(route name, identity) of an admin URL, or None if it is no page."""
+        if not path.startswith("/admin"):
+            return None
+        scope = {"type": "http", "path": path[len("/admin"):] or "/", "root_path": "", "method": "GET"}
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                if route.name in NOT_PAGES:
+                    return None
+                identity = child.get("path_params", {}).get("identity", "")
+                return (route.name, identity) if identity else (route.name,)
+        return None
+
+
+def _visit(page: Any, watch: Watch, url: str) -> Any:
+    watch.where = url
+    try:
+        return page.goto(url)
+    except Exception as exc:  # a download (an export, a template) is no page
+        if "Download is starting" in str(exc):
+            return None
+        raise
+
+
+def _walk(page: Any, watch: Watch, site: Site, live_server: str, seeds: list[str]) -> None:
+    """Opens each seed, then every linked page whose route this role has not opened yet."""
+    queue: dict[tuple[str, ...], str] = {}  # route key → the first URL found for it
+
+    def enqueue(url: str) -> None:
+        key = site.route_key(urlsplit(url).path)
+        if key is not None and key not in watch.visited and key not in queue:
+            queue[key] = url
+
+    for url in seeds:
+        enqueue(url)
+    while queue:
+        key, url = next(iter(queue.items()))
+        del queue[key]
+        response = _visit(page, watch, url)
+        watch.visited[key] = response.status if response is not None else 0
+        if response is None:
+            continue
+        assert response.status < 500, f"[{watch.role}] {url}: {response.status}"
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            continue
+        hrefs: list[str] = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+        for href in hrefs:
+            absolute = urljoin(page.url, href)
+            if absolute.startswith(live_server + "/"):
+                enqueue(absolute[len(live_server):])
+
+
+def _open_as(browser: Any, live_server: str, role: str) -> tuple[Any, Any, Watch]:
+    context = browser.new_context(base_url=live_server, locale="zh-CN",
+                                  viewport={"width": 1440, "height": 900}, timezone_id="Asia/Shanghai")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    watch = Watch(role)
+    watch.attach(context, page)
+    watch.where = "/admin/login"
+    username, password = ROLES[role]
+    login(page, username, password)
+    return context, page, watch
+
+
+def _use_site_as(role: str, site: Site, live_server: str, tmp_path: Path) -> Watch:
+    """One role's visit, in its own thread with its own browser (Playwright's sync API is
+    per thread): the four roles walk at once, which keeps the test well under a minute."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            _context, page, watch = _open_as(browser, live_server, role)
+            seeds = ["/admin/", *site.custom_pages]
+            if role == "admin":
+                seeds += [f"/admin/{i}/{what}" for what in ("list", "create") for i in site.model_identities]
+            _walk(page, watch, site, live_server, seeds)
+            if role != "admin":  # the lists no link led to: the refusal page, mostly
+                _walk(page, watch, site, live_server, [f"/admin/{i}/list" for i in site.model_identities])
+                assert 403 in watch.visited.values(), role
+            if role == "admin":
+                _use_admin_widgets(page, watch, tmp_path)
+            if role == "manager":
+                _use_manager_widgets(page, watch)
+            page.evaluate("0")  # the last violation reports reach the test
+            return watch
+        finally:
+            browser.close()
+
+
+def test_no_page_violates_the_content_security_policy(
+    demo_data: Any, app: Any, live_server: str, browser: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = time.monotonic()
+    site = Site(app)
+    with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:
+        futures = {role: pool.submit(_use_site_as, role, site, live_server, tmp_path) for role in ROLES}
+        watches = {role: future.result() for role, future in futures.items()}
+
+    # the error pages last, once nobody else is walking: the 500/503 ones are faked in-process
+    context, page, watch = _open_as(browser, live_server, "admin")
+    try:
+        _open_error_pages(page, watch, monkeypatch)
+        page.evaluate("0")
+    finally:
+        context.close()
+
+    problems = [p for w in (*watches.values(), watch) for p in w.problems]
+    opened = {role: len(w.visited) for role, w in watches.items()}
+    print(f"pages opened per role: {opened}; {time.monotonic() - started:.1f} s")
+    assert not problems, "\n".join(dict.fromkeys(problems))
+    admin_visited = watches["admin"].visited
+    for identity in site.model_identities:
+        assert admin_visited.get(("list", identity)) == 200, identity
+    for url in site.custom_pages:
+        assert site.route_key(urlsplit(url).path) in admin_visited, url
+
+
+def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
+    # relation picker (select2 ajax): search, pick
+    _visit(page, watch, "/admin/follow-up/create")
+    page.locator(".select2-selection").first.click()
+    page.keyboard.type("有限")
+    page.wait_for_selector(".select2-results__option--selectable")
+    page.keyboard.press("Enter")
+
+    # date picker: the forms use the browser's own date input; SQLAdmin's flatpickr is loaded on
+    # every page all the same, so it is opened once on a date field the way SQLAdmin would
+    _visit(page, watch, "/admin/linkman/create")
+    page.evaluate("flatpickr(document.querySelector('input[name=birthday]'), {allowInput: true}).open()")
+    page.click(".flatpickr-calendar.open .flatpickr-day:not(.prevMonthDay):not(.nextMonthDay) >> nth=9")
+
+    # export menu and a download, a row's delete modal, the bulk-action menu and its modal
+    _visit(page, watch, "/admin/customer/list")
+    page.click("#export-menu")
+    with page.expect_download():
+        page.click("[aria-labelledby=export-menu] .dropdown-item >> nth=0")
+    page.click('a[data-bs-target="#modal-delete"][data-pk] >> nth=0')
+    page.wait_for_selector("#modal-delete.show")
+    page.click("#modal-delete [data-bs-dismiss=modal] >> nth=0")
+    page.wait_for_selector("#modal-delete", state="hidden")
+    page.check("input.select-box >> nth=0")
+    page.click("#dropdownMenuButton")
+    page.click("#action-delete")
+    page.wait_for_selector("#modal-delete.show")
+    page.click("#modal-delete [data-bs-dismiss=modal] >> nth=0")
+    page.wait_for_selector("#modal-delete", state="hidden")
+
+    # customer query: the sort select fills the hidden fields, empty conditions are not sent
+    page.select_option("[data-sort-select]", index=1)
+    with page.expect_navigation():
+        page.click("#cq-submit")
+    assert "sortBy=" in page.url and "region=" not in page.url
+
+    # churn charts, and a tooltip under the mouse on each
+    _visit(page, watch, "/admin/churn/analysis")
+    page.wait_for_selector("#chart-reasons canvas")
+    for chart in ("#chart-reasons", "#chart-levels", "#chart-managers", "#chart-months"):
+        box = page.locator(chart).bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_timeout(100)
+
+    # import: upload, progress polled until validated, apply, polled until done
+    _visit(page, watch, "/admin/import/customer")
+    upload = tmp_path / "customers.csv"
+    upload.write_bytes(page.request.get("/admin/import/customer/template.csv").body())
+    page.set_input_files("#import-file", str(upload))
+    with page.expect_navigation():
+        page.click("#import-submit")
+    page.wait_for_selector("#apply-form:not([hidden])")
+    with page.expect_navigation():
+        page.click("#apply-button")
+    page.wait_for_selector("#job-status:text-is('导入完成')")
+
+    # the policy grid, saved unchanged
+    _visit(page, watch, "/admin/policy")
+    with page.expect_navigation():
+        page.click("#save-policy")
+
+    # a form saved through SQLAdmin, and the redirect to the list
+    _visit(page, watch, "/admin/sys-dept/create")
+    page.fill("input[name=name]", "内容安全策略测试部")
+    with page.expect_navigation():
+        page.click('input[type=submit][value="保存"]')
+
+
+def _use_manager_widgets(page: Any, watch: Watch) -> None:
+    # manual care record: customers looked up while typing, then the chosen customer's contacts
+    _visit(page, watch, "/admin/care/workbench")
+    page.fill("#manual-customer-search", "有限")
+    page.wait_for_selector("#manual-customer option >> nth=1", state="attached")
+    page.select_option("#manual-customer", index=1)
+    page.wait_for_selector("#manual-linkman option >> nth=1", state="attached")
+    # transfer: the select-all box
+    _visit(page, watch, "/admin/transfer")
+    page.check("#check-all")
+    assert page.locator(".customer-check:checked").count() == page.locator(".customer-check").count()
+
+
+def _open_error_pages(page: Any, watch: Watch, monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("/admin/customer/details/99999999", "/admin/no-such-page", "/no-such-page"):
+        response = _visit(page, watch, url)
+        assert response is not None and response.status == 404, url
+
+    # CSRF refusal: the policy grid posted with a forged token
+    _visit(page, watch, "/admin/policy")
+    page.evaluate("document.querySelector('#policy-grid input[name=csrf_token]').value = 'forged'")
+    with page.expect_navigation():
+        page.click("#save-policy")
+    assert "请求已被拒绝" in page.title()
+
+    # the friendly 500 and 503 pages (the live server runs in this process)
+    from crm_admin.dashboard import admin as dashboard_admin
+
+    def crash(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    def database_down(*args: Any) -> Any:
+        raise OperationalError("SELECT 1", {}, Exception("server has gone away"))
+
+    for fake, status in ((crash, 500), (database_down, 503)):
+        monkeypatch.setattr(dashboard_admin, "_data", fake)
+        response = _visit(page, watch, "/admin/")
+        assert response is not None and response.status == status
+    monkeypatch.undo()
