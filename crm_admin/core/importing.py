@@ -146,8 +146,10 @@ def sniff(path: str) -> str:
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise UserError("文件是 UTF-16 编码的文本(Excel 的“Unicode 文本”),请在 Excel 中另存为 .xlsx 或"
                         "“CSV UTF-8(逗号分隔)”后上传。")
-    if spreadsheet.csv_encoding(path) is None:
+    encoding = spreadsheet.csv_encoding(path)
+    if encoding is None:
         raise UserError("文件不是 Excel(.xlsx)或 CSV 表格,请使用下载的模板填写后上传。")
+    spreadsheet.check_csv_text(path, encoding)
     return "csv"
 
 
@@ -738,6 +740,10 @@ def _validate(job: ImportJob) -> None:
 def _refuse_past_cap(job: ImportJob) -> None:
     """More lines than the cap may still be fewer rows (blank rows, texts over several lines):
     count the rows that hold something, without checking them, and stop one past the cap."""
+    if job.kind == "xlsx":
+        if spreadsheet.xlsx_rows_with_values(job.path, MAX_ROWS + 2) > MAX_ROWS + 1:  # and the header
+            raise spreadsheet.too_many_rows()
+        return
     for count, _row in enumerate(read_rows(job.path, job.kind, job.spec), 1):
         if count > MAX_ROWS:
             raise spreadsheet.too_many_rows()
