@@ -42,18 +42,22 @@ from crm_admin.core.errors import UserError
 KiB = 1024
 MiB = 1024 * KiB
 
-# ----- limits ------------------------------------------------------------------------------------
+# ----- limits: all of them here -----------------------------------------------------------------------
 #
-# What a legitimate import needs: at most MAX_ROWS rows of the widest template (customers, 13
-# columns) in an upload of at most MAX_UPLOAD_BYTES. Measured on 200,000 fully filled customer rows
-# (every column, 25-character names, 45-character addresses, a distinct 100-character remark):
-# - openpyxl (our templates, error workbooks and benchmark) writes inline strings with Chinese as
-#   character references: the sheet is 422 MB, 2.1 KB a row, compressed 5:1 (84 MB: past the upload
-#   cap already); the benchmark's own 50,000 rows are 2.6 KB... see README "上传限制";
-# - Excel/WPS-style shared strings: the sheet is ~60 MB and sharedStrings.xml ~150 MB of distinct
-#   texts (1.4 million strings: seven distinct texts a row, dictionary labels repeat).
-# Each limit is that need with headroom; the memory each one allows was measured on files built to
-# sit just under it (see the tests).
+# A legitimate import is at most MAX_ROWS rows of the widest template (customers, 13 columns) in an
+# upload of at most MAX_UPLOAD_BYTES. Workbooks of 200,000 customer rows were generated and measured
+# (member sizes, compression ratios):
+#
+#   producer, content                              file     sheet XML        sharedStrings.xml
+#   openpyxl (inline strings, Chinese as &#NNNNN;):
+#     benchmark-like rows (import_bench)           20 MB    212 MB (11:1)    -
+#     every column filled, 100-character remarks   84 MB    422 MB  (5:1)    -
+#   Excel/WPS style (shared strings, UTF-8):
+#     benchmark-like rows                          17 MB     92 MB  (9:1)    47 MB (7:1), 0.9 million texts
+#     every column filled, 100-character remarks   70 MB    100 MB  (9:1)   126 MB (2:1), 1.1 million texts
+#
+# The "every column filled" files are already past the upload cap, so each limit below covers them,
+# i.e. more than a file that can be uploaded, and it still refuses every bomb in the tests.
 
 MAX_UPLOAD_BYTES = 50 * MiB
 MAX_ROWS = 200_000  # data rows in one import (the header is not counted)
@@ -62,36 +66,37 @@ MAX_CELL_CHARS = 32_767  # Excel's own limit for one cell
 MAX_COLUMNS = 16_384  # Excel's last column, XFD
 MAX_SHEET_ROW = 1_048_576  # Excel's last row
 
-# The zip. Excel and WPS write 9-15 members; a workbook with many sheets, drawings and comments a few
-# hundred. A central directory entry is 46 bytes plus its name and extras (a few hundred bytes).
+# The zip. Excel and WPS write 9-15 members, a workbook with many sheets, pictures and comments a few
+# hundred; a central directory entry is 46 bytes plus its name and extras.
 ZIP_MAX_MEMBERS = 1_000
 ZIP_MAX_DIRECTORY_BYTES = 1 * MiB
-# A row of 13 cells as openpyxl writes it, every cell a 32,767-character Chinese text, is ~3.4 MB of
-# XML; real rows are 0.2-3 KB. So the sheet limit is 200,001 rows x 2.6 KB (13 cells of ~200
-# bytes each), rounded up.
-SHEET_MAX_BYTES = 512 * MiB
-# 1.4 million distinct texts of up to ~100 bytes each with their tags, doubled.
-SHARED_STRINGS_MAX_BYTES = 256 * MiB
-# Every other part (workbook, relationships, styles, properties, theme): kilobytes in normal files;
+# Declared (and counted) inflated sizes. Sheet: 422 MB measured (above), rounded up. Shared strings:
+# 126 MB measured, doubled. Any other XML part (workbook, relationships, styles, theme) is kilobytes;
 # a workbook bloated with 64,000 copied cell styles (Excel's maximum) has a ~7 MB styles.xml.
+SHEET_MAX_BYTES = 512 * MiB
+SHARED_STRINGS_MAX_BYTES = 256 * MiB
 PART_MAX_BYTES = 16 * MiB
-# Pictures and other binary members are never inflated here; they only count towards the total.
-TOTAL_MAX_BYTES = 1024 * MiB
-# Measured: 5:1 for varied text, 8-15:1 for repetitive columns. Bombs are 400:1 to 1000:1. Small
-# members (a few empty rows, a styles part) legitimately compress further, so only large ones count.
+TOTAL_MAX_BYTES = 1024 * MiB  # pictures and other binary members are never inflated, only counted
+# Ratio inflated:compressed. Measured 2:1 to 11:1; the bombs of the report are 400:1 to 1000:1.
+# Small members (a few rows, a styles part) compress further legitimately, so only large ones count.
 ZIP_MAX_RATIO = 100
 ZIP_RATIO_FROM_BYTES = 1 * MiB
-# What is kept in memory while reading: the shared strings (as UTF-8, 4 bytes of offset each), at
-# most one distinct text per cell of a full 200,000-row sheet of the widest template.
+# Kept in memory while reading: the shared strings, as UTF-8 in one buffer. Count: one distinct text
+# per cell of a full sheet of the widest template (1.1 million measured). Text: 108 MB measured in the
+# 70 MB file; Chinese text compresses at least 2:1, so 50 MB cannot hold much more.
 SHARED_STRINGS_MAX_COUNT = (MAX_ROWS + 1) * TEMPLATE_COLUMNS
 SHARED_STRINGS_MAX_TEXT_BYTES = 128 * MiB
-# One row (or one shared string) as XML: a 32,767-character Chinese cell written by openpyxl is 262 KB.
+# One row, or one shared string, as XML: real rows are 0.2-3 KB; a cell of 32,767 Chinese characters
+# as openpyxl writes them is 262 KB. Bounds what one row can cost in memory (~40 MB at worst).
 UNIT_MAX_BYTES = 512 * KiB
-# Between two rows (or strings) there is nothing in a real file; before the first row only the sheet's
-# properties, views and column widths (16,384 columns at most).
+# Between two rows (or two strings) a real file has nothing; before the first row only the sheet's
+# properties, views and column widths (a few KB). Bounds what unknown elements can cost (~20 MB).
 GAP_MAX_BYTES = 256 * KiB
-# CSV: one record (a row, possibly over several lines) is at most 13 cells of Excel's 32,767 characters.
+# CSV: one record (a row, possibly over several lines) holds 13 cells of at most 32,767 characters.
 CSV_MAX_RECORD_CHARS = 1 * MiB
+# Cells in the whole sheet, blank ones included: a full sheet with 50 columns (the template's 13 and
+# as many again of the user's own, twice). Bounds the reading time (~2 s a million cells).
+MAX_SHEET_CELLS = (MAX_ROWS + 1) * 50
 
 CHUNK = 64 * 1024
 _MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
@@ -390,6 +395,10 @@ class SharedStrings:
         return len(self.ends)
 
 
+def too_many_cells() -> UserError:
+    return UserError(f"表格的单元格超过 {MAX_SHEET_CELLS} 个(含空白单元格),请只保留需要导入的列和行后重试。")
+
+
 def cell_too_long(row: int | None) -> UserError:
     where = f"第 {row} 行有" if row else "有"
     return UserError(f"{where}单元格超过 {MAX_CELL_CHARS} 个字符(Excel 单元格的上限),请检查文件。")
@@ -445,8 +454,11 @@ def xlsx_rows(path: str) -> Iterator[list[Any]]:
         book = _locate(archive)
         dates, durations = _date_styles(archive, book.styles)
         strings = _shared_strings(archive, book.shared_strings)
-        number = 0
+        number = cells = 0
         for row in _elements(archive, book.sheet, (_ROW,), stop=_SHEET_DATA):
+            cells += len(row)
+            if cells > MAX_SHEET_CELLS:
+                raise too_many_cells()
             at = row.get("r")
             if at is not None:
                 if not at.isdigit() or not number < int(at) <= MAX_SHEET_ROW:
@@ -646,9 +658,13 @@ def csv_rows(path: str) -> Iterator[list[str]]:
 
     with open(path, encoding=encoding, newline="", errors="strict") as fh:
         reader = csv.reader(lines(fh))
+        cells = 0
         try:
             for record in reader:
                 state.chars = 0
+                cells += len(record)
+                if cells > MAX_SHEET_CELLS:
+                    raise too_many_cells()
                 if len(record) > MAX_COLUMNS:
                     raise UserError(f"CSV 文件第 {state.line} 行超过 {MAX_COLUMNS} 列,请检查文件。")
                 if any(len(value) > MAX_CELL_CHARS for value in record):
