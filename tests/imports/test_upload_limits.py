@@ -258,3 +258,22 @@ def test_longest_cell_excel_allows_reads(tmp_path: Path) -> None:
     wb.save(path)
     rows = list(importing.read_rows(str(path), "xlsx", CUSTOMERS))
     assert len(rows) == 1 and len(rows[0].text("remark")) == spreadsheet.MAX_CELL_CHARS
+
+
+def test_our_own_export_imports_again(tmp_path: Path) -> None:
+    """The streamed export (sizes in trailing data descriptors, inline strings) reads back."""
+    from decimal import Decimal
+
+    from crm_admin.core.xlsxstream import xlsx_stream
+
+    path = tmp_path / "export.xlsx"
+    path.write_bytes(b"".join(xlsx_stream("客户", ["客户名称", "电话", "备注"], [
+        ["甲公司", "13900000001", "老客户"], ["乙 & <公司>", 13900000002, None], ["丙", Decimal("1.50"), dt.date(2024, 5, 1)],
+    ])))
+    kind = importing.sniff(str(path))
+    assert kind == "xlsx" and importing.estimate_rows(str(path), kind) == 4
+    assert [r.raw for r in importing.read_rows(str(path), kind, CUSTOMERS)] == [
+        {"name": "甲公司", "phone": "13900000001", "remark": "老客户"},
+        {"name": "乙 & <公司>", "phone": "13900000002", "remark": None},
+        {"name": "丙", "phone": "1.5", "remark": "2024-05-01"},
+    ]
