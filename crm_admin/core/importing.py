@@ -3,9 +3,11 @@
 A module describes its sheet with an ``ImportSpec`` (Chinese headers, a batch validator and a batch
 writer); this module does the rest:
 
-- Reading streams: ``.xlsx`` through openpyxl ``read_only``, CSV as UTF-8 (with or without BOM) or
-  GB18030 (what Chinese Excel saves), decoded while reading. The upload is spooled to a file on
-  disk; rows are handled in batches, never all held at once.
+- Reading streams, within the limits of ``core/spreadsheet.py`` (an upload may be a zip bomb):
+  ``.xlsx`` through a bounded streaming reader, CSV as UTF-8 (with or without BOM) or GB18030 (what
+  Chinese Excel saves), decoded while reading. The upload is spooled to a file on disk; rows are
+  handled in batches, never all held at once; a file past the row cap is refused before any row is
+  checked.
 - A job runs in a background thread (50,000 rows do not fit a request timeout); the page polls its
   progress. First a dry run validates every row (required fields, dictionary labels, dates, phones,
   credit codes, duplicates within the file and against the database) and writes rejected rows with
@@ -20,7 +22,6 @@ move from "validated" to "applying" happens under a per-job file lock, so a job 
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import datetime as dt
@@ -34,19 +35,18 @@ import secrets
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from openpyxl import Workbook, load_workbook
+from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from sqlalchemy.orm import Session
 
-from crm_admin.core import audit, limits
+from crm_admin.core import audit, limits, spreadsheet
 from crm_admin.core.context import Actor, acting_as
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import safe
@@ -55,8 +55,8 @@ from crm_admin.core.principal import Principal
 log = logging.getLogger(__name__)
 
 BATCH = 500
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
-MAX_ROWS = 200_000
+MAX_UPLOAD_BYTES = spreadsheet.MAX_UPLOAD_BYTES
+MAX_ROWS = spreadsheet.MAX_ROWS
 JOB_TTL_SECONDS = 6 * 3600
 ERROR_HEADER = "错误原因"
 ROW_HEADER = "行号"
@@ -135,41 +135,38 @@ class ImportSpec:
 # ----- reading -----------------------------------------------------------------------------------
 
 def sniff(path: str) -> str:
-    """'xlsx' or 'csv', or a UserError saying clearly what is wrong with the file."""
+    """'xlsx' or 'csv', or a UserError saying clearly what is wrong with the file.
+
+    A zip's directory is checked here, at upload, against the limits of ``core/spreadsheet.py``
+    (member count, names, declared sizes, ratio, encryption): the worst files are refused on the
+    import page before any job starts."""
     size = os.path.getsize(path)
     if size == 0:
         raise UserError("上传的文件是空的(0 字节),请检查后重新上传。")
     with open(path, "rb") as fh:
         head = fh.read(8)
-    if head.startswith(b"PK\x03\x04"):
-        if not zipfile.is_zipfile(path):
-            raise UserError("文件已损坏,无法作为 Excel 文件读取。")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        spreadsheet.open_package(path).close()
         return "xlsx"
     if head.startswith(b"\xd0\xcf\x11\xe0"):
+        if _encrypted_workbook(path):
+            raise UserError("文件设置了打开密码,无法读取。请在 Excel 中取消密码后另存为 .xlsx 再上传。")
         raise UserError("不支持旧版 Excel(.xls)文件,请在 Excel 中另存为 .xlsx 或 CSV 后再上传。")
-    if _csv_encoding(path) is None:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError("文件是 UTF-16 编码的文本(Excel 的“Unicode 文本”),请在 Excel 中另存为 .xlsx 或"
+                        "“CSV UTF-8(逗号分隔)”后上传。")
+    encoding = spreadsheet.csv_encoding(path)
+    if encoding is None:
         raise UserError("文件不是 Excel(.xlsx)或 CSV 表格,请使用下载的模板填写后上传。")
+    spreadsheet.check_csv_text(path, encoding)
     return "csv"
 
 
-def _csv_encoding(path: str) -> str | None:
+def _encrypted_workbook(path: str) -> bool:
+    """A password-protected .xlsx is an OLE file holding an "EncryptedPackage" stream."""
+    marker = "EncryptedPackage".encode("utf-16-le")
     with open(path, "rb") as fh:
-        sample = fh.read(256 * 1024)
-    if b"\x00" in sample:
-        return None  # binary (or UTF-16): not a CSV we read
-    if sample.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        decoder.decode(sample, final=False)  # a character cut at the sample's end is fine
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        codecs.getincrementaldecoder("gb18030")().decode(sample, final=False)
-        return "gb18030"
-    except UnicodeDecodeError:
-        return None
+        return marker in fh.read(MAX_UPLOAD_BYTES)
 
 
 def _cell_text(value: Any) -> Any:
@@ -186,59 +183,17 @@ def _cell_text(value: Any) -> Any:
     return str(value)
 
 
-def _raw_rows(path: str, kind: str, sized: Callable[[int | None], None] | None = None) -> Iterator[list[Any]]:
-    """The sheet's rows as lists of cell texts; ``sized`` is told the number of rows (header
-    included) once it is known, so that progress can be shown against it."""
-    if kind == "xlsx":
-        # a file object, not the path: openpyxl refuses paths without an .xlsx extension
-        with open(path, "rb") as fh:
-            try:
-                wb = load_workbook(fh, read_only=True, data_only=True)
-            except Exception:
-                raise UserError("无法读取该 Excel 文件,请确认它是 .xlsx 格式且未加密。") from None
-            try:
-                ws = wb.worksheets[0]
-                if sized is not None:
-                    sized(ws.max_row or _count_xml_rows(path, getattr(ws, "_worksheet_path", "")))
-                for values in ws.iter_rows(values_only=True):
-                    yield [_cell_text(v) for v in values]
-            finally:
-                wb.close()
-        return
-    encoding = _csv_encoding(path) or "utf-8"
-    if sized is not None:
-        sized(_count_lines(path))
-    with open(path, encoding=encoding, newline="", errors="strict") as fh:
-        try:
-            yield from csv.reader(fh)
-        except UnicodeDecodeError:
-            raise UserError("CSV 文件编码无法识别,请另存为 UTF-8 或 GB18030(Excel 中的“CSV(逗号分隔)”)。") from None
-        except csv.Error as exc:
-            raise UserError(f"CSV 文件格式有误:{exc}") from None
+def _raw_rows(path: str, kind: str) -> Iterator[list[Any]]:
+    """The sheet's rows as lists of cell texts."""
+    rows = spreadsheet.xlsx_rows(path) if kind == "xlsx" else spreadsheet.csv_rows(path)
+    for values in rows:
+        yield [_cell_text(v) for v in values]
 
 
-def _count_xml_rows(path: str, member: str) -> int | None:
-    """Rows of a worksheet without a size in its header (files written in streaming mode), counted
-    from its XML without parsing it; None when that cannot be done."""
-    if not member:
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive, archive.open(member.lstrip("/")) as fh:
-            count, tail = 0, b""
-            while chunk := fh.read(1024 * 1024):
-                data = tail + chunk
-                count += data.count(b"<row ") + data.count(b"<row>")
-                tail = data[-4:]  # shorter than a tag: nothing counted twice
-    except (OSError, KeyError, zipfile.BadZipFile):
-        return None
-    return count or None
-
-
-def _count_lines(path: str) -> int | None:
-    count = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            count += chunk.count(b"\n")
+def estimate_rows(path: str, kind: str) -> int | None:
+    """Rows of the sheet, header and blank rows included, counted without reading them (for
+    progress, and to notice a file past the row cap before any row is checked)."""
+    count = spreadsheet.xlsx_row_count(path) if kind == "xlsx" else spreadsheet.count_lines(path)
     return count or None
 
 
@@ -252,11 +207,10 @@ def read_rows(path: str, kind: str, spec: ImportSpec,
     """Rows of the first sheet keyed by the spec's columns (matched by header); blank rows skipped.
 
     ``sized`` is told the estimated number of data rows when the reading starts."""
-    def data_rows(lines: int | None) -> None:
-        if sized is not None:
-            sized(lines - 1 if lines and lines > 1 else None)  # the header row is not data
-
-    rows = _raw_rows(path, kind, data_rows if sized is not None else None)
+    if sized is not None:
+        lines = estimate_rows(path, kind)
+        sized(lines - 1 if lines and lines > 1 else None)  # the header row is not data
+    rows = _raw_rows(path, kind)
     header: list[Any] | None = None
     for values in rows:
         if any(v not in (None, "") for v in values):
@@ -735,6 +689,9 @@ def _run(job: ImportJob, work: Callable[[ImportJob], None], run_async: bool) -> 
         finally:
             if job.status in ("failed", "done", "validated"):
                 job.finished = time.time()
+            if job.status == "failed":  # nothing can be done with it any more
+                with contextlib.suppress(OSError):
+                    os.unlink(job.path)
             try:
                 _save(job)
             except OSError:
@@ -761,11 +718,15 @@ def _validate(job: ImportJob) -> None:
     ctx = _ctx(job)
     valid = 0
     try:
+        lines = estimate_rows(job.path, job.kind)
+        job.total = lines - 1 if lines and lines > 1 else None  # the header row is not data
+        if lines and lines > MAX_ROWS + 1:
+            _refuse_past_cap(job)
         with session_factory()() as session:
             job.spec.begin(session, ctx)
-            for batch in batches(read_rows(job.path, job.kind, job.spec, lambda n: setattr(job, "total", n))):
+            for batch in batches(read_rows(job.path, job.kind, job.spec)):
                 if job.processed + len(batch) > MAX_ROWS:
-                    raise UserError(f"单次最多导入 {MAX_ROWS} 行,请拆分文件。")
+                    raise spreadsheet.too_many_rows()
                 job.spec.check(session, ctx, batch)
                 for row in batch:
                     if row.error:
@@ -783,6 +744,18 @@ def _validate(job: ImportJob) -> None:
         raise UserError("表格中除表头外没有数据行。")
     job.status = "validated"
     job.message = f"共 {job.processed} 行:可导入 {job.valid} 行,有问题 {job.rejected} 行。"
+
+
+def _refuse_past_cap(job: ImportJob) -> None:
+    """More lines than the cap may still be fewer rows (blank rows, texts over several lines):
+    count the rows that hold something, without checking them, and stop one past the cap."""
+    if job.kind == "xlsx":
+        if spreadsheet.xlsx_rows_with_values(job.path, MAX_ROWS + 2) > MAX_ROWS + 1:  # and the header
+            raise spreadsheet.too_many_rows()
+        return
+    for count, _row in enumerate(read_rows(job.path, job.kind, job.spec), 1):
+        if count > MAX_ROWS:
+            raise spreadsheet.too_many_rows()
 
 
 def _apply(job: ImportJob) -> None:
