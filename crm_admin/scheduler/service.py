@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, acting_as, current_actor
+from crm_admin.core.errors import UserError
 from crm_admin.db import transaction, utcnow
 from crm_admin.scheduler.models import JobLease, JobRun
 from crm_admin.settings import get_settings
@@ -211,7 +212,9 @@ def run_job(
             succeeded_at = now
         except Exception as exc:  # recorded, never propagated into the scheduler thread
             log.exception("job %s failed", name)
-            status, detail, created = "failed", f"{type(exc).__name__}: {exc}"[:2000], 0
+            # a refusal written for people (e.g. a backup that failed its verification) is shown as is
+            reason = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            status, detail, created = "failed", reason[:2000], 0
         with transaction() as session:
             session.execute(
                 update(JobRun).where(JobRun.id == run_id).values(
