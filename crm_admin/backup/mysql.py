@@ -199,11 +199,16 @@ def write_backup(url: URL, out: Writable) -> Manifest:
         raise BackupError(f"{Path(dump).name} 没有写出完成标记,导出不完整,备份未完成。")
     manifest = Manifest(kind="mysql", made_at=made_at, revision=counter.revision, tables=counter.tables,
                         sha256=digest.hexdigest(), content_bytes=size, source=counter.server)
+    out.write(trailer(manifest))
+    return manifest
+
+
+def trailer(manifest: Manifest) -> bytes:
+    """The two comment lines that follow mariadb-dump's output."""
     line = MANIFEST_PREFIX + manifest.to_json().encode("utf-8") + b"\n"
     if len(line) > _MAX_MANIFEST:
         raise BackupError("表太多,校验清单超出长度上限。")
-    out.write(line + END_PREFIX + hashlib.sha256(line).hexdigest().encode() + b"\n")
-    return manifest
+    return line + END_PREFIX + hashlib.sha256(line).hexdigest().encode() + b"\n"
 
 
 # --- verify ----------------------------------------------------------------------------------------

@@ -84,19 +84,33 @@ def _file_chunks(path: Path) -> Iterable[bytes]:
 
 
 def _placeholder_offset(path: Path) -> int:
-    offsets: list[int] = []
+    """Where the zeroed digits waiting for the digest start (there must be exactly one such place;
+    digests left in free pages by an earlier backup's manifest hold real digits and do not count)."""
+    placeholder = re.compile(re.escape(DIGEST_MARK + _ZEROS))
+    offsets: set[int] = set()
     position = 0
     carry = b""
     for chunk in _file_chunks(path):
         buf = carry + chunk
         start = position - len(carry)
-        offsets.extend(start + m.start() for m in re.finditer(re.escape(DIGEST_MARK + _ZEROS), buf)
-                       if start + m.start() not in offsets)
+        offsets.update(start + m.start() for m in placeholder.finditer(buf))
         carry = buf[-(_SPAN - 1):]
         position += len(chunk)
     if len(offsets) != 1:
         raise BackupError("无法在备份文件中写入校验和(校验和位置不唯一)。")
-    return offsets[0] + len(DIGEST_MARK)
+    return offsets.pop() + len(DIGEST_MARK)
+
+
+def seal(path: Path) -> tuple[str, int]:
+    """Compute the file's digest (every recorded digest zeroed) and write it over the placeholder."""
+    digest, _, size = content_digest(_file_chunks(path))
+    offset = _placeholder_offset(path)
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(digest.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return digest, size
 
 
 # --- backup ----------------------------------------------------------------------------------------
@@ -148,12 +162,7 @@ def write_backup(source: Path, target: Path) -> Manifest:
     finally:
         dst.close()
         src.close()
-    digest, _, size = content_digest(_file_chunks(target))
-    with target.open("r+b") as fh:
-        fh.seek(_placeholder_offset(target))
-        fh.write(digest.encode())
-        fh.flush()
-        os.fsync(fh.fileno())
+    digest, size = seal(target)
     return Manifest(kind=manifest.kind, made_at=made_at, revision=manifest.revision, tables=manifest.tables,
                     sha256=digest, content_bytes=size, source=manifest.source)
 
@@ -318,6 +327,8 @@ def _check_stage(stage: Path, info: BackupInfo) -> str | None:
         revision = _revision(conn)
         if info.manifest is not None and revision != info.manifest.revision:
             raise BackupError("备份中的数据库版本与校验清单不符,已停止恢复。")
+        # zero the freed pages: the restored database should not carry the backup's digest along
+        conn.execute("PRAGMA secure_delete=ON")
         conn.execute(f"DROP TABLE IF EXISTS {MANIFEST_TABLE}")
         conn.commit()
         return revision
