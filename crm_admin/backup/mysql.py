@@ -42,6 +42,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from crm_admin.backup.manifest import (
+    CHUNK,
     BackupError,
     BackupInfo,
     Content,
@@ -115,45 +116,64 @@ def _last_error_line(stderr: IO[bytes]) -> str:
 # --- backup ----------------------------------------------------------------------------------------
 
 class RowCounter:
-    """Counts the rows mariadb-dump writes for each table, from its output, line by line.
+    """Counts the rows mariadb-dump writes for each table, from its output, line by line (lines given
+    without their newline).
 
-    An INSERT starts with ``INSERT INTO `t` VALUES`` and ends at a line ending in ``;``; in between,
-    one ``(`` per row once the string literals are taken out (mariadb-dump escapes every newline in a
-    value, and numbers, NULLs and --hex-blob values have no parentheses). Older dumps write a whole
-    INSERT on one line, newer ones one row per line: both count the same.
+    MariaDB 10.x writes ``INSERT INTO `t` VALUES`` on a line of its own and then one row per line, each
+    starting with ``(`` and ending in ``),`` or ``);`` (every newline inside a value is escaped): one
+    line, one row. Other dumps put a whole INSERT on one line; there every ``(`` left once the string
+    literals are taken out starts a row (numbers, NULLs and --hex-blob values hold no parentheses).
     """
 
     def __init__(self) -> None:
         self.tables: dict[str, int] = {}
         self.revision: str | None = None
         self.server = ""
+        self.last_line = b""
         self._inserting: str | None = None
+        self._row_per_line = False
 
     def feed(self, line: bytes) -> None:
-        if self._inserting is None:
-            if line.startswith(b"CREATE TABLE `"):
-                match = _CREATE.match(line)
-                if match:
-                    self.tables.setdefault(_name(match.group(1)), 0)
+        self.last_line = line
+        if self._inserting is not None:
+            if self._row_per_line and line[:1] == b"(":
+                self.tables[self._inserting] += 1
+                if self._inserting == "alembic_version":
+                    self._read_revision(line)
+                if line.endswith(b";"):
+                    self._inserting = None
                 return
-            if line.startswith(b"-- Server version"):
-                self.server = line.split(b"version", 1)[1].strip().decode("utf-8", "replace")
-                return
-            if not line.startswith(b"INSERT INTO `"):
-                return
+            self._count_values(line)
+            return
+        if line.startswith(b"CREATE TABLE `"):
+            match = _CREATE.match(line)
+            if match:
+                self.tables.setdefault(_name(match.group(1)), 0)
+        elif line.startswith(b"INSERT INTO `"):
             match = _INSERT.match(line)
             if not match:
                 raise BackupError("无法解析 mariadb-dump 的输出(INSERT 语句格式未知),备份未完成。")
             self._inserting = _name(match.group(1))
             self.tables.setdefault(self._inserting, 0)
-            line = line[match.end():]
-        values = _STRING.sub(b"", line)
-        self.tables[self._inserting] += values.count(b"(")
+            rest = line[match.end():]
+            self._row_per_line = not rest.strip()
+            if rest.strip():
+                self._count_values(rest)
+        elif line.startswith(b"-- Server version"):
+            self.server = line.split(b"version", 1)[1].strip().decode("utf-8", "replace")
+
+    def _count_values(self, values: bytes) -> None:
+        assert self._inserting is not None
+        bare = _STRING.sub(b"", values)
+        self.tables[self._inserting] += bare.count(b"(")
         if self._inserting == "alembic_version":
-            for literal in _STRING.findall(line):
-                self.revision = literal[1:-1].decode("utf-8", "replace")
-        if values.rstrip().endswith(b";"):
+            self._read_revision(values)
+        if bare.rstrip().endswith(b";"):
             self._inserting = None
+
+    def _read_revision(self, values: bytes) -> None:
+        for literal in _STRING.findall(values):
+            self.revision = literal[1:-1].decode("utf-8", "replace")
 
 
 def _name(quoted: bytes) -> str:
@@ -169,7 +189,6 @@ def write_backup(url: URL, out: Writable) -> Manifest:
     counter = RowCounter()
     digest = hashlib.sha256()
     size = 0
-    last = b""
     with defaults_file(url) as cnf, tempfile.TemporaryFile() as errors:
         argv = [
             dump, f"--defaults-extra-file={cnf}",
@@ -180,12 +199,17 @@ def write_backup(url: URL, out: Writable) -> Manifest:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
         assert proc.stdout is not None
         try:
-            for line in proc.stdout:
-                out.write(line)
-                digest.update(line)
-                size += len(line)
-                counter.feed(line)
-                last = line
+            partial = b""
+            while chunk := proc.stdout.read(CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()
+                for line in lines:
+                    counter.feed(line)
+            if partial:
+                counter.feed(partial)  # no newline at the end: not mariadb-dump's last line
         except BaseException:
             proc.kill()
             raise
@@ -195,7 +219,7 @@ def write_backup(url: URL, out: Writable) -> Manifest:
         if returncode != 0:
             detail = _last_error_line(errors) or f"退出码 {returncode}"
             raise BackupError(f"{Path(dump).name} 报错:{detail}")
-    if not last.startswith(COMPLETED):
+    if partial or not counter.last_line.startswith(COMPLETED):
         raise BackupError(f"{Path(dump).name} 没有写出完成标记,导出不完整,备份未完成。")
     manifest = Manifest(kind="mysql", made_at=made_at, revision=counter.revision, tables=counter.tables,
                         sha256=digest.hexdigest(), content_bytes=size, source=counter.server)

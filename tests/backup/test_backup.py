@@ -201,17 +201,18 @@ def _body(dump: Path) -> bytes:
 def test_row_counter_reads_both_insert_layouts() -> None:
     """One INSERT per table on a line (older dumps) or one row per line (MariaDB 10.11): same counts,
     whatever the strings hold."""
-    one_line = (b"INSERT INTO `customer` VALUES (1,'a),(b','x\\'),(y'),(2,'\\\\',NULL),(3,'(',0x28);\n")
-    per_row = (b"INSERT INTO `customer` VALUES\n", b"(1,'a),(b','x\\'),(y'),\n", b"(2,'\\\\',NULL),\n",
-               b"(3,'(',0x28);\n")
-    for lines in ((one_line,), per_row):
+    one_line = (b"INSERT INTO `customer` VALUES (1,'a),(b','x\\'),(y'),(2,'\\\\',NULL),(3,'(',0x28);",)
+    per_row = (b"INSERT INTO `customer` VALUES", b"(1,'a),(b','x\\'),(y'),", b"(2,'\\\\',NULL),",
+               b"(3,'(;',0x28);")
+    for lines, revision in ((one_line, b"INSERT INTO `alembic_version` VALUES ('0007');"),
+                            (per_row, b"INSERT INTO `alembic_version` VALUES\n('0007');")):
         counter = RowCounter()
-        counter.feed(b"CREATE TABLE `customer` (\n")
-        counter.feed(b"CREATE TABLE `empty_one` (\n")
+        counter.feed(b"CREATE TABLE `customer` (")
+        counter.feed(b"CREATE TABLE `empty_one` (")
         for line in lines:
             counter.feed(line)
-        counter.feed(b"INSERT INTO `alembic_version` VALUES\n")
-        counter.feed(b"('0007');\n")
+        for line in revision.split(b"\n"):
+            counter.feed(line)
         assert counter.tables == {"customer": 3, "empty_one": 0, "alembic_version": 1}
         assert counter.revision == "0007"
 
