@@ -136,9 +136,20 @@ def verify(path: Path, *, allow_unverified: bool = False, check_schema: bool = T
     """
     path = Path(path)
     kind, _ = kind_of(path)
-    if kind == "sqlite":
-        return sqlite.verify(path, allow_unverified=allow_unverified, check_schema=check_schema)
-    return mysql.verify(path, allow_unverified=allow_unverified, check_schema=check_schema)
+    with _os_errors("校验备份文件"):
+        if kind == "sqlite":
+            return sqlite.verify(path, allow_unverified=allow_unverified, check_schema=check_schema)
+        return mysql.verify(path, allow_unverified=allow_unverified, check_schema=check_schema)
+
+
+@contextmanager
+def _os_errors(doing: str) -> Iterator[None]:
+    """A full disk or a folder without write permission, said plainly (nothing was replaced)."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"({exc.filename})" if exc.filename else ""
+        raise BackupError(f"{doing}时出错:{exc.strerror or exc}{where}。目标数据库没有改动。") from None
 
 
 def quarantine(path: Path) -> Path:
@@ -185,10 +196,11 @@ def restore(url: str | URL, source: Path, *, force: bool = False, allow_unverifi
     if info.manifest is not None:
         say(f"备份文件完整:{len(info.manifest.tables)} 张表,共 {info.manifest.total_rows:,} 行,"
             f"数据库版本 {info.manifest.revision}。")
-    if backend == "sqlite":
-        done = sqlite.restore(info, _sqlite_path(parsed), force=force, progress=say)
-    else:
-        done = mysql.restore(parsed, info, force=force, progress=say)
+    with _os_errors("恢复"):
+        if backend == "sqlite":
+            done = sqlite.restore(info, _sqlite_path(parsed), force=force, progress=say)
+        else:
+            done = mysql.restore(parsed, info, force=force, progress=say)
     notes = list(info.notes)
     notes += [note for note in done if note not in notes]
     return RestoreReport(info=info, notes=notes)

@@ -378,7 +378,7 @@ def restore(url: URL, info: BackupInfo, *, force: bool, progress: Callable[[str]
     server = create_engine(url.set(database=""), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     notes: list[str] = []
     try:
-        with server.connect() as conn:
+        with _database_errors(), server.connect() as conn:
             exists = _schema_exists(conn, target)
             if exists and not force and has_rows(conn, target):
                 raise BackupError("目标数据库中已有数据,拒绝覆盖。确认要用备份替换现有数据时,请加 --force。")
@@ -395,10 +395,24 @@ def restore(url: URL, info: BackupInfo, *, force: bool, progress: Callable[[str]
                 progress(checked_message(info) + ",正在替换目标数据库的表 ……")
                 notes.extend(_swap(conn, url, stage, exists))
             finally:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {_q(stage)}"))
+                try:
+                    conn.execute(text(f"DROP DATABASE IF EXISTS {_q(stage)}"))
+                except DBAPIError:
+                    notes.append(f"临时数据库 {stage} 未能删除,可手工删除:DROP DATABASE `{stage}`;")
     finally:
         server.dispose()
     return notes
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """An error from the server before the swap, as its number only: the target was not touched."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if exc.connection_invalidated or _mysql_error(exc) in (2002, 2003, 2006, 2013):
+            raise  # the CLI reports an unreachable server itself
+        raise BackupError(f"恢复时数据库报错(MariaDB 错误 {_mysql_error(exc)}),目标数据库没有改动。") from None
 
 
 def _load(stage_url: URL, info: BackupInfo) -> None:
