@@ -53,6 +53,12 @@ class CrmGroup(click.Group):
         except UserError as exc:
             click.echo(exc.message, err=True)
             sys.exit(1)
+        except (EOFError, click.exceptions.Abort):  # click itself would print only "Aborted!"
+            click.echo("操作已取消(没有读到需要的输入,或被中断),没有任何改动。", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("已中断。", err=True)
+            sys.exit(130)
 
 
 def _safe_url(url: str) -> str:

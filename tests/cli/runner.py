@@ -39,10 +39,11 @@ def cli_env(**overrides: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> CliResult:
+            timeout: float = 300, stdin: str = "") -> CliResult:
+    """Run the command to its end; ``stdin`` is all it can read (empty: a prompt finds no answer)."""
     assert CRM_ADMIN.exists(), f"crm-admin is not installed next to {sys.executable}: run scripts/install.sh"
     proc = subprocess.run([str(CRM_ADMIN), *args], env=env or cli_env(), cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+                          text=True, timeout=timeout, check=False, input=stdin)
     result = CliResult(proc.returncode, proc.stdout, proc.stderr)
     # whatever happens, the operator reads Chinese sentences, not Python's or click's internals
     assert "Traceback" not in result.output, result.output

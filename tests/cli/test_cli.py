@@ -62,6 +62,13 @@ def test_create_user_and_reset_password(engine: Any, make_client: Any) -> None:
     assert login(make_client(), "wanglei", PASSWORD).status_code == 302
     result = run_cli("create-user", "--username", "wanglei", "--password", PASSWORD)
     assert result.exit_code == 1 and "已存在" in result.output
+    # run from a script with nothing to read: a sentence, not click's bare "Aborted!" (run_cli checks)
+    result = run_cli("create-user", "--username", "zhaomin")
+    assert result.exit_code == 1 and "操作已取消" in result.output
+    typed = run_cli("create-user", "--username", "zhaomin", "--no-must-change",
+                    stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert typed.exit_code == 0, typed.output
+    assert login(make_client(), "zhaomin", PASSWORD).status_code == 302
 
     result = run_cli("reset-password", "wanglei")
     assert result.exit_code == 0, result.output
