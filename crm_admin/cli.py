@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crm_admin import db
 from crm_admin.settings import UnsafeSettings, get_settings
+
+if TYPE_CHECKING:
+    from crm_admin.backup import BackupInfo
 
 
 def _prepare(*, seed: bool = True) -> str | None:
@@ -255,8 +258,13 @@ def reset_password_cmd(username: str, password: str | None) -> None:
 @click.option("--verify", "verify_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="不做备份,只校验这个备份文件是否完整(校验和、表、行数、数据库版本)")
 def backup_cmd(output: Path | None, verify_file: Path | None) -> None:
-    from crm_admin.backup import BackupError, make_verified_backup, prune_backups, verify
-    from crm_admin.backup import default_backup_name as backup_name
+    from crm_admin.backup import (
+        BackupError,
+        default_backup_name,
+        make_verified_backup,
+        prune_backups,
+        verify,
+    )
 
     if verify_file is not None:
         if output is not None:
@@ -274,22 +282,23 @@ def backup_cmd(output: Path | None, verify_file: Path | None) -> None:
         return
     settings = get_settings()
     folder = settings.backup_dir or settings.data_dir / "backups"
-    target = output or folder / backup_name(settings.database_url)
+    target = output or folder / default_backup_name(settings.database_url)
     try:
         info = make_verified_backup(settings.database_url, target)
     except BackupError as exc:
         click.echo(f"备份失败:{exc.message}", err=True)
         sys.exit(1)
     assert info.manifest is not None
-    size_mb = target.stat().st_size / 1024 / 1024
-    click.echo(f"备份完成并已校验:{target}({size_mb:.1f} MB,{len(info.manifest.tables)} 张表,"
+    size = target.stat().st_size
+    shown = f"{size / 1024 / 1024:.1f} MB" if size >= 1024 * 1024 else f"{max(size // 1024, 1)} KB"
+    click.echo(f"备份完成并已校验:{target}({shown},{len(info.manifest.tables)} 张表,"
                f"共 {info.manifest.total_rows:,} 行,数据库版本 {info.manifest.revision})")
     if output is None:
         for old in prune_backups(folder, settings.backup_keep_days):
             click.echo(f"已清理过期备份:{old.name}")
 
 
-def _describe_backup(info: Any) -> list[str]:
+def _describe_backup(info: BackupInfo) -> list[str]:
     """What ``backup --verify`` checked, for the operator."""
     from zoneinfo import ZoneInfo
 
