@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crm_admin import db
 from crm_admin.settings import UnsafeSettings, get_settings
+
+if TYPE_CHECKING:
+    from crm_admin.backup import BackupInfo
 
 
 def _prepare(*, seed: bool = True) -> str | None:
@@ -59,6 +62,12 @@ class CrmGroup(click.Group):
             suffix = f"(数据库错误代码 {code[0]})" if code and isinstance(code[0], int) else ""
             click.echo(friendly_db_error(exc) + suffix, err=True)
             sys.exit(1)
+        except (EOFError, click.exceptions.Abort):  # click itself would print only "Aborted!"
+            click.echo("操作已取消(没有读到需要的输入,或被中断),没有任何改动。", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("已中断。", err=True)
+            sys.exit(130)
 
 
 def _safe_url(url: str) -> str:
@@ -72,7 +81,9 @@ def _safe_url(url: str) -> str:
 
 @click.group(cls=CrmGroup, help="客户信息管理系统 — 命令行工具")
 def main() -> None:
-    pass
+    # Every table in the metadata before any command runs: the audit writer and the chain check look
+    # tables up there, and a command run from a shell has imported nothing else yet.
+    import crm_admin.models  # noqa: F401
 
 
 @main.command(help="迁移数据库、补齐初始数据并启动服务。")
@@ -248,40 +259,97 @@ def reset_password_cmd(username: str, password: str | None) -> None:
     click.echo("(此密码只显示这一次,登录后须修改)")
 
 
-@main.command("backup", help="把整个数据库一致地备份到一个文件(MariaDB/MySQL 用 mariadb-dump,SQLite 用在线备份)。")
+@main.command("backup", help="把整个数据库一致地备份到一个文件并校验它;--verify 只校验已有的备份文件。")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="备份文件(默认:备份目录下的 crm-日期-时间.sqlite3/.sql;以 .gz 结尾则压缩)")
-def backup_cmd(output: Path | None) -> None:
-    from crm_admin.backup import BackupError, backup, default_backup_name, prune_backups
+@click.option("--verify", "verify_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="不做备份,只校验这个备份文件是否完整(校验和、表、行数、数据库版本)")
+def backup_cmd(output: Path | None, verify_file: Path | None) -> None:
+    from crm_admin.backup import (
+        BackupError,
+        default_backup_name,
+        make_verified_backup,
+        prune_backups,
+        verify,
+    )
 
+    if verify_file is not None:
+        if output is not None:
+            click.echo("--verify 与 -o 不能同时使用。", err=True)
+            sys.exit(2)
+        try:
+            info = verify(verify_file)
+        except BackupError as exc:
+            click.echo(f"备份文件校验失败:{verify_file}", err=True)
+            click.echo(exc.message, err=True)
+            sys.exit(1)
+        click.echo(f"备份文件完整:{verify_file}")
+        for line in _describe_backup(info):
+            click.echo(f"  {line}")
+        return
     settings = get_settings()
     folder = settings.backup_dir or settings.data_dir / "backups"
     target = output or folder / default_backup_name(settings.database_url)
     try:
-        path = backup(settings.database_url, target)
+        info = make_verified_backup(settings.database_url, target)
     except BackupError as exc:
         click.echo(f"备份失败:{exc.message}", err=True)
         sys.exit(1)
-    size_mb = path.stat().st_size / 1024 / 1024
-    click.echo(f"备份完成:{path}({size_mb:.1f} MB)")
+    assert info.manifest is not None
+    size = target.stat().st_size
+    shown = f"{size / 1024 / 1024:.1f} MB" if size >= 1024 * 1024 else f"{max(size // 1024, 1)} KB"
+    click.echo(f"备份完成并已校验:{target}({shown},{len(info.manifest.tables)} 张表,"
+               f"共 {info.manifest.total_rows:,} 行,数据库版本 {info.manifest.revision})")
     if output is None:
         for old in prune_backups(folder, settings.backup_keep_days):
             click.echo(f"已清理过期备份:{old.name}")
 
 
-@main.command("restore", help="从备份文件恢复整个数据库;目标库已有数据时须加 --force(请先停止服务)。")
+def _describe_backup(info: BackupInfo) -> list[str]:
+    """What ``backup --verify`` checked, for the operator."""
+    from zoneinfo import ZoneInfo
+
+    from crm_admin.backup import code_revisions
+
+    manifest = info.manifest
+    kind = "SQLite 数据库副本" if info.kind == "sqlite" else "MariaDB/MySQL 导出(mariadb-dump)"
+    lines = [f"类型:{kind}{'(gzip 压缩)' if info.compressed else ''}"]
+    if manifest is None:
+        return lines + info.notes
+    made = manifest.made_at.astimezone(ZoneInfo(get_settings().timezone))
+    head, _ = code_revisions()
+    same = "与当前程序一致" if manifest.revision == head else f"当前程序为 {head}"
+    lines += [
+        f"生成时间:{made:%Y-%m-%d %H:%M:%S}({get_settings().timezone})",
+        f"数据库版本:{manifest.revision}({same})",
+        f"来源:{manifest.source}" if manifest.source else "",
+        f"校验和:SHA-256 {manifest.sha256}(一致,{manifest.content_bytes:,} 字节)",
+        f"{len(manifest.tables)} 张表,共 {manifest.total_rows:,} 行:",
+    ]
+    width = max((len(name) for name in manifest.tables), default=0)
+    lines += [f"  {name:<{width}}  {count:>12,}" for name, count in sorted(manifest.tables.items())]
+    return [line for line in lines if line] + info.notes
+
+
+@main.command("restore", help="从备份文件恢复整个数据库:先完整校验,导入临时库核对无误后才替换;"
+              "目标库已有数据时须加 --force(请先停止服务)。")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="覆盖目标库中已有的数据")
-def restore_cmd(source: Path, force: bool) -> None:
+@click.option("--allow-unverified", is_flag=True,
+              help="允许恢复没有校验清单的旧备份(仍先导入临时库,成功后才替换)")
+def restore_cmd(source: Path, force: bool, allow_unverified: bool) -> None:
     from crm_admin.backup import BackupError, restore
 
     settings = get_settings()
     try:
-        restore(settings.database_url, source, force=force)
+        report = restore(settings.database_url, source, force=force, allow_unverified=allow_unverified,
+                         progress=click.echo)
     except BackupError as exc:
         click.echo(f"恢复失败:{exc.message}", err=True)
         sys.exit(1)
-    click.echo(f"已从 {source} 恢复数据库。启动服务时会自动升级到最新结构。")
+    for note in report.notes:
+        click.echo(note)
+    click.echo(f"已从 {source} 恢复数据库。")
 
 
 @main.command(help="性能基准:以生产方式启动服务,逐页测量响应时间,结果写入 bench/results/。")

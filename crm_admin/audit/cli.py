@@ -14,6 +14,7 @@ def audit() -> None:
 
 @audit.command(help="校验审计日志的哈希链,报告第一处被篡改或删除的位置。")
 def verify() -> None:
+    import crm_admin.models  # noqa: F401  (the chain check reads audit_log from the metadata)
     from crm_admin import db
     from crm_admin.core.audit import verify_chain
     from crm_admin.settings import get_settings

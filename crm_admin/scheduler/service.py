@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, acting_as, current_actor
-from crm_admin.core.errors import friendly_db_error
+from crm_admin.core.errors import UserError, friendly_db_error
 from crm_admin.db import transaction, utcnow
 from crm_admin.scheduler.models import JobLease, JobRun
 from crm_admin.settings import get_settings
@@ -212,8 +212,14 @@ def run_job(
             succeeded_at = now
         except Exception as exc:  # recorded, never propagated into the scheduler thread
             log.exception("job %s failed", name)
-            # the scheduler page shows the detail: a database error in words, never its SQL (logged above)
-            reason = friendly_db_error(exc) if isinstance(exc, SQLAlchemyError) else f"{type(exc).__name__}: {exc}"
+            # the scheduler page shows the detail: a refusal written for people (e.g. a backup that failed
+            # its verification) as is, a database error in words and never its SQL (logged above)
+            if isinstance(exc, UserError):
+                reason = exc.message
+            elif isinstance(exc, SQLAlchemyError):
+                reason = friendly_db_error(exc)
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
             status, detail, created = "failed", reason[:2000], 0
         with transaction() as session:
             session.execute(

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import func, select, text
 
 from crm_admin import db
+from tests.cli.runner import run_cli
 from tests.conftest import csrf_token
 
 
@@ -64,20 +64,17 @@ def test_manager_cannot_read_audit(make_user: Any, login_as: Any) -> None:
     assert c.get("/admin/audit/analysis").status_code == 403
 
 
-def _verify() -> Any:
-    from crm_admin.cli import main
-
-    return CliRunner().invoke(main, ["audit", "verify"])
-
-
+@pytest.mark.cli_command("audit verify")
 @pytest.mark.parametrize("tamper", ["edit", "delete"])
 def test_chain_verify_detects_tampering(admin_client: Any, tamper: str) -> None:
+    # run from a shell, as an operator does: it once crashed there with KeyError: 'audit_log', while a
+    # test running it inside its own process (models already imported) passed
     from crm_admin.audit.models import AuditLog
     from crm_admin.core import audit
 
     for i in range(3):
         audit.record_now("export", resource="customer", detail=f"第 {i} 次")
-    ok = _verify()
+    ok = run_cli("audit", "verify")
     assert ok.exit_code == 0, ok.output
     assert "完整" in ok.output
     victim = _rows(action="export")[1]
@@ -86,7 +83,7 @@ def test_chain_verify_detects_tampering(admin_client: Any, tamper: str) -> None:
             conn.execute(AuditLog.__table__.update().where(AuditLog.id == victim.id).values(detail="改过了"))
         else:
             conn.execute(AuditLog.__table__.delete().where(AuditLog.id == victim.id))
-    broken = _verify()
+    broken = run_cli("audit", "verify")
     assert broken.exit_code == 1
     expected = victim.id if tamper == "edit" else _rows(action="export")[1].id
     assert f"id={expected}" in broken.output

@@ -1,17 +1,17 @@
-"""The ``crm-admin`` command: serve in an empty folder, seed idempotence, users, and demo data."""
+"""The ``crm-admin`` command, run as the installed script in a process of its own: serve (in an empty
+folder and on the configured database), migrate/seed idempotence, users, demo data, generated data and
+the benchmark's smoke mode. Backup and restore: ``tests/backup``; ``audit verify``: ``tests/audit``."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -19,18 +19,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from crm_admin import db
-from crm_admin.cli import main
+from tests.cli.runner import cli_env, free_port, run_cli, start_cli, stop_cli, wait_for
 from tests.conftest import IS_MYSQL, PASSWORD, login
 from tests.web.demo_fixtures import demo_cleanup  # noqa: F401  (fixture)
 
-CRM_ADMIN = Path(sys.executable).with_name("crm-admin")
 # `serve` in an empty folder always runs on the embedded SQLite: once per suite run is enough.
-serve_test = pytest.mark.skipif(not CRM_ADMIN.exists() or IS_MYSQL,
-                                reason="needs the installed crm-admin; runs in the SQLite pass")
+serve_test = pytest.mark.skipif(IS_MYSQL, reason="an empty folder means SQLite: runs in the SQLite pass")
 
 
 def _counts(*models: Any) -> list[int]:
@@ -38,33 +35,42 @@ def _counts(*models: Any) -> list[int]:
         return [int(session.execute(select(func.count()).select_from(m)).scalar() or 0) for m in models]
 
 
+@pytest.mark.cli_command("migrate")
+@pytest.mark.cli_command("seed")
 def test_migrate_and_seed_are_idempotent(engine: Any) -> None:
     from crm_admin.accounts.models import CasbinRule, SysRole, SysUser
     from crm_admin.dictionary.models import DictItem, DictType
 
     models = (SysRole, DictType, DictItem, CasbinRule, SysUser)
     before = _counts(*models)
-    runner = CliRunner()
-    result = runner.invoke(main, ["migrate"])
+    result = run_cli("migrate")
     assert result.exit_code == 0 and "最新结构" in result.output
     for _ in range(2):
-        result = runner.invoke(main, ["seed"])
+        result = run_cli("seed")
         assert result.exit_code == 0, result.output
         assert "初始数据已就绪" in result.output
         assert "密码" not in result.output  # the administrator exists: no new one
         assert _counts(*models) == before
 
 
+@pytest.mark.cli_command("create-user")
+@pytest.mark.cli_command("reset-password")
 def test_create_user_and_reset_password(engine: Any, make_client: Any) -> None:
-    runner = CliRunner()
-    result = runner.invoke(main, ["create-user", "--username", "wanglei", "--real-name", "王磊",
-                                  "--password", PASSWORD, "--no-must-change"])
+    result = run_cli("create-user", "--username", "wanglei", "--real-name", "王磊", "--password", PASSWORD,
+                     "--no-must-change")
     assert result.exit_code == 0, result.output
     assert login(make_client(), "wanglei", PASSWORD).status_code == 302
-    result = runner.invoke(main, ["create-user", "--username", "wanglei", "--password", PASSWORD])
+    result = run_cli("create-user", "--username", "wanglei", "--password", PASSWORD)
     assert result.exit_code == 1 and "已存在" in result.output
+    # run from a script with nothing to read: a sentence, not click's bare "Aborted!" (run_cli checks)
+    result = run_cli("create-user", "--username", "zhaomin")
+    assert result.exit_code == 1 and "操作已取消" in result.output
+    typed = run_cli("create-user", "--username", "zhaomin", "--no-must-change",
+                    stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert typed.exit_code == 0, typed.output
+    assert login(make_client(), "zhaomin", PASSWORD).status_code == 302
 
-    result = runner.invoke(main, ["reset-password", "wanglei"])
+    result = run_cli("reset-password", "wanglei")
     assert result.exit_code == 0, result.output
     new = re.search(r"密码:(\S+)", result.output)
     assert new
@@ -74,25 +80,17 @@ def test_create_user_and_reset_password(engine: Any, make_client: Any) -> None:
     assert r.status_code == 302
     assert "/admin/account/password" in c.get("/admin/customer/list", follow_redirects=False).headers.get(
         "location", "/admin/account/password")
-    assert runner.invoke(main, ["reset-password", "nobody"]).exit_code == 1
+    nobody = run_cli("reset-password", "nobody")
+    assert nobody.exit_code == 1 and "用户不存在" in nobody.output
 
 
-def test_unreachable_database_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from crm_admin.settings import get_settings
-
-    monkeypatch.setenv("CRM_DATABASE_URL", "mysql+pymysql://nobody:secret@127.0.0.1:1/crm")
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["migrate"])
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
-        db.configure()
+def test_unreachable_database_is_one_clear_line() -> None:
+    result = run_cli("migrate", env=cli_env(CRM_DATABASE_URL="mysql+pymysql://nobody:secret@127.0.0.1:1/crm"))
     assert result.exit_code == 3
     assert "无法连接数据库" in result.output and "secret" not in result.output
-    assert "Traceback" not in result.output
 
 
+@pytest.mark.cli_command("demo")
 @pytest.mark.usefixtures("demo_cleanup")
 def test_demo_data_is_realistic_and_not_loaded_twice(engine: Any) -> None:
     from crm_admin.accounts.models import SysDept, SysUser
@@ -107,8 +105,7 @@ def test_demo_data_is_realistic_and_not_loaded_twice(engine: Any) -> None:
     from crm_admin.settings import get_settings
     from crm_admin.transfers.models import CustomerTransfer
 
-    runner = CliRunner()
-    result = runner.invoke(main, ["demo", "--password", "Demo12345"])
+    result = run_cli("demo", "--password", "Demo12345")
     assert result.exit_code == 0, result.output
     assert "zhangwei" in result.output and "Demo12345" in result.output
 
@@ -163,16 +160,10 @@ def test_demo_data_is_realistic_and_not_loaded_twice(engine: Any) -> None:
         assert s.execute(select(func.count()).select_from(ChurnAlert)).scalar()
         count_before = len(customers)
 
-    result = runner.invoke(main, ["demo"])
+    result = run_cli("demo")
     assert result.exit_code == 1
     assert "不会再次写入" in result.output
     assert _counts(Customer) == [count_before]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _clean_env(folder: Path) -> dict[str, str]:
@@ -181,39 +172,15 @@ def _clean_env(folder: Path) -> dict[str, str]:
     return env
 
 
-def _wait_for(url: str, proc: subprocess.Popen[str], context: ssl.SSLContext | None = None) -> str:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited: {proc.stdout.read() if proc.stdout else ''}")
-        try:
-            with urllib.request.urlopen(url, timeout=2, context=context) as r:
-                return str(r.read().decode("utf-8"))
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError("serve did not answer in time")
-
-
-def _stop(proc: subprocess.Popen[str]) -> str:
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
-
-
 @serve_test
+@pytest.mark.cli_command("serve")
 def test_serve_in_an_empty_folder_gives_a_chinese_login_page(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port)], cwd=tmp_path,
-                            env=_clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    port = free_port()
+    proc = start_cli("serve", "--port", str(port), cwd=tmp_path, env=_clean_env(tmp_path))
     try:
-        page = _wait_for(f"http://127.0.0.1:{port}/admin/login", proc)
+        page = wait_for(f"http://127.0.0.1:{port}/admin/login", proc)
     finally:
-        out = _stop(proc)
+        out = stop_cli(proc)
     assert "登录" in page and 'name="username"' in page
     assert f"http://127.0.0.1:{port}/admin/" in out
     assert "用户名:admin" in out and re.search(r"密码:\s+\S{10,}", out)
@@ -222,13 +189,11 @@ def test_serve_in_an_empty_folder_gives_a_chinese_login_page(tmp_path: Path) -> 
     assert (tmp_path / "data" / "secret_key").stat().st_mode & 0o777 == 0o600
 
     # A second start finds everything in place: no new administrator, no password printed.
-    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port)], cwd=tmp_path,
-                            env=_clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = start_cli("serve", "--port", str(port), cwd=tmp_path, env=_clean_env(tmp_path))
     try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+        wait_for(f"http://127.0.0.1:{port}/healthz", proc)
     finally:
-        out = _stop(proc)
+        out = stop_cli(proc)
     assert "已启动" in out and "用户名:admin" not in out
 
 
@@ -239,18 +204,17 @@ def test_serve_https_with_certfile_and_keyfile(tmp_path: Path) -> None:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     env = _clean_env(tmp_path)
     env["CRM_ADMIN_PASSWORD"] = "Initial12345"
-    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port), "--certfile", str(cert),
-                             "--keyfile", str(key)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_cli("serve", "--port", str(port), "--certfile", str(cert), "--keyfile", str(key), cwd=tmp_path,
+                     env=env)
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False
     try:
-        page = _wait_for(f"https://127.0.0.1:{port}/admin/login", proc, context)
+        page = wait_for(f"https://127.0.0.1:{port}/admin/login", proc, context=context)
     finally:
-        out = _stop(proc)
+        out = stop_cli(proc)
     assert "登录" in page
     assert f"https://127.0.0.1:{port}/admin/" in out
     assert "CRM_ADMIN_PASSWORD" in out and "Initial12345" not in out
@@ -262,12 +226,10 @@ def test_serve_with_two_workers_answers_small_requests_without_delay(tmp_path: P
     small answer waits ~40 ms for the client's delayed acknowledgement."""
     import http.client
 
-    port = _free_port()
-    proc = subprocess.Popen([str(CRM_ADMIN), "serve", "--port", str(port), "--workers", "2"], cwd=tmp_path,
-                            env=_clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    port = free_port()
+    proc = start_cli("serve", "--port", str(port), "--workers", "2", cwd=tmp_path, env=_clean_env(tmp_path))
     try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+        wait_for(f"http://127.0.0.1:{port}/healthz", proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # one kept-alive connection
         times = []
         for _ in range(12):
@@ -278,5 +240,49 @@ def test_serve_with_two_workers_answers_small_requests_without_delay(tmp_path: P
             times.append(time.perf_counter() - started)
         conn.close()
     finally:
-        _stop(proc)
+        stop_cli(proc)
     assert sorted(times)[6] < 0.025, [round(t * 1000) for t in times]  # median well under the 40 ms
+
+
+@pytest.mark.cli_command("serve")
+def test_serve_on_the_configured_database_answers_health_checks(engine: Any, tmp_path: Path) -> None:
+    """The way production starts: CRM_DATABASE_URL names the database (SQLite or MariaDB)."""
+    port = free_port()
+    proc = start_cli("serve", "--port", str(port), cwd=tmp_path)
+    try:
+        health = wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+        ready = wait_for(f"http://127.0.0.1:{port}/readyz", proc)
+        login_page = wait_for(f"http://127.0.0.1:{port}/admin/login", proc)
+    finally:
+        out = stop_cli(proc)
+    assert json.loads(health) and "登录" in login_page and ready
+    assert "已启动" in out and "Traceback" not in out
+    assert "用户名:admin" not in out  # the administrator exists already: no new password printed
+
+
+@pytest.mark.cli_command("generate")
+def test_generate_at_a_tiny_scale(engine: Any) -> None:
+    from crm_admin.customers.models import Customer
+
+    result = run_cli("generate", "--scale", "0.0005", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    assert "customer: 100" in result.output
+    assert _counts(Customer) == [100]
+    again = run_cli("generate", "--scale", "0.0005")
+    assert again.exit_code == 1 and "Traceback" not in again.output
+    assert _counts(Customer) == [100]
+
+
+@pytest.mark.cli_command("bench")
+@pytest.mark.skipif(IS_MYSQL, reason="--smoke uses its own temporary SQLite whatever the database: "
+                                     "once per suite run is enough")
+def test_bench_smoke_runs_every_page(tmp_path: Path) -> None:
+    from crm_admin.perf.bench import PAGES
+
+    # TMPDIR: the smoke run's own database and server folder land in the test's folder, not /tmp
+    result = run_cli("bench", "--smoke", "--repeat", "1", "--out", str(tmp_path / "results"),
+                     "--label", "smoke", env=cli_env(TMPDIR=str(tmp_path)), timeout=600)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "results" / "smoke.json").read_text(encoding="utf-8"))
+    assert {p["key"] for p in data["pages"]} == {p.key for p in PAGES}
+    assert all(p["status"] != "error" for p in data["pages"])
