@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.audit.models import AuditLog
+from crm_admin.core.params import parse_id
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView
 from crm_admin.db import session_factory
@@ -45,8 +46,9 @@ def parse_day(text: str | None, *, end: bool = False) -> dt.datetime | None:
 def apply_filters(stmt: Select[Any], params: Any) -> Select[Any]:
     """The URL's filters: user, action, resource, record, from/to dates (Shanghai days), success."""
     if user := (params.get("user") or "").strip():
-        stmt = stmt.where(AuditLog.user_id == int(user)) if user.isdigit() else stmt.where(
-            AuditLog.username == user)
+        user_id = parse_id(user) if user.isdigit() else None
+        stmt = stmt.where(AuditLog.user_id == user_id) if user_id is not None else stmt.where(
+            AuditLog.username == user[:64])
     if action := (params.get("action") or "").strip():
         stmt = stmt.where(AuditLog.action == action)
     if resource := (params.get("resource") or "").strip():

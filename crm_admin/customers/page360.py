@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.params import parse_id
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped
 from crm_admin.customers import service
@@ -175,6 +176,16 @@ def load_360(principal: Principal, customer_id: int) -> dict[str, Any] | None:
         }
 
 
+def _posted_id(value: str | None, message: str) -> int | None:
+    """An optional id from the page's form: empty is none, anything else must be an id."""
+    if not (value or "").strip():
+        return None
+    parsed = parse_id(value)
+    if parsed is None:
+        raise UserError(message)
+    return parsed
+
+
 def run_action(principal: Principal, customer_id: int, what: str, values: dict[str, str]) -> str:
     """One action of the 360° page in one transaction; returns a message."""
     with transaction() as session:
@@ -198,7 +209,7 @@ def run_action(principal: Principal, customer_id: int, what: str, values: dict[s
                 content=values.get("content", ""),
                 contacted_at=parse_local_datetime(values.get("contacted_at"), field="contacted_at"),
                 next_follow_up_at=parse_local_datetime(values.get("next_follow_up_at"), field="next_follow_up_at"),
-                linkman_id=int(values["linkman_id"]) if values.get("linkman_id", "").isdigit() else None,
+                linkman_id=_posted_id(values.get("linkman_id"), "所选的联系人不存在,请重新选择。"),
             )
             return ACTIONS[what][2]
         if what == "opportunity":

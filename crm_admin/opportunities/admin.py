@@ -133,9 +133,10 @@ class PipelineView(CrmBaseView):
         wants_json = "application/json" in request.headers.get("accept", "")
         back = str(form.get("back", ""))
         try:
-            opp_id = int(str(form.get("opportunity_id", "")))
-            version_raw = str(form.get("version", ""))
-            version = int(version_raw) if version_raw.isdigit() else None
+            opp_id = parse_id(form.get("opportunity_id"))
+            if opp_id is None:
+                raise ValueError("no opportunity")
+            version = parse_id(form.get("version"))
             stage = str(form.get("stage", ""))
             await anyio.to_thread.run_sync(_move_sync, principal, opp_id, stage, version)
         except ValueError:
