@@ -4,30 +4,20 @@ job, and the customers were created in that person's book)."""
 
 from __future__ import annotations
 
-import io
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from openpyxl import Workbook
 from sqlalchemy import func, select
 
 from crm_admin import db
 from tests.company import World
 from tests.conftest import csrf_token
+from tests.imports.jobs import wait, workbook
 
 
 def _workbook(rows: list[list[Any]]) -> bytes:
-    wb = Workbook()
-    ws = wb.active
-    assert ws is not None
-    ws.append(["客户名称", "客户经理"])
-    for row in rows:
-        ws.append(row)
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    return workbook(["客户名称", "客户经理"], rows)
 
 
 def _customers_named(prefix: str) -> list[tuple[str, int | None]]:
@@ -45,12 +35,7 @@ def _upload(client: Any, manager_id: str, rows: list[list[Any]]) -> Any:
 
 
 def _wait(client: Any, job_url: str) -> dict[str, Any]:
-    for _ in range(200):
-        status: dict[str, Any] = client.get(job_url + "/status").json()
-        if not status["running"]:
-            return status
-        time.sleep(0.05)
-    raise AssertionError("import job did not finish")
+    return wait(client, job_url)
 
 
 def _apply(client: Any, job_url: str) -> dict[str, Any]:

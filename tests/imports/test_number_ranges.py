@@ -7,10 +7,9 @@ whole batch with an error carrying the SQL, and SQLite keeps the value.
 from __future__ import annotations
 
 import io
-import time
 from typing import Any
 
-from openpyxl import Workbook, load_workbook
+from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from crm_admin import db
@@ -18,20 +17,13 @@ from crm_admin.contacts.models import Linkman
 from crm_admin.customers.models import Customer
 from crm_admin.products.models import Product
 from tests.customers.conftest import form_token
+from tests.imports.jobs import wait, workbook
 
 LEAKS = ("SQL", "INSERT", "pymysql", "sqlite3", "Traceback", "parameters", "DataError")
 
 
 def _xlsx(headers: list[str], rows: list[list[Any]]) -> bytes:
-    wb = Workbook()
-    ws = wb.active
-    assert ws is not None
-    ws.append(headers)
-    for r in rows:
-        ws.append(r)
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    return workbook(headers, rows)
 
 
 def _count(model: Any) -> int:
@@ -40,12 +32,7 @@ def _count(model: Any) -> int:
 
 
 def _wait(client: Any, job_url: str) -> dict[str, Any]:
-    for _ in range(300):
-        status: dict[str, Any] = client.get(job_url + "/status").json()
-        if not status["running"]:
-            return status
-        time.sleep(0.1)
-    raise AssertionError("the import did not finish")
+    return wait(client, job_url)
 
 
 def _import(client: Any, kind: str, data: bytes) -> tuple[dict[str, Any], dict[int, str], str]:

@@ -188,22 +188,25 @@ def test_every_route_is_declared_and_guarded(app: Any, world: World, clients: di
                     if response.status_code >= 500 or response.status_code == 401:
                         failures.append(f"{role} GET {probe.url}: {response.status_code}")
                 if probe.other_row_url and role == "manager":
-                    response = client.request(probe.method, probe.other_row_url, follow_redirects=False,
-                                              data={"csrf_token": token} if probe.method in STATE_CHANGING else None,
-                                              headers={"X-CSRF-Token": token} if probe.method == "DELETE" else None)
+                    response = _send(client, probe.method, probe.other_row_url, token)
                     if response.status_code != 404:
                         failures.append(f"manager {probe.method} {probe.other_row_url} (another manager's row): "
                                         f"{response.status_code}, not 404")
             else:
                 # refused writes are sent for real, with a valid token
-                response = client.request(probe.method, probe.url, follow_redirects=False,
-                                          data={"csrf_token": token} if probe.method in STATE_CHANGING else None,
-                                          headers={"X-CSRF-Token": token} if probe.method == "DELETE" else None)
+                response = _send(client, probe.method, probe.url, token)
                 if response.status_code != 403:
                     failures.append(f"{role} {probe.method} {probe.url} without {probe.permission}: "
                                     f"{response.status_code}, not 403")
     assert not failures, f"{len(failures)} problems:\n" + "\n".join(failures[:60])
     assert snapshot() == before
+
+
+def _send(client: Any, method: str, url: str, token: str) -> Any:
+    """A request with a valid CSRF token (a form field, or the header for DELETE, as the pages send it)."""
+    return client.request(method, url, follow_redirects=False,
+                          data={"csrf_token": token} if method in STATE_CHANGING else None,
+                          headers={"X-CSRF-Token": token} if method == "DELETE" else None)
 
 
 def _login_page_token(client: Any) -> str:
