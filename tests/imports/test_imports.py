@@ -22,19 +22,13 @@ from crm_admin.customers.models import Customer
 from crm_admin.products.importing import SPEC as PRODUCTS
 from crm_admin.products.models import Product
 from tests.customers.conftest import form_token
+from tests.imports.jobs import workbook
 
 HEADERS = ["客户名称", "统一社会信用代码", "行业", "客户等级", "电话"]
 
 
 def _xlsx(rows: list[list[Any]], headers: list[str] = HEADERS) -> bytes:
-    wb = Workbook()
-    ws = wb.active
-    ws.append(headers)
-    for r in rows:
-        ws.append(r)
-    buf = io.BytesIO()
-    wb.save(buf)
-    return buf.getvalue()
+    return workbook(headers, rows)
 
 
 def _csv(rows: list[list[Any]], encoding: str, headers: list[str] = HEADERS) -> bytes:
