@@ -89,13 +89,17 @@ def seed(session: Session, *, admin_password: str | None = None) -> SeedReport:
                 report.dict_items += 1
     session.flush()
 
-    present = {tuple(r.line()) for r in session.execute(select(CasbinRule)).scalars()}
+    # a permission is present whatever scope an administrator has since given it
+    present = {tuple(r.line()[:4]) for r in session.execute(select(CasbinRule)).scalars()}
+    defaults = {code: scope for code, scope in session.execute(select(SysRole.code, SysRole.data_scope))}
     for line in read_policy_lines():
         digest = hashlib.sha1(",".join(line).encode("utf-8"), usedforsecurity=False).hexdigest()  # a key
         key = f"seeded:{digest}"
         if _meta_flag(session, key):
             continue
-        if tuple(line) not in present:
+        if tuple(line[:4]) not in present:
+            if line[0] == "p" and len(line) == 4:  # the role's default scope, written on the line
+                line = [*line, "all" if "*" in line[2:4] else defaults.get(line[1].removeprefix("role:"), "self")]
             values = [*line[1:], "", "", "", "", "", ""][:6]
             session.add(CasbinRule(ptype=line[0], v0=values[0], v1=values[1], v2=values[2],
                                    v3=values[3], v4=values[4], v5=values[5]))

@@ -18,6 +18,7 @@ from crm_admin.accounts.policy import (
     check_role_delete,
     check_role_form,
     format_line,
+    retarget_default_scope,
     valid_role_code,
 )
 from crm_admin.accounts.service import change_password
@@ -135,6 +136,9 @@ class RoleAdmin(CrmModelView, model=SysRole):
         # the same check as the permission grid: nobody grants more than they hold
         check_role_form(session, principal_of(request), obj, is_created=is_created,
                         scope_before=scope_before, active_before=active_before)
+        if scope_before is not None and scope_before != obj.data_scope:
+            # the role's default scope moves its permissions that had the old default (as the grid does)
+            retarget_default_scope(session, principal_of(request), obj.code, scope_before, obj.data_scope)
         # role scopes and status are part of what the gate caches: every process reloads
         bump_policy_version(session.connection())
 
@@ -179,7 +183,7 @@ class PolicyAdmin(CrmModelView, model=CasbinRule):
 def _only_all_scope_restructures(request: Request) -> None:
     """The department tree decides what "本部门及下级" covers: re-parenting a department under one's own
     would widen one's scope, so only users who already see all data change the tree."""
-    if not sees_everyone(principal_of(request)):
+    if not sees_everyone(principal_of(request), "dept", "edit"):
         raise Forbidden("部门结构决定数据范围,只有可查看全部数据的用户才能调整部门。")
 
 

@@ -306,13 +306,20 @@ def _grid_context() -> dict[str, Any]:
             if line[0] != "p":
                 continue
             code = line[1].removeprefix("role:")
-            if "*" in line[2:]:
+            if "*" in line[2:4]:
                 wildcard.add(code)
             for res, act in policy_service.expand(line[2], line[3]):
                 granted.add(f"{code}|{res}|{act}")
+        defaults = {r.code: r.data_scope for r in roles}
+        names = {r.code: r.name for r in roles}
         return {
             "roles": [{"code": r.code, "name": r.name, "data_scope": r.data_scope, "is_active": r.is_active,
                        "wildcard": r.code in wildcard} for r in roles],
+            "exceptions": [
+                {"key": f"{code}|{res}|{act}", "role": names.get(code, code), "resource": RESOURCES.get(res, res),
+                 "action": ACTIONS.get(act, act), "scope": scope, "default": defaults.get(code, "self")}
+                for code, res, act, scope in policy_service.scope_exceptions(lines, defaults)
+            ],
             "resources": list(RESOURCES.items()), "actions": list(ACTIONS.items()),
             "scopes": list(SCOPE_LABELS.items()), "granted": granted,
             "applicable": {f"{res}|{act}" for res in RESOURCES for act in ACTIONS if applicable(res, act)},
@@ -327,13 +334,36 @@ def _save_grid_sync(principal: Principal, form: FormData) -> policy_service.Poli
             raise UserError("提交的权限项无效。")
         grid.add((parts[0], parts[1], parts[2]))
     with transaction() as session:
-        role_codes = list(session.execute(select(SysRole.code)).scalars())
+        defaults = {code: scope for code, scope in session.execute(select(SysRole.code, SysRole.data_scope))}
+        role_codes = list(defaults)
+        exceptions = _grid_exceptions(form, role_codes)
         if any(r not in role_codes for r, _res, _act in grid):
             raise UserError("提交的角色不存在。")
         scopes = {code: str(form.get(f"scope:{code}")) for code in role_codes if form.get(f"scope:{code}")}
         before = policy_service.current_lines(session)
-        after = policy_service.grid_lines(before, grid, role_codes)
+        after = policy_service.grid_lines(before, grid, role_codes, defaults=defaults,
+                                          new_defaults={**defaults, **scopes}, exceptions=exceptions)
         return policy_service.apply_policy(session, principal, after, scopes=scopes, source="权限矩阵")
+
+
+def _grid_exceptions(form: FormData, role_codes: list[str]) -> dict[tuple[str, str, str], str]:
+    """The grid's scope exceptions: the listed ones (an empty choice drops one) and the added one."""
+    found: dict[tuple[str, str, str], str] = {}
+    pairs = [(str(k).removeprefix("except:"), str(v)) for k, v in form.multi_items() if str(k).startswith("except:")]
+    added = [str(form.get(k) or "") for k in ("add_role", "add_resource", "add_action", "add_scope")]
+    if all(added):
+        pairs.append(("|".join(added[:3]), added[3]))
+    for key, scope in pairs:
+        parts = key.split("|")
+        if len(parts) != 3 or parts[0] not in role_codes or parts[1] not in RESOURCES or parts[2] not in ACTIONS:
+            raise UserError("提交的数据范围例外无效。")
+        if not applicable(parts[1], parts[2]):
+            raise UserError(f"操作“{ACTIONS[parts[2]]}”不适用于资源“{RESOURCES[parts[1]]}”。")
+        if scope and scope not in SCOPE_LABELS:
+            raise UserError("数据范围无效。")
+        if scope:
+            found[(parts[0], parts[1], parts[2])] = scope
+    return found
 
 
 def _advanced_sync(principal: Principal, text: str, apply: bool) -> dict[str, Any]:

@@ -1,5 +1,9 @@
 """Editing the Casbin policy: validation, privilege checks, diff, and the one way to save it.
 
+A permission line carries its data scope: ``p, role:sales_lead, customer, view, dept_tree``. Read from the
+database every ``p`` line is a 5-tuple (a line stored without a scope has its role's default scope,
+``sys_role.data_scope``); a 4-field line typed into the editor gets the role's default.
+
 The policy lives in ``casbin_rule`` (the database is the source of truth after the first seed).
 Every change goes through ``apply_policy``: values are validated (Casbin's tokenizer splits on
 commas even inside quotes, so one bad value breaks every later decision), an editor may only
@@ -28,13 +32,16 @@ from crm_admin.core.permissions import (
     RESOURCES,
     SCOPE_LABELS,
     SCOPE_ORDER,
+    applicable,
     bump_policy_version,
 )
 from crm_admin.core.principal import Principal
 
-Line = tuple[str, ...]  # ("p", "role:manager", "customer", "list") or ("g", "u:3", "role:manager")
+# ("p", "role:manager", "customer", "list", "self") or ("g", "u:3", "role:manager")
+Line = tuple[str, ...]
+Pair = tuple[str, str]
 
-ADMIN_LINE: Line = ("p", "role:admin", "*", "*")
+ADMIN_LINE: Line = ("p", "role:admin", "*", "*", "all")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_:*.\-]{1,100}$")
 _ROLE_CODE = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
@@ -57,13 +64,23 @@ def format_line(line: Line) -> str:
 
 
 def current_lines(session: Session) -> list[Line]:
+    defaults = _role_scopes(session)
     rows = session.execute(select(CasbinRule).order_by(CasbinRule.ptype.desc(), CasbinRule.id)).scalars()
-    return [tuple(r.line()) for r in rows]
+    lines: list[Line] = []
+    for r in rows:
+        if r.ptype == "p":
+            scope = r.v3 if r.v3 in SCOPE_ORDER else defaults.get(r.v0.removeprefix("role:"), "self")
+            lines.append(("p", r.v0, r.v1, r.v2, scope))
+        else:
+            lines.append(tuple(r.line()))
+    return lines
 
 
 def policy_csv(session: Session) -> str:
     """The whole policy as Casbin CSV (the export, and the advanced editor's starting text)."""
-    out = ["# 客户信息管理系统权限策略(Casbin CSV):p, role:<角色>, <资源>, <操作> / g, u:<用户ID>, role:<角色>"]
+    out = ["# 客户信息管理系统权限策略(Casbin CSV)",
+           "# p, role:<角色>, <资源>, <操作>, <数据范围:all 全部 / dept_tree 本部门及下级 / dept 本部门 / self 仅本人>",
+           "# g, u:<用户ID>, role:<角色>"]
     out.extend(format_line(line) for line in current_lines(session))
     return "\n".join(out) + "\n"
 
@@ -86,10 +103,12 @@ def parse_csv(text: str) -> list[tuple[int, list[str]]]:
 
 def validate_lines(session: Session, parsed: list[tuple[int, list[str]]]) -> list[Line]:
     """Check every value against what exists; returns the lines in canonical form (duplicates dropped)."""
-    roles = set(session.execute(select(SysRole.code)).scalars())
+    defaults = _role_scopes(session)
+    roles = set(defaults)
     user_ids = set(session.execute(select(SysUser.id)).scalars())
     out: list[Line] = []
     seen: set[Line] = set()
+    scope_of: dict[tuple[str, ...], str] = {}
     for number, parts in parsed:
         where = f"第 {number} 行"
         parts = [p.strip(" ") for p in parts]  # a space after the comma is CSV layout, not data
@@ -98,15 +117,22 @@ def validate_lines(session: Session, parsed: list[tuple[int, list[str]]]) -> lis
         if not parts or parts[0] not in ("p", "g"):
             raise UserError(f"{where}:类型只能是 p(权限)或 g(用户角色)。")
         if parts[0] == "p":
-            if len(parts) != 4:
-                raise UserError(f"{where}:p 行须为“p, role:角色, 资源, 操作”四项。")
-            _, sub, res, act = parts
+            if len(parts) not in (4, 5):
+                raise UserError(f"{where}:p 行须为“p, role:角色, 资源, 操作, 数据范围”五项(数据范围可省略)。")
+            _, sub, res, act = parts[:4]
             _check_role(sub, roles, where)
             if res != "*" and res not in RESOURCES:
                 raise UserError(f"{where}:未知的资源“{res}”。")
             if act != "*" and act not in ACTIONS:
                 raise UserError(f"{where}:未知的操作“{act}”。")
-            line: Line = ("p", sub, res, act)
+            if res != "*" and act != "*" and not applicable(res, act):
+                raise UserError(f"{where}:操作“{ACTIONS[act]}”不适用于资源“{RESOURCES[res]}”。")
+            scope = parts[4] if len(parts) == 5 else defaults.get(sub.removeprefix("role:"), "self")
+            if scope not in SCOPE_ORDER:
+                raise UserError(f"{where}:数据范围只能是 all、dept_tree、dept 或 self。")
+            if scope_of.setdefault((sub, res, act), scope) != scope:
+                raise UserError(f"{where}:同一角色的同一权限只能有一个数据范围({sub}, {res}, {act})。")
+            line: Line = ("p", sub, res, act, scope)
         else:
             if len(parts) != 3:
                 raise UserError(f"{where}:g 行须为“g, u:用户ID, role:角色”三项。")
@@ -142,11 +168,25 @@ def expand(res: str, act: str) -> set[tuple[str, str]]:
 
 
 def role_permissions(lines: list[Line], role: str) -> set[tuple[str, str]]:
-    perms: set[tuple[str, str]] = set()
+    return set(role_grants(lines, role))
+
+
+def role_grants(lines: list[Line], role: str) -> dict[Pair, str]:
+    """Each permission the role's lines grant, with the widest scope any of them gives it."""
+    grants: dict[Pair, str] = {}
     for line in lines:
         if line[0] == "p" and line[1] == f"role:{role}":
-            perms |= expand(line[2], line[3])
-    return perms
+            for pair in expand(line[2], line[3]):
+                grants[pair] = _wider(grants.get(pair), _line_scope(line))
+    return grants
+
+
+def _line_scope(line: Line) -> str:
+    return line[4] if len(line) > 4 and line[4] in SCOPE_ORDER else "self"
+
+
+def _wider(a: str | None, b: str) -> str:
+    return b if a is None or _scope_rank(b) > _scope_rank(a) else a
 
 
 def diff_policy(before: list[Line], after: list[Line]) -> PolicyDiff:
@@ -155,50 +195,53 @@ def diff_policy(before: list[Line], after: list[Line]) -> PolicyDiff:
 
 
 def _role_scopes(session: Session) -> dict[str, str]:
-    return dict(session.execute(select(SysRole.code, SysRole.data_scope)).tuples().all())
+    return {code: scope for code, scope in session.execute(select(SysRole.code, SysRole.data_scope))}
 
 
 def check_change(session: Session, editor: Principal, before: list[Line], after: list[Line],
                  diff: PolicyDiff) -> None:
-    """The one check of every change to roles — their permissions, data scope, status or members — by
-    any path (permission grid, advanced editor, role form, user form, role delete).
+    """The one check of every change to roles — their permissions and the scope of each, their default
+    scope, status or members — by any path (permission grid, advanced editor, role form, user form,
+    role delete).
 
     Nobody grants more than they hold: every permission added to or taken from a role, every role a user
-    is put into or taken out of, and every role whose scope or status changes must be within the
-    editor's own permissions and data scope. And nobody removes the last administrator.
+    is put into or taken out of, and every role whose status changes must be within the editor's own
+    permissions, each with a scope no wider than the editor's own for it. And nobody removes the last
+    administrator.
     """
-    held = set(editor.permissions)
     widest = _scope_rank(editor.scope)
-    scopes = _role_scopes(session)
-    scope_after = {**scopes, **{r: new for r, (_old, new) in diff.scopes.items()}, **diff.new_roles}
+
+    def exceeding(grants: dict[Pair, str]) -> str | None:
+        for (res, act), scope in sorted(grants.items()):
+            what = f"{RESOURCES.get(res, res)} / {ACTIONS.get(act, act)}"
+            if (res, act) not in editor.permissions:
+                return f"您自己没有的权限({what})"
+            if _scope_rank(scope) > _scope_rank(editor.scope_for(res, act)):
+                return f"比您自己更大的数据范围({what}:{SCOPE_LABELS.get(scope, scope)})"
+        return None
 
     def within(role: str, lines: list[Line], what: str) -> None:
-        missing = role_permissions(lines, role) - held
-        if missing:
-            res, act = sorted(missing)[0]
-            raise Forbidden(f"{what}:角色“{role}”拥有您自己没有的权限({RESOURCES.get(res, res)} / "
-                            f"{ACTIONS.get(act, act)})。")
-        for scope in {scopes.get(role, "self"), scope_after.get(role, "self")}:
-            if _scope_rank(scope) > widest:
-                raise Forbidden(f"{what}:角色“{role}”的数据范围({SCOPE_LABELS.get(scope, scope)})比您自己的大。")
+        problem = exceeding(role_grants(lines, role))
+        if problem:
+            raise Forbidden(f"{what}:角色“{role}”拥有{problem}。")
 
     for line in diff.added:
         if line[0] == "p":
-            missing = expand(line[2], line[3]) - held
-            if missing:
-                res, act = sorted(missing)[0]
-                raise Forbidden(f"不能授予您自己没有的权限:{RESOURCES.get(res, res)} / {ACTIONS.get(act, act)}"
-                                f"({format_line(line)})。")
+            problem = exceeding({pair: _line_scope(line) for pair in expand(line[2], line[3])})
+            if problem:
+                raise Forbidden(f"不能授予{problem}:{format_line(line)}。")
         else:
             within(line[2].removeprefix("role:"), after, "不能把用户加入该角色")
     for line in diff.removed:
-        if line[0] == "p" and not expand(line[2], line[3]) <= held:
-            raise Forbidden(f"不能修改您自己没有的权限:{format_line(line)}。")
-        if line[0] == "g":
+        if line[0] == "p":
+            problem = exceeding({pair: _line_scope(line) for pair in expand(line[2], line[3])})
+            if problem:
+                raise Forbidden(f"不能修改{problem}:{format_line(line)}。")
+        else:
             within(line[2].removeprefix("role:"), before, "不能把用户移出该角色")
     for role, (_old, new) in diff.scopes.items():
         if _scope_rank(new) > widest:
-            raise Forbidden(f"不能把角色“{role}”的数据范围设为比您自己更大的范围。")
+            raise Forbidden(f"不能把角色“{role}”的默认数据范围设为比您自己更大的范围。")
         within(role, after, "不能修改该角色的数据范围")
     for role in diff.active:
         within(role, after, "不能启用或停用该角色")
@@ -256,6 +299,9 @@ def apply_policy(session: Session, editor: Principal, after: list[Line], *,
                  scopes: dict[str, str] | None = None, source: str = "editor") -> PolicyDiff:
     """Make ``after`` the whole policy (and set role data scopes). The caller commits."""
     before = current_lines(session)
+    defaults = _role_scopes(session)
+    after = [(*line, defaults.get(line[1].removeprefix("role:"), "self")) if line[0] == "p" and len(line) == 4
+             else line for line in after]  # a permission given without a scope has its role's default
     diff = diff_policy(before, after)
     role_rows = {r.code: r for r in session.execute(select(SysRole).with_for_update()).scalars()}
     for code, scope in (scopes or {}).items():
@@ -271,13 +317,14 @@ def apply_policy(session: Session, editor: Principal, after: list[Line], *,
     session.info[INFO_SILENT] = True  # one summary row below instead of a row per policy line
     try:
         rows = session.execute(select(CasbinRule)).scalars().all()
-        by_line = {tuple(r.line()): r for r in rows}
+        defaults = _role_scopes(session)
+        by_line = {_as_line(r, defaults): r for r in rows}
         for line in diff.removed:  # one row at a time (the adapter's plural remove is unsafe)
             session.delete(by_line[line])
         session.flush()
         for line in diff.added:
             values = [*line[1:], "", "", "", "", "", ""][:6]
-            session.add(CasbinRule(ptype=line[0], v0=values[0], v1=values[1], v2=values[2]))
+            session.add(CasbinRule(ptype=line[0], v0=values[0], v1=values[1], v2=values[2], v3=values[3]))
         for code, (_old, new) in diff.scopes.items():
             role_rows[code].data_scope = new
         session.flush()
@@ -299,6 +346,13 @@ def apply_policy(session: Session, editor: Principal, after: list[Line], *,
     return diff
 
 
+def _as_line(rule: CasbinRule, defaults: dict[str, str]) -> Line:
+    if rule.ptype != "p":
+        return tuple(rule.line())
+    scope = rule.v3 if rule.v3 in SCOPE_ORDER else defaults.get(rule.v0.removeprefix("role:"), "self")
+    return ("p", rule.v0, rule.v1, rule.v2, scope)
+
+
 def _bump_epochs(session: Session, diff: PolicyDiff) -> None:
     """Users whose role membership changed must sign in again (their next request is refused)."""
     ids = {int(line[1][2:]) for line in [*diff.added, *diff.removed] if line[0] == "g"}
@@ -307,16 +361,40 @@ def _bump_epochs(session: Session, diff: PolicyDiff) -> None:
     session.flush()
 
 
-def grid_lines(before: list[Line], grid: set[tuple[str, str, str]], roles: list[str]) -> list[Line]:
+def grid_lines(before: list[Line], grid: set[tuple[str, str, str]], roles: list[str], *,
+               defaults: dict[str, str], new_defaults: dict[str, str],
+               exceptions: dict[tuple[str, str, str], str]) -> list[Line]:
     """The policy after a grid save: p lines of the grid's roles replaced, everything else kept.
 
-    A role that has ``*`` lines (admin) is left as it is: the grid shows them but cannot express them.
+    Each ticked permission gets its exception's scope if one is given, otherwise its role's default
+    scope (after the save); an exception grants its permission too. A role that has ``*`` lines (admin)
+    is left as it is: the grid shows them but cannot express them.
     """
     edited = {r for r in roles if not any(
-        line[0] == "p" and line[1] == f"role:{r}" and "*" in line[2:] for line in before)}
+        line[0] == "p" and line[1] == f"role:{r}" and "*" in line[2:4] for line in before)}
     kept = [line for line in before if not (line[0] == "p" and line[1].removeprefix("role:") in edited)]
-    added = [("p", f"role:{r}", res, act) for (r, res, act) in sorted(grid) if r in edited]
+    wanted = {key for key in grid | set(exceptions) if key[0] in edited}
+    added = [("p", f"role:{r}", res, act, exceptions.get((r, res, act)) or new_defaults.get(r, defaults.get(r, "self")))
+             for (r, res, act) in sorted(wanted)]
     return kept + added
+
+
+def retarget_default_scope(session: Session, editor: Principal, role: str, old: str, new: str) -> PolicyDiff:
+    """A role's default scope changes from ``old`` to ``new``: its permissions that had the old default
+    follow (the exceptions stay), through ``apply_policy`` and its checks."""
+    before = current_lines(session)
+    after = [("p", line[1], line[2], line[3], new)
+             if line[0] == "p" and line[1] == f"role:{role}" and "*" not in line[2:4] and line[4] == old else line
+             for line in before]
+    return apply_policy(session, editor, after, scopes={role: new}, source="角色表单")
+
+
+def scope_exceptions(lines: list[Line], defaults: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """Permissions whose scope differs from their role's default: (role, resource, action, scope)."""
+    return sorted(
+        (line[1].removeprefix("role:"), line[2], line[3], line[4]) for line in lines
+        if line[0] == "p" and "*" not in line[2:4] and line[4] != defaults.get(line[1].removeprefix("role:"))
+    )
 
 
 def set_user_roles(session: Session, editor: Principal, user_id: int, roles: list[str]) -> PolicyDiff:

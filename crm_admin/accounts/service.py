@@ -269,9 +269,9 @@ def check_manage_user(session: Session, editor: Principal, user: SysUser) -> Non
 def check_dept_assignment(session: Session, editor: Principal, dept_id: int | None) -> None:
     """A user's department decides what their role's department scope covers: an editor may place
     users only in departments within their own data scope."""
-    if dept_id is None or sees_everyone(editor):
+    if dept_id is None or sees_everyone(editor, "user", "edit"):
         return
-    if dept_id not in {d for d, _name in depts_in_scope(session, editor)}:
+    if dept_id not in {d for d, _name in depts_in_scope(session, editor, resource="user", action="edit")}:
         raise Forbidden("不能把用户调入您数据范围以外的部门(部门决定数据范围)。")
 
 

@@ -173,8 +173,9 @@ def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[st
         wb = service.workbench(session, principal, today, manager_id=manager_id, pages=pages)
         completion = service.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
         managers: list[dict[str, Any]] = []
-        if sees_several_users(principal):
-            managers = [{"id": u.id, "label": str(u)} for u in users_in_scope(session, principal)]
+        if sees_several_users(principal, "customer_care", "list"):
+            managers = [{"id": u.id, "label": str(u)}
+                        for u in users_in_scope(session, principal, resource="customer_care", action="list")]
     return {
         "today_date": today.isoformat(),
         "today_tasks": _section(wb.today, today),
@@ -262,7 +263,7 @@ class CareWorkbench(CrmBaseView):
                       form: dict[str, str] | None = None) -> Response:
         principal = principal_of(request)
         manager_id = parse_id(request.query_params.get("manager_id"))
-        if manager_id is not None and not sees_user(principal, manager_id):
+        if manager_id is not None and not sees_user(principal, manager_id, "customer_care", "list"):
             manager_id, error = None, error or "所选的客户经理不在您的数据范围内,已显示全部。"
         pages = {name: parse_page(request.query_params.get(f"{name}_page"))
                  for name in service.WORKBENCH_SECTIONS}

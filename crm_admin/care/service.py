@@ -209,7 +209,7 @@ def _task_select(principal: Principal) -> Any:
         .outerjoin(Linkman, Linkman.id == CustomerCare.linkman_id)
         .outerjoin(SysUser, SysUser.id == CustomerCare.manager_id)
     )
-    return scoped(stmt, CustomerCare, principal)
+    return scoped(stmt, CustomerCare, principal, "list")
 
 
 def _rows(session: Session, stmt: Any) -> list[TaskRow]:
@@ -262,7 +262,9 @@ def pending_scope(principal: Principal) -> Any:
     through the customer scope (``_task_select``): a task that was ever out of step is left out,
     never shown to the wrong people.
     """
-    return None if sees_everyone(principal) else owner_clause(CustomerCare.manager_id, principal)
+    if sees_everyone(principal, "customer_care", "list"):
+        return None
+    return owner_clause(CustomerCare.manager_id, principal, resource="customer_care", action="list")
 
 
 def workbench(
@@ -357,10 +359,12 @@ def _recent_closed(session: Session, principal: Principal, manager_id: int | Non
     """
     newest = (CustomerCare.updated_at.desc(), CustomerCare.id.desc())
     ids: list[int] | None = None
-    if manager_id is None and not sees_everyone(principal) and sees_several_users(principal):
+    if (manager_id is None and not sees_everyone(principal, "customer_care", "list")
+            and sees_several_users(principal, "customer_care", "list")):
         ids = _recent_closed_by_scan(session, principal, limit)
     if ids is None:
-        ids_stmt = scoped(select(CustomerCare.id).where(CustomerCare.status != "pending"), CustomerCare, principal)
+        ids_stmt = scoped(select(CustomerCare.id).where(CustomerCare.status != "pending"), CustomerCare, principal,
+                          "list")
         if manager_id:
             ids_stmt = ids_stmt.where(CustomerCare.manager_id == manager_id)
         ids = list(session.execute(ids_stmt.order_by(*newest).limit(limit)).scalars())
@@ -384,7 +388,8 @@ def _recent_closed_by_scan(session: Session, principal: Principal, limit: int) -
             stmt.order_by(CustomerCare.updated_at.desc(), CustomerCare.id.desc()).limit(chunk)).all()
         if rows:
             mine = set(session.execute(scoped(
-                select(Customer.id).where(Customer.id.in_({r.customer_id for r in rows})), Customer, principal)
+                select(Customer.id).where(Customer.id.in_({r.customer_id for r in rows})), Customer, principal,
+                "list", resource="customer_care")
             ).scalars())
             found.extend(r.id for r in rows if r.customer_id in mine)
         if len(found) >= limit or len(rows) < chunk:
@@ -419,8 +424,8 @@ class Completion:
 
 def _by_assignee(stmt: Any, principal: Principal) -> Any:
     """Counts of tasks by the managers the principal sees (everyone's for an unlimited scope)."""
-    return stmt if sees_everyone(principal) else stmt.where(
-        owner_clause(CustomerCare.manager_id, principal))
+    return stmt if sees_everyone(principal, "customer_care", "list") else stmt.where(
+        owner_clause(CustomerCare.manager_id, principal, resource="customer_care", action="list"))
 
 
 def completion_by_manager(
@@ -473,7 +478,8 @@ def _editable_task(session: Session, principal: Principal, care_id: int) -> Cust
     if not principal.can("customer_care", "edit"):
         raise Forbidden("您没有处理客户关怀的权限。")
     care = session.execute(
-        scoped(select(CustomerCare).where(CustomerCare.id == care_id), CustomerCare, principal).with_for_update()
+        scoped(select(CustomerCare).where(CustomerCare.id == care_id), CustomerCare, principal,
+               "edit").with_for_update()
     ).scalar_one_or_none()
     if care is None:
         raise NotFound("关怀任务不存在或您无权访问。")
@@ -547,7 +553,7 @@ def create_manual_care(
     """A care record entered by hand: ``done`` when the feedback is known, else pending it."""
     if not principal.can("customer_care", "create"):
         raise Forbidden("您没有新增客户关怀的权限。")
-    if not customer_id or not in_scope(session, Customer, customer_id, principal):
+    if not customer_id or not in_scope(session, Customer, customer_id, principal, "create", resource="customer_care"):
         raise UserError("请选择您负责的客户。", field="customer_id")
     customer = session.get(Customer, customer_id)
     assert customer is not None
@@ -574,12 +580,14 @@ def create_manual_care(
 
 
 def linkmen_of(session: Session, principal: Principal, customer_id: int) -> list[tuple[int, str]]:
-    stmt = scoped(select(Linkman.id, Linkman.name).where(Linkman.customer_id == customer_id), Linkman, principal)
+    stmt = scoped(select(Linkman.id, Linkman.name).where(Linkman.customer_id == customer_id), Linkman, principal,
+                  "create", resource="customer_care")
     return [(i, n) for i, n in session.execute(stmt.order_by(Linkman.is_primary.desc(), Linkman.name)).all()]
 
 
 def search_customers(session: Session, principal: Principal, term: str, limit: int = 20) -> list[tuple[int, str]]:
-    stmt = scoped(select(Customer.id, Customer.code, Customer.name), Customer, principal)
+    stmt = scoped(select(Customer.id, Customer.code, Customer.name), Customer, principal, "create",
+                  resource="customer_care")
     term = term.strip()
     if term:
         stmt = stmt.where(or_(Customer.name.like(f"%{term}%"), Customer.code.like(f"{term}%")))

@@ -222,7 +222,7 @@ def _alert_for_update(session: Session, principal: Principal, alert_id: int) -> 
     if not principal.can("churn_alert", "edit"):
         raise Forbidden("您没有处理流失预警的权限。")
     alert = session.execute(
-        scoped(select(ChurnAlert).where(ChurnAlert.id == alert_id), ChurnAlert, principal).with_for_update()
+        scoped(select(ChurnAlert).where(ChurnAlert.id == alert_id), ChurnAlert, principal, "edit").with_for_update()
     ).scalar_one_or_none()
     if alert is None:
         raise NotFound("流失预警不存在或您无权访问。")
@@ -322,7 +322,7 @@ def alert_query(principal: Principal) -> Select[*tuple[Any, ...]]:
         .join(ChurnRule, ChurnRule.id == ChurnAlert.rule_id)
         .outerjoin(SysUser, SysUser.id == Customer.manager_id)
     )
-    return scoped(stmt, ChurnAlert, principal)
+    return scoped(stmt, ChurnAlert, principal, "list")
 
 
 def _alert_rows(session: Session, stmt: Select[*tuple[Any, ...]]) -> list[AlertRow]:
@@ -382,7 +382,7 @@ def analysis(session: Session, principal: Principal, *, months: int = 12, today:
     from crm_admin.dashboard.pages import local_today, to_local
 
     today = today or local_today()
-    base = scoped(select(ChurnAlert.status, ChurnAlert.risk_level, func.count()), ChurnAlert, principal)
+    base = scoped(select(ChurnAlert.status, ChurnAlert.risk_level, func.count()), ChurnAlert, principal, "list", resource="churn_analysis")
     by_status: Counter[str] = Counter()
     by_level: dict[str, dict[str, int]] = defaultdict(dict)
     open_by_level: Counter[str] = Counter()
@@ -392,7 +392,7 @@ def analysis(session: Session, principal: Principal, *, months: int = 12, today:
         if status in ("open", "following"):
             open_by_level[level] += n
     reasons = session.execute(
-        scoped(select(ChurnAlert.reason, func.count()).where(ChurnAlert.status == "lost"), ChurnAlert, principal)
+        scoped(select(ChurnAlert.reason, func.count()).where(ChurnAlert.status == "lost"), ChurnAlert, principal, "list", resource="churn_analysis")
         .group_by(ChurnAlert.reason).order_by(func.count().desc())
     ).all()
     managers = session.execute(
@@ -402,7 +402,7 @@ def analysis(session: Session, principal: Principal, *, months: int = 12, today:
             .join(Customer, Customer.id == ChurnAlert.customer_id)
             .outerjoin(SysUser, SysUser.id == Customer.manager_id)
             .where(ChurnAlert.status == "lost"),
-            ChurnAlert, principal,
+            ChurnAlert, principal, "list", resource="churn_analysis",
         ).group_by(SysUser.id, SysUser.real_name, SysUser.username).order_by(func.count().desc())
     ).all()
     first_month = (today.replace(day=1) - dt.timedelta(days=31 * (months - 1))).replace(day=1)
@@ -415,7 +415,7 @@ def analysis(session: Session, principal: Principal, *, months: int = 12, today:
     closed = session.execute(
         scoped(select(ChurnAlert.status, ChurnAlert.handled_at)
                .where(ChurnAlert.status.in_(("lost", "retained")), ChurnAlert.handled_at >= since),
-               ChurnAlert, principal)
+               ChurnAlert, principal, "list", resource="churn_analysis")
     ).all()
     for status, handled_at in closed:
         local = to_local(handled_at)

@@ -56,7 +56,7 @@ class ContactImport(ImportSpec):
             or_(Customer.code.in_(sorted(codes)), Customer.name.in_(sorted(names))))
         found: dict[str, int] = {}
         ambiguous: set[str] = set()
-        for cid, code, name in session.execute(scoped(stmt, Customer, ctx.principal)):
+        for cid, code, name in session.execute(scoped(stmt, Customer, ctx.principal, "import", resource="linkman")):
             found[f"code:{code}"] = cid
             if f"name:{name}" in found and found[f"name:{name}"] != cid:
                 ambiguous.add(name)

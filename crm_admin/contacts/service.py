@@ -74,7 +74,7 @@ def keep_single_primary(session: Session, obj: Linkman) -> None:
 
 
 def create_linkman(session: Session, principal: Principal, *, customer_id: int, **fields: Any) -> Linkman:
-    if not in_scope(session, Customer, customer_id, principal):
+    if not in_scope(session, Customer, customer_id, principal, "create", resource="linkman"):
         raise NotFound("客户不存在或您无权访问。")
     obj = Linkman(customer_id=customer_id, **fields)
     validate_linkman(obj)

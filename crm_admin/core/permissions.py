@@ -1,4 +1,7 @@
-"""The permission gate: Casbin decides (user, resource, action); roles carry the data scope.
+"""The permission gate: Casbin decides (user, resource, action), and each policy line carries the data
+scope of that permission (``p, role:sales_lead, customer, view, dept_tree`` next to
+``p, role:sales_lead, customer, edit, self``: see the team's customers, change only one's own). A line
+without a scope has its role's default scope (``sys_role.data_scope``).
 
 Casbin's ``enforce`` is not safe to call from several threads on CPython 3.11 and is slower than a
 set look-up, so each user's whole permission set is computed once per policy version, under a lock,
@@ -8,6 +11,7 @@ and every menu, button and route check is answered from that set.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +39,15 @@ ACTIONS: dict[str, str] = {
     "assign": "分配",
     "merge": "合并",
 }
-# Actions that only make sense on some resources (the grid offers them only there).
-ACTION_RESOURCES: dict[str, frozenset[str]] = {"merge": frozenset({"customer"})}
+# Actions that only make sense on some resources: one (resource, action) per business action (moving
+# customers is ``customer`` / ``transfer``, not ``transfer`` / ``transfer``). The grid offers them only
+# there, and the editor refuses them elsewhere.
+ACTION_RESOURCES: dict[str, frozenset[str]] = {
+    "merge": frozenset({"customer"}),
+    "transfer": frozenset({"customer"}),
+    "assign": frozenset({"customer"}),
+    "import": frozenset({"customer", "linkman", "product"}),
+}
 
 
 def applicable(resource: str, action: str) -> bool:
@@ -113,8 +124,10 @@ class _RowsAdapter(Adapter):  # type: ignore[misc]
 @dataclass(frozen=True)
 class Grants:
     roles: frozenset[str]
-    scope: str
+    scope: str  # the widest scope of any permission (what "sees everyone" asks)
     permissions: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    # (resource, action) → the widest scope any of the user's roles grants it with
+    scopes: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 class Gate:
@@ -137,13 +150,17 @@ class Gate:
         active = {code for code, _scope, is_active in roles if is_active}
         self._role_scopes = {code: scope for code, scope, is_active in roles if is_active}
         lines: list[list[str]] = []
-        rows = conn.execute(select(CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2))
-        for ptype, v0, v1, v2 in rows:
+        rows = conn.execute(select(CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3))
+        for ptype, v0, v1, v2, v3 in rows:
             if ptype == "g" and v1.removeprefix("role:") not in active:
                 continue
             if ptype == "p" and v0.startswith("role:") and v0.removeprefix("role:") not in active:
                 continue
-            lines.append([ptype, v0, v1, v2] if ptype == "p" else [ptype, v0, v1])
+            if ptype == "p":
+                scope = v3 if v3 in SCOPE_ORDER else self._role_scopes.get(v0.removeprefix("role:"), "self")
+                lines.append([ptype, v0, v1, v2, scope])
+            else:
+                lines.append([ptype, v0, v1])
         model = casbin.Enforcer.new_model(str(MODEL_PATH))
         enforcer = casbin.Enforcer(model, _RowsAdapter(lines))
         self._enforcer = enforcer
@@ -169,14 +186,17 @@ class Gate:
             # The rules Casbin applies to the subject (through its roles), expanded over the known
             # resources and actions: the same answers as ``enforce`` for each pair (tested), without
             # parsing the matcher 189 times (~0.1 s per user, under the lock, after each policy change).
-            perms = frozenset(
-                pair
-                for rule in enforcer.get_implicit_permissions_for_user(subject)
-                if len(rule) >= 3
-                for pair in _expand(rule[1], rule[2])
-            )
-            scope = widest_scope({self._role_scopes.get(r, "self") for r in roles})
-            grants = Grants(roles=roles, scope=scope, permissions=perms)
+            scopes: dict[tuple[str, str], str] = {}
+            for rule in enforcer.get_implicit_permissions_for_user(subject):
+                if len(rule) < 3:
+                    continue
+                line_scope = rule[3] if len(rule) > 3 and rule[3] in SCOPE_ORDER else "self"
+                for pair in _expand(rule[1], rule[2]):
+                    scopes[pair] = widest_scope({scopes.get(pair, "self"), line_scope})
+            perms = frozenset(scopes)
+            scope = widest_scope(set(scopes.values())) if scopes else widest_scope(
+                {self._role_scopes.get(r, "self") for r in roles})
+            grants = Grants(roles=roles, scope=scope, permissions=perms, scopes=scopes)
             self._cache[user_id] = grants
             return grants
 

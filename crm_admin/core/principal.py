@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
@@ -17,10 +18,13 @@ class Principal:
     real_name: str
     dept_id: int | None
     roles: frozenset[str]
-    scope: str  # all / dept_tree / dept / self
+    scope: str  # the widest scope of any of the principal's permissions
     permissions: frozenset[tuple[str, str]]
-    # Users whose customers this principal may see; None means everyone's (scope "all").
+    # Users whose rows the widest scope reaches; None means everyone's (scope "all").
     visible_user_ids: frozenset[int] | None
+    # (resource, action) → its scope, and each scope the principal holds → the users it reaches
+    scopes: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    reach: Mapping[str, frozenset[int] | None] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -32,6 +36,23 @@ class Principal:
 
     def can(self, resource: str, action: str) -> bool:
         return (resource, action) in self.permissions
+
+    def scope_for(self, resource: str, action: str) -> str:
+        """The scope of one permission ("self" for a permission the principal does not hold)."""
+        if not self.scopes:  # built by hand (tests, jobs): one scope for everything
+            return self.scope
+        return self.scopes.get((resource, action), "self")
+
+    def users_for(self, resource: str, action: str) -> frozenset[int] | None:
+        """Users whose rows the permission (resource, action) reaches; None means everyone's."""
+        scope = self.scope_for(resource, action)
+        if scope in self.reach:
+            return self.reach[scope]
+        if scope == "all":
+            return None
+        if scope == self.scope:
+            return self.visible_user_ids
+        return frozenset({self.id})
 
 
 def dept_subtree(conn: Connection, root_id: int) -> set[int]:
@@ -61,6 +82,9 @@ def visible_users(conn: Connection, user_id: int, dept_id: int | None, scope: st
 
 def load_principal(conn: Connection, user: SysUser) -> Principal:
     grants: Grants = gate.grants(conn, user.id)
+    # each distinct scope's users, once (a department's members are read from the database)
+    held = set(grants.scopes.values()) | {grants.scope}
+    reach = {scope: visible_users(conn, user.id, user.dept_id, scope) for scope in held}
     return Principal(
         id=user.id,
         username=user.username,
@@ -69,5 +93,7 @@ def load_principal(conn: Connection, user: SysUser) -> Principal:
         roles=grants.roles,
         scope=grants.scope,
         permissions=grants.permissions,
-        visible_user_ids=visible_users(conn, user.id, user.dept_id, grants.scope),
+        visible_user_ids=reach[grants.scope],
+        scopes=grants.scopes,
+        reach=reach,
     )

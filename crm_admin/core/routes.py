@@ -80,7 +80,10 @@ def route(path: str, *, permission: Need | Mapping[str, Need], methods: list[str
             if not rule.allows(principal, request.method):
                 raise HTTPException(status_code=403, detail="您没有执行此操作的权限。")
             if rule.row is not None:
-                await _require_row(request, principal, *rule.row)
+                # the row must be within the scope of the very permission the request uses
+                need = rule.need(request.method)
+                pair: Pair | None = need if _is_pair(need) else None  # type: ignore[assignment]
+                await _require_row(request, principal, *rule.row, permission=pair)
             return await func(view, request, *args, **kwargs)
 
         guarded.__crm_route__ = rule  # type: ignore[attr-defined]
@@ -89,14 +92,18 @@ def route(path: str, *, permission: Need | Mapping[str, Need], methods: list[str
     return wrap
 
 
-async def _require_row(request: Request, principal: Principal, model: type, param: str) -> None:
+async def _require_row(request: Request, principal: Principal, model: type, param: str, *,
+                       permission: Pair | None) -> None:
     pk = parse_id(request.path_params.get(param))
     if pk is None:
         raise HTTPException(status_code=404, detail="记录不存在或您无权访问。")
 
     def visible() -> bool:
         with session_factory()() as session:
-            return in_scope(session, model, pk, principal)
+            if permission is None:  # one of several permissions will do: the row must be visible
+                return in_scope(session, model, pk, principal)
+            resource, action = permission
+            return in_scope(session, model, pk, principal, action, resource=resource)
 
     if not await anyio.to_thread.run_sync(visible):
         raise HTTPException(status_code=404, detail="记录不存在或您无权访问。")

@@ -1,7 +1,11 @@
 """Data scope as SQL: the one place that turns a principal into a WHERE clause for a model.
 
 Every read or write path (admin views, custom pages, exports, look-ups, jobs acting for a user) builds
-its statement through ``scoped`` so that rows outside the user's scope never come back.
+its statement through ``scoped`` so that rows outside the user's scope never come back. A scope belongs
+to a permission — (resource, action) — not to the user as a whole: a sales lead may *view* the team's
+customers and *edit* only their own (``p, role:sales_lead, customer, edit, self``), so each path says
+which action it performs (``"list"`` for a list page, ``"edit"`` for a save, ``"delete"``…; reading a row
+is ``"view"``). Without a resource, the widest scope the principal holds applies.
 """
 
 from __future__ import annotations
@@ -12,9 +16,20 @@ from sqlalchemy import ColumnElement, Select, false, select, true
 
 from crm_admin.core.principal import Principal
 
+VIEW = "view"
 
-def owner_clause(column: Any, principal: Principal) -> ColumnElement[bool]:
-    ids = principal.visible_user_ids
+
+def resource_of(model: type) -> str:
+    return str(getattr(model, "__resource__", "") or getattr(model, "__tablename__", ""))
+
+
+def _users(principal: Principal, resource: str | None, action: str) -> frozenset[int] | None:
+    if resource is None:
+        return principal.visible_user_ids
+    return principal.users_for(resource, action)
+
+
+def _owned_by(column: Any, ids: frozenset[int] | None) -> ColumnElement[bool]:
     if ids is None:
         return true()
     if not ids:
@@ -24,45 +39,66 @@ def owner_clause(column: Any, principal: Principal) -> ColumnElement[bool]:
     return column.in_(sorted(ids))
 
 
-def customer_ids_visible(principal: Principal) -> Select[Any]:
+def owner_clause(column: Any, principal: Principal, *, resource: str | None = None,
+                 action: str = VIEW) -> ColumnElement[bool]:
+    """``column`` (a user id: a manager, an assignee) names someone whose rows the permission reaches."""
+    return _owned_by(column, _users(principal, resource, action))
+
+
+def customer_ids_visible(principal: Principal, *, resource: str = "customer", action: str = VIEW) -> Select[Any]:
+    """Ids of the customers whose records the permission (``resource``, ``action``) reaches."""
     from crm_admin.customers.models import Customer
 
-    return select(Customer.id).where(owner_clause(Customer.manager_id, principal))
+    return select(Customer.id).where(_owned_by(Customer.manager_id, _users(principal, resource, action)))
 
 
-def scope_clause(model: type, principal: Principal) -> ColumnElement[bool] | None:
-    """The condition a row of ``model`` must meet to be within ``principal``'s data scope."""
+def scope_clause(model: type, principal: Principal, action: str = VIEW, *,
+                 resource: str | None = None) -> ColumnElement[bool] | None:
+    """The condition a row of ``model`` must meet for ``principal`` to perform ``action`` on it.
+
+    ``resource`` defaults to the model's own: a contact is reached through its customer, with the scope
+    of the *contact* permission.
+    """
     kind = getattr(model, "__scope__", "")
-    if not kind or principal.visible_user_ids is None:
+    if not kind:
+        return None
+    resource = resource or resource_of(model)
+    ids = _users(principal, resource, action)
+    if ids is None:
         return None
     if kind == "owner":
-        return owner_clause(model.manager_id, principal)  # type: ignore[attr-defined]
+        return _owned_by(model.manager_id, ids)  # type: ignore[attr-defined]
     if kind == "customer":
-        return model.customer_id.in_(customer_ids_visible(principal))  # type: ignore[attr-defined]
+        return model.customer_id.in_(  # type: ignore[attr-defined]
+            customer_ids_visible(principal, resource=resource, action=action))
     if kind == "order":
         from crm_admin.orders.models import CustomerOrder
 
         orders = select(CustomerOrder.id).where(
-            CustomerOrder.customer_id.in_(customer_ids_visible(principal))
+            CustomerOrder.customer_id.in_(customer_ids_visible(principal, resource=resource, action=action))
         )
         return model.order_id.in_(orders)  # type: ignore[attr-defined]
     raise ValueError(f"unknown scope kind {kind!r} on {model.__name__}")
 
 
-def scoped[S: Select[*tuple[Any, ...]]](stmt: S, model: type, principal: Principal) -> S:
-    clause = scope_clause(model, principal)
+def scoped[S: Select[*tuple[Any, ...]]](stmt: S, model: type, principal: Principal, action: str = VIEW, *,
+                                         resource: str | None = None) -> S:
+    clause = scope_clause(model, principal, action, resource=resource)
     return stmt if clause is None else stmt.where(clause)
 
 
-def in_scope(conn_or_session: Any, model: type, pk: Any, principal: Principal) -> bool:
-    """Whether the row ``pk`` of ``model`` exists and is within scope (for submitted foreign keys)."""
+def in_scope(conn_or_session: Any, model: type, pk: Any, principal: Principal, action: str = VIEW, *,
+             resource: str | None = None) -> bool:
+    """Whether the row ``pk`` of ``model`` exists and ``principal`` may perform ``action`` on it (for
+    submitted foreign keys, and the row a custom page names)."""
     if pk in (None, ""):
         return True
     try:
         pk = int(pk)
     except (TypeError, ValueError):
         return False
-    stmt = scoped(select(model.id).where(model.id == pk), model, principal)  # type: ignore[attr-defined]
+    stmt = scoped(select(model.id).where(model.id == pk), model, principal, action,  # type: ignore[attr-defined]
+                  resource=resource)
     return conn_or_session.execute(stmt).first() is not None
 
 
@@ -71,40 +107,44 @@ def in_scope(conn_or_session: Any, model: type, pk: Any, principal: Principal) -
 # instead of reading the principal's internals, so the rule lives here alone.
 
 
-def sees_everyone(principal: Principal) -> bool:
-    """An unlimited data scope ("all")."""
-    return principal.visible_user_ids is None
+def sees_everyone(principal: Principal, resource: str | None = None, action: str = VIEW) -> bool:
+    """An unlimited data scope ("all") — of one permission, or of the widest one held."""
+    return _users(principal, resource, action) is None
 
 
-def sees_user(principal: Principal, user_id: int | None) -> bool:
-    """Whether rows owned by ``user_id`` are within the principal's scope."""
-    ids = principal.visible_user_ids
+def sees_user(principal: Principal, user_id: int | None, resource: str | None = None,
+              action: str = VIEW) -> bool:
+    """Whether rows owned by ``user_id`` are within the scope (of one permission, or the widest)."""
+    ids = _users(principal, resource, action)
     return ids is None or (user_id is not None and user_id in ids)
 
 
-def sees_several_users(principal: Principal) -> bool:
+def sees_several_users(principal: Principal, resource: str | None = None, action: str = VIEW) -> bool:
     """Whether the scope covers other people than the principal (a "by manager" picker makes sense)."""
-    ids = principal.visible_user_ids
+    ids = _users(principal, resource, action)
     return ids is None or len(ids) > 1
 
 
-def users_in_scope(session: Any, principal: Principal, *, active_only: bool = True) -> list[Any]:
+def users_in_scope(session: Any, principal: Principal, *, active_only: bool = True, resource: str | None = None,
+                   action: str = VIEW) -> list[Any]:
     """The users whose rows the principal sees, by name: the choices of a "by manager" filter."""
     from crm_admin.accounts.models import SysUser
 
-    stmt = select(SysUser).where(owner_clause(SysUser.id, principal))
+    stmt = select(SysUser).where(owner_clause(SysUser.id, principal, resource=resource, action=action))
     if active_only:
         stmt = stmt.where(SysUser.is_active.is_(True))
     return list(session.execute(stmt.order_by(SysUser.real_name, SysUser.username)).scalars())
 
 
-def depts_in_scope(session: Any, principal: Principal) -> list[tuple[int, str]]:
+def depts_in_scope(session: Any, principal: Principal, *, resource: str | None = None,
+                   action: str = VIEW) -> list[tuple[int, str]]:
     """Departments of the users in scope (a "by department" filter), or every department for "all"."""
     from crm_admin.accounts.models import SysDept, SysUser
 
     stmt = select(SysDept.id, SysDept.name).order_by(SysDept.sort, SysDept.name)
-    if not sees_everyone(principal):
-        stmt = stmt.where(SysDept.id.in_(select(SysUser.dept_id).where(owner_clause(SysUser.id, principal))))
+    if not sees_everyone(principal, resource, action):
+        stmt = stmt.where(SysDept.id.in_(select(SysUser.dept_id).where(
+            owner_clause(SysUser.id, principal, resource=resource, action=action))))
     return [(row[0], row[1]) for row in session.execute(stmt)]
 
 
@@ -142,7 +182,7 @@ def _assignable_stmt(session: Any, principal: Principal, purpose: str) -> Select
     ids = sorted(int(s[2:]) for s in subjects if s.startswith("u:") and s[2:].isdigit())
     stmt = select(SysUser).where(SysUser.is_active.is_(True), SysUser.id.in_(ids) if ids else false())
     if purpose != TRANSFER:
-        stmt = stmt.where(owner_clause(SysUser.id, principal))
+        stmt = stmt.where(owner_clause(SysUser.id, principal, resource="customer", action="assign"))
     return stmt
 
 
@@ -174,7 +214,7 @@ def check_assignee(session: Any, principal: Principal, user_id: Any, *, purpose:
     user = session.get(SysUser, wanted) if 0 < wanted < 2**31 else None
     if user is None:
         raise UserError(f"所选的{label}不存在(编号 {wanted}),请重新选择。", field=field)
-    if purpose != TRANSFER and not sees_user(principal, user.id):
+    if purpose != TRANSFER and not (user.id == principal.id or sees_user(principal, user.id, "customer", "assign")):
         raise UserError(f"{label}“{user}”不在您的数据范围内,不能把工作分配给他/她。", field=field)
     if not user.is_active:
         raise UserError(f"{label}“{user}”已停用,请选择其他人。", field=field)

@@ -44,6 +44,7 @@ from crm_admin.core.scope import (
     in_scope,
     scope_clause,
     scoped,
+    sees_user,
 )
 from crm_admin.db import session_factory, transaction
 
@@ -155,7 +156,7 @@ class ScopedFilter:
         return getattr(self._inner, name)
 
     async def lookups(self, request: Request, model: Any, run_query: Callable[..., Any]) -> Any:
-        clause = scope_clause(model, principal_of(request))
+        clause = scope_clause(model, principal_of(request), "list")
         if clause is None:
             return await self._inner.lookups(request, model, run_query)
 
@@ -186,10 +187,18 @@ class ScopedAccess:
     resource: ClassVar[str] = ""
 
     def has_permission(self, request: Request, action: str, obj: Any | None = None) -> bool:
+        """The permission, and for a row owned by a manager (its buttons, its edit and delete) also the
+        permission's scope: a lead who sees the team's customers but edits only their own is offered
+        "edit" on their own rows only."""
         principal = getattr(request.state, "principal", None)
         if principal is None:
             return False
-        return principal.can(self.resource, permission_action(action))
+        perm = permission_action(action)
+        if not principal.can(self.resource, perm):
+            return False
+        if obj is not None and getattr(type(obj), "__scope__", "") == "owner":
+            return sees_user(principal, getattr(obj, "manager_id", None), self.resource, perm)
+        return True
 
     def is_visible(self, request: Request) -> bool:
         return self.has_permission(request, "list")
@@ -253,22 +262,18 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 refs[rel.key] = scoped_ref(target, _lookup_fields(target))
         return refs
 
-    # ----- the scope, on every read path -------------------------------------------------
-    def scope(self, request: Request) -> ColumnElement[bool] | None:
-        return scope_clause(self.model, principal_of(request))
-
+    # ----- the scope, on every read path (each with the scope of its own permission) ---------
     def list_query(self, request: Request) -> Select[Any]:
-        return scoped(super().list_query(request), self.model, principal_of(request))
+        # the list and its export (which reads the list's statement) each have their permission's scope
+        action = "export" if request.path_params.get("export_type") else "list"
+        return scoped(super().list_query(request), self.model, principal_of(request), action)
 
     def details_query(self, request: Request) -> Select[Any]:
         # keeps SQLAdmin's primary-key condition and adds the scope to it
-        return scoped(super().details_query(request), self.model, principal_of(request))
+        return scoped(super().details_query(request), self.model, principal_of(request), "view")
 
     def form_edit_query(self, request: Request) -> Select[Any]:
-        return scoped(super().form_edit_query(request), self.model, principal_of(request))
-
-    def count_query(self, request: Request) -> Select[Any]:
-        return scoped(super().count_query(request), self.model, principal_of(request))
+        return scoped(super().form_edit_query(request), self.model, principal_of(request), "edit")
 
     def get_filters(self) -> list[Any]:
         return [ScopedFilter(f) for f in super().get_filters()]
@@ -445,7 +450,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 else:
                     if not self.valid_identifier(pk):
                         raise NotFound()
-                    stmt = scoped(self._stmt_by_identifier(pk), self.model, principal)
+                    stmt = scoped(self._stmt_by_identifier(pk), self.model, principal, "edit")
                     obj = session.execute(stmt).scalars().first()
                     if obj is None:
                         raise NotFound()
@@ -462,8 +467,9 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 if pk is None:
                     session.add(obj)
                 session.flush()
-                # the saved row must still be within the user's scope (e.g. not handed to someone else)
-                if not in_scope(session, self.model, obj.id, principal):
+                # the saved row must be within the scope of what was done to it (e.g. not handed to
+                # someone else, not a contact added to a customer the user may only look at)
+                if not in_scope(session, self.model, obj.id, principal, "create" if pk is None else "edit"):
                     raise UserError("保存后的记录将超出您的数据范围,操作已取消。")
                 return obj
         except StaleDataError:
@@ -483,7 +489,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             with transaction() as session:
                 if not self.valid_identifier(pk):
                     raise NotFound()
-                stmt = scoped(self._stmt_by_identifier(pk), self.model, principal)
+                stmt = scoped(self._stmt_by_identifier(pk), self.model, principal, "delete")
                 obj = session.execute(stmt).scalars().first()
                 if obj is None:
                     raise NotFound()

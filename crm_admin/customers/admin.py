@@ -359,8 +359,8 @@ def _filter_panel(request: Request) -> dict[str, Any]:
     principal = principal_of(request)
     query = CustomerQuery.from_params(request.query_params)
     with session_factory()() as session:
-        users = users_in_scope(session, principal)
-        depts = depts_in_scope(session, principal)
+        users = users_in_scope(session, principal, resource="customer", action="list")
+        depts = depts_in_scope(session, principal, resource="customer", action="list")
         saved = session.execute(
             select(SavedQuery).where(SavedQuery.user_id == principal.id, SavedQuery.resource == "customer")
             .order_by(SavedQuery.name)

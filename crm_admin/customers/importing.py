@@ -194,7 +194,7 @@ class CustomerImport(ImportSpec):
                 continue
             who = people.get(hit.manager_id or 0, "")
             owner = f"由 {who} 负责" if who else "尚未分配客户经理"
-            if sees_user(ctx.principal, hit.manager_id):
+            if sees_user(ctx.principal, hit.manager_id, "customer", "view"):
                 row.error = f"系统中已有{what}的客户:{hit.name}({hit.code},{owner})"
             else:
                 row.error = f"系统中已有{what}的客户({owner})"

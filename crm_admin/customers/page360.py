@@ -169,7 +169,7 @@ def load_360(principal: Principal, customer_id: int) -> dict[str, Any] | None:
                 "opportunity": principal.can("opportunity", "create"),
                 "edit": principal.can("customer", "edit"),
                 "delete": principal.can("customer", "delete"),
-                "transfer": principal.can("transfer", "transfer") or principal.can("customer", "transfer"),
+                "transfer": principal.can("customer", "transfer"),
                 "merge": principal.can("customer", "merge"),
             },
             "blockers": service.dependent_counts(session, customer_id),
@@ -225,7 +225,7 @@ def run_action(principal: Principal, customer_id: int, what: str, values: dict[s
             return ACTIONS[what][2]
         if what == "delete":
             customer = session.execute(
-                scoped(select(Customer).where(Customer.id == customer_id), Customer, principal)
+                scoped(select(Customer).where(Customer.id == customer_id), Customer, principal, "delete")
                 .with_for_update()
             ).scalar_one_or_none()
             if customer is None:

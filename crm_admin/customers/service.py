@@ -278,7 +278,7 @@ def find_duplicates(
             kind = "name"
         else:
             kind = "phone"
-        visible = principal is None or sees_user(principal, row.manager_id)
+        visible = principal is None or sees_user(principal, row.manager_id, "customer", "view")
         out.append(DuplicateMatch(kind, row.id, row.real_name or row.username or "", visible,
                                   row.name, row.code))
     order = {"credit_code": 0, "name": 1, "phone": 2}
@@ -387,8 +387,8 @@ def merge_customers(session: Session, principal: Principal, *, keep_id: int, dro
         raise UserError("请选择两个不同的客户进行合并。")
     keep = session.get(Customer, keep_id, with_for_update=True)
     drop = session.get(Customer, drop_id, with_for_update=True)
-    if keep is None or drop is None or not (in_scope(session, Customer, keep_id, principal)
-                                            and in_scope(session, Customer, drop_id, principal)):
+    if keep is None or drop is None or not (in_scope(session, Customer, keep_id, principal, "merge")
+                                            and in_scope(session, Customer, drop_id, principal, "merge")):
         raise NotFound("要合并的客户不存在。")
     moved: dict[str, int] = {}
     # one open churn alert per customer and rule: the dropped customer's duplicates are closed

@@ -19,7 +19,7 @@ from crm_admin.care.models import CustomerCare
 from crm_admin.churn.models import ChurnAlert
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import scope_clause, scoped
+from crm_admin.core.scope import scoped, sees_everyone
 from crm_admin.customers.models import Customer
 from crm_admin.dashboard.cache import TableCache, read_marks
 from crm_admin.dictionary import service as dictionary
@@ -93,7 +93,7 @@ def _pipeline(session: Session, ask: _Ask, board: Dashboard) -> None:
         return
     stages = session.execute(
         scoped(select(SalesOpportunity.stage, func.count(), func.coalesce(func.sum(SalesOpportunity.amount), 0))
-               .where(SalesOpportunity.status == "open"), SalesOpportunity, ask.principal)
+               .where(SalesOpportunity.status == "open"), SalesOpportunity, ask.principal, "list")
         .group_by(SalesOpportunity.stage)
     ).all()
     by_stage = {s: (int(n), Decimal(a)) for s, n, a in stages}
@@ -107,7 +107,7 @@ def _pipeline(session: Session, ask: _Ask, board: Dashboard) -> None:
 
 
 def _risk(session: Session, ask: _Ask, board: Dashboard) -> None:
-    risky = scoped(select(Customer).where(Customer.status == "at_risk"), Customer, ask.principal)
+    risky = scoped(select(Customer).where(Customer.status == "at_risk"), Customer, ask.principal, "list")
     board.at_risk_total = _count(session, risky)
     board.at_risk = [
         {"id": c.id, "name": c.name, "code": c.code, "last_contact_at": c.last_contact_at}
@@ -115,29 +115,30 @@ def _risk(session: Session, ask: _Ask, board: Dashboard) -> None:
     ]
     levels = session.execute(
         scoped(select(ChurnAlert.risk_level, func.count()).where(ChurnAlert.open_key == 1), ChurnAlert,
-               ask.principal).group_by(ChurnAlert.risk_level)
+               ask.principal, "list").group_by(ChurnAlert.risk_level)
     ).all()
     board.alerts_open = {lvl: int(n) for lvl, n in levels}
 
 
 def _customer_total(session: Session, ask: _Ask, board: Dashboard) -> None:
-    board.totals["customers"] = _count(session, scoped(select(Customer.id), Customer, ask.principal))
+    board.totals["customers"] = _count(session, scoped(select(Customer.id), Customer, ask.principal, "list"))
 
 
 def _linkman_total(session: Session, ask: _Ask, board: Dashboard) -> None:
-    board.totals["linkmen"] = _count(session, scoped(select(Linkman.id), Linkman, ask.principal))
+    board.totals["linkmen"] = _count(session, scoped(select(Linkman.id), Linkman, ask.principal, "list"))
 
 
 def _orders_month(session: Session, ask: _Ask, board: Dashboard) -> None:
     orders, amount = session.execute(scoped(
         select(func.count(), func.coalesce(func.sum(
             case((CustomerOrder.status != "cancelled", CustomerOrder.amount), else_=0)), 0))
-        .where(CustomerOrder.order_date >= ask.today.replace(day=1)), CustomerOrder, ask.principal)).one()
+        .where(CustomerOrder.order_date >= ask.today.replace(day=1)), CustomerOrder, ask.principal, "list")).one()
     board.totals["orders_month"] = int(orders)
     board.totals["order_amount_month"] = Decimal(amount)
     if not ask.principal.can("opportunity", "list"):  # otherwise the pipeline's stages add up to it
         board.totals["open_opportunities"] = _count(session, scoped(
-            select(SalesOpportunity.id).where(SalesOpportunity.status == "open"), SalesOpportunity, ask.principal))
+            select(SalesOpportunity.id).where(SalesOpportunity.status == "open"), SalesOpportunity, ask.principal,
+            "list"))
 
 
 def _care_completion(session: Session, ask: _Ask, board: Dashboard) -> None:
@@ -174,6 +175,8 @@ _TABLES: dict[Callable[[Session, _Ask, Dashboard], None], tuple[str, ...]] = {
     _care: ("customer_care", "customer", "linkman", "sys_user"),  # the task rows show their names
 }
 _CACHE = TableCache()
+# the resources whose rows the parts above count: the cache is for principals who see all of them
+_SCOPED_PARTS = ("customer", "linkman", "opportunity", "order", "follow_up", "customer_care", "churn_alert")
 
 
 def _filled_by(part: Callable[[Session, _Ask, Dashboard], None], session: Session, ask: _Ask) -> dict[str, Any]:
@@ -206,7 +209,9 @@ def build(open_session: Callable[[], Session], principal: Principal, *, today: d
         parts = [_linkman_total, _pipeline, _care_completion, _customer_total, _orders_month, _care, _risk,
                  _failed_logins]
     marks = None
-    if scope_clause(Customer, principal) is None and not ask.mine:
+    # company-wide numbers may be reused only when every part reads everyone's rows
+    everyone = all(sees_everyone(principal, resource, "list") for resource in _SCOPED_PARTS)
+    if everyone and not ask.mine:
         with open_session() as session:
             marks = read_marks(session, {t for tables in _TABLES.values() for t in tables})
     grants = frozenset(principal.permissions)

@@ -56,7 +56,7 @@ def after_follow_up_saved(session: Session, obj: FollowUp) -> None:
 
 def log_follow_up(session: Session, principal: Principal, *, customer_id: int, **fields: Any) -> FollowUp:
     """Record a follow-up by ``principal`` (the manager) and update the customer's last contact."""
-    if not in_scope(session, Customer, customer_id, principal):
+    if not in_scope(session, Customer, customer_id, principal, "create", resource="follow_up"):
         raise NotFound("客户不存在或您无权访问。")
     obj = FollowUp(customer_id=customer_id, manager_id=principal.id, **fields)
     validate_follow_up(session, obj)
@@ -77,4 +77,4 @@ def due_follow_ups(principal: Principal, *, today_end: dt.datetime, mine_only: b
     )
     if mine_only:
         stmt = stmt.where(FollowUp.manager_id == principal.id)
-    return scoped(stmt, FollowUp, principal).order_by(FollowUp.next_follow_up_at)
+    return scoped(stmt, FollowUp, principal, "list").order_by(FollowUp.next_follow_up_at)

@@ -174,10 +174,10 @@ def _pipeline_data(principal: Any, flt: service.PipelineFilter) -> dict[str, Any
 
     error = ""
     with session_factory()() as session:
-        user_rows = users_in_scope(session, principal)
-        dept_rows = depts_in_scope(session, principal)
+        user_rows = users_in_scope(session, principal, resource="pipeline", action="list")
+        dept_rows = depts_in_scope(session, principal, resource="pipeline", action="list")
         # a filter naming someone (or a department) outside the scope is refused, not silently empty
-        if flt.manager is not None and not sees_user(principal, flt.manager):
+        if flt.manager is not None and not sees_user(principal, flt.manager, "pipeline", "list"):
             flt.manager, error = None, "所选的客户经理不在您的数据范围内,已显示全部。"
         if flt.dept is not None and flt.dept not in {d for d, _name in dept_rows}:
             flt.dept, error = None, "所选的部门不在您的数据范围内,已显示全部。"

@@ -79,7 +79,8 @@ def record_stage_change(session: Session, obj: SalesOpportunity, *, from_stage: 
 
 def create_opportunity(session: Session, principal: Principal, *, customer_id: int, **fields: Any) -> SalesOpportunity:
     customer = session.execute(
-        scoped(select(Customer).where(Customer.id == customer_id), Customer, principal)
+        scoped(select(Customer).where(Customer.id == customer_id), Customer, principal, "create",
+               resource="opportunity")
     ).scalar_one_or_none()
     if customer is None:
         raise NotFound("客户不存在或您无权访问。")
@@ -100,7 +101,7 @@ def move_stage(session: Session, principal: Principal, *, opportunity_id: int, s
 
     obj = session.execute(
         scoped(select(SalesOpportunity).where(SalesOpportunity.id == opportunity_id), SalesOpportunity,
-               principal).with_for_update()
+               principal, "edit").with_for_update()
     ).scalar_one_or_none()
     if obj is None:
         raise NotFound("销售机会不存在或您无权访问。")
@@ -171,7 +172,8 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
     from crm_admin.dictionary.service import entries, label
 
     columns = {e.value: StageColumn(e.value, e.display()) for e in entries("opportunity_stage")}
-    base = scoped(select(SalesOpportunity).where(SalesOpportunity.status == "open"), SalesOpportunity, principal)
+    base = scoped(select(SalesOpportunity).where(SalesOpportunity.status == "open"), SalesOpportunity, principal,
+                  "list", resource="pipeline")
     base = flt.apply(base, session)
     # Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability.
     by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
@@ -185,7 +187,7 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
         col.total = Decimal(str(total or 0)).quantize(Decimal("0.01"))
         col.weighted = (Decimal(str(weighted_sum or 0)) / 100).quantize(Decimal("0.01"))
 
-    if scope_clause(SalesOpportunity, principal) is None:
+    if scope_clause(SalesOpportunity, principal, "list", resource="pipeline") is None:
         # everyone's: the sums per stage, then each stage's biggest straight from that index, read
         # backwards without sorting
         sub = base.subquery()

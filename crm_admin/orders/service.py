@@ -87,7 +87,7 @@ def after_order_saved(session: Session, order: CustomerOrder) -> None:
 def create_order(session: Session, principal: Principal, *, customer_id: int, items: list[dict[str, Any]],
                  order_date: dt.date | None = None, status: str = "confirmed", remark: str | None = None) -> CustomerOrder:
     customer = session.execute(
-        scoped(select(Customer).where(Customer.id == customer_id), Customer, principal)
+        scoped(select(Customer).where(Customer.id == customer_id), Customer, principal, "create", resource="order")
     ).scalar_one_or_none()
     if customer is None:
         raise NotFound("客户不存在或您无权访问。")

@@ -19,7 +19,6 @@ from crm_admin.core.scope import (
     TRANSFER,
     assignable_users,
     scoped,
-    sees_everyone,
     sees_several_users,
     users_in_scope,
 )
@@ -67,7 +66,7 @@ def _user_label(user: SysUser) -> str:
 
 def _pick_customers(session: Any, principal: Principal, q: str, manager_id: int | None,
                     preselect: list[int]) -> list[dict[str, Any]]:
-    stmt = scoped(select(Customer), Customer, principal)
+    stmt = scoped(select(Customer), Customer, principal, "transfer")
     if q:
         like = f"%{q}%"
         stmt = stmt.where(or_(Customer.name.like(like), Customer.code.like(like)))
@@ -78,7 +77,7 @@ def _pick_customers(session: Any, principal: Principal, q: str, manager_id: int 
     extra = [i for i in preselect if i not in have]
     if extra:
         rows += list(session.execute(
-            scoped(select(Customer).where(Customer.id.in_(extra)), Customer, principal)
+            scoped(select(Customer).where(Customer.id.in_(extra)), Customer, principal, "transfer")
         ).scalars())
     managers = {u.id: u for u in session.execute(
         select(SysUser).where(SysUser.id.in_({c.manager_id for c in rows if c.manager_id}))
@@ -97,9 +96,10 @@ def _page_data(principal: Principal, q: str, manager_id: int | None, preselect: 
         managers = [{"id": u.id, "label": _user_label(u)}
                     for u in assignable_users(session, principal, purpose=TRANSFER)]
         owners: list[dict[str, Any]] = []
-        if sees_several_users(principal):
+        if sees_several_users(principal, "customer", "transfer"):
             owners = [{"id": u.id, "label": _user_label(u)}
-                      for u in users_in_scope(session, principal, active_only=False)]
+                      for u in users_in_scope(session, principal, active_only=False, resource="customer",
+                                              action="transfer")]
     return {"customers": customers, "managers": managers, "owners": owners, "limit": PICK_LIMIT}
 
 
@@ -165,7 +165,7 @@ class TransferPage(CrmBaseView):
             form=form or {"new_manager_id": "", "reason": ""},
             done=request.query_params.get("done"),
             can_transfer=principal.can("customer", "transfer"),
-            is_admin=sees_everyone(principal), **data,
+            can_hand_over=sees_several_users(principal, "customer", "transfer"), **data,
         )
         return await self.templates.TemplateResponse(request, "transfers/transfer.html", ctx,
                                                      status_code=status)
@@ -212,7 +212,7 @@ class TransferPage(CrmBaseView):
            permission=("customer", "transfer"))
     async def transfer_handover(self, request: Request) -> Response:
         principal = principal_of(request)
-        if not sees_everyone(principal):
+        if not sees_several_users(principal, "customer", "transfer"):
             return await self.templates.TemplateResponse(
                 request, "transfers/handover.html",
                 base_context(request, "离职交接", forbidden=True, users=[], managers=[], form={}),

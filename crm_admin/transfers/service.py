@@ -23,7 +23,7 @@ from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.core import audit
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import TRANSFER, check_assignee, scoped, sees_everyone
+from crm_admin.core.scope import TRANSFER, check_assignee, scoped, sees_user
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.opportunities.models import SalesOpportunity
@@ -160,7 +160,7 @@ def transfer_customers(
     # Lock the rows in id order (two batches overlapping cannot deadlock) and re-check the scope on
     # the locked, current version of each row: a customer just moved away is no longer the operator's.
     rows = session.execute(
-        scoped(select(Customer).where(Customer.id.in_(ids)), Customer, principal)
+        scoped(select(Customer).where(Customer.id.in_(ids)), Customer, principal, "transfer")
         .order_by(Customer.id)
         .with_for_update()
     ).scalars().all()
@@ -232,14 +232,19 @@ def hand_over_customers(
     to_user_id: int,
     reason: str | None,
 ) -> TransferResult:
-    """Hand every customer of ``from_user_id`` (e.g. an employee who leaves) to ``to_user_id``."""
+    """Hand every customer of ``from_user_id`` (e.g. an employee who leaves) to ``to_user_id``.
+
+    Whoever may transfer all of that employee's customers may hand them over: the employee is within
+    the scope of the operator's ``customer`` / ``transfer`` permission (an administrator: anyone; a sales
+    lead with that scope: their team).
+    """
     _check_operator(principal)
-    if not sees_everyone(principal):
-        raise Forbidden("只有可查看全部数据的管理员才能整体交接某位员工的客户。")
     if from_user_id == to_user_id:
         raise UserError("交接双方不能是同一个人。", field="to_user_id")
     if session.get(SysUser, from_user_id) is None:
         raise UserError("请选择要交接客户的员工。", field="from_user_id")
+    if not sees_user(principal, from_user_id, "customer", "transfer"):
+        raise Forbidden("该员工不在您转移客户的数据范围内,不能交接其客户。")
     ids = list(
         session.execute(select(Customer.id).where(Customer.manager_id == from_user_id)).scalars()
     )
@@ -304,7 +309,7 @@ def transfer_query(principal: Principal, flt: TransferFilter | None = None) -> S
         .join(new, new.id == CustomerTransfer.new_manager_id)
         .outerjoin(op, op.id == CustomerTransfer.operator_id)
     )
-    stmt = scoped(stmt, CustomerTransfer, principal)
+    stmt = scoped(stmt, CustomerTransfer, principal, "list")
     conds = []
     if flt.customer_id:
         conds.append(CustomerTransfer.customer_id == flt.customer_id)

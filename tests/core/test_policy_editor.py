@@ -49,15 +49,15 @@ def test_grid_grant_takes_effect_and_is_audited(admin_client: Any, make_user: An
     r = _post(admin_client, "/admin/policy", form)
     assert r.status_code == 200, r.text[-1500:]
     assert "已保存" in r.text
-    assert _lines() == before | {("p", "role:manager", "product", "create")}
+    assert _lines() == before | {("p", "role:manager", "product", "create", "self")}
     assert m1.get("/admin/product/create").status_code == 200  # same session, next request
     with db.session_factory()() as session:
         row = session.execute(select(AuditLog).where(AuditLog.action == "policy_change")
                               .order_by(AuditLog.id.desc())).scalars().first()
     assert row is not None
-    assert row.changes["added"] == ["p, role:manager, product, create"]
-    assert "p, role:manager, product, create" not in row.changes["before"]
-    assert "p, role:manager, product, create" in row.changes["after"]
+    assert row.changes["added"] == ["p, role:manager, product, create, self"]
+    assert "p, role:manager, product, create, self" not in row.changes["before"]
+    assert "p, role:manager, product, create, self" in row.changes["after"]
 
 
 def test_grid_revoke_and_scope_change(admin_client: Any, make_user: Any, login_as: Any) -> None:
@@ -69,7 +69,7 @@ def test_grid_revoke_and_scope_change(admin_client: Any, make_user: Any, login_a
     form.append(("scope:manager", "dept"))
     r = _post(admin_client, "/admin/policy", form)
     assert r.status_code == 200
-    assert ("p", "role:manager", "customer", "export") not in _lines()
+    assert ("p", "role:manager", "customer", "export") not in {line[:4] for line in _lines()}
     assert m2.get("/admin/customer/export/csv").status_code == 403
     from crm_admin.accounts.models import SysRole
 
@@ -92,7 +92,7 @@ def test_grid_revoke_and_scope_change(admin_client: Any, make_user: Any, login_a
 def test_advanced_editor_refuses_invalid_values(admin_client: Any, bad: str) -> None:
     before = _lines()
     text = admin_client.get("/admin/policy/advanced").text
-    assert "p, role:admin, *, *" in text
+    assert "p, role:admin, *, *, all" in text
     from crm_admin.accounts.policy import format_line
 
     current = "\n".join(format_line(x) for x in sorted(before))
@@ -106,27 +106,27 @@ def test_advanced_editor_previews_then_applies(admin_client: Any) -> None:
     from crm_admin.accounts.policy import format_line
 
     before = _lines()
-    text = "\n".join(format_line(x) for x in sorted(before) if x != ("p", "role:readonly", "product", "view"))
+    text = "\n".join(format_line(x) for x in sorted(before) if x != ("p", "role:readonly", "product", "view", "all"))
     text += "\np, role:readonly, job, list"
     r = _post(admin_client, "/admin/policy/advanced", {"text": text, "op": "preview"})
     assert r.status_code == 200
-    assert "+ p, role:readonly, job, list" in r.text and "- p, role:readonly, product, view" in r.text
+    assert "+ p, role:readonly, job, list, all" in r.text and "- p, role:readonly, product, view, all" in r.text
     assert _lines() == before  # preview saves nothing
     r = _post(admin_client, "/admin/policy/advanced", {"text": text, "op": "apply"})
     assert r.status_code == 200 and "已保存" in r.text
-    assert _lines() == (before - {("p", "role:readonly", "product", "view")}) | {("p", "role:readonly", "job", "list")}
+    assert _lines() == (before - {("p", "role:readonly", "product", "view", "all")}) | {("p", "role:readonly", "job", "list", "all")}
 
 
 def test_export_and_import_round_trip(admin_client: Any) -> None:
     r = admin_client.get("/admin/policy/export")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     body = r.content.decode("utf-8-sig")
-    assert "p, role:admin, *, *" in body
+    assert "p, role:admin, *, *, all" in body
     changed = body + "p, role:readonly, dict, list\n"
     r = _post(admin_client, "/admin/policy/advanced", {"text": "", "op": "preview"},
               files={"file": ("policy.csv", changed.encode("utf-8"), "text/csv")})
     assert r.status_code == 200
-    assert "+ p, role:readonly, dict, list" in r.text
+    assert "+ p, role:readonly, dict, list, all" in r.text
 
 
 def test_last_admin_and_admin_wildcard_cannot_be_removed(admin_client: Any) -> None:
@@ -134,7 +134,7 @@ def test_last_admin_and_admin_wildcard_cannot_be_removed(admin_client: Any) -> N
 
     before = _lines()
     without_admin_user = [x for x in before if not (x[0] == "g" and x[2] == "role:admin")]
-    without_wildcard = [x for x in before if x != ("p", "role:admin", "*", "*")]
+    without_wildcard = [x for x in before if x != ("p", "role:admin", "*", "*", "all")]
     for lines in (without_admin_user, without_wildcard):
         r = _post(admin_client, "/admin/policy/advanced",
                   {"text": "\n".join(format_line(x) for x in lines), "op": "apply"})
@@ -167,8 +167,11 @@ def test_editor_cannot_grant_what_they_do_not_hold(admin_client: Any, make_user:
         r = _post(pe, "/admin/policy/advanced", {"text": text, "op": "apply"})
         assert r.status_code == 403, (text[-60:], r.status_code)
     assert _lines() == before
-    # within what they hold it works
+    # a right they hold, but with the read-only role's default scope (all data): wider than theirs
     r = _post(pe, "/admin/policy/advanced", {"text": base + "\np, role:readonly, policy, list", "op": "apply"})
+    assert r.status_code == 403 and "数据范围" in r.text
+    # within what they hold, scope included, it works
+    r = _post(pe, "/admin/policy/advanced", {"text": base + "\np, role:readonly, policy, list, self", "op": "apply"})
     assert r.status_code == 200, r.text[-1000:]
     # and a grid save cannot widen a role's scope beyond theirs
     form = [*_grid_form(_lines()), ("scope:manager", "all")]

@@ -122,3 +122,55 @@ def test_permission_matrix(role: str, world: World, login_as: Any, app: Any) -> 
             check(f"{identity} {action}", client.get(url).status_code, expected(perms, view, resource, action, None))
     assert not failures, "\n".join(failures)
     assert snapshot() == before
+
+
+def test_view_wider_than_edit(world: World, login_as: Any, app: Any) -> None:
+    """A sales lead who sees the team's rows but edits and deletes only their own, on every scoped view:
+    the team's rows open, but their edit and delete are refused and change nothing; their own are edited."""
+    from sqlalchemy import select, update
+
+    from crm_admin import db
+    from crm_admin.accounts.models import CasbinRule
+    from crm_admin.core.permissions import bump_policy_version
+    from crm_admin.products.models import Product
+    from tests.company import _make_rows
+
+    with db.transaction() as session:
+        session.execute(update(CasbinRule).where(
+            CasbinRule.ptype == "p", CasbinRule.v0 == "role:sales_lead",
+            CasbinRule.v2.in_(("edit", "delete"))).values(v3="self"))
+        bump_policy_version(session.connection())
+        from crm_admin.churn.models import ChurnRule
+
+        product = session.execute(select(Product.id)).scalars().first()
+        rule = session.execute(select(ChurnRule.id)).scalars().first()
+        world.rows["lead"] = _make_rows(session, world.users["lead"], "lead", product, rule)
+    lead = login_as("lead")
+    token = csrf_token(lead)
+    headers = {"X-CSRF-Token": token}
+    perms = shipped_permissions("sales_lead")
+    before = snapshot()
+    failures: list[str] = []
+    for kind, identity in IDENTITY.items():
+        view, resource = _view(app, identity), RESOURCE_OF[kind]
+        team, own = world.row("mgr_a", kind), world.row("lead", kind)
+        if (resource, "view") in perms and view.can_view_details:
+            got = lead.get(f"/admin/{identity}/details/{team}").status_code
+            if got != 200:
+                failures.append(f"{identity} view team row: {got}")
+        if (resource, "edit") in perms and view.can_edit:
+            for method in ("GET", "POST"):
+                got = lead.request(method, f"/admin/{identity}/edit/{team}", headers=headers,
+                                   data={"csrf_token": token, "name": "x"} if method == "POST" else None,
+                                   follow_redirects=False).status_code
+                if got not in (403, 404):
+                    failures.append(f"{identity} edit {method} team row: {got}")
+            got = lead.get(f"/admin/{identity}/edit/{own}").status_code
+            if got != 200:
+                failures.append(f"{identity} edit GET own row: {got}")
+        if (resource, "delete") in perms and view.can_delete:
+            got = lead.request("DELETE", f"/admin/{identity}/delete?pks={team}", headers=headers)
+            if got.status_code == 200 and "error=" not in got.text:
+                failures.append(f"{identity} delete team row: accepted")
+    assert not failures, "\n".join(failures)
+    assert snapshot() == before
