@@ -406,9 +406,5 @@ def set_user_roles(session: Session, editor: Principal, user_id: int, roles: lis
     return apply_policy(session, editor, after, source="用户角色")
 
 
-def scope_choices() -> list[tuple[str, str]]:
-    return [(s, SCOPE_LABELS[s]) for s in ("all", "dept_tree", "dept", "self")]
-
-
 def valid_role_code(code: str) -> bool:
     return bool(_ROLE_CODE.fullmatch(code))

@@ -278,29 +278,6 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
     def get_filters(self) -> list[Any]:
         return [ScopedFilter(f) for f in super().get_filters()]
 
-    def scoped_objects(self, session: Session, request: Request, pks: Any) -> list[Any]:
-        """The rows ``pks`` (a list or SQLAdmin's comma-separated ``pks``), re-loaded through the scope.
-
-        For ``@action`` endpoints and custom pages: raises NotFound if any of them is missing or
-        out of scope, so an action never touches a row the user could not open.
-        """
-        if isinstance(pks, str):
-            pks = [p for p in pks.split(",") if p.strip()]
-        wanted: list[int] = []
-        for pk in pks or []:
-            try:
-                wanted.append(int(pk))
-            except (TypeError, ValueError):
-                raise NotFound() from None
-        if not wanted:
-            return []
-        model: Any = self.model
-        stmt = scoped(select(model).where(model.id.in_(wanted)), model, principal_of(request))
-        rows = list(session.execute(stmt).scalars())
-        if len(rows) != len(set(wanted)):
-            raise NotFound()
-        return rows
-
     # ----- export: what the user sees, streamed (core/export.py); SQLAdmin's loads every row --------
     async def get_model_objects(self, request: Request, limit: int | None = 0) -> list[Any]:
         return []  # the export streams its own rows; nothing is loaded up front

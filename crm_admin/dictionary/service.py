@@ -167,11 +167,6 @@ class DictSelectField(SelectField):
             raise ValidationError("请从列表中选择有效的选项。")
 
 
-def dict_field(dict_type: str) -> dict[str, Any]:
-    """``form_args`` entry for a dictionary-backed column (use with ``form_overrides = {col: DictSelectField}``)."""
-    return {"dict_type": dict_type}
-
-
 # Where each dictionary type's values are stored: an item in use cannot be deleted, only disabled.
 def usages() -> dict[str, list[tuple[type, str]]]:
     from crm_admin.care.models import CarePlan, CustomerCare

@@ -61,7 +61,3 @@ class OrderItem(Timestamped, Base):
         Index("ix_order_item_order_id", "order_id"),
         Index("ix_order_item_product_id", "product_id"),
     )
-
-    @property
-    def line_amount(self) -> Decimal:
-        return (self.unit_price * self.quantity).quantize(Decimal("0.01"))

@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_admin.core import limits
@@ -109,13 +109,3 @@ def create_order(session: Session, principal: Principal, *, customer_id: int, it
     after_order_saved(session, order)
     session.flush()
     return order
-
-
-def customer_order_totals(session: Session, customer_id: int) -> tuple[int, Decimal]:
-    count, total = session.execute(
-        select(func.count(), func.coalesce(func.sum(CustomerOrder.amount), 0))
-        .where(CustomerOrder.customer_id == customer_id, CustomerOrder.status != "cancelled")
-    ).one()
-    return int(count), Decimal(str(total)).quantize(Decimal("0.01"))
-
-

@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -173,7 +172,3 @@ class CatchErrorsMiddleware:
                 raise
             request_id = (scope.get("state") or {}).get("request_id", "")
             await error_response(exc, request_id, scope)(scope, receive, send)
-
-
-def request_id_of(request: Request) -> str:
-    return getattr(request.state, "request_id", "")

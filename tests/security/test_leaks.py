@@ -227,26 +227,6 @@ def test_filter_side_bar_values_are_scoped(world: World) -> None:
     assert [label for v, label in refs if v != "__all"] == ["客户mgr_a有限公司"]
 
 
-def test_action_pks_are_reloaded_through_the_scope(world: World, app: Any) -> None:
-    from starlette.requests import Request
-
-    from crm_admin.accounts.models import SysUser
-    from crm_admin.core.errors import NotFound
-    from crm_admin.core.principal import load_principal
-    from crm_admin.customers.models import Customer
-
-    view = next(v for v in app.state.admin.views if getattr(v, "model", None) is Customer)
-    with db.session_factory()() as session:
-        principal = load_principal(session.connection(), session.get(SysUser, world.users["mgr_a"]))
-        request = Request({"type": "http", "state": {"principal": principal}})
-        own = world.row("mgr_a", "customer")
-        assert [c.id for c in view.scoped_objects(session, request, str(own))] == [own]
-        with pytest.raises(NotFound):
-            view.scoped_objects(session, request, f"{own},{world.row('mgr_b', 'customer')}")
-        with pytest.raises(NotFound):
-            view.scoped_objects(session, request, "x")
-
-
 def test_file_routes_do_not_open_anothers_row(world: World, login_as: Any) -> None:
     a = login_as("mgr_a")
     for suffix in ("download", "preview"):
