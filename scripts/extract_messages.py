@@ -7,7 +7,7 @@
 
 Then fill in each stub's ``msgstr`` with the English text. Collected: view names, categories,
 column labels, @action labels, and Chinese literals in ``_()``/``gettext()``/``tr()`` calls of
-templates and Python code (see crm_admin/core/catalog.py). tests/web/test_i18n.py fails while
+templates and Python code (see crm_admin/web/catalog.py). tests/web/test_i18n.py fails while
 anything is missing.
 """
 
@@ -26,7 +26,7 @@ os.environ.setdefault("CRM_SECRET_KEY", "extract-messages-" + "x" * 32)
 
 
 def main() -> int:
-    from crm_admin.core import catalog
+    from crm_admin.web import catalog
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="append empty stubs for missing texts")

@@ -39,6 +39,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crm_admin.core.errors import PLAIN_PAGE_STYLE
+from crm_admin.core.i18n import locale_from_cookie, translations_for
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,6 @@ class CsrfMiddleware:
 
 
 def refusal_response(request: Request) -> Response:
-    from crm_admin.core.i18n import locale_from_cookie, translations_for
 
     t = translations_for(locale_from_cookie(request.headers.get("cookie", ""))).gettext
     accept = request.headers.get("accept", "")
@@ -228,9 +228,9 @@ def _audit_refusal(request: Request, reason: str) -> None:
 
 
 def _write_refusal_audit(request: Request, reason: str) -> None:
-    from crm_admin.accounts.models import SysUser
     from crm_admin.core import audit
     from crm_admin.core.context import Actor
+    from crm_admin.core.models import SysUser
     from crm_admin.db import session_factory
 
     session = request.scope.get("session") or {}

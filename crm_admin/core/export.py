@@ -34,7 +34,7 @@ from sqlalchemy.orm import aliased, joinedload, selectinload
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from crm_admin.core import audit
+from crm_admin.core import audit, vocabulary
 from crm_admin.core.context import current_actor
 from crm_admin.core.xlsxstream import xlsx_stream
 from crm_admin.db import session_factory
@@ -155,9 +155,7 @@ def cell_value(view: Any, obj: Any, prop: str) -> Any:
     value = raw_value(obj, prop)
     dict_type = (getattr(view, "column_dict_types", None) or {}).get(prop)
     if dict_type and value not in (None, ""):
-        from crm_admin.dictionary.service import label
-
-        return label(dict_type, value)
+        return vocabulary.label(dict_type, value)
     choice_labels = (getattr(view, "column_choice_labels", None) or {}).get(prop)
     if choice_labels and value is not None:
         return choice_labels.get(value, value)
@@ -263,9 +261,7 @@ def converter(view: Any, prop: str) -> Callable[[Any], Any]:
     """value → cell for one column, decided once per export (not per cell)."""
     dict_type = (getattr(view, "column_dict_types", None) or {}).get(prop)
     if dict_type:
-        from crm_admin.dictionary.service import label
-
-        return lambda v: label(dict_type, v) if v not in (None, "") else ""
+        return lambda v: vocabulary.label(dict_type, v) if v not in (None, "") else ""
     choice_labels = (getattr(view, "column_choice_labels", None) or {}).get(prop)
     if choice_labels:
         return lambda v: choice_labels.get(v, v) if v is not None else ""

@@ -15,6 +15,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_admin.core.i18n import gettext
+
 DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 DATE_FORMAT = "%Y-%m-%d"
 _CENT = Decimal("0.01")
@@ -79,8 +81,6 @@ def format_money(value: Decimal | int | str | None) -> str:
 
 
 def format_bool(value: bool | None) -> str:
-    from crm_admin.core.i18n import gettext
-
     if value is None:
         return ""
     return gettext("是") if value else gettext("否")

@@ -162,20 +162,3 @@ class WTFormsTranslations:
 
 
 WTFORMS_TRANSLATIONS = WTFormsTranslations()
-
-
-def install_template_globals(env: Any) -> None:
-    """Helpers every template may use: ``tr(label)``, language names, time/money filters, CSRF."""
-    from crm_admin.core import csrf, formatting
-
-    env.globals["tr"] = tr
-    env.globals["get_locale_display_name"] = language_name
-    # ``crm_csrf()`` in our templates: some views pass a ``csrf_token`` string in their context,
-    # which shadows the ``csrf_token()`` global offered to templates that do not
-    env.globals["crm_csrf"] = csrf.template_token
-    env.globals["csrf_token"] = csrf.template_token
-    env.globals["LANGUAGE_NAMES"] = LANGUAGE_NAMES
-    env.filters["local_datetime"] = formatting.format_datetime
-    env.filters["local_date"] = formatting.format_date
-    env.filters["money"] = formatting.format_money
-    env.filters["yes_no"] = formatting.format_bool

@@ -20,7 +20,7 @@ from casbin.model import Model
 from casbin.persist.adapter import Adapter
 from sqlalchemy import Connection, select
 
-from crm_admin.accounts.models import CasbinRule, SysMeta, SysRole
+from crm_admin.core.models import CasbinRule, SysMeta, SysRole
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = ROOT / "rbac_model.conf"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
-from crm_admin.accounts.models import SysDept, SysUser
+from crm_admin.core.models import SysDept, SysUser
 from crm_admin.core.permissions import Grants, gate
 
 

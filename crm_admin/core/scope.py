@@ -10,6 +10,7 @@ is ``"view"``). Without a resource, the widest scope the principal holds applies
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, false, select, true
@@ -45,11 +46,32 @@ def owner_clause(column: Any, principal: Principal, *, resource: str | None = No
     return _owned_by(column, _users(principal, resource, action))
 
 
-def customer_ids_visible(principal: Principal, *, resource: str = "customer", action: str = VIEW) -> Select[Any]:
-    """Ids of the customers whose records the permission (``resource``, ``action``) reaches."""
-    from crm_admin.customers.models import Customer
+# How rows of each kind of scope are reached from the users a permission covers. "owner" rows name their
+# manager; the other kinds are registered by the module that owns the table they go through
+# (``customers.models`` registers "customer": rows with a ``customer_id``; ``orders.models`` "order"),
+# so this module depends on no business module.
+UserIds = frozenset[int] | None
+KindClause = Callable[[type, UserIds], ColumnElement[bool]]
+_KINDS: dict[str, KindClause] = {"owner": lambda model, ids: _owned_by(model.manager_id, ids)}  # type: ignore[attr-defined]
 
-    return select(Customer.id).where(_owned_by(Customer.manager_id, _users(principal, resource, action)))
+
+def register_scope_kind(kind: str, clause: KindClause) -> None:
+    """``clause(model, user_ids)``: the condition a row of ``model`` meets when those users reach it."""
+    _KINDS[kind] = clause
+
+
+def owned_by(column: Any, ids: UserIds) -> ColumnElement[bool]:
+    """``column`` names one of ``ids`` (None: anyone) — for the modules that register a kind."""
+    return _owned_by(column, ids)
+
+
+def kind_clause(kind: str, model: type, ids: UserIds) -> ColumnElement[bool]:
+    """The condition of a registered kind (a kind may build on another: orders go through customers)."""
+    try:
+        clause = _KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown scope kind {kind!r} on {model.__name__}: its module registers it") from None
+    return clause(model, ids)
 
 
 def scope_clause(model: type, principal: Principal, action: str = VIEW, *,
@@ -62,23 +84,10 @@ def scope_clause(model: type, principal: Principal, action: str = VIEW, *,
     kind = getattr(model, "__scope__", "")
     if not kind:
         return None
-    resource = resource or resource_of(model)
-    ids = _users(principal, resource, action)
+    ids = _users(principal, resource or resource_of(model), action)
     if ids is None:
         return None
-    if kind == "owner":
-        return _owned_by(model.manager_id, ids)  # type: ignore[attr-defined]
-    if kind == "customer":
-        return model.customer_id.in_(  # type: ignore[attr-defined]
-            customer_ids_visible(principal, resource=resource, action=action))
-    if kind == "order":
-        from crm_admin.orders.models import CustomerOrder
-
-        orders = select(CustomerOrder.id).where(
-            CustomerOrder.customer_id.in_(customer_ids_visible(principal, resource=resource, action=action))
-        )
-        return model.order_id.in_(orders)  # type: ignore[attr-defined]
-    raise ValueError(f"unknown scope kind {kind!r} on {model.__name__}")
+    return kind_clause(kind, model, ids)
 
 
 def scoped[S: Select[*tuple[Any, ...]]](stmt: S, model: type, principal: Principal, action: str = VIEW, *,
@@ -128,7 +137,7 @@ def sees_several_users(principal: Principal, resource: str | None = None, action
 def users_in_scope(session: Any, principal: Principal, *, active_only: bool = True, resource: str | None = None,
                    action: str = VIEW) -> list[Any]:
     """The users whose rows the principal sees, by name: the choices of a "by manager" filter."""
-    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.models import SysUser
 
     stmt = select(SysUser).where(owner_clause(SysUser.id, principal, resource=resource, action=action))
     if active_only:
@@ -139,7 +148,7 @@ def users_in_scope(session: Any, principal: Principal, *, active_only: bool = Tr
 def depts_in_scope(session: Any, principal: Principal, *, resource: str | None = None,
                    action: str = VIEW) -> list[tuple[int, str]]:
     """Departments of the users in scope (a "by department" filter), or every department for "all"."""
-    from crm_admin.accounts.models import SysDept, SysUser
+    from crm_admin.core.models import SysDept, SysUser
 
     stmt = select(SysDept.id, SysDept.name).order_by(SysDept.sort, SysDept.name)
     if not sees_everyone(principal, resource, action):
@@ -160,7 +169,7 @@ TRANSFER = "transfer"
 
 
 def _owner_roles(session: Any) -> set[str]:
-    from crm_admin.accounts.models import CasbinRule, SysRole
+    from crm_admin.core.models import CasbinRule, SysRole
 
     active = set(session.execute(select(SysRole.code).where(SysRole.is_active.is_(True))).scalars())
     granting = {
@@ -174,7 +183,7 @@ def _owner_roles(session: Any) -> set[str]:
 
 
 def _assignable_stmt(session: Any, principal: Principal, purpose: str) -> Select[Any]:
-    from crm_admin.accounts.models import CasbinRule, SysUser
+    from crm_admin.core.models import CasbinRule, SysUser
 
     members = select(CasbinRule.v0).where(
         CasbinRule.ptype == "g", CasbinRule.v1.in_(sorted(f"role:{r}" for r in _owner_roles(session))))
@@ -188,14 +197,14 @@ def _assignable_stmt(session: Any, principal: Principal, purpose: str) -> Select
 
 def assignable_users(session: Any, principal: Principal, *, purpose: str = ASSIGN) -> list[Any]:
     """Users ``principal`` may make responsible for rows (``purpose``: ASSIGN or TRANSFER), by name."""
-    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.models import SysUser
 
     stmt = _assignable_stmt(session, principal, purpose).order_by(SysUser.real_name, SysUser.username)
     return list(session.execute(stmt).scalars())
 
 
 def assignable_ids(session: Any, principal: Principal, *, purpose: str = ASSIGN) -> list[int]:
-    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.models import SysUser
 
     stmt = _assignable_stmt(session, principal, purpose).with_only_columns(SysUser.id)
     return [int(i) for i in session.execute(stmt).scalars()]
@@ -204,8 +213,8 @@ def assignable_ids(session: Any, principal: Principal, *, purpose: str = ASSIGN)
 def check_assignee(session: Any, principal: Principal, user_id: Any, *, purpose: str = ASSIGN,
                    field: str | None = None, label: str = "客户经理") -> Any:
     """The user a posted id names, if ``principal`` may give them work; a clear UserError otherwise."""
-    from crm_admin.accounts.models import SysUser
     from crm_admin.core.errors import UserError
+    from crm_admin.core.models import SysUser
 
     try:
         wanted = int(str(user_id).strip())

@@ -95,7 +95,7 @@ def assignable_ref(fields: list[str], *, purpose: str = ASSIGN, **options: Any) 
     (``core.scope.check_assignee`` checks the submitted id again on save)."""
 
     async def where(request: Request, _term: str) -> list[ColumnElement[bool]]:
-        from crm_admin.accounts.models import SysUser
+        from crm_admin.core.models import SysUser
 
         principal = principal_of(request)
 

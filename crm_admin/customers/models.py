@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core.scope import owned_by, register_scope_kind
 from crm_admin.db import Base, Timestamped
 
 CUSTOMER_STATUSES = ("potential", "active", "at_risk", "lost")
@@ -74,3 +84,11 @@ class SavedQuery(Timestamped, Base):
 
     def __str__(self) -> str:
         return self.name
+
+
+def _reached_through_customer(model: type, ids: frozenset[int] | None) -> ColumnElement[bool]:
+    """Rows hanging off a customer (``customer_id``) are reached through the customer's manager."""
+    return model.customer_id.in_(select(Customer.id).where(owned_by(Customer.manager_id, ids)))  # type: ignore[attr-defined]
+
+
+register_scope_kind("customer", _reached_through_customer)

@@ -16,6 +16,7 @@ from wtforms import SelectField
 from wtforms.validators import ValidationError
 
 from crm_admin.accounts.models import SysMeta
+from crm_admin.core import vocabulary
 from crm_admin.core.i18n import current_locale
 from crm_admin.dictionary.models import DictItem
 
@@ -197,3 +198,6 @@ def usage_count(conn: Connection, type_code: str, value: str) -> int:
         col = getattr(model, column)
         total += int(conn.execute(select(func.count()).select_from(model).where(col == value)).scalar() or 0)
     return total
+
+
+vocabulary.register(label=label, value_for_label=value_for_label)  # export and import read words through it

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ColumnElement, Date, ForeignKey, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core.scope import kind_clause, register_scope_kind
 from crm_admin.customers.models import Customer
 from crm_admin.db import ZERO, Base, Timestamped
 from crm_admin.products.models import Product
@@ -61,3 +62,12 @@ class OrderItem(Timestamped, Base):
         Index("ix_order_item_order_id", "order_id"),
         Index("ix_order_item_product_id", "product_id"),
     )
+
+
+def _reached_through_order(model: type, ids: frozenset[int] | None) -> ColumnElement[bool]:
+    """An order's lines (``order_id``) are reached through the order's customer."""
+    orders = select(CustomerOrder.id).where(kind_clause("customer", CustomerOrder, ids))
+    return model.order_id.in_(orders)  # type: ignore[attr-defined]
+
+
+register_scope_kind("order", _reached_through_order)

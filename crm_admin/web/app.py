@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
-from crm_admin.core import csrf, i18n, params
+from crm_admin.core import csrf, formatting, i18n, params
 from crm_admin.core.errors import UserError
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
@@ -75,6 +75,21 @@ def template_dirs() -> list[str]:
     return dirs
 
 
+def install_template_globals(env: Any) -> None:
+    """Helpers every template may use: ``tr(label)``, language names, time/money filters, CSRF."""
+    env.globals["tr"] = i18n.tr
+    env.globals["get_locale_display_name"] = i18n.language_name
+    # ``crm_csrf()`` in our templates: some views pass a ``csrf_token`` string in their context,
+    # which shadows the ``csrf_token()`` global offered to templates that do not
+    env.globals["crm_csrf"] = csrf.template_token
+    env.globals["csrf_token"] = csrf.template_token
+    env.globals["LANGUAGE_NAMES"] = i18n.LANGUAGE_NAMES
+    env.filters["local_datetime"] = formatting.format_datetime
+    env.filters["local_date"] = formatting.format_date
+    env.filters["money"] = formatting.format_money
+    env.filters["yes_no"] = formatting.format_bool
+
+
 class CrmAdmin(Admin):
     """SQLAdmin with templates looked up in the shared folder and in every module's folder."""
 
@@ -83,7 +98,7 @@ class CrmAdmin(Admin):
         loader = templates.env.loader
         assert isinstance(loader, ChoiceLoader)
         templates.env.loader = ChoiceLoader([FileSystemLoader(template_dirs()), *loader.loaders[1:]])
-        i18n.install_template_globals(templates.env)
+        install_template_globals(templates.env)
         return templates
 
     @login_required

@@ -75,7 +75,7 @@ def test_english_catalog_is_complete() -> None:
     When this fails: run ``.venv/bin/python scripts/extract_messages.py --write`` and fill in the
     empty msgstr lines it appended to crm_admin/locale/en/LC_MESSAGES/<module>.po.
     """
-    from crm_admin.core import catalog
+    from crm_admin.web import catalog
 
     found = catalog.collect()
     assert len(found.locations) > 100  # the collector sees the views and templates
@@ -90,7 +90,7 @@ def test_english_catalog_is_complete() -> None:
 
 
 def test_collector_finds_labels_and_literals(tmp_path: Path) -> None:
-    from crm_admin.core import catalog
+    from crm_admin.web import catalog
 
     found = catalog.collect()
     assert "用户管理" in found.locations  # a view's name_plural
@@ -102,7 +102,7 @@ def test_collector_finds_labels_and_literals(tmp_path: Path) -> None:
 
 
 def test_extract_messages_script_appends_stubs(tmp_path: Path, monkeypatch: Any) -> None:
-    from crm_admin.core import catalog
+    from crm_admin.web import catalog
 
     monkeypatch.setattr(catalog, "EN_DIR", tmp_path)
     written = catalog.append_stubs({"新的文字": {"customers:customers/admin.py:1"}})

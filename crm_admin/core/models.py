@@ -1,0 +1,117 @@
+"""The tables the shared machinery stands on: departments, users, roles, the Casbin policy rows and the
+small counters every process shares (``sys_meta``: the policy version, seeding marks…).
+
+They live below the business modules because the permission gate, the principal and the data scope
+(all in ``core``) read them on every request; the accounts module administers them (its pages, services
+and sign-in), and keeps the tables only sign-in uses (sessions, lock-out counters).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm_admin.db import Base, Timestamped
+
+DATA_SCOPES = ("all", "dept_tree", "dept", "self")
+
+
+class SysDept(Timestamped, Base):
+    __tablename__ = "sys_dept"
+    __resource__ = "dept"
+
+    name: Mapped[str] = mapped_column(String(64))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("sys_dept.id"), index=True)
+    leader_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sys_user.id", use_alter=True, name="fk_sys_dept_leader_id")
+    )
+    sort: Mapped[int] = mapped_column(Integer, default=0)
+
+    parent: Mapped[SysDept | None] = relationship(remote_side="SysDept.id", lazy="raise")
+
+    __table_args__ = (UniqueConstraint("parent_id", "name"),)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SysUser(Timestamped, Base):
+    __tablename__ = "sys_user"
+    __resource__ = "user"
+
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    real_name: Mapped[str] = mapped_column(String(64), default="")
+    dept_id: Mapped[int | None] = mapped_column(ForeignKey("sys_dept.id"), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(128))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[dt.datetime | None]
+    last_failed_login_at: Mapped[dt.datetime | None]
+    last_login_at: Mapped[dt.datetime | None]
+    last_login_ip: Mapped[str | None] = mapped_column(String(64))
+    # Bumped whenever roles, password or status change: stale sessions are refused on the next request.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+
+    dept: Mapped[SysDept | None] = relationship(foreign_keys=[dept_id], lazy="raise")
+
+    def __str__(self) -> str:
+        return f"{self.real_name}({self.username})" if self.real_name else self.username
+
+
+class SysRole(Timestamped, Base):
+    __tablename__ = "sys_role"
+    __resource__ = "role"
+
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    data_scope: Mapped[str] = mapped_column(String(16), default="self")
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    remark: Mapped[str | None] = mapped_column(String(255))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CasbinRule(Base):
+    """Casbin policy storage (p: subject, resource, action; g: user, role). Binary collation on MySQL."""
+
+    __tablename__ = "casbin_rule"
+    __resource__ = "policy"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ptype: Mapped[str] = mapped_column(String(8))
+    v0: Mapped[str] = mapped_column(String(100), default="")
+    v1: Mapped[str] = mapped_column(String(100), default="")
+    v2: Mapped[str] = mapped_column(String(100), default="")
+    v3: Mapped[str] = mapped_column(String(100), default="")
+    v4: Mapped[str] = mapped_column(String(100), default="")
+    v5: Mapped[str] = mapped_column(String(100), default="")
+
+    __table_args__ = (
+        UniqueConstraint("ptype", "v0", "v1", "v2", "v3", "v4", "v5", name="uq_casbin_rule_line"),
+        Index("ix_casbin_rule_v0", "v0"),
+        {"mysql_collate": "utf8mb4_bin", "mysql_charset": "utf8mb4"},
+    )
+
+    def line(self) -> list[str]:
+        values = [self.ptype, self.v0, self.v1, self.v2, self.v3, self.v4, self.v5]
+        while values and values[-1] == "":
+            values.pop()
+        return values
+
+    def __str__(self) -> str:
+        return ", ".join(self.line())
+
+
+class SysMeta(Base):
+    """Small key/value counters shared by every process (e.g. ``policy_version``)."""
+
+    __tablename__ = "sys_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
