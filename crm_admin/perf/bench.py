@@ -18,7 +18,6 @@ import json
 import math
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -35,7 +34,9 @@ import httpx
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.pool import NullPool
 
-from crm_admin.perf.generate import BENCH_PASSWORD, admin_username, lead_username, manager_username
+from crm_admin.perf.client import login, process_tree, server_rss_mb
+from crm_admin.perf.generate import admin_username, lead_username, manager_username
+from crm_admin.perf.import_bench import run_import_bench
 
 RESULTS_DIR = Path("bench/results")
 
@@ -49,26 +50,6 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1]
-
-
-def _proc_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (uvicorn's workers are children of the supervisor)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
 
 
 def database_pid() -> int | None:
@@ -87,7 +68,7 @@ def database_pid() -> int | None:
 def server_cpu_seconds(root: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in _proc_tree(root):
+    for pid in process_tree(root):
         try:
             with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
@@ -95,19 +76,6 @@ def server_cpu_seconds(root: int) -> float:
         except OSError:
             continue
     return total / ticks
-
-
-def server_rss_mb(root: int) -> float:
-    total = 0
-    for pid in _proc_tree(root):
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 # ----- the server -----------------------------------------------------------------------------
@@ -181,30 +149,6 @@ def start_server(database_url: str, *, workers: int, data_dir: Path, port: int |
 
 
 # ----- sessions -------------------------------------------------------------------------------
-
-_TOKEN_RE = (re.compile(r'name="csrf_token" value="([^"]+)"'),
-             re.compile(r'<meta name="csrf-token" content="([^"]+)"'))
-
-
-def find_token(html: str) -> str:
-    for pattern in _TOKEN_RE:
-        match = pattern.search(html)
-        if match:
-            return match.group(1)
-    return ""
-
-
-def login(base_url: str, username: str, password: str = BENCH_PASSWORD) -> tuple[httpx.Client, str]:
-    """A logged-in client and its CSRF token."""
-    client = httpx.Client(base_url=base_url, timeout=900, follow_redirects=False)
-    page = client.get("/admin/login")
-    reply = client.post("/admin/login", data={"username": username, "password": password,
-                                              "csrf_token": find_token(page.text)})
-    if reply.status_code != 302 or "login" in reply.headers.get("location", "").rsplit("/", 1)[-1]:
-        raise RuntimeError(f"login as {username} failed ({reply.status_code})")
-    token = find_token(client.get("/admin/account/password").text) or find_token(client.get("/admin/").text)
-    return client, token
-
 
 # ----- what is measured -----------------------------------------------------------------------
 
@@ -797,7 +741,6 @@ def run_jobs(database_url: str, *, data_dir: Path, workers: int | None = None,
                 jobs[key]["target_rss_growth_mb"] = 100
                 jobs[key]["meets_target"] = jobs[key]["server_rss_growth_mb"] <= 100
             say(f"  {key}: {jobs[key]}")
-        from crm_admin.perf.import_bench import run_import_bench
         jobs["import_50k"] = run_import_bench(database_url, server.base_url, server.pid, data_dir=data_dir,
                                               progress=say)
     finally:

@@ -27,7 +27,7 @@ from openpyxl import Workbook
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
-from crm_admin.perf.bench import login, server_rss_mb
+from crm_admin.perf.client import login, server_rss_mb
 from crm_admin.perf.generate import (
     BRAND,
     CITIES,
