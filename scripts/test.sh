@@ -15,6 +15,8 @@ if [ "$lint" = 1 ]; then
   .venv/bin/ruff check crm_admin tests || lint_failed=1
   echo "== mypy"
   .venv/bin/mypy || lint_failed=1
+  echo "== import-linter (layering)"
+  .venv/bin/lint-imports --no-cache || lint_failed=1
   echo "== bandit (medium and higher)"
   .venv/bin/bandit -q -c pyproject.toml -r crm_admin --severity-level medium || lint_failed=1
 fi
