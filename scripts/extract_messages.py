@@ -7,7 +7,7 @@
 
 Then fill in each stub's ``msgstr`` with the English text. Collected: view names, categories,
 column labels, @action labels, and Chinese literals in ``_()``/``gettext()``/``tr()`` calls of
-templates and Python code (see crm_admin/web/catalog.py). tests/web/test_i18n.py fails while
+templates and Python code (see crm_admin/web/catalog.py). tests/core/test_i18n.py fails while
 anything is missing.
 """
 

@@ -31,8 +31,9 @@ from crm_admin import db  # noqa: E402
 from crm_admin.settings import get_settings  # noqa: E402
 
 IS_MYSQL = TEST_DB_URL.startswith("mysql")
-# Shared fixtures of every module's tests (``world``: two teams, their managers, a lead, a read-only user).
-pytest_plugins = ("tests.company",)
+# Shared fixtures of every module's tests: ``world`` (two teams, their managers, a lead, a read-only
+# user) and the demo company (``demo_data``).
+pytest_plugins = ("tests.company", "tests.demo_data")
 ADMIN_PASSWORD = "Admin12345"
 PASSWORD = "Passw0rd!x"
 # Tables the seed fills; everything else is emptied between tests.

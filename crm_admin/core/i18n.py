@@ -2,7 +2,7 @@
 
 SQLAdmin ships no Chinese catalog and has no setting for an application's own catalogs, so the
 ``zh`` catalog is registered through its module state here, in this one place (pinned to
-SQLAdmin 0.32.0 and covered by tests/web/test_i18n.py). Our own strings are written in Chinese;
+SQLAdmin 0.32.0 and covered by tests/core/test_i18n.py). Our own strings are written in Chinese;
 the ``en`` catalog translates them for the English switch and is merged over SQLAdmin's English
 catalog.
 

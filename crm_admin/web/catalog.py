@@ -4,7 +4,7 @@ Collected: every admin view's ``name``, ``name_plural``, ``category`` and ``colu
 values, ``@action`` labels and confirmation messages, and every Chinese literal passed to
 ``_()``, ``gettext()``, ``lazy_gettext()`` or ``tr()`` in our templates and Python code. The English
 catalog is ``crm_admin/locale/en/LC_MESSAGES/<module>.po`` (msgid = the Chinese text). Used by
-``scripts/extract_messages.py`` and by tests/web/test_i18n.py, which fails when one is missing.
+``scripts/extract_messages.py`` and by tests/core/test_i18n.py, which fails when one is missing.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from crm_admin.core.audit import verify_chain
 from tests.backup.conftest import leftovers, snapshot
 from tests.cli.runner import cli_env, run_cli
 from tests.conftest import IS_MYSQL, TEST_DB_URL
-from tests.web.demo_fixtures import demo_data  # noqa: F401  (fixture)
 
 SUFFIX = ".sql" if IS_MYSQL else ".sqlite3"
 

@@ -29,7 +29,7 @@ from crm_admin.core.context import SYSTEM, acting_as
 from tests.backup.conftest import checksums, database_url, drop_database_family, leftovers
 from tests.cli.runner import cli_env, run_cli
 from tests.conftest import IS_MYSQL, TEST_DB_URL, _reset
-from tests.web.demo_fixtures import DEMO_PASSWORD, detach_departments
+from tests.demo_data import DEMO_PASSWORD, detach_departments
 
 SUFFIX = ".sql" if IS_MYSQL else ".sqlite3"
 FUTURE = "9999"

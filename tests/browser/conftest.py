@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.web.demo_fixtures import DEMO_PASSWORD, demo_data  # noqa: F401  (fixture for journeys)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

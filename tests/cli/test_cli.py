@@ -24,7 +24,6 @@ from sqlalchemy import func, select
 from crm_admin import db
 from tests.cli.runner import cli_env, free_port, run_cli, start_cli, stop_cli, wait_for
 from tests.conftest import IS_MYSQL, PASSWORD, login
-from tests.web.demo_fixtures import demo_cleanup  # noqa: F401  (fixture)
 
 # `serve` in an empty folder always runs on the embedded SQLite: once per suite run is enough.
 serve_test = pytest.mark.skipif(IS_MYSQL, reason="an empty folder means SQLite: runs in the SQLite pass")
