@@ -22,7 +22,10 @@ if [ "$lint" = 1 ]; then
 fi
 echo "== pytest (${CRM_TEST_DATABASE_URL:-SQLite})"
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+# the whole suite runs on every core (each worker has a database of its own); a chosen test runs alone
+parallel=()
+if [ "$#" = 0 ]; then parallel=(-n auto); fi
+.venv/bin/python -m pytest "${parallel[@]}" "$@" || status=$?
 if [ "$status" = 0 ] && [ "$lint_failed" = 1 ]; then
   echo "ruff/mypy 检查未通过(见上方输出)" >&2
   status=1

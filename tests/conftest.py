@@ -20,6 +20,11 @@ from sqlalchemy.engine import make_url
 
 _TMP = Path(tempfile.mkdtemp(prefix="crm-test-"))
 TEST_DB_URL = os.environ.get("CRM_TEST_DATABASE_URL") or f"sqlite:///{_TMP / 'test.sqlite3'}"
+if os.environ.get("PYTEST_XDIST_WORKER") and TEST_DB_URL.startswith("mysql"):
+    # tests run in parallel workers: each has a database of its own (``crm_test`` → ``crm_test_gw0``…)
+    _url = make_url(TEST_DB_URL)
+    TEST_DB_URL = _url.set(database=f"{_url.database}_{os.environ['PYTEST_XDIST_WORKER']}").render_as_string(
+        hide_password=False)
 os.environ["CRM_DATABASE_URL"] = TEST_DB_URL
 os.environ["CRM_DATA_DIR"] = str(_TMP)
 os.environ.setdefault("CRM_SECRET_KEY", "test-secret-key-" + "x" * 32)
