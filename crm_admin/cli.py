@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from crm_admin import db
+from crm_admin.core.formatting import to_local
 from crm_admin.settings import UnsafeSettings, get_settings
 
 if TYPE_CHECKING:
@@ -307,7 +308,6 @@ def backup_cmd(output: Path | None, verify_file: Path | None) -> None:
 
 def _describe_backup(info: BackupInfo) -> list[str]:
     """What ``backup --verify`` checked, for the operator."""
-    from zoneinfo import ZoneInfo
 
     from crm_admin.backup import code_revisions
 
@@ -316,7 +316,7 @@ def _describe_backup(info: BackupInfo) -> list[str]:
     lines = [f"类型:{kind}{'(gzip 压缩)' if info.compressed else ''}"]
     if manifest is None:
         return lines + info.notes
-    made = manifest.made_at.astimezone(ZoneInfo(get_settings().timezone))
+    made = to_local(manifest.made_at)
     head, _ = code_revisions()
     same = "与当前程序一致" if manifest.revision == head else f"当前程序为 {head}"
     lines += [

@@ -13,7 +13,6 @@ import random
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -24,6 +23,7 @@ from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.churn.models import ChurnAlert, ChurnRule
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import UserError
+from crm_admin.core.formatting import company_tz, local_today
 from crm_admin.customers.codes import make_credit_code
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
@@ -31,7 +31,6 @@ from crm_admin.followups.models import FollowUp
 from crm_admin.opportunities.models import SalesOpportunity
 from crm_admin.orders.models import CustomerOrder, OrderItem
 from crm_admin.products.models import Product
-from crm_admin.settings import get_settings
 from crm_admin.transfers.models import CustomerTransfer
 
 DEMO_CUSTOMERS = 60
@@ -147,12 +146,12 @@ def _optional(module: str, name: str) -> Any:
 
 
 def _local_today() -> dt.date:
-    return dt.datetime.now(ZoneInfo(get_settings().timezone)).date()
+    return local_today()
 
 
 def _at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
     """A local (Asia/Shanghai) wall-clock time on ``day`` as an aware datetime."""
-    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo(get_settings().timezone))
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=company_tz())
 
 
 def _birthday_on(day: dt.date, year: int) -> dt.date:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import anyio
 from sqlalchemy import Select, func, select
@@ -16,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.audit.models import AuditLog
-from crm_admin.core.params import parse_id
+from crm_admin.core.formatting import day_start_utc, local_today
+from crm_admin.core.params import parse_date, parse_id
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView
 from crm_admin.db import session_factory
@@ -28,19 +28,12 @@ ACTION_LABELS = {
     "password_change": "修改密码", "password_reset": "重置密码", "user_enable": "启用用户",
     "user_disable": "停用用户", "user_unlock": "解除锁定",
 }
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
 def parse_day(text: str | None, *, end: bool = False) -> dt.datetime | None:
-    """A ``YYYY-MM-DD`` in Shanghai time as the UTC instant that starts (or ends) that day."""
-    if not text:
+    """A ``YYYY-MM-DD`` in the company's time zone as the UTC instant that starts (or ends) that day."""
+    day = parse_date(text)
+    if day is None:
         return None
-    try:
-        day = dt.date.fromisoformat(text.strip()[:10])
-    except ValueError:
-        return None
-    start = dt.datetime.combine(day + dt.timedelta(days=1 if end else 0), dt.time(), SHANGHAI)
-    return start.astimezone(dt.UTC)
+    return day_start_utc(day + dt.timedelta(days=1 if end else 0))
 
 
 def apply_filters(stmt: Select[Any], params: Any) -> Select[Any]:
@@ -110,7 +103,7 @@ class AuditAnalysisPage(CrmBaseView):
     async def analysis(self, request: Request) -> Response:
         params = dict(request.query_params)
         if not params.get("from"):
-            params["from"] = (dt.datetime.now(SHANGHAI).date() - dt.timedelta(days=29)).isoformat()
+            params["from"] = (local_today() - dt.timedelta(days=29)).isoformat()
         data = await anyio.to_thread.run_sync(_analysis, params)
         return await self.templates.TemplateResponse(request, "audit/analysis.html", {
             "title": "日志分析", "params": params, "labels": ACTION_LABELS, **data})

@@ -16,22 +16,16 @@ from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
 from crm_admin.core import csrf
 from crm_admin.core.errors import UserError
-from crm_admin.core.params import parse_id, parse_page
+from crm_admin.core.formatting import format_date as fmt_date
+from crm_admin.core.formatting import format_datetime as fmt_dt
+from crm_admin.core.formatting import local_now, local_today
+from crm_admin.core.pages import base_context, run_sync
+from crm_admin.core.params import parse_id, parse_int, parse_local_datetime, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
 from crm_admin.core.scope import sees_several_users, sees_user, users_in_scope
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
-from crm_admin.dashboard.pages import (
-    base_context,
-    fmt_date,
-    fmt_dt,
-    local_now,
-    local_today,
-    parse_int,
-    parse_local_datetime,
-    run_sync,
-)
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary import service as dictionary
 from crm_admin.dictionary.service import DictSelectField

@@ -16,10 +16,11 @@ from wtforms import SelectField
 from crm_admin.churn import service
 from crm_admin.churn.models import ChurnAlert, ChurnRule
 from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.formatting import format_datetime as fmt_dt
+from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
-from crm_admin.dashboard.pages import base_context, fmt_dt, run_sync
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary import service as dictionary
 

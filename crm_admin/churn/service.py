@@ -379,7 +379,7 @@ class Analysis:
 
 
 def analysis(session: Session, principal: Principal, *, months: int = 12, today: dt.date | None = None) -> Analysis:
-    from crm_admin.dashboard.pages import local_today, to_local
+    from crm_admin.core.formatting import local_today, to_local
 
     today = today or local_today()
     base = scoped(select(ChurnAlert.status, ChurnAlert.risk_level, func.count()), ChurnAlert, principal, "list", resource="churn_analysis")
@@ -418,8 +418,7 @@ def analysis(session: Session, principal: Principal, *, months: int = 12, today:
                ChurnAlert, principal, "list", resource="churn_analysis")
     ).all()
     for status, handled_at in closed:
-        local = to_local(handled_at)
-        key = local.strftime("%Y-%m") if local else ""
+        key = to_local(handled_at).strftime("%Y-%m") if handled_at else ""
         if key in monthly:
             monthly[key][0 if status == "lost" else 1] += 1
     return Analysis(

@@ -25,7 +25,6 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 from urllib.parse import quote, urlsplit
-from zoneinfo import ZoneInfo
 
 import anyio
 from sqladmin.filters import OperationColumnFilter
@@ -36,6 +35,7 @@ from starlette.responses import StreamingResponse
 
 from crm_admin.core import audit, vocabulary
 from crm_admin.core.context import current_actor
+from crm_admin.core.formatting import DATETIME_FORMAT, format_datetime
 from crm_admin.core.xlsxstream import xlsx_stream
 from crm_admin.db import session_factory
 
@@ -56,19 +56,9 @@ def neutralize(text: str) -> str:
     return text
 
 
-def _tz() -> ZoneInfo:
-    from crm_admin.settings import get_settings
-
-    return ZoneInfo(get_settings().timezone)
-
-
-def format_local(value: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """A stored UTC datetime as the user reads it (Asia/Shanghai by default)."""
-    if value is None:
-        return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(_tz()).strftime(fmt)
+def format_local(value: dt.datetime | None, fmt: str = DATETIME_FORMAT) -> str:
+    """A stored UTC datetime as the user reads it (the company's time zone)."""
+    return format_datetime(value, fmt=fmt)
 
 
 # ----- what the list page shows --------------------------------------------------------------

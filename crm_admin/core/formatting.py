@@ -27,35 +27,45 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-def local_tz() -> ZoneInfo:
-    """The company's time zone (settings.timezone)."""
+def company_tz() -> ZoneInfo:
+    """The company's time zone (settings.timezone): every date a user sees or that decides
+    "today" or "overdue" is taken in it."""
     from crm_admin.settings import get_settings
 
     return _zone(get_settings().timezone)
+
+
+def local_now() -> dt.datetime:
+    return dt.datetime.now(company_tz())
 
 
 def to_local(value: dt.datetime) -> dt.datetime:
     """An instant in the company's time zone (a naive value is taken as UTC, as stored)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(local_tz())
+    return value.astimezone(company_tz())
 
 
 def local_to_utc(value: dt.datetime) -> dt.datetime:
     """A wall-clock time typed by a user (company time zone) → aware UTC for storage."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=local_tz())
+        value = value.replace(tzinfo=company_tz())
     return value.astimezone(dt.UTC)
 
 
 def local_today() -> dt.date:
-    return dt.datetime.now(local_tz()).date()
+    return local_now().date()
 
 
-def format_datetime(value: dt.datetime | None, *, seconds: bool = False) -> str:
+def day_start_utc(day: dt.date) -> dt.datetime:
+    """The UTC instant at which ``day`` starts in the company's time zone."""
+    return dt.datetime.combine(day, dt.time.min, tzinfo=company_tz()).astimezone(dt.UTC)
+
+
+def format_datetime(value: dt.datetime | None, *, seconds: bool = False, fmt: str | None = None) -> str:
     if value is None:
         return ""
-    return to_local(value).strftime(DATETIME_FORMAT + (":%S" if seconds else ""))
+    return to_local(value).strftime(fmt or DATETIME_FORMAT + (":%S" if seconds else ""))
 
 
 def format_date(value: dt.date | dt.datetime | None) -> str:

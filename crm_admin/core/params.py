@@ -8,9 +8,13 @@ does not parse or does not fit is treated as absent, never passed on: a typed or
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from starlette.convertors import Convertor, register_url_convertor
+
+from crm_admin.core.errors import UserError
+from crm_admin.core.formatting import company_tz
 
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
@@ -67,3 +71,49 @@ class IdConvertor(Convertor[int]):
 def install_path_convertors() -> None:
     """Call before any route is built (the app factory does)."""
     register_url_convertor("int", IdConvertor())
+
+
+# ----- dates and times typed by a user (in the company's time zone) ------------------------------
+
+
+def parse_date(value: Any) -> dt.date | None:
+    """``2026-11-25`` (a date input; a longer ISO text counts by its date), or None."""
+    text = str(value or "").strip()[:10]
+    try:
+        return dt.date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def parse_local_datetime(value: Any) -> dt.datetime | None:
+    """``2026-11-25T09:30`` (a datetime-local input) in the company's time zone → aware UTC, or None."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=company_tz())
+    return when.astimezone(dt.UTC)
+
+
+def read_date(value: Any, *, field: str, message: str = "日期格式不正确,应为 YYYY-MM-DD。") -> dt.date | None:
+    """An optional date field of a form: empty is none, anything else must be a date (UserError)."""
+    if not str(value or "").strip():
+        return None
+    day = parse_date(value)
+    if day is None:
+        raise UserError(message, field=field)
+    return day
+
+
+def read_local_datetime(value: Any, *, field: str, message: str = "时间格式不正确。") -> dt.datetime | None:
+    """An optional date-and-time field of a form: empty is none, anything else must be a time."""
+    if not str(value or "").strip():
+        return None
+    when = parse_local_datetime(value)
+    if when is None:
+        raise UserError(message, field=field)
+    return when

@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from starlette.datastructures import QueryParams
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core.params import parse_id
+from crm_admin.core.formatting import day_start_utc
+from crm_admin.core.params import parse_date, parse_id
 from crm_admin.customers.models import CUSTOMER_STATUSES, Customer
 
 # Every parameter the filter panel writes (sortBy/sort/search/page are SQLAdmin's own).
@@ -32,24 +32,8 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _tz() -> ZoneInfo:
-    from crm_admin.settings import get_settings
-
-    return ZoneInfo(get_settings().timezone)
-
-
-def parse_date(value: str | None) -> dt.date | None:
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value.strip()[:10])
-    except ValueError:
-        return None
-
-
 def local_midnight_utc(day: dt.date) -> dt.datetime:
-    """The UTC instant at which ``day`` starts in the company's time zone."""
-    return dt.datetime.combine(day, dt.time.min, tzinfo=_tz()).astimezone(dt.UTC)
+    return day_start_utc(day)
 
 
 def _int(value: str | None) -> int | None:

@@ -12,7 +12,6 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import SysMeta, SysUser
 from crm_admin.core import audit
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
+from crm_admin.core.formatting import local_now
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, sees_user
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
@@ -34,9 +34,7 @@ CODE_PREFIX = "C"
 
 
 def _local_month() -> str:
-    from crm_admin.settings import get_settings
-
-    return dt.datetime.now(ZoneInfo(get_settings().timezone)).strftime("%Y%m")
+    return local_now().strftime("%Y%m")
 
 
 def allocate_sequence(conn: Connection, key: str, count: int = 1) -> int:

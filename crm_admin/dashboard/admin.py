@@ -8,9 +8,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from crm_admin.core.formatting import day_start_utc, local_today
+from crm_admin.core.formatting import format_datetime as fmt_dt
+from crm_admin.core.formatting import format_money as fmt_money
+from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.principal import Principal
 from crm_admin.dashboard import service
-from crm_admin.dashboard.pages import base_context, fmt_dt, fmt_money, local_today, run_sync, tz
 from crm_admin.db import session_factory
 
 LEVEL_LABELS = {"medium": "中风险", "high": "高风险"}
@@ -18,7 +21,7 @@ LEVEL_LABELS = {"medium": "中风险", "high": "高风险"}
 
 def _data(principal: Principal) -> dict[str, Any]:
     today = local_today()
-    today_end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=tz()).astimezone(dt.UTC)
+    today_end = day_start_utc(today + dt.timedelta(days=1))
     board = service.build(session_factory(), principal, today=today, today_end=today_end)
     return {
         "board": board,

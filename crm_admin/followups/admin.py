@@ -14,6 +14,7 @@ from starlette.responses import Response
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.formatting import day_start_utc, local_today
 from crm_admin.core.params import parse_page
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
@@ -95,11 +96,9 @@ DUE_PAGE_SIZE = 50
 
 def load_due(principal: Any, mine_only: bool, page: int = 1) -> dict[str, Any]:
     """One page of the due follow-ups (soonest first) with their full count."""
-    from crm_admin.core.formatting import local_today, local_tz
-
     today = local_today()
-    end = dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
-    start = dt.datetime.combine(today, dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
+    end = day_start_utc(today + dt.timedelta(days=1))
+    start = day_start_utc(today)
     due = due_follow_ups(principal, today_end=end, mine_only=mine_only)
     out = []
     with session_factory()() as session:

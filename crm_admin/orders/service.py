@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from crm_admin.core import limits
 from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.formatting import day_start_utc
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped
 from crm_admin.customers.models import Customer
@@ -56,9 +57,7 @@ def validate_item(session: Session, item: OrderItem) -> None:
 
 
 def order_local_time(day: dt.date) -> dt.datetime:
-    from crm_admin.core.formatting import local_tz
-
-    return dt.datetime.combine(day, dt.time.min, tzinfo=local_tz()).astimezone(dt.UTC)
+    return day_start_utc(day)
 
 
 def recompute_amount(session: Session, order_id: int, *, excluding_item: int | None = None) -> Decimal:

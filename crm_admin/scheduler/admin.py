@@ -9,9 +9,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from crm_admin.core import audit
+from crm_admin.core.formatting import format_datetime as fmt_dt
+from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
-from crm_admin.dashboard.pages import base_context, fmt_dt, run_sync
 from crm_admin.db import session_factory, transaction
 from crm_admin.scheduler import runner, service
 from crm_admin.scheduler.models import JobRun

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, acting_as, current_actor
 from crm_admin.core.errors import UserError, friendly_db_error
+from crm_admin.core.formatting import company_tz
 from crm_admin.db import transaction, utcnow
 from crm_admin.scheduler.models import JobLease, JobRun
 from crm_admin.settings import get_settings
@@ -106,9 +107,7 @@ def job_time(spec: JobSpec) -> dt.time:
 
 
 def tz() -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(get_settings().timezone)
+    return company_tz()
 
 
 def business_day(now: dt.datetime) -> dt.date:

@@ -12,7 +12,10 @@ from starlette.responses import RedirectResponse, Response
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import UserError
-from crm_admin.core.params import parse_page
+from crm_admin.core.formatting import day_start_utc
+from crm_admin.core.formatting import format_datetime as fmt_dt
+from crm_admin.core.pages import base_context, run_sync
+from crm_admin.core.params import parse_date, parse_int, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
 from crm_admin.core.scope import (
@@ -24,14 +27,6 @@ from crm_admin.core.scope import (
 )
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
 from crm_admin.customers.models import Customer
-from crm_admin.dashboard.pages import (
-    base_context,
-    fmt_dt,
-    parse_date,
-    parse_int,
-    run_sync,
-    tz,
-)
 from crm_admin.db import session_factory, transaction
 from crm_admin.transfers import service
 from crm_admin.transfers.models import CustomerTransfer
@@ -136,7 +131,7 @@ def _history(principal: Principal, flt: service.TransferFilter, page: int) -> di
 def _local_day_start(day: dt.date | None) -> dt.datetime | None:
     if day is None:
         return None
-    return dt.datetime.combine(day, dt.time.min, tzinfo=tz()).astimezone(dt.UTC)
+    return day_start_utc(day)
 
 
 class TransferPage(CrmBaseView):

@@ -12,8 +12,8 @@ import pytest
 from crm_admin import db
 from crm_admin.care.models import CustomerCare
 from crm_admin.churn.models import ChurnAlert, ChurnRule
+from crm_admin.core.formatting import local_today
 from crm_admin.customers.models import Customer
-from crm_admin.dashboard.pages import local_today
 from crm_admin.scheduler import service as scheduler
 from crm_admin.transfers.models import CustomerTransfer
 from tests.browser.conftest import page_errors, screenshot

@@ -141,7 +141,7 @@ def _post(client: Any, path: str, data: dict[str, Any]) -> Any:
 
 def test_manager_executes_task_then_records_feedback(managers: Any, login_as: Any) -> None:
     a, _b = managers
-    from crm_admin.dashboard.pages import local_today
+    from crm_admin.core.formatting import local_today
 
     cust = f.customer(a.id, "关怀客户甲")
     f.linkman(cust.id, local_today().replace(year=1992), name="生日联系人")  # 1992: a leap year
@@ -231,7 +231,7 @@ def test_readonly_sees_workbench_but_cannot_act(managers: Any, make_user: Any, l
 
 
 def test_completion_rate_per_manager(managers: Any, admin_client: Any) -> None:
-    from crm_admin.dashboard.pages import local_today
+    from crm_admin.core.formatting import local_today
 
     a, _b = managers
     cust = f.customer(a.id)
@@ -283,7 +283,7 @@ def test_migration_0004_backfills_birthday_md(engine: Any, managers: Any) -> Non
 def test_workbench_pages_long_sections_and_keeps_real_counts(managers: Any, login_as: Any) -> None:
     import re
 
-    from crm_admin.dashboard.pages import local_today
+    from crm_admin.core.formatting import local_today
 
     a, b = managers
     today = local_today()
@@ -344,7 +344,7 @@ def _principal(user: Any) -> Any:
 def test_department_workbench_finds_pending_tasks_by_manager_and_never_shows_a_stray_one(
         department: dict[str, Any], login_as: Any) -> None:
     from crm_admin.care.service import realign_pending_tasks, workbench
-    from crm_admin.dashboard.pages import local_today
+    from crm_admin.core.formatting import local_today
 
     today = local_today()
     m1, m2, out = department["m1"], department["m2"], department["out"]
@@ -403,7 +403,7 @@ def test_newest_closed_tasks_of_a_department_match_the_customer_driven_read(
 def test_completion_stays_with_the_manager_who_did_the_work_after_a_transfer(
         department: dict[str, Any]) -> None:
     from crm_admin.care.service import completion_by_manager, completion_totals
-    from crm_admin.dashboard.pages import local_today
+    from crm_admin.core.formatting import local_today
     from crm_admin.transfers.service import transfer_customers
 
     today = local_today()

@@ -4,7 +4,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from crm_admin.dashboard.pages import local_today
+from crm_admin.core.formatting import local_today
 from tests.care import factories as f
 from tests.conftest import login
 
