@@ -30,8 +30,9 @@ from sqladmin import ModelView
 from sqlalchemy.exc import OperationalError
 from starlette.routing import Match, Route
 
-from tests.browser.conftest import CHROMIUM_ARGS, DEMO_PASSWORD, _chromium_path, login
+from tests.browser.conftest import CHROMIUM_ARGS, _chromium_path, login
 from tests.conftest import ADMIN_PASSWORD
+from tests.demo_data import DEMO_PASSWORD
 
 # Role → a demo account holding it (crm-admin demo).
 ROLES = {

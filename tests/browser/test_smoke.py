@@ -55,7 +55,7 @@ def test_customer_list_with_demo_data(demo_data: Any, login_page: Callable[..., 
 
 
 def test_manager_sees_only_own_demo_customers(demo_data: Any, login_page: Callable[..., Any]) -> None:
-    from tests.browser.conftest import DEMO_PASSWORD
+    from tests.demo_data import DEMO_PASSWORD
 
     page = login_page("lina", DEMO_PASSWORD)
     page.goto("/admin/customer/list")
