@@ -158,7 +158,7 @@ def create_plan_tasks(session: Session, today: dt.date) -> int:
 def realign_pending_tasks(session: Session) -> int:
     """Hand every pending task whose manager is not its customer's current manager to that manager.
 
-    The application keeps them in step on every path (``transfers.service.move_open_work``); this
+    The application keeps them in step on every path (``core.customer_records.hand_over_open_work``); this
     repairs rows written around it (SQL by hand, an old backup restored) so that a department's
     workbench, which finds pending tasks by manager, misses none. Audited when anything moved.
     """
@@ -255,7 +255,7 @@ def pending_scope(principal: Principal) -> Any:
     """Where a scope's pending tasks are: with their managers.
 
     A pending task always belongs to its customer's current manager: every path that changes a
-    customer's manager hands the pending tasks over in the same transaction (``move_open_work``) and
+    customer's manager hands the pending tasks over in the same transaction (``hand_over_open_work``) and
     the daily plan job realigns any stray one (``realign_pending_tasks``). So "pending tasks of the
     customers in scope" is "pending tasks of the managers in scope", which the (manager_id, status,
     due_date) index answers without walking every customer of a department. Rows are still loaded
@@ -396,13 +396,6 @@ def _recent_closed_by_scan(session: Session, principal: Principal, limit: int) -
             return found[:limit]
         after = (rows[-1].updated_at, rows[-1].id)
     return None
-
-
-def care_history(session: Session, principal: Principal, customer_id: int, limit: int = 100) -> list[TaskRow]:
-    """A customer's care records, newest first (for the 360° page); empty when out of scope."""
-    stmt = (_task_select(principal).where(CustomerCare.customer_id == customer_id)
-            .order_by(func.coalesce(CustomerCare.care_time, CustomerCare.created_at).desc()).limit(limit))
-    return _rows(session, stmt)
 
 
 @dataclass

@@ -293,6 +293,22 @@ def close_alert(
     return alert
 
 
+def close_duplicates_of_merge(session: Session, *, keep_id: int, drop_id: int) -> int:
+    """Before a merge moves ``drop_id``'s alerts onto ``keep_id``: one open alert per customer and rule,
+    so the dropped customer's open alerts of rules the kept customer already has open are dismissed."""
+    open_rules = set(session.execute(
+        select(ChurnAlert.rule_id).where(ChurnAlert.customer_id == keep_id, ChurnAlert.open_key.is_not(None))
+    ).scalars())
+    if not open_rules:
+        return 0
+    return _affected(session.execute(
+        update(ChurnAlert)
+        .where(ChurnAlert.customer_id == drop_id, ChurnAlert.rule_id.in_(open_rules),
+               ChurnAlert.open_key.is_not(None))
+        .values(open_key=None, status="dismissed", analysis="客户合并时关闭的重复预警")
+    ))
+
+
 # ----- reading -----------------------------------------------------------------------------------
 
 @dataclass
@@ -354,11 +370,6 @@ def get_alert(session: Session, principal: Principal, alert_id: int) -> AlertRow
     if not rows:
         raise NotFound("流失预警不存在或您无权访问。")
     return rows[0]
-
-
-def alerts_of_customer(session: Session, principal: Principal, customer_id: int) -> list[AlertRow]:
-    """A customer's churn alerts (for the 360° page); empty when out of scope."""
-    return list_alerts(session, principal, status="", customer_id=customer_id)
 
 
 @dataclass

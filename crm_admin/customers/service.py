@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysMeta, SysUser
-from crm_admin.core import audit
+from crm_admin.core import audit, customer_records
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import local_now
 from crm_admin.core.principal import Principal
@@ -26,7 +26,6 @@ from crm_admin.core.scope import in_scope, sees_user
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
 from crm_admin.db import utcnow
-from crm_admin.transfers.service import move_open_work
 
 # ----- codes ---------------------------------------------------------------------------------
 
@@ -300,37 +299,12 @@ def check_duplicates(session: Session, obj: Customer, principal: Principal | Non
 
 
 # ----- delete and merge ----------------------------------------------------------------------
-
-def _dependents() -> list[tuple[type, str, str]]:
-    from crm_admin.care.models import CarePlan, CustomerCare
-    from crm_admin.churn.models import ChurnAlert
-    from crm_admin.contacts.models import Linkman
-    from crm_admin.followups.models import FollowUp
-    from crm_admin.opportunities.models import SalesOpportunity
-    from crm_admin.orders.models import CustomerOrder
-    from crm_admin.transfers.models import CustomerTransfer
-
-    return [
-        (Linkman, "个联系人", "linkman"),
-        (FollowUp, "条联系记录", "follow_up"),
-        (SalesOpportunity, "个销售机会", "opportunity"),
-        (CustomerOrder, "个订单", "order"),
-        (CustomerCare, "条关怀记录", "customer_care"),
-        (CarePlan, "个关怀计划", "care_plan"),
-        (CustomerTransfer, "条转移记录", "transfer"),
-        (ChurnAlert, "条流失预警", "churn_alert"),
-    ]
-
+# What hangs off a customer is whatever the modules register in ``core.customer_records``: this
+# module deletes, merges and hands over a customer without knowing which modules exist.
 
 def dependent_counts(session: Session, customer_id: int) -> list[tuple[str, int]]:
-    out = []
-    for model, unit, _resource in _dependents():
-        n = session.execute(
-            select(func.count()).select_from(model).where(model.customer_id == customer_id)  # type: ignore[attr-defined]
-        ).scalar_one()
-        if n:
-            out.append((unit, int(n)))
-    return out
+    """(unit, rows) of every kind of record that blocks a plain delete: [("个联系人", 2), …]."""
+    return [(k.unit, n) for k, n in customer_records.count_rows(session, customer_id)]
 
 
 def delete_blocker_message(customer: Customer, counts: list[tuple[str, int]]) -> str:
@@ -344,27 +318,7 @@ def delete_customer(session: Session, customer: Customer, *, cascade: bool = Fal
     counts = dependent_counts(session, customer.id)
     if counts and not cascade:
         raise UserError(delete_blocker_message(customer, counts))
-    if counts:
-        from crm_admin.followups.models import FollowUp
-        from crm_admin.opportunities.models import OpportunityStageHistory, SalesOpportunity
-        from crm_admin.orders.models import CustomerOrder
-
-        # rows referencing rows that are about to go first
-        opp_ids = select(SalesOpportunity.id).where(SalesOpportunity.customer_id == customer.id)
-        session.execute(delete(OpportunityStageHistory).where(
-            OpportunityStageHistory.opportunity_id.in_(opp_ids)))
-        deps = _dependents()
-        order: list[Any] = [FollowUp] + [m for m, _u, _r in deps if m is not FollowUp]
-        for model in order:
-            rows = session.execute(
-                select(model).where(model.customer_id == customer.id)
-            ).scalars().all()
-            for row in rows:
-                if isinstance(row, CustomerOrder):
-
-                    session.refresh(row, ["items"])
-                session.delete(row)
-            session.flush()
+    customer_records.delete_records(session, customer.id)  # kinds that do not block go with the customer
     session.delete(customer)
     session.flush()
     return counts
@@ -375,10 +329,8 @@ def merge_customers(session: Session, principal: Principal, *, keep_id: int, dro
     ``merge``; both customers within the user's scope).
 
     Empty fields of the kept customer are filled from the dropped one; the whole move is one
-    transaction with a ``merge`` audit row listing what moved.
+    transaction with a ``merge`` audit row listing what moved, per kind of record.
     """
-    from crm_admin.churn.models import ChurnAlert
-
     if not principal.can("customer", "merge"):
         raise Forbidden("您没有合并客户的权限。")
     if keep_id == drop_id:
@@ -388,24 +340,7 @@ def merge_customers(session: Session, principal: Principal, *, keep_id: int, dro
     if keep is None or drop is None or not (in_scope(session, Customer, keep_id, principal, "merge")
                                             and in_scope(session, Customer, drop_id, principal, "merge")):
         raise NotFound("要合并的客户不存在。")
-    moved: dict[str, int] = {}
-    # one open churn alert per customer and rule: the dropped customer's duplicates are closed
-    open_rules = set(session.execute(
-        select(ChurnAlert.rule_id).where(ChurnAlert.customer_id == keep_id, ChurnAlert.open_key.is_not(None))
-    ).scalars())
-    if open_rules:
-        session.execute(
-            update(ChurnAlert)
-            .where(ChurnAlert.customer_id == drop_id, ChurnAlert.rule_id.in_(open_rules),
-                   ChurnAlert.open_key.is_not(None))
-            .values(open_key=None, status="dismissed", analysis="客户合并时关闭的重复预警")
-        )
-    for model, _unit, resource in _dependents():
-        n = session.execute(
-            update(model).where(model.customer_id == drop_id).values(customer_id=keep_id)  # type: ignore[attr-defined]
-        ).rowcount
-        if n:
-            moved[resource] = int(n)
+    moved = customer_records.merge_records(session, keep_id, drop_id)
     filled = {}
     for key in ("credit_code", "industry", "source", "level", "region", "address", "phone", "email",
                 "website", "remark"):
@@ -415,9 +350,8 @@ def merge_customers(session: Session, principal: Principal, *, keep_id: int, dro
         if value is not None and (getattr(keep, key) is None or getattr(keep, key) < value):
             setattr(keep, key, value)
     # what was open on the dropped customer is now the kept customer's manager's to do
-    handed = move_open_work(session, [keep_id], keep.manager_id)
-    moved.update({key: n for key, n in zip(("care_tasks_handed_over", "care_plans_handed_over",
-                                            "opportunities_handed_over"), handed, strict=True) if n})
+    handed = customer_records.hand_over_open_work(session, [keep_id], keep.manager_id, utcnow())
+    moved.update({f"{key}_handed_over": n for key, n in handed.items() if n})
     drop_summary = {"id": drop.id, "code": drop.code, "name": drop.name, "manager_id": drop.manager_id}
     credit = filled.pop("credit_code", None)
     session.delete(drop)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
-from crm_admin.core.errors import UserError
+from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.params import parse_id
 from crm_admin.core.routes import route
@@ -74,6 +74,14 @@ class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
     }
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
     stale_message = "保存失败:该销售机会已被他人修改,请刷新页面查看最新内容后再修改(您填写的内容仍保留在下方)。"
+    details_template = "opportunities/details.html"
+
+    async def details_context(self, request: Request) -> dict[str, Any]:
+        """Below the details (SQLAdmin asks once the scoped opportunity was found): its stage history."""
+        context = await super().details_context(request)
+        pk = parse_id(request.path_params.get("pk"))
+        history = await anyio.to_thread.run_sync(_stage_history, principal_of(request), pk) if pk else []
+        return {**context, "stage_history": history}
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
@@ -96,6 +104,14 @@ class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
         session.flush()
         service.record_stage_change(session, obj, from_stage=before_stage, from_status=before_status,
                                     user_id=principal_of(request).id)
+
+
+def _stage_history(principal: Any, opportunity_id: int) -> list[service.StageChange]:
+    with session_factory()() as session:
+        try:
+            return service.stage_history(session, principal, opportunity_id)
+        except NotFound:  # gone (or moved out of scope) since the page looked it up
+            return []
 
 
 class PipelineView(CrmBaseView):

@@ -121,13 +121,80 @@ def move_stage(session: Session, principal: Principal, *, opportunity_id: int, s
     return obj
 
 
-def stage_history(session: Session, principal: Principal, opportunity_id: int) -> list[OpportunityStageHistory]:
+@dataclass(frozen=True)
+class StageChange:
+    """One move of an opportunity as people read it: when, who, from which stage/status to which."""
+
+    opportunity_id: int
+    opportunity: str
+    changed_at: dt.datetime
+    changed_by: int | None
+    who: str
+    from_stage: str  # labels ("" for the first row: the opportunity was created there)
+    to_stage: str
+    from_status: str
+    to_status: str
+
+    @property
+    def created(self) -> bool:
+        return not self.from_stage and not self.from_status
+
+    def describe(self) -> str:
+        """"初步接洽 → 需求确认" and/or "进行中 → 赢单"; "创建于 初步接洽" for the first row."""
+        if self.created:
+            return f"创建于 {self.to_stage}"
+        parts = []
+        if self.from_stage != self.to_stage:
+            parts.append(f"{self.from_stage} → {self.to_stage}")
+        if self.from_status != self.to_status:
+            parts.append(f"{self.from_status} → {self.to_status}")
+        return ";".join(parts)
+
+
+def _stage_changes(session: Session, stmt: Select[*tuple[Any, ...]]) -> list[StageChange]:
+    from crm_admin.dictionary.service import label
+
+    def stage(value: str | None) -> str:
+        return label("opportunity_stage", value) if value else ""
+
+    def status(value: str | None) -> str:
+        return STATUS_LABELS.get(value, value) if value else ""
+
+    return [
+        StageChange(h.opportunity_id, title, h.changed_at, h.changed_by, real_name or username or "",
+                    stage(h.from_stage), stage(h.to_stage), status(h.from_status), status(h.to_status))
+        for h, title, real_name, username in session.execute(stmt).all()
+    ]
+
+
+def _stage_change_select(principal: Principal | None) -> Select[*tuple[Any, ...]]:
+    stmt = (
+        select(OpportunityStageHistory, SalesOpportunity.title, SysUser.real_name, SysUser.username)
+        .join(SalesOpportunity, SalesOpportunity.id == OpportunityStageHistory.opportunity_id)
+        .outerjoin(SysUser, SysUser.id == OpportunityStageHistory.changed_by)
+    )
+    # history rows are read only through an opportunity the user may see
+    return stmt if principal is None else scoped(stmt, SalesOpportunity, principal)
+
+
+def stage_history(session: Session, principal: Principal, opportunity_id: int) -> list[StageChange]:
+    """Every stage/status change of one opportunity, oldest first; NotFound outside the scope."""
     if not in_scope(session, SalesOpportunity, opportunity_id, principal):
-        raise NotFound()
-    return list(session.execute(
-        select(OpportunityStageHistory).where(OpportunityStageHistory.opportunity_id == opportunity_id)
-        .order_by(OpportunityStageHistory.changed_at, OpportunityStageHistory.id)
-    ).scalars())
+        raise NotFound("销售机会不存在或您无权访问。")
+    stmt = _stage_change_select(principal).where(OpportunityStageHistory.opportunity_id == opportunity_id)
+    return _stage_changes(session, stmt.order_by(OpportunityStageHistory.changed_at, OpportunityStageHistory.id))
+
+
+def customer_stage_changes(session: Session, customer_id: int, limit: int) -> list[StageChange]:
+    """The latest moves of a customer's opportunities, newest first, for a customer the caller has
+    checked through the scope (the 360° page); creations are left out: the opportunity itself is on
+    the timeline."""
+    stmt = _stage_change_select(None).where(
+        SalesOpportunity.customer_id == customer_id,
+        (OpportunityStageHistory.from_stage.is_not(None)) | (OpportunityStageHistory.from_status.is_not(None)),
+    )
+    return _stage_changes(session, stmt.order_by(OpportunityStageHistory.changed_at.desc(),
+                                                 OpportunityStageHistory.id.desc()).limit(limit))
 
 
 # ----- pipeline --------------------------------------------------------------------------------

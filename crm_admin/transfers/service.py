@@ -2,9 +2,10 @@
 
 The customer row is the lock: it is read ``FOR UPDATE`` within the operator's scope and written with
 its optimistic ``version``, so of two transfers of the same customer at once exactly one wins and the
-other is refused with a message. Everything that follows the manager (open care tasks, care plans,
-open opportunities) moves with the customer in the same transaction, with audit rows labelled
-``transfer``. Services never commit: the caller owns the unit of work.
+other is refused with a message. Everything that follows the manager (what the modules register as
+``hand_over`` in ``core.customer_records``: pending care tasks, care plans, open opportunities …) moves
+with the customer in the same transaction, with audit rows labelled ``transfer``. Services never
+commit: the caller owns the unit of work.
 """
 
 from __future__ import annotations
@@ -14,19 +15,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.care.models import CarePlan, CustomerCare
-from crm_admin.core import audit
+from crm_admin.core import audit, customer_records
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import TRANSFER, check_assignee, scoped, sees_user
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
-from crm_admin.opportunities.models import SalesOpportunity
 from crm_admin.transfers.models import CustomerTransfer
 
 REASON_MIN = 2
@@ -38,13 +37,23 @@ MAX_BATCH = 5000  # a hand-over larger than this is split by the caller
 class TransferResult:
     transfers: list[int] = field(default_factory=list)  # customer_transfer ids
     customers: list[int] = field(default_factory=list)
-    care_tasks: int = 0
-    care_plans: int = 0
-    opportunities: int = 0
+    # what followed the manager: hand-over key ("care_tasks") → rows
+    handed_over: dict[str, int] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         return len(self.customers)
+
+    def add(self, other: TransferResult) -> None:
+        self.transfers += other.transfers
+        self.customers += other.customers
+        for key, n in other.handed_over.items():
+            self.handed_over[key] = self.handed_over.get(key, 0) + n
+
+    def handed_over_lines(self) -> list[tuple[int, str]]:
+        """(rows, unit) of what moved with the customers: (3, "条待办关怀")."""
+        units = customer_records.hand_over_units()
+        return [(n, units.get(key, key)) for key, n in self.handed_over.items()]
 
 
 def clean_reason(reason: str | None) -> str:
@@ -54,39 +63,6 @@ def clean_reason(reason: str | None) -> str:
     if len(text) > REASON_MAX:
         raise UserError(f"转移原因不能超过 {REASON_MAX} 个字。", field="reason")
     return text
-
-
-def move_open_work(
-    session: Session, customer_ids: list[int], manager_id: int | None, now: dt.datetime | None = None,
-) -> tuple[int, int, int]:
-    """Hand the open work of ``customer_ids`` to their manager ``manager_id``: pending care tasks, care
-    plans and open opportunities. Returns how many of each moved.
-
-    Every path that changes a customer's manager calls this in the same transaction (the transfer, the
-    customer form, a merge): a pending care task always belongs to its customer's manager, which is how
-    the care workbench finds a department's tasks quickly. Closed work stays with whoever did it.
-    """
-    if not customer_ids:
-        return 0, 0, 0
-    now = now or utcnow()
-    care_tasks = _affected(session.execute(
-        update(CustomerCare)
-        .where(CustomerCare.customer_id.in_(customer_ids), CustomerCare.status == "pending",
-               CustomerCare.manager_id.is_distinct_from(manager_id))
-        .values(manager_id=manager_id, updated_at=now)
-    ))
-    care_plans = _affected(session.execute(
-        update(CarePlan)
-        .where(CarePlan.customer_id.in_(customer_ids), CarePlan.manager_id.is_distinct_from(manager_id))
-        .values(manager_id=manager_id, updated_at=now)
-    ))
-    opportunities = _affected(session.execute(
-        update(SalesOpportunity)
-        .where(SalesOpportunity.customer_id.in_(customer_ids), SalesOpportunity.status == "open",
-               SalesOpportunity.manager_id.is_distinct_from(manager_id))
-        .values(manager_id=manager_id, version=SalesOpportunity.version + 1, updated_at=now)
-    ))
-    return care_tasks, care_plans, opportunities
 
 
 FORM_REASON = "在客户资料中更换客户经理"
@@ -108,12 +84,11 @@ def reassign_in_form(
     if new_id is not None:
         session.add(CustomerTransfer(customer_id=customer.id, old_manager_id=old_manager_id, new_manager_id=new_id,
                                      reason=FORM_REASON, transferred_at=now, operator_id=principal.id))
-    tasks, plans, opportunities = move_open_work(session, [customer.id], new_id, now)
+    handed = customer_records.hand_over_open_work(session, [customer.id], new_id, now)
     audit.record(
         session, "transfer", resource="customer", resource_id=customer.id,
         changes={"customers": [customer.id], "old_manager_ids": {str(customer.id): old_manager_id},
-                 "new_manager_id": new_id, "reason": FORM_REASON, "care_tasks": tasks, "care_plans": plans,
-                 "opportunities": opportunities},
+                 "new_manager_id": new_id, "reason": FORM_REASON, **handed},
         detail=f"在客户资料中把“{customer.name}”交给 {new_manager}" if new_manager is not None
         else f"在客户资料中取消“{customer.name}”的客户经理",
     )
@@ -203,7 +178,7 @@ def transfer_customers(
 
     # What follows the manager moves in bulk: the audit rows above carry the customer change, one
     # summary row per batch records what moved with it.
-    result.care_tasks, result.care_plans, result.opportunities = move_open_work(session, ids, target.id, now)
+    result.handed_over = customer_records.hand_over_open_work(session, ids, target.id, now)
     audit.record(
         session,
         "transfer",
@@ -214,9 +189,7 @@ def transfer_customers(
             "old_manager_ids": {str(k): v for k, v in olds.items()},
             "new_manager_id": target.id,
             "reason": text,
-            "care_tasks": result.care_tasks,
-            "care_plans": result.care_plans,
-            "opportunities": result.opportunities,
+            **result.handed_over,
         },
         detail=f"转移 {len(ids)} 个客户给 {target}",
     )
@@ -257,19 +230,9 @@ def hand_over_customers(
             session, principal, customer_ids=ids[start:start + MAX_BATCH],
             new_manager_id=to_user_id, reason=reason,
         )
-        result.transfers += part.transfers
-        result.customers += part.customers
-        result.care_tasks += part.care_tasks
-        result.care_plans += part.care_plans
-        result.opportunities += part.opportunities
-    # Pending care tasks still assigned to the leaver on customers someone else manages stay open:
-    # give them to each customer's current manager.
-    session.execute(
-        update(CustomerCare)
-        .where(CustomerCare.manager_id == from_user_id, CustomerCare.status == "pending")
-        .values(manager_id=select(Customer.manager_id).where(Customer.id == CustomerCare.customer_id)
-                .scalar_subquery())
-    )
+        result.add(part)
+    # their open work on customers someone else manages goes to each customer's current manager
+    customer_records.hand_over_leftovers(session, from_user_id, utcnow())
     return result
 
 
@@ -331,11 +294,6 @@ def transfer_query(principal: Principal, flt: TransferFilter | None = None) -> S
     return stmt.order_by(CustomerTransfer.transferred_at.desc(), CustomerTransfer.id.desc())
 
 
-def transfers_of_customer(session: Session, principal: Principal, customer_id: int) -> list[Any]:
-    """A customer's transfer history (for the 360° page); empty when the customer is out of scope."""
-    return list(session.execute(transfer_query(principal, TransferFilter(customer_id=customer_id))).all())
-
-
 def list_transfers(
     session: Session, principal: Principal, flt: TransferFilter, *, page: int = 1, page_size: int = 50
 ) -> tuple[list[Any], int]:
@@ -343,8 +301,3 @@ def list_transfers(
     total = session.execute(select(func.count()).select_from(stmt.order_by(None).subquery())).scalar_one()
     rows = session.execute(stmt.limit(page_size).offset((max(page, 1) - 1) * page_size)).all()
     return list(rows), int(total)
-
-
-def _affected(result: Any) -> int:
-    """Rows matched by an UPDATE/INSERT (``CursorResult.rowcount``)."""
-    return int(getattr(result, "rowcount", 0) or 0)

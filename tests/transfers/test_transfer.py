@@ -140,13 +140,16 @@ def test_admin_hands_over_all_customers_of_a_leaver(people: dict[str, Any], admi
     custs = [f.customer(a.id) for _ in range(3)]
     other = f.customer(people["c"].id)
     task = f.care(custs[0].id, a.id)
+    stray = f.care(other.id, a.id)  # the leaver's pending task on a customer someone else manages
     r = admin_client.post("/admin/transfer/handover", data={
         "csrf_token": csrf_token(admin_client), "from_user_id": a.id, "to_user_id": b.id,
         "reason": "员工离职交接"})
     assert r.status_code == 200 and "交接完成" in r.text, r.text
+    assert "3 个客户" in r.text and "1 条待办关怀" in r.text
     assert all(f.get(Customer, c.id).manager_id == b.id for c in custs)
     assert f.get(Customer, other.id).manager_id == people["c"].id
     assert f.get(CustomerCare, task.id).manager_id == b.id
+    assert f.get(CustomerCare, stray.id).manager_id == people["c"].id
     assert _count(CustomerTransfer, CustomerTransfer.old_manager_id == a.id) == 3
     # a manager may not use the hand-over
     assert people["cb"].get("/admin/transfer/handover").status_code == 403

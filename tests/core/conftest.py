@@ -1,0 +1,1 @@
+from tests.customers.conftest import make_customer, principal  # noqa: F401
