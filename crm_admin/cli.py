@@ -1,4 +1,8 @@
-"""The ``crm-admin`` command."""
+"""The ``crm-admin`` command.
+
+Each command imports what it needs when it runs: ``crm-admin --help`` or a mistyped option answers
+without loading the web application, the generator or the backup machinery.
+"""
 
 from __future__ import annotations
 

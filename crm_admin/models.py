@@ -1,5 +1,9 @@
 """Imports every model so that metadata (Alembic, tests) sees the whole schema."""
 
+import importlib
+import pkgutil
+
+import crm_admin
 from crm_admin.accounts.models import CasbinRule, SysDept, SysMeta, SysRole, SysUser
 from crm_admin.audit.models import AuditLog
 from crm_admin.care.models import CarePlan, CustomerCare
@@ -18,10 +22,7 @@ from crm_admin.transfers.models import CustomerTransfer
 
 def _import_every_models_module() -> None:
     """Modules added later (e.g. saved queries, stage history) are picked up without editing this file."""
-    import importlib
-    import pkgutil
 
-    import crm_admin
 
     for info in pkgutil.iter_modules(crm_admin.__path__):
         if info.ispkg:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
@@ -26,6 +27,7 @@ from crm_admin.accounts.service import (
 )
 from crm_admin.core import audit
 from crm_admin.core.context import Actor, set_actor
+from crm_admin.core.errors import plain_page
 from crm_admin.core.formatting import format_datetime
 from crm_admin.core.principal import Principal, load_principal
 from crm_admin.core.views import VIEW_RESOURCES, permission_action
@@ -74,10 +76,8 @@ class CrmAuthentication(AuthenticationBackend):
                 lambda: audit.record_now("login_failed", resource="user", detail=f"该 IP 登录尝试过于频繁(用户名:{username})",
                                          success=False, actor=actor)
             )
-            from crm_admin.web.middleware import friendly_page
-
-            page = friendly_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
-                                 '<a href="/admin/login">返回登录页</a>')
+            page = plain_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
+                                 f'<a href="{request.url_for("admin:login")}">返回登录页</a>')
             page.headers["Retry-After"] = "60"
             return page
         outcome = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)
@@ -195,7 +195,6 @@ async def _audit_denied(scope: Scope) -> None:
                                      success=False, actor=actor)
         )
     except Exception:  # the refusal stands even if the audit write fails; it is logged
-        import logging
 
         logging.getLogger(__name__).exception("could not audit a permission denial")
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import CasbinRule, LoginGuard, SysDept, SysRole, SysSession, SysUser
+from crm_admin.accounts.policy import set_user_roles
 from crm_admin.core import audit
 from crm_admin.core.context import Actor
 from crm_admin.core.errors import Forbidden, UserError
@@ -223,7 +224,6 @@ def admin_create_user(
     email: str | None = None,
 ) -> SysUser:
     """A new account with an initial password the user must change at first sign-in."""
-    from crm_admin.accounts.policy import set_user_roles
 
     if dept_id is not None and session.get(SysDept, dept_id) is None:
         raise UserError("所选部门不存在。")
@@ -238,8 +238,6 @@ def admin_create_user(
 
 def update_user(session: Session, editor: Principal, user: SysUser, *, real_name: str, dept_id: int | None,
                 phone: str | None, email: str | None, roles: list[str]) -> None:
-    from crm_admin.accounts.policy import set_user_roles
-
     if dept_id is not None and session.get(SysDept, dept_id) is None:
         raise UserError("所选部门不存在。")
     check_manage_user(session, editor, user)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, and_, bindparam, case, cast, func, literal, or_, select, update
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
@@ -52,7 +52,6 @@ def _insert_ignoring_duplicates(session: Session, table: Any, columns: list[str]
     elif dialect == "sqlite":
         stmt = sqlite.insert(table).from_select(columns, select_stmt).on_conflict_do_nothing()
     else:  # PostgreSQL and others
-        from sqlalchemy.dialects import postgresql
 
         stmt = postgresql.insert(table).from_select(columns, select_stmt).on_conflict_do_nothing()
     return _affected(session.execute(stmt))
@@ -292,30 +291,11 @@ def workbench(
     count_stmt = base.with_only_columns(*sums).where(
         CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days))
     counts = session.execute(count_stmt).one()
-    order = (CustomerCare.due_date, CustomerCare.id)
     totals = {name: int(total) for name, total in zip(conditions, counts, strict=True)}
     chosen = {name: min(max(1, wanted.get(name, 1)), max(1, -(-total // page_size))) for name, total in totals.items()}
-    page_ids: dict[str, list[int]] = {name: [] for name in conditions}
-    if where_scope is None:
-        # everyone's: each section's page straight from the (status, due_date) index
-        for name, where in conditions.items():
-            if totals[name]:
-                page_ids[name] = list(session.execute(base.where(*where).order_by(*order)
-                                                      .offset((chosen[name] - 1) * page_size)
-                                                      .limit(page_size)).scalars())
-    elif any(totals.values()):
-        # a scope's: one pass over its pending tasks, numbered within each section, keeps each page's ids
-        section = case(*((and_(*where), name) for name, where in conditions.items()), else_="")
-        numbered = base.with_only_columns(
-            CustomerCare.id, section.label("section"),
-            func.row_number().over(partition_by=section, order_by=order).label("n"),
-        ).where(CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)).subquery()
-        wanted_rows = or_(*(and_(numbered.c.section == name,
-                                 numbered.c.n > (chosen[name] - 1) * page_size,
-                                 numbered.c.n <= chosen[name] * page_size)
-                            for name in conditions if totals[name]))
-        for task_id, name in session.execute(select(numbered.c.id, numbered.c.section).where(wanted_rows)):
-            page_ids[name].append(task_id)
+    horizon = today + dt.timedelta(days=upcoming_days)
+    page_ids = _page_ids(session, base, conditions, totals, chosen, page_size, horizon,
+                         everyone=where_scope is None)
     # only the pages' rows are read with their joins (and through the customer scope)
     every_id = [i for ids in page_ids.values() for i in ids]
     by_id = {r.id: r for r in _rows(session, pending.where(CustomerCare.id.in_(every_id)))} if every_id else {}
@@ -328,6 +308,34 @@ def workbench(
         today=sections["today"], overdue=sections["overdue"], upcoming=sections["upcoming"],
         recent=_recent_closed(session, principal, manager_id, recent) if recent > 0 else [],
     )
+
+
+def _page_ids(session: Session, base: Any, conditions: dict[str, tuple[Any, ...]], totals: dict[str, int],
+              chosen: dict[str, int], page_size: int, horizon: dt.date, *, everyone: bool) -> dict[str, list[int]]:
+    """The ids on each section's chosen page."""
+    order = (CustomerCare.due_date, CustomerCare.id)
+    page_ids: dict[str, list[int]] = {name: [] for name in conditions}
+    if everyone:
+        # everyone's: each section's page straight from the (status, due_date) index
+        for name, where in conditions.items():
+            if totals[name]:
+                page_ids[name] = list(session.execute(base.where(*where).order_by(*order)
+                                                      .offset((chosen[name] - 1) * page_size)
+                                                      .limit(page_size)).scalars())
+    elif any(totals.values()):
+        # a scope's: one pass over its pending tasks, numbered within each section, keeps each page's ids
+        section = case(*((and_(*where), name) for name, where in conditions.items()), else_="")
+        numbered = base.with_only_columns(
+            CustomerCare.id, section.label("section"),
+            func.row_number().over(partition_by=section, order_by=order).label("n"),
+        ).where(CustomerCare.due_date <= horizon).subquery()
+        wanted_rows = or_(*(and_(numbered.c.section == name,
+                                 numbered.c.n > (chosen[name] - 1) * page_size,
+                                 numbered.c.n <= chosen[name] * page_size)
+                            for name in conditions if totals[name]))
+        for task_id, name in session.execute(select(numbered.c.id, numbered.c.section).where(wanted_rows)):
+            page_ids[name].append(task_id)
+    return page_ids
 
 
 def _pending_select(principal: Principal, manager_id: int | None) -> Any:

@@ -10,6 +10,7 @@ from wtforms import SelectField
 
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import GENDERS, keep_single_primary, validate_linkman
+from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
@@ -54,8 +55,6 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
         if chosen is not None:
             obj.customer_id = chosen.id
         if obj.customer_id is None:
-            from crm_admin.core.errors import UserError
-
             raise UserError("请选择所属客户。", field="customer")
         validate_linkman(obj)
         keep_single_primary(session, obj)

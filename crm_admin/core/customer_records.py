@@ -32,6 +32,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import sort_tables
 
+import crm_admin
 from crm_admin.core.principal import Principal
 
 # 360° page slots a module's section may go into
@@ -187,7 +188,6 @@ def load_all() -> None:
     with _lock:
         if _loaded:
             return
-        import crm_admin
 
         for info in pkgutil.iter_modules(crm_admin.__path__):
             if not info.ispkg:

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crm_admin.core.i18n import gettext
+from crm_admin.settings import get_settings
 
 DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 DATE_FORMAT = "%Y-%m-%d"
@@ -30,7 +31,6 @@ def _zone(name: str) -> ZoneInfo:
 def company_tz() -> ZoneInfo:
     """The company's time zone (settings.timezone): every date a user sees or that decides
     "today" or "overdue" is taken in it."""
-    from crm_admin.settings import get_settings
 
     return _zone(get_settings().timezone)
 

@@ -11,13 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.orm import Session
 from wtforms import SelectField
 from wtforms.validators import ValidationError
 
 from crm_admin.accounts.models import SysMeta
 from crm_admin.core import vocabulary
 from crm_admin.core.i18n import current_locale
+from crm_admin.db import Base, get_engine
 from crm_admin.dictionary.models import DictItem
 
 DICT_VERSION_KEY = "dict_version"
@@ -50,8 +52,6 @@ class _Cache:
         now = time.monotonic()
         if not force and self.version is not None and now - self.checked < _CHECK_EVERY:
             return self.by_type
-        from crm_admin.db import get_engine
-
         def read(c: Connection) -> None:
             version = c.execute(select(SysMeta.value).where(SysMeta.key == DICT_VERSION_KEY)).scalar() or 0
             with self.lock:
@@ -74,8 +74,6 @@ class _Cache:
         if conn is not None:
             read(conn)
         else:
-            from sqlalchemy.orm import Session
-
             with Session(get_engine()) as session:
                 read(session.connection())
         return self.by_type
@@ -168,31 +166,20 @@ class DictSelectField(SelectField):
             raise ValidationError("请从列表中选择有效的选项。")
 
 
-# Where each dictionary type's values are stored: an item in use cannot be deleted, only disabled.
+# Where each dictionary type's values are stored: a business model marks such a column with
+# ``info={"dict": "<type code>"}``; an item in use cannot be deleted, only disabled.
 def usages() -> dict[str, list[tuple[type, str]]]:
-    from crm_admin.care.models import CarePlan, CustomerCare
-    from crm_admin.churn.models import ChurnAlert
-    from crm_admin.customers.models import Customer
-    from crm_admin.followups.models import FollowUp
-    from crm_admin.opportunities.models import SalesOpportunity
-    from crm_admin.products.models import Product
-
-    return {
-        "industry": [(Customer, "industry")],
-        "customer_source": [(Customer, "source")],
-        "customer_level": [(Customer, "level")],
-        "care_type": [(CustomerCare, "care_type"), (CarePlan, "care_type")],
-        "opportunity_stage": [(SalesOpportunity, "stage")],
-        "follow_up_method": [(FollowUp, "method")],
-        "churn_reason": [(ChurnAlert, "reason")],
-        "product_category": [(Product, "category")],
-    }
+    found: dict[str, list[tuple[type, str]]] = {}
+    for mapper in sorted(Base.registry.mappers, key=lambda m: m.class_.__name__):
+        for attr in mapper.column_attrs:
+            type_code = attr.columns[0].info.get("dict")
+            if type_code:
+                found.setdefault(type_code, []).append((mapper.class_, attr.key))
+    return found
 
 
 def usage_count(conn: Connection, type_code: str, value: str) -> int:
     """How many business rows store ``value`` of ``type_code`` (all rows: this is an integrity check)."""
-    from sqlalchemy import func
-
     total = 0
     for model, column in usages().get(type_code, []):
         col = getattr(model, column)
