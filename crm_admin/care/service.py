@@ -22,6 +22,7 @@ from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
+from crm_admin.core.formatting import to_local
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, owner_clause, scoped, sees_everyone, sees_several_users
 from crm_admin.customers.models import Customer
@@ -568,7 +569,7 @@ def create_manual_care(
     text_feedback = _text(feedback, label="客户反馈", maximum=FEEDBACK_MAX, required=False, field="feedback")
     care = CustomerCare(
         customer_id=customer_id, linkman_id=linkman_id or None, care_type=_care_type(care_type),
-        care_time=when, due_date=when.date(),
+        care_time=when, due_date=to_local(when).date(),  # the company's day, not UTC's
         detail=_text(detail, label="关怀内容", maximum=DETAIL_MAX, required=True, field="detail"),
         feedback=text_feedback, status="done" if text_feedback else "pending",
         # pending: the customer's manager's task (see pending_scope); done: credited to its author if unassigned

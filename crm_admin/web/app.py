@@ -129,7 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    logging.getLogger("casbin").setLevel(logging.WARNING)
+    # libraries' routine chatter (each policy load, each job added) stays out of the operator's log;
+    # our scheduler logs what it schedules in one line, warnings and errors still show
+    for chatty in ("casbin", "apscheduler"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.getLogger("sqladmin.application").addFilter(RefusalsAreNotFaults())
     engine = db.configure(settings.database_url)
     params.install_path_convertors()  # before any route is built

@@ -437,6 +437,24 @@ def test_hand_entered_pending_task_of_an_unassigned_customer_has_no_manager(
     assert f.get(CustomerCare, done.id).manager_id == admin.id
 
 
+def test_a_care_record_entered_before_eight_in_the_morning_is_dated_that_day(
+        managers: Any, admin_client: Any) -> None:
+    """07:30 in Beijing is 23:30 UTC the day before: the record is due that (Beijing) day, not overdue."""
+    import datetime as dt
+
+    from crm_admin.care.service import create_manual_care
+    from tests.customers.conftest import principal_for
+
+    cust = f.customer(managers[0].id, "清晨拜访的客户")
+    morning_utc = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
+    local_morning = morning_utc.astimezone(dt.timezone(dt.timedelta(hours=8))).replace(hour=7, minute=30)
+    with acting_as(SYSTEM), db.transaction() as s:
+        care = create_manual_care(s, principal_for("admin"), customer_id=cust.id, linkman_id=None,
+                                  care_type="visit", care_time=local_morning.astimezone(dt.UTC),
+                                  detail="早上上门拜访")
+    assert f.get(CustomerCare, care.id).due_date == local_morning.date()
+
+
 def test_migration_0007_hands_pending_tasks_to_the_customers_manager(engine: Any, managers: Any) -> None:
     import importlib
 
