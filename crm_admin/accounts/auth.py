@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -74,7 +75,7 @@ class CrmAuthentication(AuthenticationBackend):
         if not throttle.allow(actor.ip, limit=self.settings.login_ip_max_per_minute):
             await anyio.to_thread.run_sync(
                 lambda: audit.record_now("login_failed", resource="user", detail=f"该 IP 登录尝试过于频繁(用户名:{username})",
-                                         success=False, actor=actor)
+                                         success=False, actor=replace(actor, username=username.strip()[:64]))
             )
             page = plain_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
                                  f'<a href="{request.url_for("admin:login")}">返回登录页</a>')
