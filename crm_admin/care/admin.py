@@ -147,7 +147,21 @@ class CarePlanAdmin(CrmModelView, model=CarePlan):
             raise UserError("间隔天数须在 1 到 3650 之间。", field="interval_days")
         if obj.next_date is None:
             raise UserError("请填写下次关怀日期。", field="next_date")
+        if obj.is_active and _same_active_plan(session, obj):
+            raise UserError("该客户(联系人)已有一个启用中的同类关怀计划,请修改已有的计划,不要重复新建。",
+                            field="care_type")
         obj.manager_id = _customer_manager(session, obj.customer_id)
+
+
+def _same_active_plan(session: Session, plan: CarePlan) -> bool:
+    """Another active plan of the same kind for the same customer and contact (two would care twice)."""
+    linkman = (CarePlan.linkman_id.is_(None) if plan.linkman_id is None
+               else CarePlan.linkman_id == plan.linkman_id)
+    stmt = select(CarePlan.id).where(CarePlan.customer_id == plan.customer_id, linkman,
+                                     CarePlan.care_type == plan.care_type, CarePlan.is_active.is_(True))
+    if plan.id is not None:
+        stmt = stmt.where(CarePlan.id != plan.id)
+    return session.execute(stmt.limit(1)).first() is not None
 
 
 # ----- the workbench ---------------------------------------------------------------------------

@@ -471,3 +471,28 @@ def test_migration_0007_hands_pending_tasks_to_the_customers_manager(engine: Any
             migration.upgrade()
     assert f.get(CustomerCare, left_behind.id).manager_id == b.id
     assert f.get(CustomerCare, closed.id).manager_id == a.id
+
+
+def test_an_identical_active_care_plan_is_refused(managers: Any, admin_client: Any) -> None:
+    """Two active plans of the same kind for the same customer would care twice: the second is refused."""
+    cust = f.customer(managers[0].id, "计划重复的客户")
+    token = csrf_token(admin_client)
+    form = {"customer": str(cust.id), "care_type": "phone_call", "interval_days": "30",
+            "next_date": "2030-01-01", "is_active": "y", "remark": "", "csrf_token": token, "save": "Save"}
+    first = admin_client.post("/admin/care-plan/create", data=form, follow_redirects=False)
+    assert first.status_code == 302, first.text[-800:]
+    second = admin_client.post("/admin/care-plan/create", data={**form, "remark": "又一个"}, follow_redirects=False)
+    assert second.status_code == 400 and "已有一个启用中的同类关怀计划" in second.text
+
+    def plans() -> int:
+        with db.session_factory()() as s:
+            return int(s.execute(select(func.count()).select_from(CarePlan)
+                                 .where(CarePlan.customer_id == cust.id)).scalar_one())
+
+    assert plans() == 1
+    # another kind of care, or a paused duplicate, is fine
+    assert admin_client.post("/admin/care-plan/create", data={**form, "care_type": "visit"},
+                             follow_redirects=False).status_code == 302
+    paused = {k: v for k, v in form.items() if k != "is_active"}
+    assert admin_client.post("/admin/care-plan/create", data=paused, follow_redirects=False).status_code == 302
+    assert plans() == 3
