@@ -151,10 +151,11 @@ def _run(job: Job, work: Callable[[Job], None], claimed: str, run_async: bool, c
             try:
                 if job.status in ("failed", "validated"):
                     job.finished = utcnow()
-                    if not store.write_state(job, expect):
-                        log.warning("import job %s: no longer %s, state not saved", job.id, expect)
-                if job.status == "failed":  # nothing can be done with it any more
-                    store.drop_upload(job.id)
+                    with transaction() as session:
+                        if not store.write_state(job, expect, session):
+                            log.warning("import job %s: no longer %s, state not saved", job.id, expect)
+                        if job.status == "failed":  # nothing can be done with it any more
+                            chunks.drop(session, job.id, chunks.UPLOAD)
             except Exception:
                 log.exception("import job %s: state not saved", job.id)
             finally:

@@ -94,7 +94,8 @@ class Job:
         return self.status in RUNNING and (utcnow() - self.heartbeat).total_seconds() > STALE_SECONDS
 
 
-# jobs whose pass runs in this process: shown as they are, not as last reported
+# jobs whose pass runs in this process: shown as they are while they run, not as last reported (a
+# finished pass is shown once its row says so)
 _live: dict[str, Job] = {}
 _live_lock = threading.Lock()
 
@@ -183,7 +184,7 @@ def load(job_id: str) -> Job | None:
         return None
     with _live_lock:
         live = _live.get(job_id)
-    if live is not None:
+    if live is not None and live.status in RUNNING:
         return Job(**{f: getattr(live, f) for f in live.__dataclass_fields__ if f != "principal"})
     with session_factory()() as session:
         row = session.get(ImportJob, job_id)
