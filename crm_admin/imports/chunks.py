@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from crm_admin.core.errors import UserError
@@ -49,23 +49,6 @@ def remove(path: str | None) -> None:
     if path:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def save_upload(chunks: Iterator[bytes]) -> str:
-    """Spool an upload to disk (bounded size); returns the file path."""
-    fd, path = tempfile.mkstemp(prefix="upload-", dir=work_dir())
-    size = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise UserError(TOO_LARGE)
-                fh.write(chunk)
-    except BaseException:
-        remove(path)
-        raise
-    return path
 
 
 async def save_upload_async(upload: Any) -> str:
@@ -131,11 +114,6 @@ def pieces(job_id: str, kind: str) -> Iterator[bytes]:
             return
         yield bytes(piece)
         seq += 1
-
-
-def stored_size(session: Session, job_id: str, kind: str) -> int:
-    return int(session.execute(select(func.coalesce(func.sum(func.length(ImportChunk.data)), 0)).where(
-        ImportChunk.job_id == job_id, ImportChunk.kind == kind)).scalar_one())
 
 
 def restore_file(job_id: str, kind: str, size: int, prefix: str) -> str | None:

@@ -231,3 +231,17 @@ def test_size_known_when_reading_starts(tmp_path: Any) -> None:
 
 def test_unused_products_spec() -> None:
     assert PRODUCTS.key == "product"
+
+
+def test_importers_register_themselves_in_page_order(admin_client: Any) -> None:
+    """The import package imports no importer (a contract in pyproject.toml): each registers its spec,
+    and the page shows them in their own order."""
+    from crm_admin.imports import registry
+
+    assert list(registry.specs()) == ["customer", "linkman", "product"]
+    assert registry.spec("customer") is CUSTOMERS and registry.spec("nothing") is None
+    page = admin_client.get("/admin/import/linkman").text
+    tabs = [page.index(f'href="http://testserver/admin/import/{key}"') for key in ("customer", "linkman", "product")]
+    assert tabs == sorted(tabs)
+    assert admin_client.get("/admin/import", follow_redirects=False).headers["location"].endswith("/admin/import/customer")
+    assert admin_client.get("/admin/import/nothing").status_code == 404
