@@ -13,6 +13,7 @@ from crm_admin.customers.models import Customer
 from crm_admin.db import Base
 from crm_admin.dictionary.models import DictItem, DictType
 from crm_admin.followups.models import FollowUp
+from crm_admin.imports.models import ImportChunk, ImportJob
 from crm_admin.opportunities.models import SalesOpportunity
 from crm_admin.orders.models import CustomerOrder, OrderItem
 from crm_admin.products.models import Product
@@ -44,6 +45,6 @@ for _table in Base.metadata.tables.values():
 __all__ = [
     "AuditLog", "Base", "CarePlan", "CasbinRule", "ChurnAlert", "ChurnRule", "Customer",
     "CustomerCare", "CustomerOrder", "CustomerTransfer", "DictItem", "DictType", "FollowUp",
-    "JobLease", "JobRun", "Linkman", "OrderItem", "Product", "SalesOpportunity", "SysDept",
+    "ImportChunk", "ImportJob", "JobLease", "JobRun", "Linkman", "OrderItem", "Product", "SalesOpportunity", "SysDept",
     "SysMeta", "SysRole", "SysUser",
 ]

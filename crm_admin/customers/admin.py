@@ -395,6 +395,4 @@ def scoped_customer(session: Session, principal: Any, customer_id: int) -> Custo
     ).scalar_one_or_none()
 
 
-from crm_admin.customers.imports import ImportView  # noqa: E402
-
-VIEWS = [CustomerAdmin, ImportView]
+VIEWS = [CustomerAdmin]
