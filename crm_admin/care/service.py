@@ -8,7 +8,6 @@ concurrently or after a crash never creates one twice. Services never commit.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
+from crm_admin.contacts.service import birthday_keys
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.formatting import to_local
@@ -35,14 +35,6 @@ FEEDBACK_MAX = 2000
 
 
 # ----- generated tasks (jobs) ------------------------------------------------------------------
-
-def birthday_keys(today: dt.date) -> list[int]:
-    """The ``birthday_md`` values celebrated on ``today``: 29 February falls on 28 February in common years."""
-    keys = [today.month * 100 + today.day]
-    if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
-        keys.append(229)
-    return keys
-
 
 def _insert_ignoring_duplicates(session: Session, table: Any, columns: list[str], select_stmt: Any) -> int:
     """INSERT … SELECT that skips rows whose unique key already exists (a concurrent or repeated run)."""

@@ -8,8 +8,9 @@ from sqlalchemy import func, insert, select
 
 from crm_admin import db
 from crm_admin.care.models import CarePlan, CustomerCare
-from crm_admin.care.service import birthday_keys, create_plan_tasks, scan_birthdays
+from crm_admin.care.service import create_plan_tasks, scan_birthdays
 from crm_admin.contacts.models import Linkman
+from crm_admin.contacts.service import birthday_keys
 from crm_admin.core.context import SYSTEM, acting_as
 from tests.care import factories as f
 from tests.conftest import csrf_token
