@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from crm_admin.care import service
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
+from crm_admin.contacts.service import upcoming_birthdays
 from crm_admin.core import csrf
 from crm_admin.core.errors import UserError
 from crm_admin.core.formatting import format_date as fmt_date
@@ -186,6 +187,7 @@ def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[st
     today = local_today()
     with session_factory()() as session:
         wb = service.workbench(session, principal, today, manager_id=manager_id, pages=pages)
+        birthdays = upcoming_birthdays(session, principal, today, days=7, manager_id=manager_id)
         completion = service.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
         managers: list[dict[str, Any]] = []
         if sees_several_users(principal, "customer_care", "list"):
@@ -197,6 +199,7 @@ def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[st
         "overdue": _section(wb.overdue, today),
         "upcoming": _section(wb.upcoming, today),
         "recent": [_task_dict(r, today) for r in wb.recent],
+        "birthdays": birthdays,
         "completion": [
             {"manager": c.manager, "total": c.total, "done": c.done, "cancelled": c.cancelled,
              "pending": c.pending, "overdue": c.overdue, "rate": c.rate}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, select
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope
+from crm_admin.core.scope import in_scope, scoped
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import MOBILE_RE, clean, is_email, is_phone, normalize_phone
 
@@ -109,3 +110,34 @@ def upcoming_birthday_order(today: dt.date) -> ColumnElement[int]:
     """Sort key: birthdays still to come this year first (in date order), then next year's."""
     md = today.month * 100 + today.day
     return case((Linkman.birthday_md >= md, Linkman.birthday_md), else_=Linkman.birthday_md + 1300)
+
+
+@dataclass(frozen=True)
+class UpcomingBirthday:
+    linkman_id: int
+    name: str
+    customer_id: int
+    customer: str
+    birthday: dt.date
+    days_left: int  # 0: today
+
+
+def _days_until(birthday: dt.date, today: dt.date) -> int:
+    for n in range(367):
+        if birthday.month * 100 + birthday.day in birthday_keys(today + dt.timedelta(days=n)):
+            return n
+    return 366
+
+
+def upcoming_birthdays(session: Session, principal: Principal, today: dt.date, *, days: int = 7,
+                       manager_id: int | None = None, limit: int = 20) -> list[UpcomingBirthday]:
+    """Contacts of customers in scope whose birthday falls within ``days`` days, soonest first."""
+    stmt = (select(Linkman.id, Linkman.name, Linkman.birthday, Customer.id, Customer.name)
+            .join(Customer, Customer.id == Linkman.customer_id)
+            .where(Linkman.birthday_md.in_(upcoming_birthday_keys(today, days)), Customer.status != "lost"))
+    if manager_id is not None:
+        stmt = stmt.where(Customer.manager_id == manager_id)
+    stmt = scoped(stmt, Linkman, principal, "list").order_by(upcoming_birthday_order(today), Linkman.id)
+    return [UpcomingBirthday(lid, name, cid, customer, birthday, _days_until(birthday, today))
+            for lid, name, birthday, cid, customer in session.execute(stmt.limit(limit)).all()
+            if birthday is not None]

@@ -497,3 +497,22 @@ def test_an_identical_active_care_plan_is_refused(managers: Any, admin_client: A
     paused = {k: v for k, v in form.items() if k != "is_active"}
     assert admin_client.post("/admin/care-plan/create", data=paused, follow_redirects=False).status_code == 302
     assert plans() == 3
+
+
+def test_workbench_shows_the_birthdays_of_the_coming_week_in_scope(managers: Any, login_as: Any) -> None:
+    from crm_admin.core.formatting import local_today
+
+    a, b = managers
+    today = local_today()
+    soon = today + dt.timedelta(days=2)
+    later = today + dt.timedelta(days=40)
+    mine = f.customer(a.id, "生日客户甲")
+    theirs = f.customer(b.id, "生日客户乙")
+    f.linkman(mine.id, dt.date(1985, soon.month, min(soon.day, 28)), name="两天后寿星")
+    f.linkman(mine.id, dt.date(1985, later.month, min(later.day, 28)), name="四十天后寿星")
+    f.linkman(theirs.id, dt.date(1985, soon.month, min(soon.day, 28)), name="别人的寿星")
+    page = login_as("care_a").get("/admin/care/workbench")
+    assert page.status_code == 200
+    card = page.text.split('id="birthdays"', 1)[1].split("</table>", 1)[0]
+    assert "两天后寿星" in card and "生日客户甲" in card
+    assert "四十天后寿星" not in card and "别人的寿星" not in card
