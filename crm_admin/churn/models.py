@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
@@ -42,7 +43,9 @@ class ChurnAlert(Timestamped, Base):
     detected_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     status: Mapped[str] = mapped_column(String(16), default="open")
     # 1 while the alert is open or being followed, NULL once closed: one open alert per customer and rule.
-    open_key: Mapped[int | None] = mapped_column(default=1)
+    # Set from the status before every ORM write (below); no column default, which the ORM would apply
+    # to an explicit None.
+    open_key: Mapped[int | None] = mapped_column()
     reason: Mapped[str | None] = mapped_column(String(64), info={"dict": "churn_reason"})
     analysis: Mapped[str | None] = mapped_column(Text)
     measures: Mapped[str | None] = mapped_column(Text)
@@ -59,3 +62,14 @@ class ChurnAlert(Timestamped, Base):
         # the daily evaluation reads each rule's open alerts
         Index("ix_churn_alert_rule_id_open_key", "rule_id", "open_key"),
     )
+
+
+OPEN_STATUSES = ("open", "following")
+
+
+@event.listens_for(ChurnAlert, "before_insert")
+@event.listens_for(ChurnAlert, "before_update")
+def _open_key_follows_status(_mapper: Any, _connection: Any, alert: ChurnAlert) -> None:
+    """``open_key`` is 1 exactly while the alert is open or followed, whatever a caller set (a closed alert
+    written with ``open_key=None`` would otherwise take the column's default and count as open)."""
+    alert.open_key = 1 if (alert.status or "open") in OPEN_STATUSES else None

@@ -220,3 +220,25 @@ def test_many_alerts_at_once_go_through_the_server_side_insert(mgr: Any, monkeyp
     assert _eval().opened == 5
     assert _eval().opened == 0
     assert {a.customer_id for a in _alerts()} == ids
+
+
+def test_a_closed_alert_never_counts_as_open_whatever_its_writer_set() -> None:
+    """A closed alert written with open_key=None used to take the column's default (1) and count as open."""
+    from sqlalchemy import select
+
+    from crm_admin import db
+    from crm_admin.churn.models import ChurnAlert, ChurnRule
+    from crm_admin.customers.models import Customer
+
+    with db.transaction() as s:
+        customer = Customer(code="C-CH-OK", name="已挽回客户")
+        rule = ChurnRule(name="测试规则", metric="days_since_order", threshold=90, risk_level="medium")
+        s.add_all([customer, rule])
+        s.flush()
+        for status in ("retained", "lost", "dismissed", "following"):
+            s.add(ChurnAlert(customer_id=customer.id, rule_id=rule.id, risk_level="medium", status=status,
+                             open_key=None))
+            s.flush()
+    with db.session_factory()() as s:
+        keys = dict(s.execute(select(ChurnAlert.status, ChurnAlert.open_key)).tuples().all())
+    assert keys == {"retained": None, "lost": None, "dismissed": None, "following": 1}
