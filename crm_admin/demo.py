@@ -24,10 +24,12 @@ from crm_admin.churn.models import ChurnAlert, ChurnRule
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import UserError
 from crm_admin.core.formatting import company_tz, local_today
+from crm_admin.core.principal import load_principal
 from crm_admin.customers.codes import make_credit_code
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.followups.models import FollowUp
+from crm_admin.followups.service import log_follow_up
 from crm_admin.opportunities.models import SalesOpportunity
 from crm_admin.orders.models import CustomerOrder, OrderItem
 from crm_admin.products.models import Product
@@ -282,7 +284,7 @@ def _customers(session: Session, rng: random.Random, managers: list[SysUser],
             phone=f"{area}-{rng.randint(5, 8)}{rng.randint(0, 9999999):07d}",
             email=f"contact@{roman}{i}.com.cn", website=f"https://www.{roman}{i}.com.cn",
             manager_id=manager.id,
-            last_contact_at=now - dt.timedelta(days=rng.randint(0, 40) if status != "at_risk" else rng.randint(65, 150)),
+            last_contact_at=None,  # set by the follow-ups logged below, as in real use
             remark=rng.choice([None, None, "年度重点跟进客户", "老客户介绍", "对价格较敏感", "需要开具增值税专用发票"]),
         )
         if name_key is not None:
@@ -333,17 +335,28 @@ def _primary(linkmen: list[Linkman], customer: Customer) -> Linkman | None:
 
 def _follow_ups(session: Session, rng: random.Random, customers: list[Customer], linkmen: list[Linkman],
                 today: dt.date) -> None:
+    """Follow-ups logged through the service, by each customer's manager: the customer's last contact is
+    the newest of them, and a customer at risk has not been contacted for more than 60 days."""
     methods = ["phone", "wechat", "visit", "email", "meeting"]
+    users = {u.id: u for u in session.execute(select(SysUser)).scalars()}
+    principals: dict[int, Any] = {}
     for customer in customers:
+        if customer.manager_id is None:
+            continue
+        if customer.manager_id not in principals:
+            principals[customer.manager_id] = load_principal(session.connection(), users[customer.manager_id])
         contact = _primary(linkmen, customer)
-        for k in range(rng.randint(1, 4)):
-            day = today - dt.timedelta(days=rng.randint(1, 90))
-            session.add(FollowUp(
-                customer_id=customer.id, linkman_id=contact.id if contact else None,
-                manager_id=customer.manager_id, method=rng.choice(methods),
+        quiet = customer.status == "at_risk"
+        ages = sorted(rng.randint(65, 150) if quiet else rng.randint(1, 40 if k == 0 else 90)
+                      for k in range(rng.randint(1, 4)))
+        for k, age in enumerate(ages):  # the newest first: it carries the next follow-up date
+            day = today - dt.timedelta(days=age)
+            log_follow_up(
+                session, principals[customer.manager_id], customer_id=customer.id,
+                linkman_id=contact.id if contact else None, method=rng.choice(methods),
                 content=rng.choice(FOLLOW_UP_TEXTS), contacted_at=_at(day, rng.randint(9, 17), rng.choice([0, 30])),
                 next_follow_up_at=_at(today + dt.timedelta(days=rng.randint(0, 14)), 10) if k == 0 else None,
-            ))
+            )
     session.flush()
 
 

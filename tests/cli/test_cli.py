@@ -125,6 +125,19 @@ def test_demo_data_is_realistic_and_not_loaded_twice(engine: Any) -> None:
         assert len(set(codes)) == len(codes)
         assert {c.status for c in customers} >= {"potential", "active"}
 
+        # made through the services, so it obeys the same rules: the last contact is the newest follow-up,
+        # a customer at risk has not been contacted for over 60 days, a closed alert is not an open one
+        from crm_admin.followups.models import FollowUp
+
+        newest = dict(s.execute(select(FollowUp.customer_id, func.max(FollowUp.contacted_at))
+                                .group_by(FollowUp.customer_id)).tuples().all())
+        assert all(c.last_contact_at == newest.get(c.id) for c in customers)
+        now = dt.datetime.now(dt.UTC)
+        assert all((now - c.last_contact_at).days > 60 for c in customers
+                   if c.status == "at_risk" and c.last_contact_at)
+        alerts = s.execute(select(ChurnAlert.status, ChurnAlert.open_key)).tuples().all()
+        assert all((key == 1) == (status in ("open", "following")) for status, key in alerts)
+
         linkmen = s.execute(select(Linkman)).scalars().all()
         assert all(re.fullmatch(r"1[3-9]\d{9}", m.mobile or "") for m in linkmen)
         birthdays_today = [m for m in linkmen if m.birthday and (m.birthday.month, m.birthday.day)
