@@ -200,3 +200,16 @@ def test_a_failed_delete_shows_no_sql_either(order_form: Any, monkeypatch: pytes
     _no_leaks(shown)
     _no_leaks(client.get(r.text.strip()).text)
     assert _counts()[0] == 1
+
+
+@pytest.mark.parametrize("order_form", ["admin"], indirect=True)
+def test_a_blank_unit_price_takes_the_products_list_price(order_form: Any) -> None:
+    """The form says 留空则按产品标价: a blank price is the product's price, never a ¥0.00 line."""
+    client, token, order_id, product = order_form
+    r = client.post("/admin/order-item/create", data={
+        "order": str(order_id), "product": str(product), "quantity": "2", "unit_price": "", "csrf_token": token,
+    }, follow_redirects=False)
+    assert r.status_code == 302, r.text[:800]
+    with db.session_factory()() as s:
+        assert s.execute(select(OrderItem.unit_price)).scalar_one() == Decimal("19.99")
+        assert s.execute(select(CustomerOrder.amount)).scalar_one() == Decimal("39.98")
