@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from crm_admin.care import service
 from crm_admin.care.models import CarePlan, CustomerCare
+from crm_admin.care.service import care_status_label
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import upcoming_birthdays
 from crm_admin.core import csrf
@@ -30,14 +31,6 @@ from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary import service as dictionary
 from crm_admin.dictionary.service import DictSelectField
-
-CARE_STATUS_LABELS = {"pending": "待执行", "done": "已完成", "cancelled": "已取消"}
-def care_status_label(status: str, *, executed: bool) -> str:
-    """A pending task already carried out is waiting for the customer's feedback, not still to do."""
-    if status == "pending" and executed:
-        return "已执行,待反馈"
-    return CARE_STATUS_LABELS.get(status, status)
-
 
 CARE_ORIGIN_LABELS = {"birthday": "生日扫描", "plan": "关怀计划", "manual": "手工录入"}
 

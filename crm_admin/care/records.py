@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.care.models import CarePlan, CustomerCare
+from crm_admin.care.service import care_status_label
 from crm_admin.core.customer_records import (
     Contribution,
     HandOver,
@@ -34,7 +35,7 @@ def _page(session: Session, customer: VisibleCustomer, limit: int) -> Contributi
     return Contribution(timeline=[
         TimelineEntry(
             at=c.care_time or c.created_at, kind=KIND, icon="fa-heart", title=label("care_type", c.care_type),
-            text=c.detail or "", extra=f"状态:{c.status}" + (f";反馈:{c.feedback}" if c.feedback else ""),
+            text=c.detail or "", extra=f"状态:{care_status_label(c.status, executed=c.care_time is not None)}" + (f";反馈:{c.feedback}" if c.feedback else ""),
             user_id=c.manager_id,
         )
         for c in cares

@@ -29,6 +29,16 @@ from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.dictionary import service as dictionary
 
+CARE_STATUS_LABELS = {"pending": "待执行", "done": "已完成", "cancelled": "已取消"}
+
+
+def care_status_label(status: str, *, executed: bool) -> str:
+    """A pending task already carried out is waiting for the customer's feedback, not still to do."""
+    if status == "pending" and executed:
+        return "已执行,待反馈"
+    return CARE_STATUS_LABELS.get(status, status)
+
+
 BIRTHDAY_CARE_TYPE = "birthday"  # dictionary care_type value labelled 生日祝福
 DETAIL_MAX = 2000
 FEEDBACK_MAX = 2000

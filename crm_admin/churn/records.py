@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm_admin.churn.models import ChurnAlert
-from crm_admin.churn.service import close_duplicates_of_merge
+from crm_admin.churn.service import LEVEL_LABELS, STATUS_LABELS, close_duplicates_of_merge
 from crm_admin.core.customer_records import (
     Contribution,
     RecordKind,
@@ -28,8 +28,8 @@ def _page(session: Session, customer: VisibleCustomer, limit: int) -> Contributi
         .order_by(ChurnAlert.detected_at.desc()).limit(limit)
     ).scalars()
     return Contribution(timeline=[
-        TimelineEntry(at=a.detected_at, kind=KIND, icon="fa-triangle-exclamation", title=f"风险:{a.risk_level}",
-                      text=a.analysis or "", extra=f"状态:{a.status}", user_id=a.handled_by)
+        TimelineEntry(at=a.detected_at, kind=KIND, icon="fa-triangle-exclamation", title=f"风险:{LEVEL_LABELS.get(a.risk_level, a.risk_level)}",
+                      text=a.analysis or "", extra=f"状态:{STATUS_LABELS.get(a.status, a.status)}", user_id=a.handled_by)
         for a in alerts
     ])
 

@@ -23,6 +23,7 @@ from crm_admin.core.customer_records import (
 )
 from crm_admin.core.formatting import company_tz
 from crm_admin.orders.models import CustomerOrder
+from crm_admin.orders.service import STATUS_LABELS
 
 KIND = _("订单")
 
@@ -41,11 +42,12 @@ def _page(session: Session, customer: VisibleCustomer, limit: int) -> Contributi
         # an order has a date, not a time: noon local time keeps it on its day whatever the zone
         TimelineEntry(at=dt.datetime.combine(o.order_date, dt.time(12), tzinfo=company_tz()).astimezone(dt.UTC),
                       kind=KIND, icon="fa-file-invoice", title=o.order_no, text=f"¥{o.amount:,.2f}",
-                      extra=o.status, user_id=o.manager_id)
+                      extra=STATUS_LABELS.get(o.status, o.status), user_id=o.manager_id)
         for o in orders
     ]
     return Contribution(
-        sections=[Section(MAIN, "orders/360_orders.html", {"orders": orders, "total": total})],
+        sections=[Section(MAIN, "orders/360_orders.html",
+                          {"orders": orders, "total": total, "status_labels": STATUS_LABELS})],
         timeline=timeline, facts=[Fact(KIND, int(count), _("笔"), total)],
     )
 

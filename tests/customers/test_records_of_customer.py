@@ -113,6 +113,31 @@ def test_stage_changes_are_on_the_360_timeline(make_user: Any, login_as: Any, ma
     assert login_as("li").get(f"/admin/customer/360/{cust.id}").status_code == 404
 
 
+def test_the_360_timeline_reads_statuses_as_words(make_user: Any, login_as: Any, make_customer: Any) -> None:
+    """No status or risk codes on a Chinese screen: done/following/medium/completed read as words."""
+    from crm_admin.churn.models import ChurnRule
+
+    make_user("wang")
+    cust = make_customer("状态公司", manager="wang")
+    now = dt.datetime.now(dt.UTC)
+    with db.transaction() as s:
+        rule = ChurnRule(name="九十天未下单", metric="days_since_order", threshold=Decimal(90))
+        s.add(rule)
+        s.flush()
+        s.add_all([
+            CustomerCare(customer_id=cust.id, care_type="visit", due_date=now.date(), care_time=now,
+                         detail="拜访", feedback="满意", status="done", origin="manual"),
+            ChurnAlert(customer_id=cust.id, rule_id=rule.id, risk_level="medium", status="following",
+                       analysis="订单减少"),
+            CustomerOrder(order_no="O-TL-1", customer_id=cust.id, order_date=now.date(), status="completed",
+                          amount=Decimal("10.00")),
+        ])
+    html = login_as("wang").get(f"/admin/customer/360/{cust.id}").text
+    assert "状态:已完成" in html and "风险:中风险" in html and "状态:跟进中" in html and "已完成" in html
+    for code in ("状态:done", "风险:medium", "状态:following", ">completed<"):
+        assert code not in html
+
+
 def test_cascade_delete_removes_every_kind_in_an_order_the_foreign_keys_accept(
         world: World, admin_client: Any) -> None:
     """Contacts are referred to by follow-ups, care tasks and care plans; care tasks by plans' tasks;
