@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import anyio
 from sqladmin import BaseView, ModelView
-from sqladmin._queries import Query
 from sqladmin.authorization import Action
 from sqlalchemy import ColumnElement, Integer, Select, false, inspect, select, true
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -24,7 +23,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from crm_admin.core import limits
+from crm_admin.core import limits, sqladmin_compat
 from crm_admin.core.errors import (
     Conflict,
     Forbidden,
@@ -240,7 +239,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         super().__init__()
         VIEW_RESOURCES[self.identity] = self.resource
         # the screen names of the fields, for messages raised where no form is at hand (core/limits.py)
-        limits.register_labels(model, self._column_labels)
+        limits.register_labels(model, sqladmin_compat.column_labels(self))
 
     @classmethod
     def _scoped_ajax_refs(cls) -> dict[str, Any]:
@@ -427,7 +426,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 else:
                     if not self.valid_identifier(pk):
                         raise NotFound()
-                    stmt = scoped(self._stmt_by_identifier(pk), self.model, principal, "edit")
+                    stmt = scoped(sqladmin_compat.stmt_by_identifier(self, pk), self.model, principal, "edit")
                     obj = session.execute(stmt).scalars().first()
                     if obj is None:
                         raise NotFound()
@@ -436,7 +435,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 data = self._without_blank_owner(data, pk is None)
                 owner_before = getattr(obj, "manager_id", None)
                 try:
-                    obj = Query(self)._set_attributes_sync(session, obj, data)
+                    obj = sqladmin_compat.set_attributes(self, session, obj, data)
                 except (TypeError, ValueError):  # e.g. a relation picker posted something that is no id
                     raise UserError("所选的关联记录不存在,请刷新页面后重新选择。") from None
                 self.check_owner(session, obj, owner_before, pk is None, request)
@@ -466,7 +465,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             with transaction() as session:
                 if not self.valid_identifier(pk):
                     raise NotFound()
-                stmt = scoped(self._stmt_by_identifier(pk), self.model, principal, "delete")
+                stmt = scoped(sqladmin_compat.stmt_by_identifier(self, pk), self.model, principal, "delete")
                 obj = session.execute(stmt).scalars().first()
                 if obj is None:
                     raise NotFound()
