@@ -85,10 +85,6 @@ class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        # the form sets the relationship (loaded or not); keep the foreign key in step with it
-        chosen = obj.__dict__.get("customer")
-        if chosen is not None:
-            obj.customer_id = chosen.id
         if obj.customer_id is None:
             raise UserError("请选择客户。", field="customer")
         stage_hist = get_history(obj, "stage")
