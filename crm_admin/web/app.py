@@ -169,8 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
 
     @app.get("/", include_in_schema=False)
-    async def root() -> Response:
-        return RedirectResponse("/admin/", status_code=302)
+    async def root(request: Request) -> Response:
+        return RedirectResponse(request.url_for("admin:index").path, status_code=302)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
