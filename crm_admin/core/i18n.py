@@ -119,7 +119,7 @@ def current_locale() -> str:
 
 
 def translations_for(locale: str) -> NullTranslations:
-    return sqladmin_i18n.translations.get(locale) or NullTranslations()
+    return sqladmin_compat.registered_catalog(locale) or NullTranslations()
 
 
 def language_name(locale: str) -> str:
@@ -133,7 +133,7 @@ def locale_from_cookie(cookie_header: str) -> str:
         name, _sep, value = part.strip().partition("=")
         if name == LANGUAGE_COOKIE and value in LOCALES:
             return value
-    return sqladmin_i18n.DEFAULT_LOCALE
+    return sqladmin_compat.default_locale()
 
 
 class WTFormsTranslations:
