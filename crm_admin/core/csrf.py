@@ -38,6 +38,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm_admin.core import sqladmin_compat
 from crm_admin.core.errors import PLAIN_PAGE_STYLE
 from crm_admin.core.i18n import locale_from_cookie, translations_for
 
@@ -263,7 +264,7 @@ def _write_refusal_audit(request: Request, reason: str) -> None:
 def harden_admin_routes(admin: Any) -> None:
     """Call once all views are added: logout answers POST only (GET shows a confirmation page)
     and SQLAdmin's GET ``@action`` routes are made POST-only."""
-    routes = admin.admin.router.routes
+    routes = sqladmin_compat.admin_routes(admin)
     for index, route in enumerate(routes):
         if not isinstance(route, Route):
             continue
@@ -271,7 +272,7 @@ def harden_admin_routes(admin: Any) -> None:
             routes[index] = Route(
                 "/logout", endpoint=_logout_endpoint(admin), methods=["GET", "POST"], name="logout"
             )
-        elif route.name and route.name.startswith("action-"):
+        elif sqladmin_compat.is_action_route(route):
             route.methods = {"POST"}
 
 

@@ -131,6 +131,24 @@ async def run_query(view: Any, stmt: Select[Any]) -> list[Any]:
     return list(await view._run_query(stmt))
 
 
+def action_texts(member: Any) -> dict[str, str]:
+    """``label`` and ``confirmation_message`` of an ``@action`` method (empty for anything else)."""
+    texts = {key: getattr(member, f"_{key}", None) for key in ("label", "confirmation_message")}
+    return {key: text for key, text in texts.items() if isinstance(text, str)}
+
+
+# ----- routes ----------------------------------------------------------------------------------
+
+def admin_routes(admin: Any) -> list[Any]:
+    """The routes of the admin's own Starlette app (to replace or restrict some once views are added)."""
+    return admin.admin.router.routes  # type: ignore[no-any-return]
+
+
+def is_action_route(route: Any) -> bool:
+    """An ``@action`` route (SQLAdmin names them ``action-<slug>``)."""
+    return str(getattr(route, "name", "") or "").startswith("action-")
+
+
 # ----- URLs ------------------------------------------------------------------------------------
 
 _PK_SENTINEL = "__crm_pk__"

@@ -129,6 +129,8 @@ def _sqladmin_private_names() -> set[str]:
              if n.startswith("_") and not n.startswith("__")}
     source = inspect.getsource(sqladmin.models) + inspect.getsource(sqladmin.application)
     names |= set(re.findall(r"\bself\.(_[a-z]\w*)", source))
+    # what ``@expose`` and ``@action`` set on the decorated function
+    names |= set(re.findall(r"\bfunc\.(_[a-z]\w*)", source))
     return names
 
 
@@ -144,6 +146,10 @@ def _violations(path: Path, private: set[str], root: Path = ROOT) -> list[str]:
                       if a.name.startswith("sqladmin._")]
         elif isinstance(node, ast.Attribute) and node.attr in private:
             found.append(f"{where}:{node.lineno} uses SQLAdmin's {node.attr}")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) > 1
+              and isinstance(node.args[1], ast.Constant) and node.args[1].value in private):
+            found.append(f"{where}:{node.lineno} reads SQLAdmin's {node.args[1].value}")
         elif isinstance(node, ast.ClassDef):
             # overriding one of SQLAdmin's underscore methods depends on it as much as calling it
             found += [f"{where}:{item.lineno} overrides SQLAdmin's {item.name}" for item in node.body
@@ -167,7 +173,8 @@ def test_the_scan_sees_what_it_looks_for(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     text = ("from sqladmin._queries import Query\n"
             "class V:\n    def _build_url_for(self): ...\n"
-            "def f(view):\n    return view._stmt_by_identifier(1)\n")
+            "def f(view):\n    return view._stmt_by_identifier(1)\n"
+            "def g(member):\n    return getattr(member, '_confirmation_message', None)\n")
     sample.write_text(text, encoding="utf-8")
     found = _violations(sample, _sqladmin_private_names(), tmp_path)
-    assert len(found) == 3, found
+    assert len(found) == 4, found
