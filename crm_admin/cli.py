@@ -1,7 +1,12 @@
-"""The ``crm-admin`` command."""
+"""The ``crm-admin`` command.
+
+Each command imports what it needs when it runs: ``crm-admin --help`` or a mistyped option answers
+without loading the web application, the generator or the backup machinery.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,8 +101,6 @@ def main() -> None:
 def serve(host: str, port: int, workers: int, certfile: str | None, keyfile: str | None) -> None:
     import os
 
-    import uvicorn
-
     settings = get_settings()
     if certfile:
         os.environ["CRM_TLS_CERTFILE"] = certfile
@@ -152,6 +155,15 @@ def serve(host: str, port: int, workers: int, certfile: str | None, keyfile: str
         "http": "crm_admin.web.protocol:NoDelayH11Protocol",
     }
     app_path = "crm_admin.web.app:create_app"
+    # uvicorn shuts down gracefully on Ctrl+C, then passes it on
+    with contextlib.suppress(KeyboardInterrupt):
+        _run_server(app_path, options, workers, banner)
+    click.echo("服务已停止。")
+
+
+def _run_server(app_path: str, options: dict[str, Any], workers: int, banner: Any) -> None:
+    import uvicorn
+
     if workers > 1:
         # Several worker processes: uvicorn's supervisor starts them; announce before it does.
         banner()

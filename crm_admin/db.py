@@ -42,6 +42,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
+from crm_admin.core import limits  # noqa: F401  (installs the check that runs before every flush)
+from crm_admin.settings import get_settings
+
 # Short, predictable constraint names: MySQL limits identifiers to 64 characters.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -114,15 +117,11 @@ class Timeouts:
 
     @classmethod
     def for_requests(cls) -> Timeouts:
-        from crm_admin.settings import get_settings
-
         s = get_settings()
         return cls(s.db_connect_timeout, s.db_read_timeout, s.db_write_timeout, s.db_pool_timeout)
 
     @classmethod
     def for_jobs(cls) -> Timeouts:
-        from crm_admin.settings import get_settings
-
         s = get_settings()
         return cls(s.db_connect_timeout, s.db_job_timeout, s.db_job_timeout, s.db_pool_timeout)
 
@@ -180,8 +179,6 @@ def configure(url: str | None = None, *, pool_size: int | None = None, long_runn
     job timeouts.
     """
     global _engine, _session_factory, _job_session_factory, _probe_engine, _long_running_process
-    from crm_admin.core import limits  # noqa: F401  (installs the check that runs before every flush)
-    from crm_admin.settings import get_settings
 
     settings = get_settings()
     url = url or settings.database_url

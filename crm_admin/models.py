@@ -1,5 +1,9 @@
 """Imports every model so that metadata (Alembic, tests) sees the whole schema."""
 
+import importlib
+import pkgutil
+
+import crm_admin
 from crm_admin.accounts.models import CasbinRule, SysDept, SysMeta, SysRole, SysUser
 from crm_admin.audit.models import AuditLog
 from crm_admin.care.models import CarePlan, CustomerCare
@@ -9,6 +13,7 @@ from crm_admin.customers.models import Customer
 from crm_admin.db import Base
 from crm_admin.dictionary.models import DictItem, DictType
 from crm_admin.followups.models import FollowUp
+from crm_admin.imports.models import ImportChunk, ImportJob
 from crm_admin.opportunities.models import SalesOpportunity
 from crm_admin.orders.models import CustomerOrder, OrderItem
 from crm_admin.products.models import Product
@@ -18,10 +23,7 @@ from crm_admin.transfers.models import CustomerTransfer
 
 def _import_every_models_module() -> None:
     """Modules added later (e.g. saved queries, stage history) are picked up without editing this file."""
-    import importlib
-    import pkgutil
 
-    import crm_admin
 
     for info in pkgutil.iter_modules(crm_admin.__path__):
         if info.ispkg:
@@ -43,6 +45,6 @@ for _table in Base.metadata.tables.values():
 __all__ = [
     "AuditLog", "Base", "CarePlan", "CasbinRule", "ChurnAlert", "ChurnRule", "Customer",
     "CustomerCare", "CustomerOrder", "CustomerTransfer", "DictItem", "DictType", "FollowUp",
-    "JobLease", "JobRun", "Linkman", "OrderItem", "Product", "SalesOpportunity", "SysDept",
+    "ImportChunk", "ImportJob", "JobLease", "JobRun", "Linkman", "OrderItem", "Product", "SalesOpportunity", "SysDept",
     "SysMeta", "SysRole", "SysUser",
 ]

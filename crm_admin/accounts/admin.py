@@ -21,7 +21,12 @@ from crm_admin.accounts.policy import (
     retarget_default_scope,
     valid_role_code,
 )
-from crm_admin.accounts.service import change_password
+from crm_admin.accounts.service import (
+    _is_last_admin,
+    change_password,
+    check_dept_assignment,
+    check_manage_user,
+)
 from crm_admin.core import audit
 from crm_admin.core.audit import INFO_SILENT
 from crm_admin.core.errors import Forbidden, UserError
@@ -55,12 +60,6 @@ class UserAdmin(CrmModelView, model=SysUser):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        from crm_admin.accounts.service import (
-            _is_last_admin,
-            check_dept_assignment,
-            check_manage_user,
-        )
-
         principal = principal_of(request)
         check_manage_user(session, principal, obj)
         dept_before = session.execute(select(SysUser.dept_id).where(SysUser.id == obj.id)).scalar()

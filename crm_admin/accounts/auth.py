@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -26,6 +28,7 @@ from crm_admin.accounts.service import (
 )
 from crm_admin.core import audit
 from crm_admin.core.context import Actor, set_actor
+from crm_admin.core.errors import plain_page
 from crm_admin.core.formatting import format_datetime
 from crm_admin.core.principal import Principal, load_principal
 from crm_admin.core.views import VIEW_RESOURCES, permission_action
@@ -72,12 +75,10 @@ class CrmAuthentication(AuthenticationBackend):
         if not throttle.allow(actor.ip, limit=self.settings.login_ip_max_per_minute):
             await anyio.to_thread.run_sync(
                 lambda: audit.record_now("login_failed", resource="user", detail=f"该 IP 登录尝试过于频繁(用户名:{username})",
-                                         success=False, actor=actor)
+                                         success=False, actor=replace(actor, username=username.strip()[:64]))
             )
-            from crm_admin.web.middleware import friendly_page
-
-            page = friendly_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
-                                 '<a href="/admin/login">返回登录页</a>')
+            page = plain_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
+                                 f'<a href="{request.url_for("admin:login")}">返回登录页</a>')
             page.headers["Retry-After"] = "60"
             return page
         outcome = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)
@@ -195,7 +196,6 @@ async def _audit_denied(scope: Scope) -> None:
                                      success=False, actor=actor)
         )
     except Exception:  # the refusal stands even if the audit write fails; it is logged
-        import logging
 
         logging.getLogger(__name__).exception("could not audit a permission denial")
 

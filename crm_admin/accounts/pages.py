@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from crm_admin.accounts import policy as policy_service
 from crm_admin.accounts import service
 from crm_admin.accounts.models import SysDept, SysRole, SysUser
+from crm_admin.core import audit
 from crm_admin.core.errors import UserError
 from crm_admin.core.params import parse_id
 from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS, applicable
@@ -203,7 +204,6 @@ def _edit_user_sync(principal: Principal, user_id: int, op: str, form: FormData)
             service.check_manage_user(session, principal, user)
             user.locked_until = None
             user.failed_logins = 0
-            from crm_admin.core import audit
 
             audit.record(session, "user_unlock", resource="user", resource_id=user.id)
             return "已解除锁定。"
@@ -282,8 +282,6 @@ class PolicyPage(CrmBaseView):
         text = await anyio.to_thread.run_sync(_policy_text)
 
         def audit_export() -> None:
-            from crm_admin.core import audit
-
             audit.record_now("export", resource="policy", detail="导出权限策略 CSV")
 
         await anyio.to_thread.run_sync(audit_export)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, event, inspect, or_, select, update
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import CasbinRule, LoginGuard, SysDept, SysRole, SysSession, SysUser
+from crm_admin.accounts.policy import set_user_roles
 from crm_admin.core import audit
 from crm_admin.core.context import Actor
 from crm_admin.core.errors import Forbidden, UserError
@@ -101,9 +102,11 @@ def check_login(session: Session, username: str, password: str, actor: Actor) ->
     ).scalar_one_or_none()
     guard: SysUser | LoginGuard = user if user is not None else _guard_of_unknown(session, name, now)
     who: dict[str, Any] = {"resource_id": user.id} if user is not None else {}
+    # nobody is signed in yet: the audit log's user column shows the name that was tried
+    attempt = replace(actor, username=name) if not actor.username or actor.user_id is None else actor
     if guard.locked_until and guard.locked_until > now:
         verify_password(user.password_hash if user else None, password)  # same cost as a real check
-        audit.record(session, "login_failed", resource="user", **who, success=False, actor=actor,
+        audit.record(session, "login_failed", resource="user", **who, success=False, actor=attempt,
                      detail=f"账号锁定期间尝试登录(用户名:{name})")
         return LoginResult(None, LOCKED_MESSAGE, locked_until=guard.locked_until)
     if user is None:
@@ -117,12 +120,12 @@ def check_login(session: Session, username: str, password: str, actor: Actor) ->
             guard.failed_logins = 0  # failures long ago are forgotten, for every name alike
         guard.failed_logins = (guard.failed_logins or 0) + 1
         guard.last_failed_login_at = now
-        audit.record(session, "login_failed", resource="user", **who, success=False, actor=actor,
+        audit.record(session, "login_failed", resource="user", **who, success=False, actor=attempt,
                      detail=f"{detail}(用户名:{name})")
         if guard.failed_logins >= settings.login_max_failures:
             guard.locked_until = now + dt.timedelta(minutes=settings.login_lock_minutes)
             guard.failed_logins = 0
-            audit.record(session, "lockout", resource="user", **who, success=False, actor=actor,
+            audit.record(session, "lockout", resource="user", **who, success=False, actor=attempt,
                          detail=f"用户名“{name}”连续 {settings.login_max_failures} 次登录失败,锁定 "
                                 f"{settings.login_lock_minutes} 分钟")
             return LoginResult(None, LOCKED_MESSAGE, locked_until=guard.locked_until)
@@ -223,7 +226,6 @@ def admin_create_user(
     email: str | None = None,
 ) -> SysUser:
     """A new account with an initial password the user must change at first sign-in."""
-    from crm_admin.accounts.policy import set_user_roles
 
     if dept_id is not None and session.get(SysDept, dept_id) is None:
         raise UserError("所选部门不存在。")
@@ -238,8 +240,6 @@ def admin_create_user(
 
 def update_user(session: Session, editor: Principal, user: SysUser, *, real_name: str, dept_id: int | None,
                 phone: str | None, email: str | None, roles: list[str]) -> None:
-    from crm_admin.accounts.policy import set_user_roles
-
     if dept_id is not None and session.get(SysDept, dept_id) is None:
         raise UserError("所选部门不存在。")
     check_manage_user(session, editor, user)

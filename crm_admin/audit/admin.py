@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.audit.models import AuditLog
-from crm_admin.core.formatting import day_start_utc, local_today
+from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today
 from crm_admin.core.params import parse_date, parse_id
+from crm_admin.core.permissions import RESOURCES
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView
 from crm_admin.db import session_factory
@@ -26,8 +27,19 @@ ACTION_LABELS = {
     "create": "新增", "update": "修改", "delete": "删除", "transfer": "客户转移", "import": "导入",
     "export": "导出", "policy_change": "权限变更", "permission_denied": "越权访问",
     "password_change": "修改密码", "password_reset": "重置密码", "user_enable": "启用用户",
-    "user_disable": "停用用户", "user_unlock": "解除锁定",
+    "user_disable": "停用用户", "user_unlock": "解除锁定", "merge": "合并客户", "run_job": "运行定时任务",
 }
+# what an audit row may name besides the resources a permission names
+_OTHER_RESOURCES = {"csrf": "安全令牌校验", "saved_query": "常用查询", "session": "登录会话"}
+
+
+def action_label(code: str | None) -> str:
+    return ACTION_LABELS.get(code or "", code or "")
+
+
+def resource_label(code: str | None) -> str:
+    return RESOURCES.get(code or "") or _OTHER_RESOURCES.get(code or "", code or "")
+
 def parse_day(text: str | None, *, end: bool = False) -> dt.datetime | None:
     """A ``YYYY-MM-DD`` in the company's time zone as the UTC instant that starts (or ends) that day."""
     day = parse_date(text)
@@ -75,11 +87,23 @@ class AuditLogAdmin(CrmModelView, model=AuditLog):
     column_searchable_list = [AuditLog.username, AuditLog.detail]
     column_sortable_list = [AuditLog.occurred_at, AuditLog.username, AuditLog.action]
     column_default_sort = [(AuditLog.id, True)]
-    column_formatters = {"action": lambda m, a: ACTION_LABELS.get(m.action, m.action)}
-    column_formatters_detail = {"action": lambda m, a: f"{ACTION_LABELS.get(m.action, m.action)}({m.action})"}
+    column_formatters = {"action": lambda m, a: action_label(m.action),
+                         "resource": lambda m, a: resource_label(m.resource)}
+    column_formatters_detail = column_formatters
+
+    list_template = "audit/list.html"
+    FILTERS = ("user", "action", "resource", "record", "from", "to", "success")
 
     def list_query(self, request: Request) -> Select[Any]:
         return apply_filters(super().list_query(request), request.query_params)
+
+    async def list_context(self, request: Request) -> dict[str, Any]:
+        context = await super().list_context(request)
+        q = request.query_params
+        resources = {**RESOURCES, **_OTHER_RESOURCES}
+        return {**context, "af": {k: q.get(k, "")[:64] for k in self.FILTERS},
+                "af_actions": sorted(ACTION_LABELS.items(), key=lambda kv: kv[1]),
+                "af_resources": sorted(resources.items(), key=lambda kv: kv[1])}
 
     async def insert_model(self, request: Request, data: dict[str, Any]) -> Any:
         raise PermissionError("审计日志只读")
@@ -106,7 +130,8 @@ class AuditAnalysisPage(CrmBaseView):
             params["from"] = (local_today() - dt.timedelta(days=29)).isoformat()
         data = await anyio.to_thread.run_sync(_analysis, params)
         return await self.templates.TemplateResponse(request, "audit/analysis.html", {
-            "title": "日志分析", "params": params, "labels": ACTION_LABELS, **data})
+            "title": "日志分析", "params": params, "labels": ACTION_LABELS, "resource_label": resource_label,
+            **data})
 
 
 def _analysis(params: dict[str, str]) -> dict[str, Any]:
@@ -114,7 +139,7 @@ def _analysis(params: dict[str, str]) -> dict[str, Any]:
         return [tuple(r) for r in session.execute(apply_filters(stmt, params)).all()]
 
     with session_factory()() as session:
-        day = func.date(AuditLog.occurred_at)  # UTC days: cheap and index-friendly; labelled as such
+        day = local_date_sql(AuditLog.occurred_at)  # the company's days
         per_day = rows(select(day, func.count()).group_by(day).order_by(day))
         per_user = rows(select(AuditLog.username, func.count()).group_by(AuditLog.username)
                         .order_by(func.count().desc()).limit(20))

@@ -38,6 +38,7 @@ from sqlalchemy.engine import URL, make_url
 
 from crm_admin.backup import mysql, sqlite
 from crm_admin.backup.manifest import BackupError, BackupInfo, Manifest, code_revisions, kind_of
+from crm_admin.core.formatting import local_now, to_local
 
 __all__ = [
     "BackupError", "BackupInfo", "Manifest", "RestoreReport", "backup", "code_revisions", "default_backup_name",
@@ -64,7 +65,8 @@ def _sqlite_path(url: URL) -> Path:
 
 
 def default_backup_name(url: str | URL, now: dt.datetime | None = None) -> str:
-    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    # the company's clock: the file a person looks for says the time they know
+    stamp = (to_local(now) if now else local_now()).strftime("%Y%m%d-%H%M%S")
     suffix = ".sqlite3" if _backend(make_url(url)) == "sqlite" else ".sql"
     return f"crm-{stamp}{suffix}"
 

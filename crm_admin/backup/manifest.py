@@ -18,7 +18,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from alembic.script import ScriptDirectory
+
 from crm_admin.core.errors import UserError
+from crm_admin.migrate import alembic_config
 
 FORMAT_VERSION = 1
 CHUNK = 1 << 20
@@ -87,9 +90,7 @@ class BackupInfo:
 @lru_cache(maxsize=1)
 def code_revisions() -> tuple[str, tuple[str, ...]]:
     """(head, every revision this program knows, newest first)."""
-    from alembic.script import ScriptDirectory
 
-    from crm_admin.migrate import alembic_config
 
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     heads = script.get_heads()

@@ -53,6 +53,7 @@ from crm_admin.backup.manifest import (
     open_content,
 )
 from crm_admin.backup.sqlite import compare_counts
+from crm_admin.migrate import upgrade
 
 COMPLETED = b"-- Dump completed"
 MANIFEST_PREFIX = b"-- crm-admin backup manifest: "
@@ -480,8 +481,6 @@ def _check_stage(conn: Connection, stage: str, info: BackupInfo) -> str | None:
 
 
 def _upgrade(stage_url: URL) -> None:
-    from crm_admin.migrate import upgrade
-
     engine = create_engine(stage_url)
     try:
         upgrade(engine)

@@ -1,7 +1,6 @@
 """SQLite backups: a copy of the database made with SQLite's online backup API, manifest inside.
 
 The copy carries one extra table, ``crm_backup_manifest (name, value)``:
-
 - ``manifest``: the manifest as JSON (schema revision, every table's row count, when, SQLite version);
 - ``sha256``: ``crm-admin-backup-sha256:`` followed by the SHA-256 of the whole file, computed while
   those 64 hex digits were zeros and then written over them. They keep their length, so the file stays
@@ -28,6 +27,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import create_engine
+
 from crm_admin.backup.manifest import (
     SQLITE_MAGIC,
     BackupError,
@@ -37,6 +38,7 @@ from crm_admin.backup.manifest import (
     checked_message,
     open_content,
 )
+from crm_admin.migrate import upgrade
 
 MANIFEST_TABLE = "crm_backup_manifest"
 DIGEST_MARK = b"crm-admin-backup-sha256:"
@@ -287,10 +289,6 @@ def restore(info: BackupInfo, target: Path, *, force: bool, progress: Callable[[
         revision = _check_stage(stage, info)
         note = check_revision(revision)
         if note:
-            from sqlalchemy import create_engine
-
-            from crm_admin.migrate import upgrade
-
             engine = create_engine(f"sqlite:///{stage}")
             try:
                 upgrade(engine)

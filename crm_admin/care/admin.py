@@ -31,6 +31,13 @@ from crm_admin.dictionary import service as dictionary
 from crm_admin.dictionary.service import DictSelectField
 
 CARE_STATUS_LABELS = {"pending": "待执行", "done": "已完成", "cancelled": "已取消"}
+def care_status_label(status: str, *, executed: bool) -> str:
+    """A pending task already carried out is waiting for the customer's feedback, not still to do."""
+    if status == "pending" and executed:
+        return "已执行,待反馈"
+    return CARE_STATUS_LABELS.get(status, status)
+
+
 CARE_ORIGIN_LABELS = {"birthday": "生日扫描", "plan": "关怀计划", "manual": "手工录入"}
 
 
@@ -64,7 +71,7 @@ class CustomerCareAdmin(CrmModelView, model=CustomerCare):
         "created_at": "创建时间", "updated_at": "更新时间",
     }
     column_formatters = {
-        "status": lambda m, a: CARE_STATUS_LABELS.get(m.status, m.status),
+        "status": lambda m, a: care_status_label(m.status, executed=m.care_time is not None),
         "origin": lambda m, a: CARE_ORIGIN_LABELS.get(m.origin, m.origin),
         "care_type": lambda m, a: dictionary.label("care_type", m.care_type),
     }
@@ -140,7 +147,21 @@ class CarePlanAdmin(CrmModelView, model=CarePlan):
             raise UserError("间隔天数须在 1 到 3650 之间。", field="interval_days")
         if obj.next_date is None:
             raise UserError("请填写下次关怀日期。", field="next_date")
+        if obj.is_active and _same_active_plan(session, obj):
+            raise UserError("该客户(联系人)已有一个启用中的同类关怀计划,请修改已有的计划,不要重复新建。",
+                            field="care_type")
         obj.manager_id = _customer_manager(session, obj.customer_id)
+
+
+def _same_active_plan(session: Session, plan: CarePlan) -> bool:
+    """Another active plan of the same kind for the same customer and contact (two would care twice)."""
+    linkman = (CarePlan.linkman_id.is_(None) if plan.linkman_id is None
+               else CarePlan.linkman_id == plan.linkman_id)
+    stmt = select(CarePlan.id).where(CarePlan.customer_id == plan.customer_id, linkman,
+                                     CarePlan.care_type == plan.care_type, CarePlan.is_active.is_(True))
+    if plan.id is not None:
+        stmt = stmt.where(CarePlan.id != plan.id)
+    return session.execute(stmt.limit(1)).first() is not None
 
 
 # ----- the workbench ---------------------------------------------------------------------------
@@ -150,7 +171,7 @@ def _task_dict(row: service.TaskRow, today: dt.date) -> dict[str, Any]:
         "id": row.id, "customer_id": row.customer_id, "customer": row.customer, "linkman": row.linkman,
         "care_type": row.care_type, "care_type_label": row.care_type_label,
         "due_date": fmt_date(row.due_date), "care_time": fmt_dt(row.care_time), "detail": row.detail,
-        "feedback": row.feedback, "status": row.status, "status_label": CARE_STATUS_LABELS.get(row.status, ""),
+        "feedback": row.feedback, "status": row.status, "status_label": care_status_label(row.status, executed=row.executed),
         "origin_label": CARE_ORIGIN_LABELS.get(row.origin, row.origin), "manager": row.manager,
         "executed": row.executed, "overdue_days": (today - row.due_date).days if row.due_date else 0,
     }

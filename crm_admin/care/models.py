@@ -24,7 +24,7 @@ class CarePlan(Timestamped, Base):
 
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
-    care_type: Mapped[str] = mapped_column(String(64))
+    care_type: Mapped[str] = mapped_column(String(64), info={"dict": "care_type"})
     interval_days: Mapped[int] = mapped_column(Integer, info={"min": 1, "max": 3650})
     next_date: Mapped[dt.date] = mapped_column(Date)
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
@@ -47,7 +47,7 @@ class CustomerCare(Timestamped, Base):
 
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
-    care_type: Mapped[str] = mapped_column(String(64))
+    care_type: Mapped[str] = mapped_column(String(64), info={"dict": "care_type"})
     care_time: Mapped[dt.datetime | None]
     due_date: Mapped[dt.date | None] = mapped_column(Date)
     detail: Mapped[str | None] = mapped_column(Text)

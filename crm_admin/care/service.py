@@ -8,20 +8,21 @@ concurrently or after a crash never creates one twice. Services never commit.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import String, and_, bindparam, case, cast, func, literal, or_, select, update
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
+from crm_admin.contacts.service import birthday_keys
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
+from crm_admin.core.formatting import to_local
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, owner_clause, scoped, sees_everyone, sees_several_users
 from crm_admin.customers.models import Customer
@@ -35,14 +36,6 @@ FEEDBACK_MAX = 2000
 
 # ----- generated tasks (jobs) ------------------------------------------------------------------
 
-def birthday_keys(today: dt.date) -> list[int]:
-    """The ``birthday_md`` values celebrated on ``today``: 29 February falls on 28 February in common years."""
-    keys = [today.month * 100 + today.day]
-    if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
-        keys.append(229)
-    return keys
-
-
 def _insert_ignoring_duplicates(session: Session, table: Any, columns: list[str], select_stmt: Any) -> int:
     """INSERT … SELECT that skips rows whose unique key already exists (a concurrent or repeated run)."""
     dialect = session.get_bind().dialect.name
@@ -52,7 +45,6 @@ def _insert_ignoring_duplicates(session: Session, table: Any, columns: list[str]
     elif dialect == "sqlite":
         stmt = sqlite.insert(table).from_select(columns, select_stmt).on_conflict_do_nothing()
     else:  # PostgreSQL and others
-        from sqlalchemy.dialects import postgresql
 
         stmt = postgresql.insert(table).from_select(columns, select_stmt).on_conflict_do_nothing()
     return _affected(session.execute(stmt))
@@ -292,30 +284,11 @@ def workbench(
     count_stmt = base.with_only_columns(*sums).where(
         CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days))
     counts = session.execute(count_stmt).one()
-    order = (CustomerCare.due_date, CustomerCare.id)
     totals = {name: int(total) for name, total in zip(conditions, counts, strict=True)}
     chosen = {name: min(max(1, wanted.get(name, 1)), max(1, -(-total // page_size))) for name, total in totals.items()}
-    page_ids: dict[str, list[int]] = {name: [] for name in conditions}
-    if where_scope is None:
-        # everyone's: each section's page straight from the (status, due_date) index
-        for name, where in conditions.items():
-            if totals[name]:
-                page_ids[name] = list(session.execute(base.where(*where).order_by(*order)
-                                                      .offset((chosen[name] - 1) * page_size)
-                                                      .limit(page_size)).scalars())
-    elif any(totals.values()):
-        # a scope's: one pass over its pending tasks, numbered within each section, keeps each page's ids
-        section = case(*((and_(*where), name) for name, where in conditions.items()), else_="")
-        numbered = base.with_only_columns(
-            CustomerCare.id, section.label("section"),
-            func.row_number().over(partition_by=section, order_by=order).label("n"),
-        ).where(CustomerCare.due_date <= today + dt.timedelta(days=upcoming_days)).subquery()
-        wanted_rows = or_(*(and_(numbered.c.section == name,
-                                 numbered.c.n > (chosen[name] - 1) * page_size,
-                                 numbered.c.n <= chosen[name] * page_size)
-                            for name in conditions if totals[name]))
-        for task_id, name in session.execute(select(numbered.c.id, numbered.c.section).where(wanted_rows)):
-            page_ids[name].append(task_id)
+    horizon = today + dt.timedelta(days=upcoming_days)
+    page_ids = _page_ids(session, base, conditions, totals, chosen, page_size, horizon,
+                         everyone=where_scope is None)
     # only the pages' rows are read with their joins (and through the customer scope)
     every_id = [i for ids in page_ids.values() for i in ids]
     by_id = {r.id: r for r in _rows(session, pending.where(CustomerCare.id.in_(every_id)))} if every_id else {}
@@ -328,6 +301,34 @@ def workbench(
         today=sections["today"], overdue=sections["overdue"], upcoming=sections["upcoming"],
         recent=_recent_closed(session, principal, manager_id, recent) if recent > 0 else [],
     )
+
+
+def _page_ids(session: Session, base: Any, conditions: dict[str, tuple[Any, ...]], totals: dict[str, int],
+              chosen: dict[str, int], page_size: int, horizon: dt.date, *, everyone: bool) -> dict[str, list[int]]:
+    """The ids on each section's chosen page."""
+    order = (CustomerCare.due_date, CustomerCare.id)
+    page_ids: dict[str, list[int]] = {name: [] for name in conditions}
+    if everyone:
+        # everyone's: each section's page straight from the (status, due_date) index
+        for name, where in conditions.items():
+            if totals[name]:
+                page_ids[name] = list(session.execute(base.where(*where).order_by(*order)
+                                                      .offset((chosen[name] - 1) * page_size)
+                                                      .limit(page_size)).scalars())
+    elif any(totals.values()):
+        # a scope's: one pass over its pending tasks, numbered within each section, keeps each page's ids
+        section = case(*((and_(*where), name) for name, where in conditions.items()), else_="")
+        numbered = base.with_only_columns(
+            CustomerCare.id, section.label("section"),
+            func.row_number().over(partition_by=section, order_by=order).label("n"),
+        ).where(CustomerCare.due_date <= horizon).subquery()
+        wanted_rows = or_(*(and_(numbered.c.section == name,
+                                 numbered.c.n > (chosen[name] - 1) * page_size,
+                                 numbered.c.n <= chosen[name] * page_size)
+                            for name in conditions if totals[name]))
+        for task_id, name in session.execute(select(numbered.c.id, numbered.c.section).where(wanted_rows)):
+            page_ids[name].append(task_id)
+    return page_ids
 
 
 def _pending_select(principal: Principal, manager_id: int | None) -> Any:
@@ -560,7 +561,7 @@ def create_manual_care(
     text_feedback = _text(feedback, label="客户反馈", maximum=FEEDBACK_MAX, required=False, field="feedback")
     care = CustomerCare(
         customer_id=customer_id, linkman_id=linkman_id or None, care_type=_care_type(care_type),
-        care_time=when, due_date=when.date(),
+        care_time=when, due_date=to_local(when).date(),  # the company's day, not UTC's
         detail=_text(detail, label="关怀内容", maximum=DETAIL_MAX, required=True, field="detail"),
         feedback=text_feedback, status="done" if text_feedback else "pending",
         # pending: the customer's manager's task (see pending_scope); done: credited to its author if unassigned

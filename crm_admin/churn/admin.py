@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -86,8 +86,6 @@ class ChurnAlertAdmin(CrmModelView, model=ChurnAlert):
         return False
 
     def list_query(self, request: Request) -> Any:
-        from sqlalchemy.orm import selectinload
-
         return super().list_query(request).options(selectinload(ChurnAlert.customer),
                                                    selectinload(ChurnAlert.rule))
 

@@ -43,7 +43,7 @@ class ChurnAlert(Timestamped, Base):
     status: Mapped[str] = mapped_column(String(16), default="open")
     # 1 while the alert is open or being followed, NULL once closed: one open alert per customer and rule.
     open_key: Mapped[int | None] = mapped_column(default=1)
-    reason: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(64), info={"dict": "churn_reason"})
     analysis: Mapped[str | None] = mapped_column(Text)
     measures: Mapped[str | None] = mapped_column(Text)
     handled_by: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))

@@ -32,6 +32,7 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.churn.models import CHURN_METRICS, RISK_LEVELS, ChurnAlert, ChurnRule
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
+from crm_admin.core.formatting import local_today, to_local
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped
 from crm_admin.customers.models import Customer
@@ -176,44 +177,57 @@ def evaluate(session: Session, today: dt.date, now: dt.datetime | None = None) -
         # alerts nobody has started handling go away with their condition; a followed one stays
         stale = [row for row in open_rows
                  if row.customer_id not in matching and row.status == "open" and row.handled_by is None]
-        dismissed = 0
-        for start in range(0, len(stale), CHUNK):
-            part = stale[start:start + CHUNK]
-            dismissed += _affected(session.execute(
-                update(ChurnAlert)
-                .where(ChurnAlert.id.in_([row.id for row in part]), ChurnAlert.status == "open",
-                       ChurnAlert.handled_by.is_(None))
-                .values(status="dismissed", open_key=None, handled_at=now, updated_at=now,
-                        analysis="预警条件已不再满足,系统自动解除。")
-                .execution_options(synchronize_session=False)
-            ))
-            dismissed_customers.update(row.customer_id for row in part)
+        dismissed = _dismiss(session, stale, now)
+        dismissed_customers.update(row.customer_id for row in stale)
         result.per_rule[rule.name] = opened
         result.opened += opened
         result.dismissed += dismissed
-    open_alert = exists().where(ChurnAlert.customer_id == Customer.id, ChurnAlert.open_key == 1)
-    result.at_risk = _affected(session.execute(
-        update(Customer)
-        .where(Customer.status.in_(("potential", "active")), open_alert)
-        .values(status="at_risk", version=Customer.version + 1, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ))
-    if dismissed_customers:
-        ids = sorted(dismissed_customers)
-        for start in range(0, len(ids), CHUNK):
-            result.restored += _affected(session.execute(
-                update(Customer)
-                .where(Customer.id.in_(ids[start:start + CHUNK]), Customer.status == "at_risk", not_(open_alert))
-                .values(status=case((Customer.last_order_at.is_not(None), "active"), else_="potential"),
-                        version=Customer.version + 1, updated_at=now)
-                .execution_options(synchronize_session=False)
-            ))
+    result.at_risk, result.restored = _settle_customers(session, dismissed_customers, now)
     if result.opened or result.dismissed or result.at_risk or result.restored:
         audit.record(session, "update", resource="churn_alert", changes={
             "opened": result.opened, "dismissed": result.dismissed, "customers_at_risk": result.at_risk,
             "customers_restored": result.restored, "per_rule": result.per_rule,
         }, detail=f"流失预警评估 {today.isoformat()}")
     return result
+
+
+def _dismiss(session: Session, stale: list[Any], now: dt.datetime) -> int:
+    """Alerts nobody has started handling go away with their condition (a followed one stays)."""
+    dismissed = 0
+    for start in range(0, len(stale), CHUNK):
+        part = stale[start:start + CHUNK]
+        dismissed += _affected(session.execute(
+            update(ChurnAlert)
+            .where(ChurnAlert.id.in_([row.id for row in part]), ChurnAlert.status == "open",
+                   ChurnAlert.handled_by.is_(None))
+            .values(status="dismissed", open_key=None, handled_at=now, updated_at=now,
+                    analysis="预警条件已不再满足,系统自动解除。")
+            .execution_options(synchronize_session=False)
+        ))
+    return dismissed
+
+
+def _settle_customers(session: Session, dismissed_customers: set[int], now: dt.datetime) -> tuple[int, int]:
+    """Customers with an open alert become at risk; those whose last alert went away come back.
+    Returns (now at risk, restored)."""
+    open_alert = exists().where(ChurnAlert.customer_id == Customer.id, ChurnAlert.open_key == 1)
+    at_risk = _affected(session.execute(
+        update(Customer)
+        .where(Customer.status.in_(("potential", "active")), open_alert)
+        .values(status="at_risk", version=Customer.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ))
+    restored = 0
+    ids = sorted(dismissed_customers)
+    for start in range(0, len(ids), CHUNK):
+        restored += _affected(session.execute(
+            update(Customer)
+            .where(Customer.id.in_(ids[start:start + CHUNK]), Customer.status == "at_risk", not_(open_alert))
+            .values(status=case((Customer.last_order_at.is_not(None), "active"), else_="potential"),
+                    version=Customer.version + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        ))
+    return at_risk, restored
 
 
 # ----- handling ----------------------------------------------------------------------------------
@@ -390,8 +404,6 @@ class Analysis:
 
 
 def analysis(session: Session, principal: Principal, *, months: int = 12, today: dt.date | None = None) -> Analysis:
-    from crm_admin.core.formatting import local_today, to_local
-
     today = today or local_today()
     base = scoped(select(ChurnAlert.status, ChurnAlert.risk_level, func.count()), ChurnAlert, principal, "list", resource="churn_analysis")
     by_status: Counter[str] = Counter()

@@ -4,17 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqladmin.filters import StaticValuesFilter
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from wtforms import SelectField
 
 from crm_admin.contacts.models import Linkman
-from crm_admin.contacts.service import GENDERS, keep_single_primary, validate_linkman
+from crm_admin.contacts.service import (
+    GENDERS,
+    keep_single_primary,
+    upcoming_birthday_keys,
+    upcoming_birthday_order,
+    validate_linkman,
+)
+from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.formatting import local_today
 from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 
 GENDER_CHOICES = [("", "— 请选择 —"), *GENDERS.items()]
+
+
+class UpcomingBirthdays(StaticValuesFilter):
+    """List filter 生日: contacts whose birthday falls in the next 7 or 30 days, soonest first."""
+
+    CHOICES = {"7": "未来 7 天内过生日", "30": "未来 30 天内过生日"}
+
+    def __init__(self) -> None:
+        super().__init__(Linkman.birthday_md, list(self.CHOICES.items()), title="生日",
+                         parameter_name="birthday_within")
+
+    async def lookups(self, request: Request, model: Any, run_query: Any) -> list[tuple[str, str]]:
+        return [("__all", "全部"), *self.CHOICES.items()]
+
+    async def get_filtered_query(self, query: Select[Any], value: Any, model: Any) -> Select[Any]:
+        if value not in self.CHOICES:
+            return query
+        today = local_today()
+        return (query.where(Linkman.birthday_md.in_(upcoming_birthday_keys(today, int(value))))
+                .order_by(None).order_by(upcoming_birthday_order(today), Linkman.id))
 
 
 class LinkmanAdmin(CrmModelView, model=Linkman):
@@ -39,7 +69,8 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
         Linkman.updated_at: lambda m, a: format_local(m.updated_at),
     }
     column_searchable_list = [Linkman.name, Linkman.mobile]
-    column_sortable_list = [Linkman.name, Linkman.created_at]
+    column_sortable_list = [Linkman.name, Linkman.birthday, Linkman.created_at]
+    column_filters = [UpcomingBirthdays()]
     column_details_exclude_list = ["birthday_md"]
     form_columns = ["customer", "name", "gender", "position", "mobile", "phone", "email", "birthday",
                     "is_primary", "remark"]
@@ -47,11 +78,17 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
     form_args = {"gender": {"choices": GENDER_CHOICES}}
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
 
+    def sort_query(self, stmt: Select[Any], request: Request) -> Select[Any]:
+        """By birthday means by month and day (when to wish them well), not by year of birth."""
+        if request.query_params.get("sortBy") == "birthday":
+            descending = request.query_params.get("sort") == "desc"
+            md = Linkman.birthday_md.desc() if descending else Linkman.birthday_md.asc()
+            return stmt.order_by(Linkman.birthday_md.is_(None), md, Linkman.id)
+        return super().sort_query(stmt, request)
+
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
         if obj.customer_id is None:
-            from crm_admin.core.errors import UserError
-
             raise UserError("请选择所属客户。", field="customer")
         validate_linkman(obj)
         keep_single_primary(session, obj)

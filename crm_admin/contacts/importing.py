@@ -11,24 +11,19 @@ from sqlalchemy.orm import Session
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import GENDER_VALUES, birthday_md, validate_linkman
 from crm_admin.core.errors import UserError
-from crm_admin.core.importing import (
-    Column,
-    ImportContext,
-    ImportSpec,
-    Row,
-    RowError,
-    parse_bool_cell,
-    parse_date_cell,
-)
 from crm_admin.core.scope import scoped
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
+from crm_admin.imports.cells import parse_bool_cell, parse_date_cell
+from crm_admin.imports.registry import register
+from crm_admin.imports.spec import Column, ImportContext, ImportSpec, Row, RowError
 
 
 class ContactImport(ImportSpec):
     key = "linkman"
     resource = "linkman"
     title = "联系人"
+    order = 20
     columns = [
         Column("客户编号", "customer_code", False, "C2026110001", "客户编号或客户名称至少填一个"),
         Column("客户名称", "customer_name", False, "北京星辰科技有限公司", "须与系统中的客户名称完全一致"),
@@ -137,4 +132,4 @@ class ContactImport(ImportSpec):
         return len(payload)
 
 
-SPEC = ContactImport()
+SPEC = register(ContactImport())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, case, select
 from sqlalchemy.orm import Session
 
 from crm_admin.contacts.models import Linkman
@@ -82,3 +83,29 @@ def create_linkman(session: Session, principal: Principal, *, customer_id: int, 
     session.add(obj)
     session.flush()
     return obj
+
+
+# ----- birthdays -------------------------------------------------------------------------------
+
+def birthday_keys(today: dt.date) -> list[int]:
+    """The ``birthday_md`` values celebrated on ``today``: 29 February falls on 28 February in common years."""
+    keys = [today.month * 100 + today.day]
+    if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
+        keys.append(229)
+    return keys
+
+
+def upcoming_birthday_keys(today: dt.date, days: int) -> list[int]:
+    """The ``birthday_md`` values celebrated from ``today`` through the next ``days`` days, in that order."""
+    keys: list[int] = []
+    for n in range(days + 1):
+        for key in birthday_keys(today + dt.timedelta(days=n)):
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def upcoming_birthday_order(today: dt.date) -> ColumnElement[int]:
+    """Sort key: birthdays still to come this year first (in date order), then next year's."""
+    md = today.month * 100 + today.day
+    return case((Linkman.birthday_md >= md, Linkman.birthday_md), else_=Linkman.birthday_md + 1300)

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, event, inspect, select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, current_actor
-from crm_admin.db import Base, utcnow
+from crm_admin.db import Base, transaction, utcnow
 
 # Tables whose writes are bookkeeping rather than business changes.
 # Sign-in bookkeeping (sessions, lock-out counters) is audited as login/logout/lockout events instead.
@@ -192,7 +192,6 @@ def record(
 
 def record_now(action: str, **kwargs: Any) -> None:
     """Write an audit row in a transaction of its own (events with no business change)."""
-    from crm_admin.db import transaction
 
     with transaction() as session:
         record(session, action, **kwargs)

@@ -21,6 +21,7 @@ routes (our list/details templates submit them as POST forms with the token).
 from __future__ import annotations
 
 import hmac
+import html
 import logging
 import secrets
 import threading
@@ -34,13 +35,16 @@ import anyio
 from jinja2 import pass_context
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crm_admin.core import sqladmin_compat
-from crm_admin.core.errors import PLAIN_PAGE_STYLE
+from crm_admin.core import audit, sqladmin_compat
+from crm_admin.core.context import Actor
+from crm_admin.core.errors import plain_page
 from crm_admin.core.i18n import locale_from_cookie, translations_for
+from crm_admin.core.models import SysUser
+from crm_admin.db import session_factory
 
 log = logging.getLogger(__name__)
 
@@ -125,27 +129,23 @@ class CsrfMiddleware:
 
 
 def refusal_response(request: Request) -> Response:
-
     t = translations_for(locale_from_cookie(request.headers.get("cookie", ""))).gettext
     accept = request.headers.get("accept", "")
     if "application/json" in accept and "text/html" not in accept:
         return JSONResponse({"detail": t(REFUSAL_MESSAGE)}, status_code=403)
-    page = _PAGE.format(
+    return plain_page(
+        403, t("请求已被拒绝"), t(REFUSAL_MESSAGE),
+        t("为了保护您的数据,系统拒绝了这个没有有效安全令牌的请求,没有任何数据被修改。"),
         lang="en" if t("请求已被拒绝") != "请求已被拒绝" else "zh-CN",
-        title=t("请求已被拒绝"),
-        message=t(REFUSAL_MESSAGE),
-        hint=t("为了保护您的数据,系统拒绝了这个没有有效安全令牌的请求,没有任何数据被修改。"),
-        back=t("返回首页"),
-        style=PLAIN_PAGE_STYLE,
+        footer=f'<p><a href="{html.escape(_home(request))}">{t("返回首页")}</a></p>',
     )
-    return HTMLResponse(page, status_code=403)
 
 
-_PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
-<style>{style}</style></head><body>
-<div class="box"><h1>{title}</h1><p>{message}</p>
-<p class="muted">{hint}</p><p><a href="/admin/">{back}</a></p></div></body></html>"""
+def _home(request: Request) -> str:
+    try:
+        return str(request.url_for("admin:index"))
+    except Exception:  # outside the admin app (a bare test app): the admin's usual place
+        return "/admin/"
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:
@@ -229,11 +229,6 @@ def _audit_refusal(request: Request, reason: str) -> None:
 
 
 def _write_refusal_audit(request: Request, reason: str) -> None:
-    from crm_admin.core import audit
-    from crm_admin.core.context import Actor
-    from crm_admin.core.models import SysUser
-    from crm_admin.db import session_factory
-
     session = request.scope.get("session") or {}
     uid = session.get("uid") if isinstance(session, dict) else None
     try:

@@ -32,6 +32,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import sort_tables
 
+import crm_admin
 from crm_admin.core.principal import Principal
 
 # 360° page slots a module's section may go into
@@ -187,7 +188,6 @@ def load_all() -> None:
     with _lock:
         if _loaded:
             return
-        import crm_admin
 
         for info in pkgutil.iter_modules(crm_admin.__path__):
             if not info.ispkg:
@@ -219,10 +219,21 @@ def page_actions() -> dict[str, tuple[RecordKind, PageAction]]:
 
 # ----- the paths that iterate it ------------------------------------------------------------------
 
+# Scope kinds under which every row of a visible customer is visible (a kind may reach more rows,
+# e.g. a transfer is also seen by the people in it); a module declares its kind with ``reaches_customer_rows``.
+_REACH_CUSTOMER_ROWS = {"customer"}
+
+
+def reaches_customer_rows(kind: str) -> None:
+    """Declare that the scope kind ``kind`` shows at least every row of each customer its user sees."""
+    _REACH_CUSTOMER_ROWS.add(kind)
+
+
 def of_customer[S: Select[*tuple[Any, ...]]](stmt: S, model: Any, customer: VisibleCustomer) -> S:
     """``stmt`` narrowed to ``model``'s rows of ``customer``: within the principal's scope because the
-    customer is and the rows follow their customer's scope (``__scope__ = "customer"``)."""
-    if getattr(model, "__scope__", "") != "customer":
+    customer is and the rows follow their customer's scope (``__scope__ = "customer"`` or a kind declared
+    with ``reaches_customer_rows``)."""
+    if getattr(model, "__scope__", "") not in _REACH_CUSTOMER_ROWS:
         raise ValueError(f"{model.__name__} is not scoped by its customer: filter it through core.scope")
     return stmt.where(model.customer_id == customer.id)
 

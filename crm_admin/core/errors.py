@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.responses import HTMLResponse
+
 
 class UserError(Exception):
     """A refusal the user can act on: the message is shown as is, nothing was changed."""
@@ -50,8 +54,6 @@ def friendly_db_error(exc: BaseException) -> str:
 
     The caller logs the details (``exc``) server-side; this only says what the user can do.
     """
-    from sqlalchemy import exc as sa_exc
-    from sqlalchemy.orm.exc import StaleDataError
 
     if isinstance(exc, UserError):
         return exc.message
@@ -78,3 +80,17 @@ PLAIN_PAGE_STYLE = (
     "h1{font-size:20px;margin:0 0 12px}p{line-height:1.7;margin:6px 0}.muted{color:#64748b;font-size:13px}"
     "a{color:#206bc4}"
 )
+
+_PLAIN_PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
+<style>{style}</style></head><body>
+<div class="box"><h1>{title}</h1><p>{message}</p>
+<p class="muted">{hint}</p>{footer}</div></body></html>"""
+
+
+def plain_page(status: int, title: str, message: str, hint: str = "", *, lang: str = "zh-CN",
+               footer: str = "") -> HTMLResponse:
+    """A page that renders whatever else is broken (no template, no database): 4xx/5xx refusals."""
+    page = _PLAIN_PAGE.format(title=title, message=message, hint=hint, lang=lang, footer=footer,
+                              style=PLAIN_PAGE_STYLE)
+    return HTMLResponse(page, status_code=status)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from functools import partial
@@ -35,7 +34,7 @@ from starlette.responses import StreamingResponse
 
 from crm_admin.core import audit, sqladmin_compat, vocabulary
 from crm_admin.core.context import current_actor
-from crm_admin.core.formatting import DATETIME_FORMAT, format_datetime
+from crm_admin.core.formatting import DATETIME_FORMAT, format_datetime, local_now
 from crm_admin.core.xlsxstream import xlsx_stream
 from crm_admin.db import session_factory
 
@@ -349,6 +348,6 @@ async def export_response(view: Any, request: Request, export_type: str) -> Stre
             return [cell_value(view, obj, p) for p in props]
 
         rows = iter_rows(stmt, row)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = local_now().strftime("%Y%m%d-%H%M%S")  # the company's clock, as the user reads it
     filename = f"{view.name_plural}-{stamp}.{export_type}"
     return spreadsheet_response(export_type, str(view.name_plural), [h for _, h in columns], rows, filename)

@@ -15,7 +15,12 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import ColumnElement, Date, Integer, bindparam
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
 from crm_admin.core.i18n import gettext
+from crm_admin.settings import get_settings
 
 DATETIME_FORMAT = "%Y-%m-%d %H:%M"
 DATE_FORMAT = "%Y-%m-%d"
@@ -30,7 +35,6 @@ def _zone(name: str) -> ZoneInfo:
 def company_tz() -> ZoneInfo:
     """The company's time zone (settings.timezone): every date a user sees or that decides
     "today" or "overdue" is taken in it."""
-    from crm_admin.settings import get_settings
 
     return _zone(get_settings().timezone)
 
@@ -108,3 +112,40 @@ TYPE_FORMATTERS: dict[type, Any] = {
     dt.date: format_date,
     Decimal: format_money,
 }
+
+
+# ----- the company's day in SQL -----------------------------------------------------------------
+
+class _LocalDate(FunctionElement[dt.date]):
+    """``DATE(utc_column + offset)``: the company's calendar day of a stored UTC time, for grouping."""
+
+    type = Date()
+    inherit_cache = True
+    name = "local_date"
+
+
+@compiles(_LocalDate)
+def _local_date_default(element: _LocalDate, compiler: Any, **kw: Any) -> str:
+    column, minutes = list(element.clauses)
+    return f"DATE({compiler.process(column, **kw)} + ({compiler.process(minutes, **kw)}) * INTERVAL '1 minute')"
+
+
+@compiles(_LocalDate, "sqlite")
+def _local_date_sqlite(element: _LocalDate, compiler: Any, **kw: Any) -> str:
+    column, minutes = list(element.clauses)
+    return f"date({compiler.process(column, **kw)}, ({compiler.process(minutes, **kw)}) || ' minutes')"
+
+
+@compiles(_LocalDate, "mysql")
+@compiles(_LocalDate, "mariadb")
+def _local_date_mysql(element: _LocalDate, compiler: Any, **kw: Any) -> str:
+    column, minutes = list(element.clauses)
+    return f"DATE(DATE_ADD({compiler.process(column, **kw)}, INTERVAL {compiler.process(minutes, **kw)} MINUTE))"
+
+
+def local_date_sql(column: Any) -> ColumnElement[dt.date]:
+    """The company's day of a UTC time column, computed by the database (a fixed offset: the company's
+    current one, which for Asia/Shanghai never changes)."""
+    offset = local_now().utcoffset() or dt.timedelta(0)
+    minutes = int(offset.total_seconds() // 60)
+    return _LocalDate(column, bindparam("tz_minutes", minutes, Integer()))

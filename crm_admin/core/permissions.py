@@ -18,7 +18,7 @@ from pathlib import Path
 import casbin
 from casbin.model import Model
 from casbin.persist.adapter import Adapter
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
 from crm_admin.core.models import CasbinRule, SysMeta, SysRole
 
@@ -211,7 +211,6 @@ gate = Gate()
 
 def bump_policy_version(conn: Connection) -> None:
     """Make every process reload the policy on its next request (call inside the writing transaction)."""
-    from sqlalchemy import update
 
     meta = SysMeta.metadata.tables["sys_meta"]
     updated = conn.execute(

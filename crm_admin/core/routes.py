@@ -3,7 +3,8 @@
 ``@route`` is SQLAdmin's ``@expose`` plus what the route needs before its handler runs:
 
 - ``permission``: ``(resource, action)``, or one per HTTP method (``{"GET": ..., "POST": ...}``), or a
-  tuple of pairs of which any one will do, or ``SIGNED_IN`` (any signed-in user: their own account);
+  tuple of pairs of which any one will do, or ``SIGNED_IN`` (any signed-in user: their own account), or
+  a function returning such a tuple, asked at each request (what modules registered by then);
 - ``row``: ``(Model, "path_param")`` — the path names a row of ``Model``, which must exist and be within
   the user's data scope, otherwise the answer is 404 as if it did not exist.
 
@@ -32,7 +33,7 @@ from crm_admin.db import session_factory
 
 Pair = tuple[str, str]
 SIGNED_IN = "signed-in"
-Need = Pair | tuple[Pair, ...] | str
+Need = Pair | tuple[Pair, ...] | str | Callable[[], tuple[Pair, ...]]
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class RouteRule:
 
     def need(self, method: str) -> Need:
         method = method.upper()
-        return self.permissions.get("GET" if method == "HEAD" else method, ())
+        need = self.permissions.get("GET" if method == "HEAD" else method, ())
+        return need() if callable(need) else need
 
     def allows(self, principal: Principal, method: str) -> bool:
         need = self.need(method)

@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, false, select, true
 
+from crm_admin.core.errors import UserError
+from crm_admin.core.models import CasbinRule, SysDept, SysRole, SysUser
 from crm_admin.core.principal import Principal
 
 VIEW = "view"
@@ -137,7 +139,6 @@ def sees_several_users(principal: Principal, resource: str | None = None, action
 def users_in_scope(session: Any, principal: Principal, *, active_only: bool = True, resource: str | None = None,
                    action: str = VIEW) -> list[Any]:
     """The users whose rows the principal sees, by name: the choices of a "by manager" filter."""
-    from crm_admin.core.models import SysUser
 
     stmt = select(SysUser).where(owner_clause(SysUser.id, principal, resource=resource, action=action))
     if active_only:
@@ -148,7 +149,6 @@ def users_in_scope(session: Any, principal: Principal, *, active_only: bool = Tr
 def depts_in_scope(session: Any, principal: Principal, *, resource: str | None = None,
                    action: str = VIEW) -> list[tuple[int, str]]:
     """Departments of the users in scope (a "by department" filter), or every department for "all"."""
-    from crm_admin.core.models import SysDept, SysUser
 
     stmt = select(SysDept.id, SysDept.name).order_by(SysDept.sort, SysDept.name)
     if not sees_everyone(principal, resource, action):
@@ -169,8 +169,6 @@ TRANSFER = "transfer"
 
 
 def _owner_roles(session: Any) -> set[str]:
-    from crm_admin.core.models import CasbinRule, SysRole
-
     active = set(session.execute(select(SysRole.code).where(SysRole.is_active.is_(True))).scalars())
     granting = {
         str(v0).removeprefix("role:")
@@ -183,8 +181,6 @@ def _owner_roles(session: Any) -> set[str]:
 
 
 def _assignable_stmt(session: Any, principal: Principal, purpose: str) -> Select[Any]:
-    from crm_admin.core.models import CasbinRule, SysUser
-
     members = select(CasbinRule.v0).where(
         CasbinRule.ptype == "g", CasbinRule.v1.in_(sorted(f"role:{r}" for r in _owner_roles(session))))
     subjects = {str(v) for v in session.execute(members).scalars()}
@@ -197,15 +193,12 @@ def _assignable_stmt(session: Any, principal: Principal, purpose: str) -> Select
 
 def assignable_users(session: Any, principal: Principal, *, purpose: str = ASSIGN) -> list[Any]:
     """Users ``principal`` may make responsible for rows (``purpose``: ASSIGN or TRANSFER), by name."""
-    from crm_admin.core.models import SysUser
 
     stmt = _assignable_stmt(session, principal, purpose).order_by(SysUser.real_name, SysUser.username)
     return list(session.execute(stmt).scalars())
 
 
 def assignable_ids(session: Any, principal: Principal, *, purpose: str = ASSIGN) -> list[int]:
-    from crm_admin.core.models import SysUser
-
     stmt = _assignable_stmt(session, principal, purpose).with_only_columns(SysUser.id)
     return [int(i) for i in session.execute(stmt).scalars()]
 
@@ -213,8 +206,6 @@ def assignable_ids(session: Any, principal: Principal, *, purpose: str = ASSIGN)
 def check_assignee(session: Any, principal: Principal, user_id: Any, *, purpose: str = ASSIGN,
                    field: str | None = None, label: str = "客户经理") -> Any:
     """The user a posted id names, if ``principal`` may give them work; a clear UserError otherwise."""
-    from crm_admin.core.errors import UserError
-    from crm_admin.core.models import SysUser
 
     try:
         wanted = int(str(user_id).strip())

@@ -298,6 +298,4 @@ def _list_url(request: Request, query: str = "") -> str:
     return url_path(request, "admin:list", identity="customer", query=query)
 
 
-from crm_admin.customers.imports import ImportView  # noqa: E402
-
-VIEWS = [CustomerAdmin, ImportView]
+VIEWS = [CustomerAdmin]

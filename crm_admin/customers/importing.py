@@ -10,12 +10,14 @@ from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import UserError
-from crm_admin.core.importing import Column, ImportContext, ImportSpec, Row, RowError, dict_cell
 from crm_admin.core.scope import check_assignee, sees_user
 from crm_admin.customers import service
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import STATUS_LABELS, Customer
 from crm_admin.db import utcnow
+from crm_admin.dictionary.cells import dict_cell
+from crm_admin.imports.registry import register
+from crm_admin.imports.spec import Column, ImportContext, ImportSpec, Row, RowError
 
 STATUS_BY_LABEL = {**{v: k for k, v in STATUS_LABELS.items()}, **{k: k for k in STATUS_LABELS}}
 
@@ -24,6 +26,7 @@ class CustomerImport(ImportSpec):
     key = "customer"
     resource = "customer"
     title = "客户"
+    order = 10
     columns = [
         Column("客户名称", "name", True, "北京星辰科技有限公司", "公司全称,最多 128 字"),
         Column("统一社会信用代码", "credit_code", False, "", "18 位,系统校验校验位;不可与已有客户重复"),
@@ -214,4 +217,4 @@ class CustomerImport(ImportSpec):
         return len(payload)
 
 
-SPEC = CustomerImport()
+SPEC = register(CustomerImport())

@@ -34,9 +34,9 @@ class Customer(Timestamped, Base):
     # Normalised name (width, case, spaces, legal-form suffixes folded) for duplicate detection.
     name_key: Mapped[str] = mapped_column(String(128), default="", index=True)
     credit_code: Mapped[str | None] = mapped_column(String(18), unique=True)
-    industry: Mapped[str | None] = mapped_column(String(64))
-    source: Mapped[str | None] = mapped_column(String(64))
-    level: Mapped[str | None] = mapped_column(String(64))
+    industry: Mapped[str | None] = mapped_column(String(64), info={"dict": "industry"})
+    source: Mapped[str | None] = mapped_column(String(64), info={"dict": "customer_source"})
+    level: Mapped[str | None] = mapped_column(String(64), info={"dict": "customer_level"})
     status: Mapped[str] = mapped_column(String(16), default="potential")
     region: Mapped[str | None] = mapped_column(String(64))
     address: Mapped[str | None] = mapped_column(String(255))

@@ -18,7 +18,9 @@ from starlette.datastructures import QueryParams
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.formatting import day_start_utc
 from crm_admin.core.params import parse_date, parse_id
+from crm_admin.core.principal import dept_subtree
 from crm_admin.customers.models import CUSTOMER_STATUSES, Customer
+from crm_admin.opportunities.models import SalesOpportunity
 
 # Every parameter the filter panel writes (sortBy/sort/search/page are SQLAdmin's own).
 FILTER_PARAMS = (
@@ -125,8 +127,6 @@ class CustomerQuery:
             cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.no_contact_days)
             c.append(or_(Customer.last_contact_at.is_(None), Customer.last_contact_at < cutoff))
         if self.has_open_opp in ("1", "0"):
-            from crm_admin.opportunities.models import SalesOpportunity
-
             open_opp = exists().where(
                 and_(SalesOpportunity.customer_id == Customer.id, SalesOpportunity.status == "open")
             )
@@ -136,8 +136,6 @@ class CustomerQuery:
     def _dept_users(self, conn_or_session: Any | None) -> Any:
         """Users of the department and its sub-departments (as a sub-select, or ids when a connection is given)."""
         if conn_or_session is not None and self.dept is not None:
-            from crm_admin.core.principal import dept_subtree
-
             conn = conn_or_session.connection() if hasattr(conn_or_session, "connection") else conn_or_session
             depts = sorted(dept_subtree(conn, self.dept))
             return select(SysUser.id).where(SysUser.dept_id.in_(depts))

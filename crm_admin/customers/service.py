@@ -26,6 +26,7 @@ from crm_admin.core.scope import in_scope, sees_user
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
 from crm_admin.db import utcnow
+from crm_admin.dictionary.service import is_valid
 
 # ----- codes ---------------------------------------------------------------------------------
 
@@ -181,7 +182,6 @@ FIELD_LABELS = {
 
 def validate_customer(obj: Any, *, previous: dict[str, Any] | None = None) -> None:
     """Check and normalise a customer before it is saved (raises UserError with the field)."""
-    from crm_admin.dictionary.service import is_valid
 
     for key in ("name", "region", "address", "phone", "email", "website", "remark", "credit_code"):
         setattr(obj, key, clean(getattr(obj, key)))

@@ -13,14 +13,27 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from wtforms import Form
 
 from crm_admin.core.errors import UserError
-from crm_admin.core.views import CrmModelView
+from crm_admin.core.pages import run_sync
+from crm_admin.core.params import parse_id
+from crm_admin.core.routes import route
+from crm_admin.core.views import CrmModelView, principal_of
+from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary.models import DictItem, DictType
-from crm_admin.dictionary.service import bump_dict_version, usage_count
+from crm_admin.dictionary.service import (
+    DictTypeSelectField,
+    add_item,
+    bump_dict_version,
+    check_item,
+    items_of,
+    type_name,
+    usage_count,
+)
 
 _CODE = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
-_VALUE = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 
 
 class DictTypeAdmin(CrmModelView, model=DictType):
@@ -47,10 +60,54 @@ class DictTypeAdmin(CrmModelView, model=DictType):
                 raise UserError("该类型已有字典项,类型编码不能修改。")
         bump_dict_version(session.connection())
 
+    details_template = "dictionary/type_details.html"
+
+    async def details_context(self, request: Request) -> dict[str, Any]:
+        """Below the type's details (SQLAdmin asks once the type was found): its items, and a form to add one."""
+        context = await super().details_context(request)
+        principal = principal_of(request)
+        pk = parse_id(request.path_params.get("pk"))
+        items = await run_sync(_items_of_type, pk) if pk else []
+        return {**context, "dict_items": items, "can_add_items": principal.can("dict", "create"),
+                "can_edit_items": principal.can("dict", "edit"),
+                "item_added": request.query_params.get("added", "")[:64], "item_error": "", "item_form": {}}
+
+    @route("/items/{pk:int}", methods=["POST"], permission=("dict", "create"), row=(DictType, "pk"))
+    async def add_item(self, request: Request) -> Response:
+        """A new item of this type, from the type's own page (the import told what was missing)."""
+        pk = int(request.path_params["pk"])
+        form = await request.form()
+        values = {k: str(form.get(k, ""))[:64] for k in ("value", "label", "label_en")}
+        try:
+            label = await run_sync(_add_item, pk, values)
+        except UserError as exc:
+            request.path_params["identity"] = "dict-type"
+            model = await self.get_object_for_details(request)
+            context = {**await self.details_context(request), "item_error": exc.message, "item_form": values,
+                       "model_view": self, "model": model, "title": self.name}
+            return await self.templates.TemplateResponse(request, self.details_template, context, status_code=400)
+        target = request.url_for("admin:details", identity="dict-type", pk=pk).include_query_params(added=label)
+        return RedirectResponse(target, status_code=303)
+
     def before_delete(self, session: Session, obj: Any, request: Request) -> None:
         if session.execute(select(DictItem.id).where(DictItem.type_code == obj.code).limit(1)).first():
             raise UserError(f"字典类型“{obj.name}”下还有字典项,不能删除;可以停用。")
         bump_dict_version(session.connection())
+
+
+def _items_of_type(type_id: int) -> list[Any]:
+    with session_factory()() as session:
+        code = session.execute(select(DictType.code).where(DictType.id == type_id)).scalar()
+        items = items_of(session, code) if code else []
+        session.expunge_all()
+        return items
+
+
+def _add_item(type_id: int, values: dict[str, str]) -> str:
+    with transaction() as session:
+        code = session.execute(select(DictType.code).where(DictType.id == type_id)).scalar_one()
+        item = add_item(session, code, value=values["value"], label=values["label"], label_en=values["label_en"])
+        return item.label
 
 
 class DictItemAdmin(CrmModelView, model=DictItem):
@@ -59,28 +116,29 @@ class DictItemAdmin(CrmModelView, model=DictItem):
     icon = "fa-solid fa-list-ul"
     category = "系统管理"
     column_list = [DictItem.type_code, DictItem.value, DictItem.label, DictItem.sort, DictItem.is_active]
-    column_labels = {"type_code": "类型编码", "value": "值", "label": "显示名称", "label_en": "英文名称",
+    column_labels = {"type_code": "字典类型", "value": "值", "label": "显示名称", "label_en": "英文名称",
                      "sort": "排序", "is_active": "启用", "created_at": "创建时间", "updated_at": "更新时间"}
+    column_formatters = {"type_code": lambda m, a: type_name(m.type_code)}
+    column_formatters_detail = column_formatters
     column_searchable_list = [DictItem.type_code, DictItem.label, DictItem.value]
     column_sortable_list = [DictItem.type_code, DictItem.sort]
     column_default_sort = [(DictItem.type_code, False), (DictItem.sort, False)]
     form_excluded_columns = ["created_at", "updated_at"]
 
+    async def scaffold_form(self, rules: list[str] | None = None) -> type[Form]:
+        """SQLAdmin leaves foreign keys out of a form: the type is chosen first, by name."""
+        form = await super().scaffold_form(rules)
+        field = DictTypeSelectField("字典类型", render_kw={"class": "form-control form-select"})
+        field.creation_counter = -1  # type: ignore[attr-defined]  # first on the form
+
+        class ItemForm(form):  # type: ignore[misc, valid-type]
+            type_code = field
+
+        return ItemForm
+
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        if not _VALUE.fullmatch(obj.value or ""):
-            raise UserError("值只能包含字母、数字、下划线、连字符和点(1–64 位)。")
-        if not (obj.label or "").strip() or len(obj.label) > 64:
-            raise UserError("显示名称不能为空,且不超过 64 个字符。")
-        if session.execute(select(DictType.id).where(DictType.code == obj.type_code)).first() is None:
-            raise UserError("字典类型不存在。")
-        if not is_created:
-            old = session.execute(
-                select(DictItem.type_code, DictItem.value).where(DictItem.id == obj.id)).first()
-            if old is not None and (old[0], old[1]) != (obj.type_code, obj.value) and usage_count(
-                    session.connection(), old[0], old[1]):
-                raise UserError("该字典项已被业务数据使用,类型和值不能修改(可以修改显示名称或停用)。")
-        bump_dict_version(session.connection())
+        check_item(session, obj, is_created=is_created)
 
     def before_delete(self, session: Session, obj: Any, request: Request) -> None:
         used = usage_count(session.connection(), obj.type_code, obj.value)

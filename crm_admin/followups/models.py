@@ -22,7 +22,7 @@ class FollowUp(Timestamped, Base):
     linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
     opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("sales_opportunity.id"))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
-    method: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(64), info={"dict": "follow_up_method"})
     content: Mapped[str] = mapped_column(Text)
     contacted_at: Mapped[dt.datetime]
     next_follow_up_at: Mapped[dt.datetime | None]

@@ -15,12 +15,12 @@ from crm_admin.core.scope import in_scope, scoped
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import clean, touch_last_contact
 from crm_admin.db import utcnow
+from crm_admin.dictionary.service import is_valid
 from crm_admin.followups.models import FollowUp
+from crm_admin.opportunities.models import SalesOpportunity
 
 
 def validate_follow_up(session: Session, obj: FollowUp) -> None:
-    from crm_admin.dictionary.service import is_valid
-
     obj.content = clean(obj.content) or ""
     obj.method = clean(obj.method) or ""
     if not obj.method:
@@ -41,8 +41,6 @@ def validate_follow_up(session: Session, obj: FollowUp) -> None:
         if owner != obj.customer_id:
             raise UserError("所选联系人不属于该客户。", field="linkman")
     if obj.opportunity_id is not None:
-        from crm_admin.opportunities.models import SalesOpportunity
-
         owner = session.execute(
             select(SalesOpportunity.customer_id).where(SalesOpportunity.id == obj.opportunity_id)
         ).scalar()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -183,8 +184,6 @@ def _filter(request: Request) -> service.PipelineFilter:
 
 
 def _pipeline_data(principal: Any, flt: service.PipelineFilter) -> dict[str, Any]:
-    from decimal import Decimal
-
     error = ""
     with session_factory()() as session:
         user_rows = users_in_scope(session, principal, resource="pipeline", action="list")

@@ -22,7 +22,7 @@ class SalesOpportunity(Timestamped, Base):
 
     customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     title: Mapped[str] = mapped_column(String(128))
-    stage: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(64), info={"dict": "opportunity_stage"})
     amount: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})
     probability: Mapped[int] = mapped_column(Integer, default=0, info={"min": 0, "max": 100})
     expected_close_date: Mapped[dt.date | None] = mapped_column(Date)

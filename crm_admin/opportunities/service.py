@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -13,11 +14,12 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import SysUser
 from crm_admin.core import limits
 from crm_admin.core.errors import Conflict, NotFound, UserError
-from crm_admin.core.principal import Principal
+from crm_admin.core.principal import Principal, dept_subtree
 from crm_admin.core.scope import in_scope, scope_clause, scoped
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import clean
 from crm_admin.db import utcnow
+from crm_admin.dictionary.service import entries, is_valid, label
 from crm_admin.opportunities.models import (
     OPPORTUNITY_STATUSES,
     OpportunityStageHistory,
@@ -36,8 +38,6 @@ def to_decimal(value: Any, *, label: str = "金额", field_name: str = "amount",
 
 
 def validate_opportunity(obj: SalesOpportunity, *, previous_stage: str | None = None) -> None:
-    from crm_admin.dictionary.service import is_valid
-
     obj.title = clean(obj.title) or ""
     if not obj.title:
         raise UserError("机会名称不能为空。", field="title")
@@ -97,7 +97,6 @@ def create_opportunity(session: Session, principal: Principal, *, customer_id: i
 def move_stage(session: Session, principal: Principal, *, opportunity_id: int, stage: str,
                version: int | None = None) -> SalesOpportunity:
     """Move an open opportunity to another stage (from the pipeline board)."""
-    from crm_admin.dictionary.service import is_valid
 
     obj = session.execute(
         scoped(select(SalesOpportunity).where(SalesOpportunity.id == opportunity_id), SalesOpportunity,
@@ -152,8 +151,6 @@ class StageChange:
 
 
 def _stage_changes(session: Session, stmt: Select[*tuple[Any, ...]]) -> list[StageChange]:
-    from crm_admin.dictionary.service import label
-
     def stage(value: str | None) -> str:
         return label("opportunity_stage", value) if value else ""
 
@@ -219,8 +216,6 @@ class PipelineFilter:
         if self.manager is not None:
             stmt = stmt.where(SalesOpportunity.manager_id == self.manager)
         if self.dept is not None:
-            from crm_admin.core.principal import dept_subtree
-
             depts = sorted(dept_subtree(session.connection(), self.dept))
             stmt = stmt.where(SalesOpportunity.manager_id.in_(select(SysUser.id).where(SysUser.dept_id.in_(depts))))
         if self.close_month:
@@ -234,17 +229,16 @@ class PipelineFilter:
         return stmt
 
 
+# Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability.
+_BY_AMOUNT = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
+
+
 def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, items_per_stage: int = 20) -> list[StageColumn]:
     """Open opportunities by stage (dictionary order): count, total and probability-weighted amount."""
-    from crm_admin.dictionary.service import entries, label
-
     columns = {e.value: StageColumn(e.value, e.display()) for e in entries("opportunity_stage")}
     base = scoped(select(SalesOpportunity).where(SalesOpportunity.status == "open"), SalesOpportunity, principal,
                   "list", resource="pipeline")
     base = flt.apply(base, session)
-    # Bigger deals first, then likelier ones: the order of ix_sales_opportunity_status_stage_amount_probability.
-    by_amount = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
-    ids: list[int] = []
 
     def fill(stage: str, count: Any, total: Any, weighted_sum: Any) -> None:
         col = columns.get(stage)
@@ -255,43 +249,14 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
         col.weighted = (Decimal(str(weighted_sum or 0)) / 100).quantize(Decimal("0.01"))
 
     if scope_clause(SalesOpportunity, principal, "list", resource="pipeline") is None:
-        # everyone's: the sums per stage, then each stage's biggest straight from that index, read
-        # backwards without sorting
-        sub = base.subquery()
-        for stage, count, total, weighted_sum in session.execute(
-            select(sub.c.stage, func.count(), func.sum(sub.c.amount), func.sum(sub.c.amount * sub.c.probability))
-            .group_by(sub.c.stage)
-        ).all():
-            fill(stage, count, total, weighted_sum)
-        for col in columns.values():
-            if col.count:
-                ids += session.execute(base.with_only_columns(SalesOpportunity.id)
-                                       .where(SalesOpportunity.stage == col.value)
-                                       .order_by(*by_amount).limit(items_per_stage)).scalars()
+        ids = _everyones_stages(session, base, columns, fill, items_per_stage)
     else:
-        # a scope's: one pass over its open opportunities (reached through its customers) ranks them
-        # within each stage and sums each stage alongside; a stage's first row carries its sums
-        stage = SalesOpportunity.stage
-        ranked = base.with_only_columns(
-            SalesOpportunity.id, stage,
-            func.row_number().over(partition_by=stage, order_by=by_amount).label("rank"),
-            func.count().over(partition_by=stage).label("n"),
-            func.sum(SalesOpportunity.amount).over(partition_by=stage).label("total"),
-            func.sum(SalesOpportunity.amount * SalesOpportunity.probability).over(partition_by=stage)
-            .label("weighted"),
-        ).subquery()
-        for opp_id, stage_value, rank, count, total, weighted_sum in session.execute(
-            select(ranked.c.id, ranked.c.stage, ranked.c.rank, ranked.c.n, ranked.c.total, ranked.c.weighted)
-            .where(ranked.c.rank <= items_per_stage)
-        ):
-            ids.append(opp_id)
-            if rank == 1:
-                fill(stage_value, count, total, weighted_sum)
+        ids = _scope_stages(session, base, fill, items_per_stage)
     if ids:
         # then only those rows, with the customer's name (joined in the ranking, MariaDB would sort them all)
         stmt = (select(SalesOpportunity, Customer.name.label("customer_name"))
                 .join(Customer, Customer.id == SalesOpportunity.customer_id)
-                .where(SalesOpportunity.id.in_(ids)).order_by(*by_amount))
+                .where(SalesOpportunity.id.in_(ids)).order_by(*_BY_AMOUNT))
         for opp, customer_name in session.execute(stmt):
             columns[opp.stage].items.append({
                 "id": opp.id, "title": opp.title, "customer": customer_name, "amount": opp.amount,
@@ -299,3 +264,48 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
                 "version": opp.version,
             })
     return list(columns.values())
+
+
+_Fill = Callable[[str, Any, Any, Any], None]
+
+
+def _everyones_stages(session: Session, base: Select[Any], columns: dict[str, StageColumn], fill: _Fill,
+                      items_per_stage: int) -> list[int]:
+    """Everyone's: the sums per stage, then each stage's biggest straight from that index, read
+    backwards without sorting."""
+    sub = base.subquery()
+    for stage, count, total, weighted_sum in session.execute(
+        select(sub.c.stage, func.count(), func.sum(sub.c.amount), func.sum(sub.c.amount * sub.c.probability))
+        .group_by(sub.c.stage)
+    ).all():
+        fill(stage, count, total, weighted_sum)
+    ids: list[int] = []
+    for col in columns.values():
+        if col.count:
+            ids += session.execute(base.with_only_columns(SalesOpportunity.id)
+                                   .where(SalesOpportunity.stage == col.value)
+                                   .order_by(*_BY_AMOUNT).limit(items_per_stage)).scalars()
+    return ids
+
+
+def _scope_stages(session: Session, base: Select[Any], fill: _Fill, items_per_stage: int) -> list[int]:
+    """A scope's: one pass over its open opportunities (reached through its customers) ranks them
+    within each stage and sums each stage alongside; a stage's first row carries its sums."""
+    stage = SalesOpportunity.stage
+    ranked = base.with_only_columns(
+        SalesOpportunity.id, stage,
+        func.row_number().over(partition_by=stage, order_by=_BY_AMOUNT).label("rank"),
+        func.count().over(partition_by=stage).label("n"),
+        func.sum(SalesOpportunity.amount).over(partition_by=stage).label("total"),
+        func.sum(SalesOpportunity.amount * SalesOpportunity.probability).over(partition_by=stage)
+        .label("weighted"),
+    ).subquery()
+    ids: list[int] = []
+    for opp_id, stage_value, rank, count, total, weighted_sum in session.execute(
+        select(ranked.c.id, ranked.c.stage, ranked.c.rank, ranked.c.n, ranked.c.total, ranked.c.weighted)
+        .where(ranked.c.rank <= items_per_stage)
+    ):
+        ids.append(opp_id)
+        if rank == 1:
+            fill(stage_value, count, total, weighted_sum)
+    return ids

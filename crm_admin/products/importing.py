@@ -9,16 +9,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from crm_admin.core.errors import UserError
-from crm_admin.core.importing import (
-    Column,
-    ImportContext,
-    ImportSpec,
-    Row,
-    RowError,
-    dict_cell,
-    parse_bool_cell,
-)
 from crm_admin.db import utcnow
+from crm_admin.dictionary.cells import dict_cell
+from crm_admin.imports.cells import parse_bool_cell
+from crm_admin.imports.registry import register
+from crm_admin.imports.spec import Column, ImportContext, ImportSpec, Row, RowError
 from crm_admin.products.models import Product
 from crm_admin.products.service import validate_product
 
@@ -27,6 +22,7 @@ class ProductImport(ImportSpec):
     key = "product"
     resource = "product"
     title = "产品"
+    order = 30
     columns = [
         Column("产品编号", "code", True, "P-1001", "唯一"),
         Column("产品名称", "name", True, "工业相机", ""),
@@ -91,4 +87,4 @@ class ProductImport(ImportSpec):
         return len(rows)
 
 
-SPEC = ProductImport()
+SPEC = register(ProductImport())

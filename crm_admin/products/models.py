@@ -16,7 +16,7 @@ class Product(Timestamped, Base):
 
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(128))
-    category: Mapped[str | None] = mapped_column(String(64))
+    category: Mapped[str | None] = mapped_column(String(64), info={"dict": "product_category"})
     spec: Mapped[str | None] = mapped_column(String(128))
     unit: Mapped[str | None] = mapped_column(String(16))
     price: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})

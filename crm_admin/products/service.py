@@ -8,6 +8,7 @@ from typing import Any
 from crm_admin.core import limits
 from crm_admin.core.errors import UserError
 from crm_admin.customers.service import clean
+from crm_admin.dictionary.service import is_valid
 from crm_admin.products.models import Product
 
 LABELS = {"code": "产品编号", "name": "产品名称", "category": "类别", "spec": "规格", "unit": "单位",
@@ -15,8 +16,6 @@ LABELS = {"code": "产品编号", "name": "产品名称", "category": "类别", 
 
 
 def validate_product(obj: Any) -> None:
-    from crm_admin.dictionary.service import is_valid
-
     for key in ("code", "name", "category", "spec", "unit", "description"):
         setattr(obj, key, clean(getattr(obj, key)))
     if not obj.code:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from crm_admin.backup import default_backup_name, make_verified_backup, prune_backups
 from crm_admin.scheduler.service import JobContext, Outcome, register
 from crm_admin.settings import get_settings
 
@@ -22,8 +23,6 @@ def backup_folder() -> Path:
 
 @register("backup", "数据库备份", "job_backup_time")
 def backup_job(session: Session, ctx: JobContext) -> Outcome:
-    from crm_admin.backup import default_backup_name, make_verified_backup, prune_backups
-
     settings = get_settings()
     folder = backup_folder()
     target = folder / (default_backup_name(settings.database_url) + ".gz")

@@ -11,6 +11,7 @@ the job's own work is one transaction, so a failed run leaves nothing half-done.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import logging
 import os
@@ -89,10 +90,9 @@ def jobs() -> dict[str, JobSpec]:
 
 
 def _load_job_modules() -> None:
-    import importlib
-
     # every model registered (the audit writer needs the whole metadata in a bare worker process)
-    for module in ("crm_admin.models", "crm_admin.care.jobs", "crm_admin.churn.jobs", "crm_admin.scheduler.backup_job"):
+    for module in ("crm_admin.models", "crm_admin.care.jobs", "crm_admin.churn.jobs", "crm_admin.scheduler.backup_job",
+                   "crm_admin.imports.jobs"):
         importlib.import_module(module)
 
 
@@ -187,18 +187,7 @@ def run_job(
             done_at = last_success(name)
             if done_at is not None and done_at >= unless_done_since:
                 return RunResult(name, "skipped", detail="今天的运行已完成。")
-        with transaction() as session:
-            # we hold the lease, so a run still marked running was cut off (process killed mid-way)
-            session.execute(
-                update(JobRun).where(JobRun.job == name, JobRun.status == "running")
-                .values(status="failed", finished_at=utcnow(), detail="运行中断(进程退出或崩溃),已由后续运行接替。")
-                .execution_options(synchronize_session=False)
-            )
-            run = JobRun(job=name, run_key=f"{trigger}:{today.isoformat()}"[:64], started_at=utcnow(),
-                         status="running", host=holder[:128])
-            session.add(run)
-            session.flush()
-            run_id = run.id
+        run_id = _start_run(name, trigger, today, holder)
         ctx = JobContext(today=today, now=now, trigger=trigger)
         actor = current_actor() if trigger == "manual" else JOB_ACTOR
         try:
@@ -211,15 +200,7 @@ def run_job(
             succeeded_at = now
         except Exception as exc:  # recorded, never propagated into the scheduler thread
             log.exception("job %s failed", name)
-            # the scheduler page shows the detail: a refusal written for people (e.g. a backup that failed
-            # its verification) as is, a database error in words and never its SQL (logged above)
-            if isinstance(exc, UserError):
-                reason = exc.message
-            elif isinstance(exc, SQLAlchemyError):
-                reason = friendly_db_error(exc)
-            else:
-                reason = f"{type(exc).__name__}: {exc}"
-            status, detail, created = "failed", reason[:2000], 0
+            status, detail, created = "failed", _failure_reason(exc)[:2000], 0
         with transaction() as session:
             session.execute(
                 update(JobRun).where(JobRun.id == run_id).values(
@@ -229,6 +210,31 @@ def run_job(
         return RunResult(name, status, created, detail, run_id)
     finally:
         release_lease(name, holder, succeeded_at=succeeded_at)
+
+
+def _start_run(name: str, trigger: str, today: dt.date, holder: str) -> int:
+    """Record the run as started (and, since we hold the lease, one still marked running as cut off)."""
+    with transaction() as session:
+        session.execute(
+            update(JobRun).where(JobRun.job == name, JobRun.status == "running")
+            .values(status="failed", finished_at=utcnow(), detail="运行中断(进程退出或崩溃),已由后续运行接替。")
+            .execution_options(synchronize_session=False)
+        )
+        run = JobRun(job=name, run_key=f"{trigger}:{today.isoformat()}"[:64], started_at=utcnow(),
+                     status="running", host=holder[:128])
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def _failure_reason(exc: Exception) -> str:
+    """What the scheduler page shows: a refusal written for people (e.g. a backup that failed its
+    verification) as is, a database error in words and never its SQL (the log has the rest)."""
+    if isinstance(exc, UserError):
+        return exc.message
+    if isinstance(exc, SQLAlchemyError):
+        return friendly_db_error(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def due_moment(spec: JobSpec, now: dt.datetime) -> dt.datetime:

@@ -144,6 +144,9 @@ class TransferPage(CrmBaseView):
 
     @route("/transfer", identity="transfer", permission=("transfer", "list"))
     async def transfer_page(self, request: Request) -> Response:
+        if not principal_of(request).can("customer", "transfer"):
+            # who may only read transfers is never shown a form they cannot use: the history instead
+            return RedirectResponse(request.url_for("admin:view-transfer-history"), status_code=303)
         return await self._render_form(request)
 
     async def _render_form(self, request: Request, *, form: dict[str, Any] | None = None,

@@ -132,49 +132,12 @@ def transfer_customers(
     target = _new_manager(session, principal, new_manager_id)
     now = now or utcnow()
 
-    # Lock the rows in id order (two batches overlapping cannot deadlock) and re-check the scope on
-    # the locked, current version of each row: a customer just moved away is no longer the operator's.
-    rows = session.execute(
-        scoped(select(Customer).where(Customer.id.in_(ids)), Customer, principal, "transfer")
-        .order_by(Customer.id)
-        .with_for_update()
-    ).scalars().all()
-    found = {c.id: c for c in rows}
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise NotFound("所选客户不存在、已被转移,或不在您的数据范围内,请刷新页面后重试。")
-    for customer in rows:
-        seen = (expected_versions or {}).get(customer.id)
-        if seen is not None and int(seen) != customer.version:
-            raise Conflict(
-                f"客户“{customer.name}”刚刚已被其他人转移或修改,本次转移未执行,请刷新页面后重试。"
-            )
-        if customer.manager_id == target.id:
-            raise UserError(f"客户“{customer.name}”已由 {target} 负责,无需转移。")
-
+    rows = _lock_customers(session, principal, ids, target, expected_versions or {})
     session.info[audit.INFO_ACTION] = "transfer"
     result = TransferResult()
-    olds: dict[int, int | None] = {}
-    records: list[CustomerTransfer] = []
-    try:
-        for customer in rows:
-            olds[customer.id] = customer.manager_id
-            customer.manager_id = target.id
-            record = CustomerTransfer(
-                customer_id=customer.id,
-                old_manager_id=olds[customer.id],
-                new_manager_id=target.id,
-                reason=text,
-                transferred_at=now,
-                operator_id=principal.id,
-            )
-            session.add(record)
-            records.append(record)
-            result.customers.append(customer.id)
-        session.flush()
-    except StaleDataError:
-        raise Conflict("所选客户刚刚已被其他人转移或修改,本次转移未执行,请刷新页面后重试。") from None
-    result.transfers = [r.id for r in records]
+    olds = {customer.id: customer.manager_id for customer in rows}
+    result.transfers = _move(session, principal, rows, target, text, now)
+    result.customers = [customer.id for customer in rows]
 
     # What follows the manager moves in bulk: the audit rows above carry the customer change, one
     # summary row per batch records what moved with it.
@@ -195,6 +158,48 @@ def transfer_customers(
     )
     session.flush()
     return result
+
+
+def _lock_customers(session: Session, principal: Principal, ids: list[int], target: SysUser,
+                    expected_versions: Mapping[int, int]) -> list[Customer]:
+    """The customers, locked in id order (two batches overlapping cannot deadlock), each checked on
+    its locked, current version: a customer just moved away is no longer the operator's."""
+    rows = list(session.execute(
+        scoped(select(Customer).where(Customer.id.in_(ids)), Customer, principal, "transfer")
+        .order_by(Customer.id)
+        .with_for_update()
+    ).scalars().all())
+    found = {c.id for c in rows}
+    if any(i not in found for i in ids):
+        raise NotFound("所选客户不存在、已被转移,或不在您的数据范围内,请刷新页面后重试。")
+    for customer in rows:
+        seen = expected_versions.get(customer.id)
+        if seen is not None and int(seen) != customer.version:
+            raise Conflict(
+                f"客户“{customer.name}”刚刚已被其他人转移或修改,本次转移未执行,请刷新页面后重试。"
+            )
+        if customer.manager_id == target.id:
+            raise UserError(f"客户“{customer.name}”已由 {target} 负责,无需转移。")
+    return rows
+
+
+def _move(session: Session, principal: Principal, rows: list[Customer], target: SysUser,
+          reason: str | None, now: dt.datetime) -> list[int]:
+    """Give each customer to ``target`` with its transfer record; the records' ids."""
+    records: list[CustomerTransfer] = []
+    try:
+        for customer in rows:
+            record = CustomerTransfer(
+                customer_id=customer.id, old_manager_id=customer.manager_id, new_manager_id=target.id,
+                reason=reason, transferred_at=now, operator_id=principal.id,
+            )
+            customer.manager_id = target.id
+            session.add(record)
+            records.append(record)
+        session.flush()
+    except StaleDataError:
+        raise Conflict("所选客户刚刚已被其他人转移或修改,本次转移未执行,请刷新页面后重试。") from None
+    return [r.id for r in records]
 
 
 def hand_over_customers(

@@ -22,6 +22,7 @@ from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
 from crm_admin.core import csrf, customer_records, formatting, i18n, params, sqladmin_compat
 from crm_admin.core.errors import UserError
+from crm_admin.imports import registry as import_registry
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
 from crm_admin.web.headers import SecurityHeadersMiddleware
@@ -35,6 +36,7 @@ STATIC_DIR = PACKAGE_DIR / "static"
 MODULES = (
     "dashboard",
     "customers",
+    "imports",
     "contacts",
     "followups",
     "opportunities",
@@ -132,12 +134,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    logging.getLogger("casbin").setLevel(logging.WARNING)
+    # libraries' routine chatter (each policy load, each job added) stays out of the operator's log;
+    # our scheduler logs what it schedules in one line, warnings and errors still show
+    for chatty in ("casbin", "apscheduler"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.getLogger("sqladmin.application").addFilter(RefusalsAreNotFaults())
     engine = db.configure(settings.database_url)
     params.install_path_convertors()  # before any route is built
     i18n.install(settings.default_locale)
     customer_records.load_all()  # every module's records hanging off a customer, before the first request
+    import_registry.load_all()  # every module's importer
 
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=scheduler_lifespan)  # the job scheduler runs while the app serves

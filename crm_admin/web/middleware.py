@@ -10,32 +10,19 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crm_admin.core.errors import PLAIN_PAGE_STYLE
+from crm_admin.core.errors import plain_page
+from crm_admin.core.i18n import locale_from_cookie, translations_for
 
 access_log = logging.getLogger("crm_admin.access")
 error_log = logging.getLogger("crm_admin.error")
-
-_PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
-<style>{style}</style></head><body>
-<div class="box"><h1>{title}</h1><p>{message}</p>
-<p class="muted">{hint}</p></div></body></html>"""
-
-
-def friendly_page(status: int, title: str, message: str, hint: str = "", *, lang: str = "zh-CN") -> HTMLResponse:
-    page = _PAGE.format(title=title, message=message, hint=hint, lang=lang, style=PLAIN_PAGE_STYLE)
-    return HTMLResponse(page, status_code=status)
-
 
 def _translator(scope: Scope) -> tuple[Callable[[str], str], str]:
     """gettext for the language chosen in the ``crm_lang`` cookie (these pages render outside
     SQLAdmin's locale middleware), and the page's ``lang`` attribute. Chinese is the source text."""
     try:
-        from crm_admin.core.i18n import locale_from_cookie, translations_for
-
         headers = dict(scope.get("headers") or [])
         locale = locale_from_cookie(headers.get(b"cookie", b"").decode("latin-1"))
         if locale != "zh":
@@ -126,7 +113,7 @@ def error_response(exc: BaseException, request_id: str, scope: Scope) -> Respons
         if _wants_json(scope):
             return JSONResponse({"detail": _("数据库暂时不可用,请稍后重试。"), "request_id": request_id},
                                 status_code=503, headers={"Retry-After": "10"})
-        response = friendly_page(
+        response = plain_page(
             503,
             _("系统暂时不可用"),
             _("数据库暂时无法连接,系统会在数据库恢复后自动恢复服务,请稍后刷新页面。"),
@@ -138,7 +125,7 @@ def error_response(exc: BaseException, request_id: str, scope: Scope) -> Respons
     error_log.exception("request %s failed", request_id)
     if _wants_json(scope):
         return JSONResponse({"detail": _("系统内部错误"), "request_id": request_id}, status_code=500)
-    return friendly_page(
+    return plain_page(
         500,
         _("系统出错了"),
         _("处理您的请求时发生了意外错误,您的数据没有被修改。请稍后重试。"),

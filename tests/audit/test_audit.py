@@ -135,3 +135,37 @@ def test_update_has_field_level_before_after_and_no_password(make_user: Any) -> 
         hash_ = session.get(SysUser, user.id).password_hash
     for row in _rows(resource="user"):
         assert hash_ not in str(row.changes) and "argon2" not in str(row.changes), row.action
+
+
+def test_list_has_a_filter_form_and_speaks_in_labels(admin_client: Any, make_client: Any) -> None:
+    """Failed logins show the name that was tried; actions and resources read as words, not codes."""
+    from tests.conftest import login
+
+    login(make_client(), "nobody_here", "wrong-Passw0rd")
+    rows = _rows(action="login_failed")
+    assert rows and rows[-1].username == "nobody_here" and rows[-1].user_id is None
+    page = admin_client.get("/admin/audit-log/list", params={"action": "login_failed", "user": "nobody_here"})
+    assert page.status_code == 200 and 'id="audit-filter-form"' in page.text
+    body = page.text.split("<tbody", 1)[-1]
+    assert "nobody_here" in body and "登录失败" in body and "用户" in body
+    assert ">login_failed<" not in body and ">user<" not in body
+    # the form keeps what was asked
+    assert 'value="nobody_here"' in page.text and '<option value="login_failed" selected' in page.text
+
+
+def test_analysis_counts_the_companys_days(admin_client: Any) -> None:
+    """An action at 23:30 UTC belongs to the next day in Beijing."""
+    import datetime as dt
+
+    from crm_admin.audit.admin import _analysis
+    from crm_admin.core import audit
+    from crm_admin.core.context import Actor, acting_as
+
+    late = dt.datetime(2030, 1, 1, 23, 30, tzinfo=dt.UTC)  # 2030-01-02 07:30 in Beijing
+    with acting_as(Actor(user_id=None, username="clock")), db.transaction() as session:
+        audit.record(session, "update", resource="customer", detail="深夜操作")
+        session.flush()
+        session.execute(text("UPDATE audit_log SET occurred_at = :at WHERE detail = '深夜操作'"),
+                        {"at": late.replace(tzinfo=None)})
+    data = _analysis({"from": "2030-01-01", "to": "2030-01-03", "user": "clock"})
+    assert [(str(day), n) for day, n in data["per_day"]] == [("2030-01-02", 1)]

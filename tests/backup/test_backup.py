@@ -229,3 +229,14 @@ def test_manifest_is_json_a_person_can_read(engine: Engine, tmp_path: Path) -> N
         conn.close()
     assert manifest["revision"] == code_revisions()[0] == file.revision
     assert manifest["tables"]["sys_user"] == 1 and manifest["kind"] == ("mysql" if IS_MYSQL else "sqlite")
+
+
+def test_backup_file_names_carry_the_companys_time() -> None:
+    """23:30 UTC is 07:30 the next morning in Beijing: the name says what the operator's clock said."""
+    import datetime as dt
+
+    from crm_admin.backup import default_backup_name
+
+    late = dt.datetime(2026, 12, 2, 23, 30, tzinfo=dt.UTC)
+    assert default_backup_name("sqlite:///x.sqlite3", late) == "crm-20261203-073000.sqlite3"
+    assert default_backup_name("mysql+pymysql://u@h/db", late) == "crm-20261203-073000.sql"

@@ -8,8 +8,9 @@ from sqlalchemy import func, insert, select
 
 from crm_admin import db
 from crm_admin.care.models import CarePlan, CustomerCare
-from crm_admin.care.service import birthday_keys, create_plan_tasks, scan_birthdays
+from crm_admin.care.service import create_plan_tasks, scan_birthdays
 from crm_admin.contacts.models import Linkman
+from crm_admin.contacts.service import birthday_keys
 from crm_admin.core.context import SYSTEM, acting_as
 from tests.care import factories as f
 from tests.conftest import csrf_token
@@ -437,6 +438,24 @@ def test_hand_entered_pending_task_of_an_unassigned_customer_has_no_manager(
     assert f.get(CustomerCare, done.id).manager_id == admin.id
 
 
+def test_a_care_record_entered_before_eight_in_the_morning_is_dated_that_day(
+        managers: Any, admin_client: Any) -> None:
+    """07:30 in Beijing is 23:30 UTC the day before: the record is due that (Beijing) day, not overdue."""
+    import datetime as dt
+
+    from crm_admin.care.service import create_manual_care
+    from tests.customers.conftest import principal_for
+
+    cust = f.customer(managers[0].id, "清晨拜访的客户")
+    morning_utc = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
+    local_morning = morning_utc.astimezone(dt.timezone(dt.timedelta(hours=8))).replace(hour=7, minute=30)
+    with acting_as(SYSTEM), db.transaction() as s:
+        care = create_manual_care(s, principal_for("admin"), customer_id=cust.id, linkman_id=None,
+                                  care_type="visit", care_time=local_morning.astimezone(dt.UTC),
+                                  detail="早上上门拜访")
+    assert f.get(CustomerCare, care.id).due_date == local_morning.date()
+
+
 def test_migration_0007_hands_pending_tasks_to_the_customers_manager(engine: Any, managers: Any) -> None:
     import importlib
 
@@ -453,3 +472,28 @@ def test_migration_0007_hands_pending_tasks_to_the_customers_manager(engine: Any
             migration.upgrade()
     assert f.get(CustomerCare, left_behind.id).manager_id == b.id
     assert f.get(CustomerCare, closed.id).manager_id == a.id
+
+
+def test_an_identical_active_care_plan_is_refused(managers: Any, admin_client: Any) -> None:
+    """Two active plans of the same kind for the same customer would care twice: the second is refused."""
+    cust = f.customer(managers[0].id, "计划重复的客户")
+    token = csrf_token(admin_client)
+    form = {"customer": str(cust.id), "care_type": "phone_call", "interval_days": "30",
+            "next_date": "2030-01-01", "is_active": "y", "remark": "", "csrf_token": token, "save": "Save"}
+    first = admin_client.post("/admin/care-plan/create", data=form, follow_redirects=False)
+    assert first.status_code == 302, first.text[-800:]
+    second = admin_client.post("/admin/care-plan/create", data={**form, "remark": "又一个"}, follow_redirects=False)
+    assert second.status_code == 400 and "已有一个启用中的同类关怀计划" in second.text
+
+    def plans() -> int:
+        with db.session_factory()() as s:
+            return int(s.execute(select(func.count()).select_from(CarePlan)
+                                 .where(CarePlan.customer_id == cust.id)).scalar_one())
+
+    assert plans() == 1
+    # another kind of care, or a paused duplicate, is fine
+    assert admin_client.post("/admin/care-plan/create", data={**form, "care_type": "visit"},
+                             follow_redirects=False).status_code == 302
+    paused = {k: v for k, v in form.items() if k != "is_active"}
+    assert admin_client.post("/admin/care-plan/create", data=paused, follow_redirects=False).status_code == 302
+    assert plans() == 3

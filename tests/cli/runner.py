@@ -9,6 +9,7 @@ of ``crm_admin.cli.main`` has such a test.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -58,8 +59,12 @@ def start_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
                             stderr=subprocess.STDOUT, text=True)
 
 
-def stop_cli(proc: subprocess.Popen[str]) -> str:
-    proc.terminate()
+def stop_cli(proc: subprocess.Popen[str], *, ctrl_c: bool = False) -> str:
+    """Stop a running command (with Ctrl+C, as a person at the terminal would, when ``ctrl_c``)."""
+    if ctrl_c:
+        proc.send_signal(signal.SIGINT)
+    else:
+        proc.terminate()
     try:
         out, _ = proc.communicate(timeout=20)
     except subprocess.TimeoutExpired:

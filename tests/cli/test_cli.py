@@ -192,8 +192,12 @@ def test_serve_in_an_empty_folder_gives_a_chinese_login_page(tmp_path: Path) -> 
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", proc)
     finally:
-        out = stop_cli(proc)
+        out = stop_cli(proc, ctrl_c=True)
     assert "已启动" in out and "用户名:admin" not in out
+    # Ctrl+C stops it cleanly: one sentence, exit 0, no library chatter before the banner
+    assert proc.returncode == 0, out
+    assert out.rstrip().endswith("服务已停止。"), out
+    assert "Aborted" not in out and "Traceback" not in out and "apscheduler" not in out
 
 
 @serve_test

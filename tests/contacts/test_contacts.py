@@ -77,3 +77,39 @@ def test_http_form_keeps_one_primary_and_refuses_foreign_customer(make_user: Any
     with db.session_factory()() as s:
         rows = s.execute(select(Linkman.name, Linkman.is_primary).order_by(Linkman.id)).all()
     assert [tuple(r) for r in rows] == [("一号", False), ("二号", True)]
+
+
+def test_upcoming_birthdays_and_sorting_by_birthday(make_user: Any, make_customer: Any, principal: Any,
+                                                    login_as: Any) -> None:
+    """The contact list answers "whose birthday is coming": next 7 / 30 days, soonest first, only in scope."""
+    from crm_admin.core.formatting import local_today
+
+    make_user("wang")
+    make_user("li")
+    mine, theirs = make_customer("甲", manager="wang"), make_customer("乙", manager="li")
+    today = local_today()
+
+    def born(days_from_now: int) -> dt.date:
+        day = today + dt.timedelta(days=days_from_now)
+        return dt.date(1988, day.month, min(day.day, 28) if day.month == 2 else day.day)
+
+    with db.transaction() as s:
+        for name, days in (("二十天后", 20), ("三天后", 3), ("一百天后", 100), ("今天", 0)):
+            create_linkman(s, principal("wang"), customer_id=mine.id, name=name, birthday=born(days))
+        create_linkman(s, principal("wang"), customer_id=mine.id, name="没有生日")
+        create_linkman(s, principal("li"), customer_id=theirs.id, name="别人的三天后", birthday=born(3))
+
+    c = login_as("wang")
+
+    def names(**params: str) -> list[str]:
+        page = c.get("/admin/linkman/list", params=params)
+        assert page.status_code == 200
+        body = page.text.split("<tbody", 1)[-1]
+        found = [n for n in ("今天", "三天后", "二十天后", "一百天后", "没有生日", "别人的三天后") if n in body]
+        return sorted(found, key=body.index)
+
+    assert names(birthday_within="7") == ["今天", "三天后"]
+    assert names(birthday_within="30") == ["今天", "三天后", "二十天后"]
+    in_date_order = names(sortBy="birthday", sort="asc")
+    assert in_date_order[-1] == "没有生日" and "别人的三天后" not in in_date_order
+    assert "生日" in c.get("/admin/linkman/list").text and "未来 7 天内过生日" in c.get("/admin/linkman/list").text

@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from crm_admin import db
 from crm_admin.audit.models import AuditLog
 from crm_admin.contacts.models import Linkman
-from crm_admin.core import importing
 from crm_admin.core.context import Actor
 from crm_admin.core.errors import UserError
 from crm_admin.customers.codes import make_credit_code
 from crm_admin.customers.importing import SPEC as CUSTOMERS
 from crm_admin.customers.models import Customer
+from crm_admin.imports import chunks, reading, runner
 from crm_admin.products.importing import SPEC as PRODUCTS
 from crm_admin.products.models import Product
 from tests.customers.conftest import form_token
@@ -44,15 +44,16 @@ def _count(model: Any) -> int:
 def _run(tmp_path: Any, principal: Any, data: bytes, spec: Any = CUSTOMERS, apply: bool = True) -> Any:
     path = tmp_path / "upload.bin"
     path.write_bytes(data)
-    job = importing.start_job(spec, principal, Actor(principal.id, principal.username), path=str(path),
+    job = runner.start_job(spec, principal, Actor(principal.id, principal.username), path=str(path),
                               filename="客户.xlsx", run_async=False)
     if apply and job.status == "validated" and job.valid:
-        importing.apply_job(job, principal, Actor(principal.id, principal.username), run_async=False)
+        runner.apply_job(job, principal, Actor(principal.id, principal.username), run_async=False)
     return job
 
 
 def _errors(job: Any) -> list[tuple[Any, ...]]:
-    wb = load_workbook(job.error_path, read_only=True)
+    assert job.errors_size is not None, job.message
+    wb = load_workbook(io.BytesIO(b"".join(chunks.pieces(job.id, chunks.ERRORS))), read_only=True)
     return [tuple(r) for r in wb.active.iter_rows(min_row=2, values_only=True)]
 
 
@@ -83,7 +84,7 @@ def test_dry_run_validates_every_row_and_applies_valid_ones(tmp_path: Any, make_
     assert "不在字典中" in errors[5]
     assert "电话格式" in errors[7]
     assert "李经理" in errors[8] and "李的秘密" not in errors[8]
-    importing.apply_job(job, p, Actor(p.id, p.username), run_async=False)
+    runner.apply_job(job, p, Actor(p.id, p.username), run_async=False)
     assert job.status == "done" and job.created == 2
     with db.session_factory()() as s:
         made = s.execute(select(Customer).where(Customer.manager_id == p.id)).scalars().all()
@@ -222,11 +223,25 @@ def test_size_known_when_reading_starts(tmp_path: Any) -> None:
     wb.save(path)
     (tmp_path / "rows.csv").write_bytes(_csv([["甲"], ["乙"], ["丙"]], "utf-8", headers=["客户名称"]))
     sizes: list[int | None] = []
-    rows = importing.read_rows(str(path), "xlsx", CUSTOMERS, sizes.append)
+    rows = reading.read_rows(str(path), "xlsx", CUSTOMERS, sizes.append)
     assert next(rows).raw["name"] == "客户0" and sizes == [1234]
-    assert len(list(importing.read_rows(str(tmp_path / "rows.csv"), "csv", CUSTOMERS, sizes.append))) == 3
+    assert len(list(reading.read_rows(str(tmp_path / "rows.csv"), "csv", CUSTOMERS, sizes.append))) == 3
     assert sizes == [1234, 3]
 
 
 def test_unused_products_spec() -> None:
     assert PRODUCTS.key == "product"
+
+
+def test_importers_register_themselves_in_page_order(admin_client: Any) -> None:
+    """The import package imports no importer (a contract in pyproject.toml): each registers its spec,
+    and the page shows them in their own order."""
+    from crm_admin.imports import registry
+
+    assert list(registry.specs()) == ["customer", "linkman", "product"]
+    assert registry.spec("customer") is CUSTOMERS and registry.spec("nothing") is None
+    page = admin_client.get("/admin/import/linkman").text
+    tabs = [page.index(f'href="http://testserver/admin/import/{key}"') for key in ("customer", "linkman", "product")]
+    assert tabs == sorted(tabs)
+    assert admin_client.get("/admin/import", follow_redirects=False).headers["location"].endswith("/admin/import/customer")
+    assert admin_client.get("/admin/import/nothing").status_code == 404

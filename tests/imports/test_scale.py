@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from crm_admin import db
-from crm_admin.core import importing
 from crm_admin.core.context import Actor
 from crm_admin.customers.importing import SPEC as CUSTOMERS
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import name_key
+from crm_admin.imports import runner
 
 pytestmark = pytest.mark.skipif(os.environ.get("CRM_SCALE") != "1", reason="scale check: set CRM_SCALE=1")
 
@@ -56,10 +56,10 @@ def test_import_50000_rows_xlsx(tmp_path: Any, make_user: Any, principal: Any) -
 def _import_all(spec: Any, p: Any, path: Any, what: str) -> None:
     """Dry run and apply ``path`` as ``p``; all 50,000 rows must be imported; prints the times."""
     t0 = time.perf_counter()
-    job = importing.start_job(spec, p, Actor(p.id, p.username), path=str(path), filename=path.name,
+    job = runner.start_job(spec, p, Actor(p.id, p.username), path=str(path), filename=path.name,
                               run_async=False)
     t1 = time.perf_counter()
-    importing.apply_job(job, p, Actor(p.id, p.username), run_async=False)
+    runner.apply_job(job, p, Actor(p.id, p.username), run_async=False)
     t2 = time.perf_counter()
     assert job.status == "done", job.message
     assert job.created == 50_000

@@ -1,6 +1,6 @@
 """Uploads past the limits (issue 11, hole 5): zip bombs, lying zips, XML entity bombs and CSV bombs are
-refused quickly with a Chinese message, write nothing, leave no upload behind and keep the server's
-memory bounded; legitimate files still read as openpyxl read them.
+refused quickly with a Chinese message, write nothing, leave no upload behind (no temporary file, no
+stored piece of a failed job's upload) and keep the server's memory bounded; legitimate files still read as openpyxl read them.
 
 The memory check runs a real ``crm-admin serve`` and reads its resident memory from /proc.
 """
@@ -27,9 +27,11 @@ from openpyxl.cell.text import InlineFont
 from sqlalchemy import func, select
 
 from crm_admin import db
-from crm_admin.core import importing, spreadsheet
 from crm_admin.customers.importing import SPEC as CUSTOMERS
 from crm_admin.customers.models import Customer
+from crm_admin.imports import reading, spreadsheet, xlsx
+from crm_admin.imports.cells import cell_text
+from crm_admin.imports.models import ImportChunk, ImportJob
 from tests.conftest import PASSWORD, TEST_DB_URL, login
 from tests.customers.conftest import form_token
 from tests.imports import bombs
@@ -94,7 +96,15 @@ def _customers() -> int:
 
 
 def _uploads_left(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "imports").glob("upload-*"))
+    """Temporary files of uploads and passes on this node."""
+    return sorted(p for pattern in ("upload-*", "apply-*", "errors-*") for p in (data_dir / "imports").glob(pattern))
+
+
+def _failed_uploads_kept() -> list[str]:
+    """Jobs that failed but still keep pieces of their upload in the database."""
+    with db.session_factory()() as s:
+        return list(s.execute(select(ImportJob.id).where(ImportJob.status == "failed", ImportJob.id.in_(
+            select(ImportChunk.job_id).where(ImportChunk.kind == "upload")))).scalars())
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +132,7 @@ def test_bombs_are_refused_quickly_and_change_nothing(bomb_files: dict[str, byte
     assert problems == []
     assert _customers() == 0
     assert [p for p in _uploads_left(data_dir) if p not in before] == []
+    assert _failed_uploads_kept() == []
 
 
 # ----- the real server: memory stays bounded --------------------------------------------------------
@@ -193,6 +204,7 @@ def test_server_memory_stays_bounded_under_bombs(server: tuple[str, int, Path], 
     assert max(peaks) - idle <= 200 * 1024, f"peak {max(peaks) / 1024:.0f} MB over idle {idle / 1024:.0f} MB"
     assert _customers() == 0
     assert _uploads_left(data_dir) == []
+    assert _failed_uploads_kept() == []
 
 
 # ----- what must still work -------------------------------------------------------------------------
@@ -201,7 +213,7 @@ def _openpyxl_rows(path: str) -> list[list[Any]]:
     with warnings.catch_warnings(), open(path, "rb") as fh:
         warnings.simplefilter("ignore")
         wb = load_workbook(fh, read_only=True, data_only=True)
-        return [[importing._cell_text(v) for v in r] for r in wb.worksheets[0].iter_rows(values_only=True)]
+        return [[cell_text(v) for v in r] for r in wb.worksheets[0].iter_rows(values_only=True)]
 
 
 def _trimmed(rows: list[list[Any]]) -> list[list[Any]]:
@@ -231,7 +243,7 @@ def test_reader_gives_what_openpyxl_gave(tmp_path: Path) -> None:
     wb.create_sheet("第二页")["A1"] = "不读"
     path = tmp_path / "openpyxl.xlsx"
     wb.save(path)
-    assert _trimmed([[importing._cell_text(v) for v in r] for r in spreadsheet.xlsx_rows(str(path))]) == \
+    assert _trimmed([[cell_text(v) for v in r] for r in xlsx.xlsx_rows(str(path))]) == \
         _trimmed(_openpyxl_rows(str(path)))
 
     strings = bombs.shared_strings(
@@ -245,7 +257,7 @@ def test_reader_gives_what_openpyxl_gave(tmp_path: Path) -> None:
         sheet_member=bombs.member("xl/worksheets/sheet1.xml",
                                   bombs.sheet(rows, header=b'<row r="1"><c r="A1" t="s"><v>0</v></c></row>')),
         strings=bombs.member("xl/sharedStrings.xml", strings)))
-    ours = _trimmed([[importing._cell_text(v) for v in r] for r in spreadsheet.xlsx_rows(str(excel))])
+    ours = _trimmed([[cell_text(v) for v in r] for r in xlsx.xlsx_rows(str(excel))])
     assert ours == _trimmed(_openpyxl_rows(str(excel)))
     assert ours[1] == ["富文本", "2024-05-01", " 前后 ", "True", "#N/A", "x"]
 
@@ -258,7 +270,7 @@ def test_longest_cell_excel_allows_reads(tmp_path: Path) -> None:
     ws.append(["甲公司", "长" * spreadsheet.MAX_CELL_CHARS])
     path = tmp_path / "long.xlsx"
     wb.save(path)
-    rows = list(importing.read_rows(str(path), "xlsx", CUSTOMERS))
+    rows = list(reading.read_rows(str(path), "xlsx", CUSTOMERS))
     assert len(rows) == 1 and len(rows[0].text("remark")) == spreadsheet.MAX_CELL_CHARS
 
 
@@ -272,9 +284,9 @@ def test_our_own_export_imports_again(tmp_path: Path) -> None:
     path.write_bytes(b"".join(xlsx_stream("客户", ["客户名称", "电话", "备注"], [
         ["甲公司", "13900000001", "老客户"], ["乙 & <公司>", 13900000002, None], ["丙", Decimal("1.50"), dt.date(2024, 5, 1)],
     ])))
-    kind = importing.sniff(str(path))
-    assert kind == "xlsx" and importing.estimate_rows(str(path), kind) == 4
-    assert [r.raw for r in importing.read_rows(str(path), kind, CUSTOMERS)] == [
+    kind = reading.sniff(str(path))
+    assert kind == "xlsx" and reading.estimate_rows(str(path), kind) == 4
+    assert [r.raw for r in reading.read_rows(str(path), kind, CUSTOMERS)] == [
         {"name": "甲公司", "phone": "13900000001", "remark": "老客户"},
         {"name": "乙 & <公司>", "phone": "13900000002", "remark": None},
         {"name": "丙", "phone": "1.5", "remark": "2024-05-01"},

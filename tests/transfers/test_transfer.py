@@ -73,7 +73,10 @@ def test_manager_transfers_customer_and_everything_follows(people: dict[str, Any
     assert people["cb"].get(f"/admin/customer/details/{cust.id}").status_code == 200
     hist_b = people["cb"].get(f"/admin/transfer/history?customer_id={cust.id}")
     assert "岗位调整" in hist_b.text
-    assert "岗位调整" not in people["ca"].get("/admin/transfer/history").text
+    # the manager who handed the customer over (here also the operator) still sees that it moved;
+    # someone not involved does not
+    assert "岗位调整" in people["ca"].get("/admin/transfer/history").text
+    assert "岗位调整" not in people["cc"].get("/admin/transfer/history").text
     assert "转移测试公司" not in people["ca"].get("/admin/transfer").text
 
 
@@ -121,7 +124,10 @@ def test_readonly_cannot_open_or_post(make_user: Any, login_as: Any, people: dic
     make_user("viewer2", roles=("readonly",))
     c = login_as("viewer2")
     cust = f.customer(people["a"].id)
-    assert c.get("/admin/transfer").status_code == 200  # may look (transfer:list) but not act
+    # may read the history (transfer:list) but is never shown the form it cannot use
+    page = c.get("/admin/transfer", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].endswith("/admin/transfer/history")
+    assert c.get("/admin/transfer/history").status_code == 200
     r = _post(c, {"customer_id": cust.id, "new_manager_id": people["b"].id, "reason": "只读用户"})
     assert r.status_code == 403
     assert f.get(Customer, cust.id).manager_id == people["a"].id

@@ -25,9 +25,8 @@ ALLOWED: dict[tuple[str, str | None], str] = {
     ("crm_admin/accounts/auth.py", "/admin/logout"): "paths exempt from the forced password change",
     ("crm_admin/accounts/auth.py", "/admin/statics"): "paths exempt from the forced password change",
     ("crm_admin/accounts/auth.py", "/admin/crm-static"): "paths exempt from the forced password change",
-    ("crm_admin/accounts/auth.py", "/admin/login"): "the login redirect middleware's plain refusal page",
-    ("crm_admin/core/csrf.py", "/admin/"): "the CSRF middleware's plain refusal page, written before "
-                                           "routing (it must not depend on the app's templates)",
+    ("crm_admin/core/csrf.py", "/admin/"): "the CSRF refusal page's fallback when it answers outside "
+                                           "the admin app (no route to look up)",
     # addresses for people and for an outside client, not links inside a page
     ("crm_admin/cli.py", "/admin/"): "the address the server prints for its operator",
     ("crm_admin/perf", None): "the benchmark is an HTTP client of a running server",
