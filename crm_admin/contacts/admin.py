@@ -88,10 +88,6 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        # the form sets the relationship (loaded or not); keep the foreign key in step with it
-        chosen = obj.__dict__.get("customer")
-        if chosen is not None:
-            obj.customer_id = chosen.id
         if obj.customer_id is None:
             raise UserError("请选择所属客户。", field="customer")
         validate_linkman(obj)

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crm_admin.core import audit
+from crm_admin.core import audit, sqladmin_compat
 from crm_admin.core.context import Actor
 from crm_admin.core.errors import plain_page
 from crm_admin.core.i18n import locale_from_cookie, translations_for
@@ -259,7 +259,7 @@ def _write_refusal_audit(request: Request, reason: str) -> None:
 def harden_admin_routes(admin: Any) -> None:
     """Call once all views are added: logout answers POST only (GET shows a confirmation page)
     and SQLAdmin's GET ``@action`` routes are made POST-only."""
-    routes = admin.admin.router.routes
+    routes = sqladmin_compat.admin_routes(admin)
     for index, route in enumerate(routes):
         if not isinstance(route, Route):
             continue
@@ -267,7 +267,7 @@ def harden_admin_routes(admin: Any) -> None:
             routes[index] = Route(
                 "/logout", endpoint=_logout_endpoint(admin), methods=["GET", "POST"], name="logout"
             )
-        elif route.name and route.name.startswith("action-"):
+        elif sqladmin_compat.is_action_route(route):
             route.methods = {"POST"}
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import aliased, joinedload, selectinload
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from crm_admin.core import audit, vocabulary
+from crm_admin.core import audit, sqladmin_compat, vocabulary
 from crm_admin.core.context import current_actor
 from crm_admin.core.formatting import DATETIME_FORMAT, format_datetime, local_now
 from crm_admin.core.xlsxstream import xlsx_stream
@@ -111,7 +111,7 @@ async def list_statement(view: Any, request: Request) -> Select[Any]:
 
 def export_columns(view: Any) -> list[tuple[str, str]]:
     """(attribute, Chinese header) pairs: ``column_export_list`` or the list columns."""
-    labels: dict[str, str] = {str(k): str(v) for k, v in (view._column_labels or {}).items()}
+    labels: dict[str, str] = {str(k): str(v) for k, v in sqladmin_compat.column_labels(view).items()}
     out = []
     for prop in view.get_export_columns():
         out.append((prop, labels.get(prop, prop)))

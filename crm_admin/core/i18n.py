@@ -1,8 +1,8 @@
 """Chinese (default) and English for the whole interface.
 
 SQLAdmin ships no Chinese catalog and has no setting for an application's own catalogs, so the
-``zh`` catalog is registered through its module state here, in this one place (pinned to
-SQLAdmin 0.32.0 and covered by tests/core/test_i18n.py). Our own strings are written in Chinese;
+``zh`` catalog is registered through its module state (core/sqladmin_compat.py, pinned to
+SQLAdmin 0.32 and covered by tests/core/test_i18n.py). Our own strings are written in Chinese;
 the ``en`` catalog translates them for the English switch and is merged over SQLAdmin's English
 catalog.
 
@@ -14,7 +14,6 @@ file of a locale is merged into one catalog at start-up; no compile step.
 from __future__ import annotations
 
 import io
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 from sqladmin import i18n as sqladmin_i18n
 from sqladmin.i18n import I18nConfig
+
+from crm_admin.core import sqladmin_compat
 
 LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
 LOCALES = ("zh", "en")
@@ -62,31 +63,20 @@ def install(default_locale: str = DEFAULT_LOCALE) -> None:
     for locale in LOCALES:
         ours = _load_po_files(locale)
         if ours is None:
-            if locale not in sqladmin_i18n.translations:
-                sqladmin_i18n.translations[locale] = NullTranslations()
+            if sqladmin_compat.registered_catalog(locale) is None:
+                sqladmin_compat.register_catalog(locale, NullTranslations())
         elif locale == "zh":
-            sqladmin_i18n.translations[locale] = ours
+            sqladmin_compat.register_catalog(locale, ours)
         else:
             # a fresh copy of SQLAdmin's English each time, so a second install() does not stack
-            base = Translations.load(
-                dirname=Path(sqladmin_i18n.__file__).parent / "translations", locales=[locale],
-                domain="admin",
-            )
+            base = sqladmin_compat.sqladmin_catalog(locale)
             if isinstance(base, Translations):
                 base.merge(ours)
-                sqladmin_i18n.translations[locale] = base
+                sqladmin_compat.register_catalog(locale, base)
             else:
-                sqladmin_i18n.translations[locale] = ours
-        if locale not in sqladmin_i18n.SUPPORTED_LOCALES:
-            sqladmin_i18n.SUPPORTED_LOCALES.append(locale)
+                sqladmin_compat.register_catalog(locale, ours)
     if _installed_default != default_locale:
-        sqladmin_i18n.DEFAULT_LOCALE = default_locale
-        sqladmin_i18n._current_locale = ContextVar(  # type: ignore[attr-defined]
-            "sqladmin_current_locale", default=default_locale
-        )
-        sqladmin_i18n._current_translation = ContextVar(  # type: ignore[attr-defined]
-            "sqladmin_current_translation", default=sqladmin_i18n.translations[default_locale]
-        )
+        sqladmin_compat.set_default_locale(default_locale)
         _installed_default = default_locale
 
 
@@ -129,7 +119,7 @@ def current_locale() -> str:
 
 
 def translations_for(locale: str) -> NullTranslations:
-    return sqladmin_i18n.translations.get(locale) or NullTranslations()
+    return sqladmin_compat.registered_catalog(locale) or NullTranslations()
 
 
 def language_name(locale: str) -> str:
@@ -143,7 +133,7 @@ def locale_from_cookie(cookie_header: str) -> str:
         name, _sep, value = part.strip().partition("=")
         if name == LANGUAGE_COOKIE and value in LOCALES:
             return value
-    return sqladmin_i18n.DEFAULT_LOCALE
+    return sqladmin_compat.default_locale()
 
 
 class WTFormsTranslations:

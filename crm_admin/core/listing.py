@@ -10,11 +10,12 @@ row through Starlette's route search. ``CappedListMixin`` replaces ``list`` with
   "10,000+" instead of an exact number nobody reads;
 - for deep pages first reads only the primary keys of the page (an index-only scan), then loads
   those rows (a "deferred join");
-- builds row URLs from one template per request;
+- builds row URLs from one template per request (``CachedRowUrlsMixin``);
 - prepares the table's rows in Python (``list_rows``): the list template then only loops over plain
   values, instead of making ~20 awaited calls per row in Jinja's async mode (half of the page's CPU).
 
-Pinned to SQLAdmin 0.32 (it mirrors ``ModelView.list`` and overrides ``_build_url_for``).
+It mirrors SQLAdmin 0.32's ``ModelView.list``; what it needs of SQLAdmin's insides it asks
+``core.sqladmin_compat``, which checks the version.
 """
 
 from __future__ import annotations
@@ -23,19 +24,18 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
-from urllib.parse import quote
 
 from markupsafe import Markup, escape
 from sqladmin.helpers import get_object_identifier
 from sqladmin.pagination import Pagination
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import selectinload
-from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from crm_admin.core import sqladmin_compat as compat
+
 _UNSET = object()
-_PK_SENTINEL = "__crm_pk__"
 
 
 @dataclass
@@ -50,7 +50,7 @@ class CappedPagination(Pagination):
         return f"{self.count:,}+" if self.count_capped else f"{self.count:,}"
 
 
-class CappedListMixin:
+class CappedListMixin(compat.CachedRowUrlsMixin):
     """Mixed into ``CrmModelView`` before SQLAdmin's ``ModelView``."""
 
     # Count no further than this (plus what the requested page needs).
@@ -85,7 +85,7 @@ class CappedListMixin:
 
         pk_columns = list(view.pk_columns)
         rows_stmt = stmt
-        for relation in view._list_relations:
+        for relation in compat.list_relations(view):
             rows_stmt = rows_stmt.options(selectinload(relation))
         page = max(page, 1)
         offset = (page - 1) * page_size
@@ -96,11 +96,11 @@ class CappedListMixin:
             # Past the cap nobody needs the total: the keys of this page (and one more, to know
             # whether a next page exists) say all the footer shows. One index-only scan.
             pk = pk_columns[0]
-            ids = list(await view._run_query(stmt.with_only_columns(pk).limit(page_size + 1).offset(offset)))
+            ids = list(await compat.run_query(view, stmt.with_only_columns(pk).limit(page_size + 1).offset(offset)))
             if ids:
                 more = len(ids) > page_size
                 ids = ids[:page_size]
-                rows = list(await view._run_query(rows_stmt.where(pk.in_(ids))))
+                rows = list(await compat.run_query(view, rows_stmt.where(pk.in_(ids))))
                 return CappedPagination(rows=rows, page=page, page_size=page_size,
                                         count=offset + len(ids) + (1 if more else 0), count_capped=more)
             need = offset + 1  # past the last row: the exact total (below offset) finds the last page
@@ -115,10 +115,10 @@ class CappedListMixin:
         offset = (page - 1) * page_size
         if offset >= self.deferred_join_offset and len(pk_columns) == 1:
             pk = pk_columns[0]
-            ids = list(await view._run_query(stmt.with_only_columns(pk).limit(page_size).offset(offset)))
-            rows = list(await view._run_query(rows_stmt.where(pk.in_(ids)))) if ids else []
+            ids = list(await compat.run_query(view, stmt.with_only_columns(pk).limit(page_size).offset(offset)))
+            rows = list(await compat.run_query(view, rows_stmt.where(pk.in_(ids)))) if ids else []
         else:
-            rows = list(await view._run_query(rows_stmt.limit(page_size).offset(offset)))
+            rows = list(await compat.run_query(view, rows_stmt.limit(page_size).offset(offset)))
         # SQLAdmin's list endpoint adds the page links
         return CappedPagination(rows=rows, page=page, page_size=page_size, count=count, count_capped=capped)
 
@@ -131,25 +131,25 @@ class CappedListMixin:
         for row in rows:
             pk = get_object_identifier(row)
             cells: builtins.list[Markup] = []
-            for name in view._list_prop_names:
+            for name in compat.list_prop_names(view):
                 value, formatted = await view.get_list_value(row, name, request)
                 cells.append(self._cell(request, row, name, value, formatted))
             out.append({
                 "pk": pk,
-                "view_url": str(view._build_url_for("admin:details", request, row))
+                "view_url": str(compat.build_url_for(view, "admin:details", request, row))
                 if await view.check_can_view_details(request, row) else "",
-                "edit_url": f"{view._build_url_for('admin:edit', request, row)}{query}"
+                "edit_url": f"{compat.build_url_for(view, 'admin:edit', request, row)}{query}"
                 if await view.check_can_edit(request, row) else "",
-                "delete_url": view._url_for_delete(request, row) if await view.check_can_delete(request, row) else "",
+                "delete_url": compat.url_for_delete(view, request, row) if await view.check_can_delete(request, row) else "",
                 "cells": cells,
             })
         return out
 
     def _cell(self, request: Request, row: Any, name: str, value: Any, formatted: Any) -> Markup:
         view = cast(Any, self)
-        if name not in view._relation_names:
+        if name not in compat.relation_names(view):
             return escape(formatted)
-        as_link = name not in view._non_link_related_fields
+        as_link = name not in compat.non_link_related_fields(view)
         if isinstance(value, (list, set)):
             compact = view.show_compact_lists
             parts = []
@@ -157,19 +157,9 @@ class CappedListMixin:
                 label = Markup("({})").format(text) if compact else escape(text)
                 if as_link:
                     label = Markup('<a href="{}">{}</a>').format(
-                        view._build_url_for("admin:details", request, elem), label)
+                        compat.build_url_for(view, "admin:details", request, elem), label)
                 parts.append(label if compact else label + Markup("<br />"))
             return Markup("").join(parts)
         if as_link:
-            return Markup('<a href="{}">{}</a>').format(view._url_for_details_with_prop(request, row, name), formatted)
+            return Markup('<a href="{}">{}</a>').format(compat.url_for_details_with_prop(view, request, row, name), formatted)
         return escape(formatted)
-
-    def _build_url_for(self, name: str, request: Request, obj: Any) -> URL:
-        view = cast(Any, self)
-        identity = view._identity_for_object(obj)
-        cache: dict[tuple[str, str], str] = request.state.__dict__.setdefault("_crm_url_templates", {})
-        template = cache.get((name, identity))
-        if template is None:
-            template = str(request.url_for(name, identity=identity, pk=_PK_SENTINEL))
-            cache[(name, identity)] = template
-        return URL(template.replace(_PK_SENTINEL, quote(str(get_object_identifier(obj)), safe="")))

@@ -15,16 +15,15 @@ from typing import Any, ClassVar
 
 import anyio
 from sqladmin import BaseView, ModelView
-from sqladmin._queries import Query
 from sqladmin.authorization import Action
 from sqlalchemy import ColumnElement, Integer, Select, false, inspect, select, true
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import MANYTOONE, Session
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from crm_admin.core import limits
+from crm_admin.core import limits, sqladmin_compat
 from crm_admin.core.errors import (
     Conflict,
     Forbidden,
@@ -240,7 +239,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         super().__init__()
         VIEW_RESOURCES[self.identity] = self.resource
         # the screen names of the fields, for messages raised where no form is at hand (core/limits.py)
-        limits.register_labels(model, self._column_labels)
+        limits.register_labels(model, sqladmin_compat.column_labels(self))
 
     @classmethod
     def _scoped_ajax_refs(cls) -> dict[str, Any]:
@@ -348,6 +347,23 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             ):
                 raise UserError("所选的关联记录不存在或不在您的数据范围内。", field=col.key)
 
+    def follow_chosen_relations(self, obj: Any) -> None:
+        """A record picked in the form (``customer``) is set on the relationship, which wins over the
+        foreign key only at the flush: copy it to the key (``customer_id``) so that every check before
+        the flush sees the choice. The submitted id has already passed ``check_foreign_keys`` (the
+        scope). The owner (``manager``) is not followed here: ``check_owner`` and the module settle it.
+        """
+        mapper: Any = inspect(type(obj))
+        for rel in mapper.relationships:
+            if rel.direction is not MANYTOONE or rel.key not in obj.__dict__:
+                continue
+            if any(local.key == "manager_id" for local, _remote in rel.local_remote_pairs):
+                continue
+            chosen = obj.__dict__[rel.key]
+            for local, remote in rel.local_remote_pairs:
+                value = None if chosen is None else getattr(chosen, rel.mapper.get_property_by_column(remote).key)
+                setattr(obj, mapper.get_property_by_column(local).key, value)
+
     def check_owner(self, session: Session, obj: Any, owner_before: int | None, is_created: bool,
                     request: Request) -> None:
         """Rows owned by a manager (``__scope__ = "owner"``): who may set ``manager_id``.
@@ -427,7 +443,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 else:
                     if not self.valid_identifier(pk):
                         raise NotFound()
-                    stmt = scoped(self._stmt_by_identifier(pk), self.model, principal, "edit")
+                    stmt = scoped(sqladmin_compat.stmt_by_identifier(self, pk), self.model, principal, "edit")
                     obj = session.execute(stmt).scalars().first()
                     if obj is None:
                         raise NotFound()
@@ -436,9 +452,10 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 data = self._without_blank_owner(data, pk is None)
                 owner_before = getattr(obj, "manager_id", None)
                 try:
-                    obj = Query(self)._set_attributes_sync(session, obj, data)
+                    obj = sqladmin_compat.set_attributes(self, session, obj, data)
                 except (TypeError, ValueError):  # e.g. a relation picker posted something that is no id
                     raise UserError("所选的关联记录不存在,请刷新页面后重新选择。") from None
+                self.follow_chosen_relations(obj)
                 self.check_owner(session, obj, owner_before, pk is None, request)
                 self.before_save(session, obj, data, pk is None, request)
                 if pk is None:
@@ -466,7 +483,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             with transaction() as session:
                 if not self.valid_identifier(pk):
                     raise NotFound()
-                stmt = scoped(self._stmt_by_identifier(pk), self.model, principal, "delete")
+                stmt = scoped(sqladmin_compat.stmt_by_identifier(self, pk), self.model, principal, "delete")
                 obj = session.execute(stmt).scalars().first()
                 if obj is None:
                     raise NotFound()

@@ -6,12 +6,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import anyio
 from markupsafe import Markup
-from sqlalchemy import Select, select
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import get_history
-from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -20,29 +18,28 @@ from wtforms import HiddenField, SelectField
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.pages import run_sync, url_path
 from crm_admin.core.routes import route
-from crm_admin.core.scope import check_assignee, depts_in_scope, scoped, users_in_scope
+from crm_admin.core.scope import check_assignee
 from crm_admin.core.views import CrmModelView, assignable_ref, principal_of
-from crm_admin.customers import service
-from crm_admin.customers.models import STATUS_LABELS, Customer, SavedQuery
-from crm_admin.customers.query import FILTER_PARAMS, CustomerQuery, like_prefix
-from crm_admin.db import session_factory, transaction
-from crm_admin.dictionary.service import DictSelectField, choices
+from crm_admin.customers import pages, saved_queries, service
+from crm_admin.customers.models import STATUS_LABELS, Customer
+from crm_admin.customers.page360 import ACTIONS, load_360, run_action
+from crm_admin.customers.query import CustomerQuery, like_prefix
+from crm_admin.dictionary.service import DictSelectField
 from crm_admin.transfers.service import reassign_in_form
-
-STATUS_CHOICES = [(k, v) for k, v in STATUS_LABELS.items()]
-SORTS = [("", "默认排序"), ("name:asc", "按名称"), ("created_at:desc", "按创建时间(新→旧)"),
-         ("created_at:asc", "按创建时间(旧→新)"), ("last_contact_at:desc", "按最近联系(近→远)"),
-         ("last_contact_at:asc", "按最近联系(远→近)")]
 
 
 def _csrf(request: Request) -> str:
     return str(request.session.get("csrf", ""))
 
 
-def _name_link(model: Customer, _attr: Any) -> Markup:
-    # Markup.format escapes the customer's name
-    return Markup('<a href="/admin/customer/360/{}">{}</a>').format(model.id, model.name)
+def _name_link(model: Customer, _attr: Any, request: Request) -> Markup:
+    # Markup.format escapes the customer's name; the page's path is looked up once per request
+    paths: dict[str, str] = request.state.__dict__.setdefault("_crm_360_path", {})
+    if "base" not in paths:
+        paths["base"] = url_360(request, 0).removesuffix("/0")
+    return Markup('<a href="{}/{}">{}</a>').format(paths["base"], model.id, model.name)
 
 
 def _dict_label(dict_type: str) -> Any:
@@ -113,7 +110,7 @@ class CustomerAdmin(CrmModelView, model=Customer):
         "industry": {"dict_type": "industry"},
         "source": {"dict_type": "customer_source"},
         "level": {"dict_type": "customer_level"},
-        "status": {"choices": STATUS_CHOICES, "default": "potential"},
+        "status": {"choices": pages.STATUS_CHOICES, "default": "potential"},
         "credit_code": {"description": "18 位统一社会信用代码,系统会校验校验位"},
     }
     form_ajax_refs = {"manager": assignable_ref(["real_name", "username"], order_by="username")}
@@ -143,8 +140,8 @@ class CustomerAdmin(CrmModelView, model=Customer):
 
     async def list_context(self, request: Request) -> dict[str, Any]:
         context = await super().list_context(request)
-        panel = await anyio.to_thread.run_sync(_filter_panel, request)
-        context.update(panel)
+        context.update(await run_sync(pages.filter_panel, principal_of(request), request.query_params))
+        context["csrf_token"] = _csrf(request)
         return context
 
     # ----- writes ------------------------------------------------------------------------------
@@ -220,34 +217,26 @@ class CustomerAdmin(CrmModelView, model=Customer):
     @route("/saved-queries", methods=["POST"], permission=("customer", "list"))
     async def save_query(self, request: Request) -> Response:
         form = await request.form()
-        principal = principal_of(request)
-        name = str(form.get("name", "")).strip()
-        query = str(form.get("query", ""))
-        kept = urlencode([(k, v) for k, v in QueryParams(query).multi_items()
-                          if k in (*FILTER_PARAMS, "sortBy", "sort", "search") and v])
+        kept = saved_queries.kept_conditions(str(form.get("query", "")))
         try:
-            await anyio.to_thread.run_sync(_save_query_sync, principal.id, name, kept)
+            await run_sync(pages.save_query, principal_of(request), str(form.get("name", "")).strip(), kept)
         except UserError as exc:
-            return RedirectResponse(f"/admin/customer/list?{kept}&{urlencode({'error': exc.message})}", 302)
-        return RedirectResponse(f"/admin/customer/list?{kept}", status_code=302)
+            return RedirectResponse(_list_url(request, f"{kept}&{urlencode({'error': exc.message})}"), 302)
+        return RedirectResponse(_list_url(request, kept), status_code=302)
 
     @route("/saved-queries/{qid:int}/delete", methods=["POST"], permission=("customer", "list"))
     async def delete_query(self, request: Request) -> Response:
-        principal = principal_of(request)
-        qid = int(request.path_params["qid"])
         try:
-            await anyio.to_thread.run_sync(_delete_query_sync, principal.id, qid)
+            await run_sync(pages.delete_query, principal_of(request), int(request.path_params["qid"]))
         except NotFound:  # another user's query, or none: as if it did not exist
             raise HTTPException(status_code=404, detail="该查询不存在或不属于您。") from None
-        return RedirectResponse("/admin/customer/list", status_code=302)
+        return RedirectResponse(_list_url(request), status_code=302)
 
     # ----- 360° page ---------------------------------------------------------------------------
     @route("/360/{pk:int}", permission=("customer", "view"), row=(Customer, "pk"))
     async def customer_360(self, request: Request) -> Response:
         principal = principal_of(request)
-        from crm_admin.customers.page360 import load_360
-
-        data = await anyio.to_thread.run_sync(load_360, principal, int(request.path_params["pk"]))
+        data = await run_sync(load_360, principal, int(request.path_params["pk"]))
         if data is None:
             raise HTTPException(status_code=404, detail="客户不存在或您无权访问。")
         context = {"title": f"客户 360°:{data['customer'].name}", "csrf_token": _csrf(request),
@@ -262,8 +251,6 @@ class CustomerAdmin(CrmModelView, model=Customer):
         principal = principal_of(request)
         pk = int(request.path_params["pk"])
         what = str(request.path_params["what"])
-        from crm_admin.customers.page360 import ACTIONS, run_action
-
         if what not in ACTIONS:
             raise HTTPException(status_code=404)
         resource, action, done = ACTIONS[what]
@@ -271,19 +258,18 @@ class CustomerAdmin(CrmModelView, model=Customer):
             raise HTTPException(status_code=403, detail="您没有执行此操作的权限。")
         values = {k: str(v) for k, v in form.items() if k != "csrf_token"}
         try:
-            result = await anyio.to_thread.run_sync(run_action, principal, pk, what, values)
+            result = await run_sync(run_action, principal, pk, what, values)
         except NotFound:
             raise HTTPException(status_code=404, detail="客户不存在或您无权访问。") from None
         except UserError as exc:
-            return RedirectResponse(f"/admin/customer/360/{pk}?{urlencode({'error': exc.message})}#{what}", 303)
+            return RedirectResponse(url_360(request, pk, query={"error": exc.message}, fragment=what), 303)
         if what == "delete":
-            return RedirectResponse(f"/admin/customer/list?{urlencode({'message': result})}", 303)
-        return RedirectResponse(f"/admin/customer/360/{pk}?{urlencode({'message': done})}", 303)
+            return RedirectResponse(_list_url(request, urlencode({"message": result})), 303)
+        return RedirectResponse(url_360(request, pk, query={"message": done}), 303)
 
     # ----- merge (admins) ----------------------------------------------------------------------
     @route("/merge", methods=["GET", "POST"], permission=("customer", "merge"))
     async def merge(self, request: Request) -> Response:
-        principal = principal_of(request)
         context: dict[str, Any] = {"title": "合并客户", "csrf_token": _csrf(request),
                                    "keep": request.query_params.get("keep", ""),
                                    "drop": request.query_params.get("drop", "")}
@@ -292,107 +278,24 @@ class CustomerAdmin(CrmModelView, model=Customer):
             form = await request.form()
             context["keep"], context["drop"] = str(form.get("keep", "")), str(form.get("drop", ""))
             try:
-                keep_id, drop_id = _customer_ref(context["keep"]), _customer_ref(context["drop"])
-                moved = await anyio.to_thread.run_sync(_merge_sync, principal, keep_id, drop_id)
+                keep_id, total = await run_sync(pages.merge, principal_of(request), context["keep"], context["drop"])
             except UserError as exc:
                 context["error"] = exc.message
                 status = exc.status_code
             else:
-                total = sum(moved.values())
-                return RedirectResponse(
-                    f"/admin/customer/360/{keep_id}?{urlencode({'message': f'合并完成,转入 {total} 条关联记录。'})}",
-                    status_code=303,
-                )
+                message = f"合并完成,转入 {total} 条关联记录。"
+                return RedirectResponse(url_360(request, keep_id, query={"message": message}), status_code=303)
         return await self.templates.TemplateResponse(request, "customers/merge.html", context,
                                                      status_code=status)
 
 
-def _customer_ref(text: str) -> int:
-    """A customer id or code typed into the merge form."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    with session_factory()() as session:
-        found = session.execute(select(Customer.id).where(Customer.code == text.upper())).scalar()
-    if found is None:
-        raise UserError(f"找不到客户“{text}”(请输入客户编号或 ID)。")
-    return int(found)
+def url_360(request: Request, customer_id: int, **extra: Any) -> str:
+    """The path of a customer's 360° page (``query``/``fragment`` as in ``core.pages.url_path``)."""
+    return url_path(request, "admin:view-customer-customer_360", pk=customer_id, **extra)
 
 
-def _merge_sync(principal: Any, keep_id: int, drop_id: int) -> dict[str, int]:
-    with transaction() as session:
-        return service.merge_customers(session, principal, keep_id=keep_id, drop_id=drop_id)
-
-
-def _save_query_sync(user_id: int, name: str, query: str) -> None:
-    if not name:
-        raise UserError("请为查询起一个名字。")
-    if len(name) > 64:
-        raise UserError("查询名称不能超过 64 个字符。")
-    with transaction() as session:
-        existing = session.execute(
-            select(SavedQuery).where(SavedQuery.user_id == user_id, SavedQuery.resource == "customer",
-                                     SavedQuery.name == name)
-        ).scalar_one_or_none()
-        if existing is not None:
-            existing.query_string = query
-        else:
-            count = len(session.execute(
-                select(SavedQuery.id).where(SavedQuery.user_id == user_id)).all())
-            if count >= 50:
-                raise UserError("每人最多保存 50 个查询,请先删除不用的查询。")
-            session.add(SavedQuery(user_id=user_id, resource="customer", name=name, query_string=query))
-
-
-def _delete_query_sync(user_id: int, qid: int) -> None:
-    with transaction() as session:
-        row = session.execute(
-            select(SavedQuery).where(SavedQuery.id == qid, SavedQuery.user_id == user_id)
-        ).scalar_one_or_none()
-        if row is None:
-            raise NotFound()
-        session.delete(row)
-
-
-def _filter_panel(request: Request) -> dict[str, Any]:
-    """Options of the filter panel: dictionaries, the managers and departments the user may pick."""
-    principal = principal_of(request)
-    query = CustomerQuery.from_params(request.query_params)
-    with session_factory()() as session:
-        users = users_in_scope(session, principal, resource="customer", action="list")
-        depts = depts_in_scope(session, principal, resource="customer", action="list")
-        saved = session.execute(
-            select(SavedQuery).where(SavedQuery.user_id == principal.id, SavedQuery.resource == "customer")
-            .order_by(SavedQuery.name)
-        ).scalars().all()
-    current_sort = ""
-    if request.query_params.get("sortBy"):
-        current_sort = f"{request.query_params.get('sortBy')}:{request.query_params.get('sort', 'asc')}"
-    return {
-        "cq": query,
-        "cq_params": {k: request.query_params.get(k, "") for k in FILTER_PARAMS},
-        "cq_industries": choices("industry"),
-        "cq_sources": choices("customer_source"),
-        "cq_levels": choices("customer_level"),
-        "cq_statuses": [("", "— 请选择 —"), *STATUS_CHOICES],
-        "cq_managers": [(u.id, u.real_name or u.username) for u in users],
-        "cq_depts": depts,
-        "cq_saved": [(s.id, s.name, s.query_string) for s in saved],
-        "cq_sorts": SORTS,
-        "cq_sort": current_sort,
-        "cq_query_string": urlencode([(k, v) for k, v in request.query_params.multi_items()
-                                      if k not in ("page", "error", "message")]),
-        "csrf_token": _csrf(request),
-        "message": request.query_params.get("message", ""),
-        "can_merge": principal.can("customer", "merge"),
-        "cq_can_import": principal.can("customer", "import"),
-    }
-
-
-def scoped_customer(session: Session, principal: Any, customer_id: int) -> Customer | None:
-    return session.execute(
-        scoped(select(Customer).where(Customer.id == customer_id), Customer, principal)
-    ).scalar_one_or_none()
+def _list_url(request: Request, query: str = "") -> str:
+    return url_path(request, "admin:list", identity="customer", query=query)
 
 
 VIEWS = [CustomerAdmin]

@@ -324,6 +324,17 @@ def delete_customer(session: Session, customer: Customer, *, cascade: bool = Fal
     return counts
 
 
+def customer_id_by_ref(session: Session, text: str) -> int:
+    """A customer id or code as typed by a user (the merge form): the customer's id."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    found = session.execute(select(Customer.id).where(Customer.code == text.upper())).scalar()
+    if found is None:
+        raise UserError(f"找不到客户“{text}”(请输入客户编号或 ID)。")
+    return int(found)
+
+
 def merge_customers(session: Session, principal: Principal, *, keep_id: int, drop_id: int) -> dict[str, int]:
     """Move every record hanging off ``drop_id`` onto ``keep_id`` and delete ``drop_id`` (``customer`` /
     ``merge``; both customers within the user's scope).

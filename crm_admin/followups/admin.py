@@ -58,15 +58,8 @@ class FollowUpAdmin(CrmModelView, model=FollowUp):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        # the form sets the relationship (loaded or not); keep the foreign key in step with it
-        chosen = obj.__dict__.get("customer")
-        if chosen is not None:
-            obj.customer_id = chosen.id
         if obj.customer_id is None:
             raise UserError("请选择客户。", field="customer")
-        if "linkman" in obj.__dict__:
-            chosen_linkman = obj.__dict__["linkman"]
-            obj.linkman_id = chosen_linkman.id if chosen_linkman is not None else None
         if is_created:
             obj.manager_id = principal_of(request).id
         validate_follow_up(session, obj)

@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-import anyio
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import get_history
@@ -17,6 +16,7 @@ from wtforms import HiddenField, SelectField
 
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.pages import run_sync, url_path
 from crm_admin.core.params import parse_id
 from crm_admin.core.routes import route
 from crm_admin.core.scope import depts_in_scope, sees_user, users_in_scope
@@ -81,15 +81,11 @@ class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
         """Below the details (SQLAdmin asks once the scoped opportunity was found): its stage history."""
         context = await super().details_context(request)
         pk = parse_id(request.path_params.get("pk"))
-        history = await anyio.to_thread.run_sync(_stage_history, principal_of(request), pk) if pk else []
+        history = await run_sync(_stage_history, principal_of(request), pk) if pk else []
         return {**context, "stage_history": history}
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        # the form sets the relationship (loaded or not); keep the foreign key in step with it
-        chosen = obj.__dict__.get("customer")
-        if chosen is not None:
-            obj.customer_id = chosen.id
         if obj.customer_id is None:
             raise UserError("请选择客户。", field="customer")
         stage_hist = get_history(obj, "stage")
@@ -128,10 +124,10 @@ class PipelineView(CrmBaseView):
         principal = principal_of(request)
         flt = _filter(request)
         try:
-            data = await anyio.to_thread.run_sync(_pipeline_data, principal, flt)
+            data = await run_sync(_pipeline_data, principal, flt)
         except UserError as exc:
             flt.close_month = ""
-            data = await anyio.to_thread.run_sync(_pipeline_data, principal, flt)
+            data = await run_sync(_pipeline_data, principal, flt)
             data["error"] = exc.message
         context = {
             "title": "销售漏斗", "flt": flt, "csrf_token": str(request.session.get("csrf", "")),
@@ -155,20 +151,21 @@ class PipelineView(CrmBaseView):
                 raise ValueError("no opportunity")
             version = parse_id(form.get("version"))
             stage = str(form.get("stage", ""))
-            await anyio.to_thread.run_sync(_move_sync, principal, opp_id, stage, version)
+            await run_sync(_move_sync, principal, opp_id, stage, version)
         except ValueError:
-            return _answer(wants_json, False, "参数不正确。", back, 400)
+            return _answer(request, wants_json, False, "参数不正确。", back, 400)
         except UserError as exc:
-            return _answer(wants_json, False, exc.message, back, exc.status_code)
-        return _answer(wants_json, True, f"已移到“{label('opportunity_stage', stage)}”。", back, 200)
+            return _answer(request, wants_json, False, exc.message, back, exc.status_code)
+        return _answer(request, wants_json, True, f"已移到“{label('opportunity_stage', stage)}”。", back, 200)
 
 
-def _answer(wants_json: bool, ok: bool, message: str, back: str, status: int) -> Response:
+def _answer(request: Request, wants_json: bool, ok: bool, message: str, back: str, status: int) -> Response:
     if wants_json:
         return JSONResponse({"ok": ok, "message": message}, status_code=status)
     key = "message" if ok else "error"
     sep = "&" if back else ""
-    return RedirectResponse(f"/admin/pipeline?{back}{sep}{urlencode({key: message})}", status_code=303)
+    return RedirectResponse(url_path(request, "admin:view-pipeline", query=f"{back}{sep}{urlencode({key: message})}"),
+                            status_code=303)
 
 
 def _move_sync(principal: Any, opp_id: int, stage: str, version: int | None) -> None:

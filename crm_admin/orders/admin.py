@@ -58,9 +58,6 @@ class OrderAdmin(CrmModelView, model=CustomerOrder):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        chosen = obj.__dict__.get("customer")
-        if chosen is not None:
-            obj.customer_id = chosen.id
         if obj.customer_id is None:
             raise UserError("请选择客户。", field="customer")
         service.validate_order(obj)
@@ -89,10 +86,6 @@ class OrderItemAdmin(CrmModelView, model=OrderItem):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        for rel, fk in (("order", "order_id"), ("product", "product_id")):
-            chosen = obj.__dict__.get(rel)
-            if chosen is not None:
-                setattr(obj, fk, chosen.id)
         if obj.order_id is None:
             raise UserError("请选择订单。", field="order")
         service.validate_item(session, obj)

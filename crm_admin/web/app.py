@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
-from crm_admin.core import csrf, customer_records, formatting, i18n, params
+from crm_admin.core import csrf, customer_records, formatting, i18n, params, sqladmin_compat
 from crm_admin.core.errors import UserError
 from crm_admin.imports import registry as import_registry
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
@@ -93,13 +93,15 @@ def install_template_globals(env: Any) -> None:
 
 
 class CrmAdmin(Admin):
-    """SQLAdmin with templates looked up in the shared folder and in every module's folder."""
+    """SQLAdmin with templates looked up in the shared folder and in every module's folder; SQLAdmin's
+    own templates stay reachable as ``sqladmin_original/…`` for overrides that extend them."""
 
     def init_templating_engine(self) -> Any:
         templates = super().init_templating_engine()
         loader = templates.env.loader
         assert isinstance(loader, ChoiceLoader)
-        templates.env.loader = ChoiceLoader([FileSystemLoader(template_dirs()), *loader.loaders[1:]])
+        templates.env.loader = ChoiceLoader([FileSystemLoader(template_dirs()), *loader.loaders[1:],
+                                             sqladmin_compat.original_templates_loader()])
         install_template_globals(templates.env)
         return templates
 
@@ -127,6 +129,7 @@ class RefusalsAreNotFaults(logging.Filter):
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
+    sqladmin_compat.check_version()  # refuses a SQLAdmin whose insides it was not written for
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -172,8 +175,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
 
     @app.get("/", include_in_schema=False)
-    async def root() -> Response:
-        return RedirectResponse("/admin/", status_code=302)
+    async def root(request: Request) -> Response:
+        return RedirectResponse(request.url_for("admin:index").path, status_code=302)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:

@@ -17,6 +17,8 @@ from pathlib import Path
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po, write_po
 
+from crm_admin.core import sqladmin_compat
+
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 EN_DIR = PACKAGE_DIR / "locale" / "en" / "LC_MESSAGES"
 ZH_DIR = PACKAGE_DIR / "locale" / "zh" / "LC_MESSAGES"
@@ -84,10 +86,8 @@ def collect_views(found: Found) -> None:
             if isinstance(value, str):
                 found.add(value, module, f"{where}.column_labels[{getattr(key, 'key', key)}]")
         for member in vars(view).values():
-            for attr in ("_label", "_confirmation_message"):
-                value = getattr(member, attr, None)
-                if isinstance(value, str):
-                    found.add(value, module, f"{where}.@action.{attr[1:]}")
+            for key, value in sqladmin_compat.action_texts(member).items():
+                found.add(value, module, f"{where}.@action.{key}")
 
 
 def collect() -> Found:
