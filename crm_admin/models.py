@@ -1,14 +1,11 @@
 """Imports every model so that metadata (Alembic, tests) sees the whole schema."""
 
-import importlib
-import pkgutil
-
-import crm_admin
 from crm_admin.accounts.models import CasbinRule, SysDept, SysMeta, SysRole, SysUser
 from crm_admin.audit.models import AuditLog
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.churn.models import ChurnAlert, ChurnRule
 from crm_admin.contacts.models import Linkman
+from crm_admin.core import discovery
 from crm_admin.customers.models import Customer
 from crm_admin.db import Base
 from crm_admin.dictionary.models import DictItem, DictType
@@ -20,21 +17,8 @@ from crm_admin.products.models import Product
 from crm_admin.scheduler.models import JobLease, JobRun
 from crm_admin.transfers.models import CustomerTransfer
 
-
-def _import_every_models_module() -> None:
-    """Modules added later (e.g. saved queries, stage history) are picked up without editing this file."""
-
-
-    for info in pkgutil.iter_modules(crm_admin.__path__):
-        if info.ispkg:
-            try:
-                importlib.import_module(f"crm_admin.{info.name}.models")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"crm_admin.{info.name}.models":
-                    raise
-
-
-_import_every_models_module()
+# modules added later (e.g. saved queries, stage history) are picked up without editing this file
+discovery.import_each("models")
 
 # Every table is utf8mb4 on MySQL/MariaDB whatever the server's default character set is.
 for _table in Base.metadata.tables.values():

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from crm_admin.accounts import throttle
 from crm_admin.accounts.models import SysSession, SysUser
@@ -27,6 +27,7 @@ from crm_admin.accounts.service import (
     start_session,
 )
 from crm_admin.core import audit
+from crm_admin.core.asgi import HttpMiddleware
 from crm_admin.core.context import Actor, set_actor
 from crm_admin.core.errors import plain_page
 from crm_admin.core.formatting import format_datetime
@@ -150,20 +151,14 @@ class CrmAuthorization(AuthorizationBackend):
         return principal.can(resource, permission_action(action))
 
 
-class DeniedAuditMiddleware:
+class DeniedAuditMiddleware(HttpMiddleware):
     """Writes a ``permission_denied`` audit row for every 403 answered to a signed-in user.
 
     Sits inside SQLAdmin's app (after the session middleware), so every refusal — a route of a
     view the user may not use, a button's URL typed by hand, a custom page — is recorded once.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 403:

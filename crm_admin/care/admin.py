@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -50,7 +50,23 @@ def _customer_manager(session: Session, customer_id: int | None) -> int | None:
     return session.execute(select(Customer.manager_id).where(Customer.id == customer_id)).scalar()
 
 
-class CustomerCareAdmin(CrmModelView, model=CustomerCare):
+class _CareForm:
+    """What the care task and care plan forms share: the care type from the dictionary, customer and
+    contact picked within scope, and the list's related rows loaded in one go (``eager``)."""
+
+    form_overrides = {"care_type": DictSelectField}
+    form_args = {"care_type": {"dict_type": "care_type"}}
+    form_ajax_refs = {
+        "customer": scoped_ref(Customer, ["name", "code"]),
+        "linkman": scoped_ref(Linkman, ["name"]),
+    }
+    eager: tuple[Any, ...] = ()
+
+    def list_query(self, request: Request) -> Any:
+        return super().list_query(request).options(*(selectinload(r) for r in self.eager))  # type: ignore[misc]
+
+
+class CustomerCareAdmin(_CareForm, CrmModelView, model=CustomerCare):
     name = "关怀记录"
     name_plural = "关怀记录"
     icon = "fa-solid fa-heart"
@@ -72,20 +88,7 @@ class CustomerCareAdmin(CrmModelView, model=CustomerCare):
     column_formatters_detail = column_formatters
     column_default_sort = [(CustomerCare.id, True)]
     form_columns = ["customer", "linkman", "care_type", "due_date", "care_time", "detail", "feedback"]
-    form_overrides = {"care_type": DictSelectField}
-    form_args = {"care_type": {"dict_type": "care_type"}}
-    form_ajax_refs = {
-        "customer": scoped_ref(Customer, ["name", "code"]),
-        "linkman": scoped_ref(Linkman, ["name"]),
-    }
-
-    def list_query(self, request: Request) -> Any:
-        from sqlalchemy.orm import selectinload
-
-        return super().list_query(request).options(
-            selectinload(CustomerCare.customer), selectinload(CustomerCare.linkman),
-            selectinload(CustomerCare.manager),
-        )
+    eager = (CustomerCare.customer, CustomerCare.linkman, CustomerCare.manager)
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
@@ -106,7 +109,7 @@ class CustomerCareAdmin(CrmModelView, model=CustomerCare):
             obj.manager_id = manager_id or principal_of(request).id
 
 
-class CarePlanAdmin(CrmModelView, model=CarePlan):
+class CarePlanAdmin(_CareForm, CrmModelView, model=CarePlan):
     name = "关怀计划"
     name_plural = "关怀计划"
     icon = "fa-solid fa-calendar-check"
@@ -120,19 +123,7 @@ class CarePlanAdmin(CrmModelView, model=CarePlan):
     }
     column_formatters = {"care_type": lambda m, a: dictionary.label("care_type", m.care_type)}
     form_columns = ["customer", "linkman", "care_type", "interval_days", "next_date", "is_active", "remark"]
-    form_overrides = {"care_type": DictSelectField}
-    form_args = {"care_type": {"dict_type": "care_type"}}
-    form_ajax_refs = {
-        "customer": scoped_ref(Customer, ["name", "code"]),
-        "linkman": scoped_ref(Linkman, ["name"]),
-    }
-
-    def list_query(self, request: Request) -> Any:
-        from sqlalchemy.orm import selectinload
-
-        return super().list_query(request).options(
-            selectinload(CarePlan.customer), selectinload(CarePlan.linkman),
-        )
+    eager = (CarePlan.customer, CarePlan.linkman)
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:

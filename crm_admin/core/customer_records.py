@@ -20,9 +20,6 @@ instead of one scope sub-select per kind of record.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import pkgutil
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,7 +29,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import sort_tables
 
-import crm_admin
+from crm_admin.core import discovery
 from crm_admin.core.principal import Principal
 
 # 360° page slots a module's section may go into
@@ -157,8 +154,6 @@ class RecordKind:
 # ----- the registry -------------------------------------------------------------------------------
 
 _KINDS: dict[str, RecordKind] = {}
-_lock = threading.Lock()
-_loaded = False
 
 
 def register(kind: RecordKind) -> RecordKind:
@@ -176,29 +171,10 @@ def unregister(key: str) -> None:
     _KINDS.pop(key, None)
 
 
-def load_all() -> None:
-    """Import every business module's ``records.py`` (once per process; cheap afterwards).
-
-    The web app calls it at start-up so that a broken registration fails there; every reader of the
-    registry calls it too, so the command line, the jobs and the tests see the same kinds.
-    """
-    global _loaded
-    if _loaded:
-        return
-    with _lock:
-        if _loaded:
-            return
-
-        for info in pkgutil.iter_modules(crm_admin.__path__):
-            if not info.ispkg:
-                continue
-            name = f"crm_admin.{info.name}.records"
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name != name:
-                    raise
-        _loaded = True
+# Import every business module's ``records.py`` (once per process; cheap afterwards). The web app calls
+# it at start-up so that a broken registration fails there; every reader of the registry calls it too,
+# so the command line, the jobs and the tests see the same kinds.
+load_all = discovery.once("records")
 
 
 def kinds() -> list[RecordKind]:

@@ -7,15 +7,10 @@ is read; the web app calls it at start-up so that a broken registration fails th
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import threading
-
+from crm_admin.core import discovery
 from crm_admin.imports.spec import ImportSpec
 
 _SPECS: dict[str, ImportSpec] = {}
-_lock = threading.Lock()
-_loaded = False
 
 
 def register[S: ImportSpec](spec: S) -> S:
@@ -29,26 +24,8 @@ def register[S: ImportSpec](spec: S) -> S:
     return spec
 
 
-def load_all() -> None:
-    """Import every business module's ``importing.py`` (once per process; cheap afterwards)."""
-    global _loaded
-    if _loaded:
-        return
-    with _lock:
-        if _loaded:
-            return
-        import crm_admin
-
-        for info in pkgutil.iter_modules(crm_admin.__path__):
-            if not info.ispkg:
-                continue
-            name = f"crm_admin.{info.name}.importing"
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name != name:
-                    raise
-        _loaded = True
+# Import every business module's ``importing.py`` (once per process; cheap afterwards).
+load_all = discovery.once("importing")
 
 
 def specs() -> dict[str, ImportSpec]:

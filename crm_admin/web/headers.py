@@ -21,6 +21,7 @@ import hashlib
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crm_admin.core.asgi import HttpMiddleware
 from crm_admin.core.errors import PLAIN_PAGE_STYLE
 
 # Served by StaticFiles (ours and SQLAdmin's): the same bytes for everyone, fine to cache.
@@ -79,15 +80,12 @@ def security_headers(*, https: bool) -> list[tuple[bytes, bytes]]:
 NO_STORE = (b"cache-control", b"no-store")
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(HttpMiddleware):
     def __init__(self, app: ASGIApp, *, https: bool) -> None:
-        self.app = app
+        super().__init__(app)
         self.headers = security_headers(https=https)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Pages, exports and look-ups carry customer data: no copy in the browser's or a proxy's cache.
         cacheable = scope["path"].startswith(STATIC_PREFIXES)
 

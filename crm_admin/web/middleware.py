@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from crm_admin.core.asgi import HttpMiddleware
 from crm_admin.core.errors import plain_page
 from crm_admin.core.i18n import locale_from_cookie, translations_for
 
@@ -56,16 +57,10 @@ def _wants_json(scope: Scope) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-class RequestMiddleware:
+class RequestMiddleware(HttpMiddleware):
     """Outermost: assigns the request id, logs the request, turns crashes into clear pages."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = uuid.uuid4().hex[:12]
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
@@ -134,16 +129,10 @@ def error_response(exc: BaseException, request_id: str, scope: Scope) -> Respons
     )
 
 
-class CatchErrorsMiddleware:
+class CatchErrorsMiddleware(HttpMiddleware):
     """Inside SQLAdmin's app (before its own 500 handler): the same friendly pages."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_wrapper(message: Message) -> None:
