@@ -27,7 +27,7 @@ def _data(principal: Principal) -> dict[str, Any]:
         "board": board,
         "today": today.isoformat(),
         "care_rows": [
-            {"customer": r.customer, "linkman": r.linkman, "type": r.care_type_label, "executed": r.executed}
+            {"customer_id": r.customer_id, "customer": r.customer, "linkman": r.linkman, "type": r.care_type_label, "executed": r.executed}
             for r in board.care_today_rows
         ],
         "pipeline": [{**p, "amount": fmt_money(p["amount"])} for p in board.pipeline],

@@ -85,6 +85,7 @@ def test_pipeline_page_move_and_foreign_move(make_user: Any, make_customer: Any,
     c = login_as("wang")
     page = c.get("/admin/pipeline")
     assert page.status_code == 200 and "我的项目" in page.text and "李的项目" not in page.text
+    assert f"/admin/sales-opportunity/details/{opp.id}" in page.text  # a card opens its opportunity
     token = form_token(page.text)
     r = c.post("/admin/pipeline/move", data={"csrf_token": token, "opportunity_id": str(opp.id),
                                              "stage": "negotiation", "version": str(opp.version)},
