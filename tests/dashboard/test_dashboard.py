@@ -54,3 +54,13 @@ def test_admin_sees_totals_and_failed_logins(admin_client: Any, client: Any, mak
 def test_readonly_dashboard_opens(make_user: Any, login_as: Any) -> None:
     make_user("dash_ro", roles=("readonly",))
     assert login_as("dash_ro").get("/admin/").status_code == 200
+
+
+def test_an_empty_system_shows_first_steps_not_a_board_of_zeros(admin_client: Any, make_user: Any) -> None:
+    page = admin_client.get("/admin/")
+    assert page.status_code == 200 and 'id="first-steps"' in page.text
+    assert "/admin/users/new" in page.text and "/admin/import/customer" in page.text and "crm-admin demo" in page.text
+    rate = page.text.split('id="stat-care-rate"', 1)[1].split("</a>", 1)[0]
+    assert "—" in rate and "0.0%" not in rate and "text-green" not in rate  # nothing to complete yet
+    f.customer(make_user("wang").id, "第一位客户")
+    assert 'id="first-steps"' not in admin_client.get("/admin/").text
