@@ -241,6 +241,23 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         # the screen names of the fields, for messages raised where no form is at hand (core/limits.py)
         limits.register_labels(model, sqladmin_compat.column_labels(self))
 
+    # internal columns a person has no use for on a details page
+    HIDDEN_DETAILS = frozenset({"version", "birthday_md", "name_key", "open_key"})
+
+    def get_details_columns(self) -> list[str]:
+        """SQLAdmin's details by default show every column, ids included ("manager_id 4", "id 57"): unless a
+        view lists its details, the key and each foreign key whose relation is shown (by its name) are left
+        out, with the bookkeeping columns."""
+        names = super().get_details_columns()
+        if getattr(self, "column_details_list", None):
+            return names
+        mapper: Any = inspect(self.model)
+        shown_by_relation = {
+            column.key for rel in mapper.relationships if rel.key in names for column in rel.local_columns
+        }
+        keys = {column.key for column in mapper.primary_key}
+        return [n for n in names if n not in keys | shown_by_relation | self.HIDDEN_DETAILS]
+
     @classmethod
     def _scoped_ajax_refs(cls) -> dict[str, Any]:
         """Every relation to a scoped table becomes a scoped look-up.

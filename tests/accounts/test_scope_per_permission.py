@@ -151,14 +151,19 @@ def test_advanced_editor_reads_and_writes_scopes(admin_client: Any) -> None:
 
 def test_migration_writes_each_lines_scope_and_merges_transfer_permissions(engine: Any) -> None:
     """0008 → 0009 on data as the earlier versions left it (no scope on lines; the duplicate transfer)."""
+    from alembic import command
+
     from crm_admin.accounts.models import CasbinRule
-    from crm_admin.migrate import upgrade
+    from crm_admin.migrate import alembic_config, upgrade
 
     with db.transaction() as session:
         session.execute(update(CasbinRule).values(v3=""))
         session.add(CasbinRule(ptype="p", v0="role:manager", v1="transfer", v2="transfer"))
         session.add(CasbinRule(ptype="p", v0="role:readonly", v1="transfer", v2="transfer"))
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # back to just after 0009, then pretend 0009 had not run
+        cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
         conn.execute(text("UPDATE alembic_version SET version_num = '0008'"))
     upgrade(engine)
     with db.session_factory()() as session:

@@ -66,9 +66,10 @@ def _actor(p: Any) -> Actor:
     return Actor(p.id, p.username)
 
 
-def _validated(tmp_path: Any, p: Any, rows: list[list[Any]]) -> store.Job:
+def _validated(tmp_path: Any, p: Any, rows: list[list[Any]], data: bytes | None = None) -> store.Job:
+    """A validated job of ``rows`` (or of the workbook ``data`` already built from them)."""
     path = tmp_path / "upload.bin"
-    path.write_bytes(_xlsx(rows))
+    path.write_bytes(data if data is not None else _xlsx(rows))
     job = runner.start_job(CUSTOMERS, p, _actor(p), path=str(path), filename="客户.xlsx", run_async=False)
     assert job.status == "validated", job.message
     return job
@@ -100,8 +101,8 @@ ROWS = [["华东精密机械有限公司", None, "制造业", "B", None], ["华�
 def test_job_is_a_row_any_process_can_read(tmp_path: Any, make_user: Any, principal: Any) -> None:
     make_user("wang")
     p = principal("wang")
-    uploaded = _xlsx(ROWS)
-    job = _validated(tmp_path, p, ROWS)
+    uploaded = _xlsx(ROWS)  # a workbook carries the second it was made: build it once
+    job = _validated(tmp_path, p, ROWS, uploaded)
     row = _row(job.id)
     assert row is not None
     assert (row.spec, row.owner_id, row.status, row.kind) == ("customer", p.id, "validated", "xlsx")
