@@ -65,23 +65,7 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
         page_size = min(page_size, max(view.page_size_options))
         if page_size < 1:
             raise HTTPException(status_code=400, detail="Invalid page or pageSize parameter")
-        search = request.query_params.get("search", None)
-
-        stmt: Select[Any] = view.list_query(request)
-        for filter_ in view.get_filters():
-            name = filter_.parameter_name
-            value = request.query_params.get(name)
-            default_value = getattr(filter_, "default_value", _UNSET)
-            if value or default_value is not _UNSET:
-                if getattr(filter_, "has_operator", False):
-                    operation = request.query_params.get(f"{name}_op")
-                    if operation:
-                        stmt = await filter_.get_filtered_query(stmt, operation, value, view.model)
-                else:
-                    stmt = await filter_.get_filtered_query(stmt, value, view.model)
-        stmt = view.sort_query(stmt, request)
-        if search:
-            stmt = view.search_query(stmt=stmt, term=search)
+        stmt = await self._filtered_query(request)
 
         pk_columns = list(view.pk_columns)
         rows_stmt = stmt
@@ -121,6 +105,26 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
             rows = list(await compat.run_query(view, rows_stmt.limit(page_size).offset(offset)))
         # SQLAdmin's list endpoint adds the page links
         return CappedPagination(rows=rows, page=page, page_size=page_size, count=count, count_capped=capped)
+
+    async def _filtered_query(self, request: Request) -> Select[Any]:
+        """The list's statement with the request's filters, sort and search (as SQLAdmin builds it)."""
+        view = cast(Any, self)
+        stmt: Select[Any] = view.list_query(request)
+        for filter_ in view.get_filters():
+            name = filter_.parameter_name
+            value = request.query_params.get(name)
+            default_value = getattr(filter_, "default_value", _UNSET)
+            if value or default_value is not _UNSET:
+                if getattr(filter_, "has_operator", False):
+                    operation = request.query_params.get(f"{name}_op")
+                    if operation:
+                        stmt = await filter_.get_filtered_query(stmt, operation, value, view.model)
+                else:
+                    stmt = await filter_.get_filtered_query(stmt, value, view.model)
+        stmt = view.sort_query(stmt, request)
+        if search := request.query_params.get("search", None):
+            stmt = view.search_query(stmt=stmt, term=search)
+        return stmt
 
     async def list_rows(self, request: Request, rows: Sequence[Any]) -> Sequence[dict[str, Any]]:
         """What the list table shows for each row: identifier, action links and the cells' HTML
