@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 import time
@@ -79,7 +80,7 @@ class CrmAuthentication(AuthenticationBackend):
                                          success=False, actor=replace(actor, username=username.strip()[:64]))
             )
             page = plain_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
-                                 f'<a href="{request.url_for("admin:login")}">返回登录页</a>')
+                                 f'<a href="{html.escape(str(request.url_for("admin:login")))}">返回登录页</a>')
             page.headers["Retry-After"] = "60"
             return page
         outcome = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)

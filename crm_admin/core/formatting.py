@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, Integer, bindparam
+from sqlalchemy import ColumnElement, Date, Integer, literal_column
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -148,4 +148,6 @@ def local_date_sql(column: Any) -> ColumnElement[dt.date]:
     current one, which for Asia/Shanghai never changes)."""
     offset = local_now().utcoffset() or dt.timedelta(0)
     minutes = int(offset.total_seconds() // 60)
-    return _LocalDate(column, bindparam("tz_minutes", minutes, Integer()))
+    # an integer rendered as a literal: SELECT and GROUP BY then carry the same text, which MySQL's
+    # ONLY_FULL_GROUP_BY requires (two bound parameters would be two different expressions)
+    return _LocalDate(column, literal_column(str(minutes), Integer()))

@@ -70,7 +70,8 @@ class DictTypeAdmin(CrmModelView, model=DictType):
         items = await run_sync(_items_of_type, pk) if pk else []
         return {**context, "dict_items": items, "can_add_items": principal.can("dict", "create"),
                 "can_edit_items": principal.can("dict", "edit"),
-                "item_added": request.query_params.get("added", "")[:64], "item_error": "", "item_form": {}}
+                "item_added": _added_label(items, request.query_params.get("added")), "item_error": "",
+                "item_form": {}}
 
     @route("/items/{pk:int}", methods=["POST"], permission=("dict", "create"), row=(DictType, "pk"))
     async def add_item(self, request: Request) -> Response:
@@ -79,14 +80,14 @@ class DictTypeAdmin(CrmModelView, model=DictType):
         form = await request.form()
         values = {k: str(form.get(k, ""))[:64] for k in ("value", "label", "label_en")}
         try:
-            label = await run_sync(_add_item, pk, values)
+            added_id = await run_sync(_add_item, pk, values)
         except UserError as exc:
             request.path_params["identity"] = "dict-type"
             model = await self.get_object_for_details(request)
             context = {**await self.details_context(request), "item_error": exc.message, "item_form": values,
                        "model_view": self, "model": model, "title": self.name}
             return await self.templates.TemplateResponse(request, self.details_template, context, status_code=400)
-        target = request.url_for("admin:details", identity="dict-type", pk=pk).include_query_params(added=label)
+        target = request.url_for("admin:details", identity="dict-type", pk=pk).include_query_params(added=added_id)
         return RedirectResponse(target, status_code=303)
 
     def before_delete(self, session: Session, obj: Any, request: Request) -> None:
@@ -103,11 +104,17 @@ def _items_of_type(type_id: int) -> list[Any]:
         return items
 
 
-def _add_item(type_id: int, values: dict[str, str]) -> str:
+def _add_item(type_id: int, values: dict[str, str]) -> int:
     with transaction() as session:
         code = session.execute(select(DictType.code).where(DictType.id == type_id)).scalar_one()
         item = add_item(session, code, value=values["value"], label=values["label"], label_en=values["label_en"])
-        return item.label
+        return item.id
+
+
+def _added_label(items: list[Any], added: str | None) -> str:
+    """The label of the item just added (its id in the URL), or nothing."""
+    added_id = parse_id(added)
+    return next((item.label for item in items if item.id == added_id), "")
 
 
 class DictItemAdmin(CrmModelView, model=DictItem):

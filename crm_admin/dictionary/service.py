@@ -18,7 +18,7 @@ from wtforms import SelectField
 from wtforms.validators import ValidationError
 
 from crm_admin.accounts.models import SysMeta
-from crm_admin.core import vocabulary
+from crm_admin.core import discovery, vocabulary
 from crm_admin.core.errors import UserError
 from crm_admin.core.i18n import current_locale
 from crm_admin.db import Base, get_engine
@@ -207,6 +207,7 @@ class DictSelectField(SelectField):
 # Where each dictionary type's values are stored: a business model marks such a column with
 # ``info={"dict": "<type code>"}``; an item in use cannot be deleted, only disabled.
 def usages() -> dict[str, list[tuple[type, str]]]:
+    discovery.import_each("models")  # every business model, whichever process asks (cheap once imported)
     found: dict[str, list[tuple[type, str]]] = {}
     for mapper in sorted(Base.registry.mappers, key=lambda m: m.class_.__name__):
         for attr in mapper.column_attrs:
