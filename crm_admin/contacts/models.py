@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import Boolean, Date, ForeignKey, Index, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from crm_admin.core import search
 from crm_admin.customers.models import Customer
 from crm_admin.db import Base, Timestamped
 
@@ -38,3 +39,7 @@ class Linkman(Timestamped, Base):
 
     def __str__(self) -> str:
         return self.name
+
+
+# found by any part of the name, its pinyin, and any 4+ digits (core/search.py)
+search.register(Linkman, kind=2, names=("name",), digits=("mobile", "phone"))

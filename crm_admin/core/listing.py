@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
+import anyio
 from markupsafe import Markup, escape
 from sqladmin.helpers import get_object_identifier
 from sqladmin.pagination import Pagination
@@ -34,6 +35,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from crm_admin.core import sqladmin_compat as compat
+from crm_admin.core.search import highlight
 
 _UNSET = object()
 
@@ -109,7 +111,8 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
     async def _filtered_query(self, request: Request) -> Select[Any]:
         """The list's statement with the request's filters, sort and search (as SQLAdmin builds it)."""
         view = cast(Any, self)
-        stmt: Select[Any] = view.list_query(request)
+        # a view's statement may consult the database (the search index's plan, a department's tree)
+        stmt: Select[Any] = await anyio.to_thread.run_sync(view.list_query, request)
         for filter_ in view.get_filters():
             name = filter_.parameter_name
             value = request.query_params.get(name)
@@ -123,7 +126,7 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
                     stmt = await filter_.get_filtered_query(stmt, value, view.model)
         stmt = view.sort_query(stmt, request)
         if search := request.query_params.get("search", None):
-            stmt = view.search_query(stmt=stmt, term=search)
+            stmt = await anyio.to_thread.run_sync(lambda: view.search_query(stmt=stmt, term=search))
         return stmt
 
     async def list_rows(self, request: Request, rows: Sequence[Any]) -> Sequence[dict[str, Any]]:
@@ -131,13 +134,18 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
         (the same choices as SQLAdmin's list.html makes cell by cell)."""
         view = cast(Any, self)
         query = f"?{request.url.query}" if request.url.query else ""
+        term = request.query_params.get("search") or request.query_params.get("q") or ""
+        marked = view.highlight_columns() if term and hasattr(view, "highlight_columns") else frozenset()
         out = []
         for row in rows:
             pk = get_object_identifier(row)
             cells: builtins.list[Markup] = []
             for name in compat.list_prop_names(view):
                 value, formatted = await view.get_list_value(row, name, request)
-                cells.append(self._cell(request, row, name, value, formatted))
+                if name in marked and not isinstance(formatted, Markup):
+                    cells.append(highlight(formatted, term))  # the part the search matched, marked
+                else:
+                    cells.append(self._cell(request, row, name, value, formatted))
             out.append({
                 "pk": pk,
                 "view_url": str(compat.build_url_for(view, "admin:details", request, row))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.db import Base, Timestamped
@@ -115,3 +116,29 @@ class SysMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# the search index's grams compare byte for byte on MySQL/MariaDB (so a range on "t:华" is exact)
+_BinaryText = String(40).with_variant(mysql.VARCHAR(40, collation="utf8mb4_bin"), "mysql", "mariadb")
+
+
+class SearchDoc(Base):
+    """What a searchable record can be found by, normalised (``core/search.py``)."""
+
+    __tablename__ = "search_doc"
+
+    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    body: Mapped[str] = mapped_column(
+        String(1024).with_variant(mysql.VARCHAR(1024, collation="utf8mb4_bin"), "mysql", "mariadb"))
+
+
+class SearchGram(Base):
+    """One gram of one searchable record; the primary key is the index (``core/search.py``)."""
+
+    __tablename__ = "search_gram"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    gram: Mapped[str] = mapped_column(_BinaryText, primary_key=True)
+    row_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

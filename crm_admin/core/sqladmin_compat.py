@@ -15,19 +15,22 @@ we copy, re-apply our changes, refresh the snapshots, then widen ``SUPPORTED``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import sqladmin
 from babel.support import NullTranslations, Translations
 from jinja2 import BaseLoader, FileSystemLoader, PrefixLoader
 from sqladmin import i18n as sqladmin_i18n
 from sqladmin._queries import Query
+from sqladmin.ajax import QueryAjaxModelLoader
 from sqladmin.helpers import get_object_identifier
-from sqlalchemy import Select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import URL
 from starlette.requests import Request
@@ -216,3 +219,32 @@ def set_default_locale(locale: str) -> None:
 
 def default_locale() -> str:
     return str(sqladmin_i18n.DEFAULT_LOCALE)
+
+
+class _SearchingLookup(QueryAjaxModelLoader):
+    """A relation picker that finds rows with ``match`` (the search index) instead of SQLAdmin's
+    ``ILIKE '%term%'`` on each field; the look-up's own ``where`` (the scope) still applies."""
+
+    def __init__(self, base: QueryAjaxModelLoader,
+                 match: Callable[[type, str], ColumnElement[bool] | None]) -> None:
+        self.__dict__.update(base.__dict__)
+        self._match = match
+
+    async def get_list(self, request: Request, term: str) -> list[Any]:
+        found = await anyio.to_thread.run_sync(self._match, self.model, term)
+        if found is None:
+            return await super().get_list(request, term)
+        stmt: Select[Any] = select(self.model).where(found)
+        if self.where is not None:
+            stmt = stmt.where(*await self._prepare_where_clauses(request, term))
+        if self._cached_fields_order_by:
+            stmt = stmt.order_by(*self._cached_fields_order_by)
+        return list(await self.model_admin._run_query(stmt.limit(self.limit)))
+
+
+def search_lookups(view: Any, wanted: Callable[[type], bool],
+                   match: Callable[[type, str], ColumnElement[bool] | None]) -> None:
+    """Let ``view``'s relation pickers over the models ``wanted`` accepts search with ``match``."""
+    for name, loader in list(view._form_ajax_refs.items()):
+        if wanted(loader.model):
+            view._form_ajax_refs[name] = _SearchingLookup(loader, match)

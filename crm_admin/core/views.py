@@ -23,7 +23,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from crm_admin.core import limits, sqladmin_compat
+from crm_admin.core import limits, search, sqladmin_compat
 from crm_admin.core.errors import (
     Conflict,
     Forbidden,
@@ -237,6 +237,8 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             type(self).resource = getattr(model, "__resource__", "") or model.__tablename__
         type(self).form_ajax_refs = self._scoped_ajax_refs()
         super().__init__()
+        # pickers over searchable models find by any part of the name, pinyin, digits
+        sqladmin_compat.search_lookups(self, lambda m: search.searchable(m) is not None, search.match_now)
         VIEW_RESOURCES[self.identity] = self.resource
         # the screen names of the fields, for messages raised where no form is at hand (core/limits.py)
         limits.register_labels(model, sqladmin_compat.column_labels(self))
@@ -277,6 +279,23 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             elif rel.direction.name == "MANYTOONE" and not rel.viewonly:
                 refs[rel.key] = scoped_ref(target, _lookup_fields(target))
         return refs
+
+    # ----- search: any part, pinyin, digits through the search index (core/search.py) -------------
+    @property
+    def search_hint(self) -> str:
+        """What the search box finds, when the model is in the search index."""
+        return "名称(任意部分)、拼音或首字母、电话或编号中的数字" if search.searchable(self.model) else ""
+
+    def search_query(self, stmt: Select[Any], term: str) -> Select[Any]:
+        if search.searchable(self.model) is None:
+            return super().search_query(stmt, term)
+        found = search.match_now(self.model, term)
+        return stmt if found is None else stmt.where(found)
+
+    def highlight_columns(self) -> frozenset[str]:
+        """List columns in which the searched text is marked."""
+        spec = search.searchable(self.model)
+        return frozenset(spec.names + spec.digits + spec.prefixes) if spec else frozenset()
 
     # ----- the scope, on every read path (each with the scope of its own permission) ---------
     def list_query(self, request: Request) -> Select[Any]:

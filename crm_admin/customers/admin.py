@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core import search
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.pages import run_sync, url_path
@@ -25,7 +26,7 @@ from crm_admin.core.views import CrmModelView, assignable_ref, principal_of
 from crm_admin.customers import pages, saved_queries, service
 from crm_admin.customers.models import STATUS_LABELS, Customer
 from crm_admin.customers.page360 import ACTIONS, load_360, run_action
-from crm_admin.customers.query import CustomerQuery, like_prefix
+from crm_admin.customers.query import CustomerQuery
 from crm_admin.dictionary.service import DictSelectField
 from crm_admin.transfers.service import reassign_in_form
 
@@ -39,7 +40,9 @@ def _name_link(model: Customer, _attr: Any, request: Request) -> Markup:
     paths: dict[str, str] = request.state.__dict__.setdefault("_crm_360_path", {})
     if "base" not in paths:
         paths["base"] = url_360(request, 0).removesuffix("/0")
-    return Markup('<a href="{}/{}">{}</a>').format(paths["base"], model.id, model.name)
+    term = request.query_params.get("search") or request.query_params.get("q")
+    name = search.highlight(model.name, term) if term else model.name  # the part searched for, marked
+    return Markup('<a href="{}/{}">{}</a>').format(paths["base"], model.id, name)
 
 
 def _dict_label(dict_type: str) -> Any:
@@ -121,22 +124,6 @@ class CustomerAdmin(CrmModelView, model=Customer):
         stmt = super().list_query(request)
         query = CustomerQuery.from_params(request.query_params)
         return query.apply(stmt)
-
-    def search_query(self, stmt: Select[Any], term: str) -> Select[Any]:
-        # prefix match (index-friendly) instead of SQLAdmin's '%term%'
-        term = term.strip()[:64]
-        if not term:
-            return stmt
-        from sqlalchemy import or_
-
-        return stmt.where(or_(
-            Customer.name.like(like_prefix(term), escape="\\"),
-            Customer.code.like(like_prefix(term.upper()), escape="\\"),
-            Customer.credit_code.like(like_prefix(term.upper()), escape="\\"),
-        ))
-
-    def search_placeholder(self) -> str:
-        return "名称/编号/信用代码开头"
 
     async def list_context(self, request: Request) -> dict[str, Any]:
         context = await super().list_context(request)

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core import search
 from crm_admin.core.scope import owned_by, register_scope_kind
 from crm_admin.db import Base, Timestamped
 
@@ -92,3 +93,7 @@ def _reached_through_customer(model: type, ids: frozenset[int] | None) -> Column
 
 
 register_scope_kind("customer", _reached_through_customer)
+
+
+# found by any part of the name, its pinyin, and any 4+ digits (core/search.py)
+search.register(Customer, kind=1, names=("name",), digits=("phone", "code"), prefixes=("code", "credit_code"))

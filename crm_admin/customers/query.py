@@ -1,9 +1,9 @@
 """The combined customer query (多条件组合查询): URL parameters → SQL conditions.
 
-Everything lives in the query string so a query can be bookmarked, shared and saved. Text search is
-a prefix match (``LIKE 'x%'``) on name, code and credit code, which the indexes on those columns
-can serve; ``%x%`` could not. The conditions are added to the view's scoped statement, so they
-only ever narrow what the user may see.
+Everything lives in the query string so a query can be bookmarked, shared and saved. Text search
+finds any part of the name, its pinyin or initials, any 4+ digits of the phone or code, and the start
+of a code or credit code, through the search index (``core/search.py``). The conditions are added to
+the view's scoped statement, so they only ever narrow what the user may see.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from starlette.datastructures import QueryParams
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core import search
 from crm_admin.core.formatting import day_start_utc
 from crm_admin.core.params import parse_date, parse_id
 from crm_admin.core.principal import dept_subtree
@@ -32,6 +33,10 @@ FILTER_PARAMS = (
 def like_prefix(text: str) -> str:
     """``text%`` with LIKE's wildcards in ``text`` escaped (searched literally)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _connection(conn_or_session: Any) -> Any:
+    return conn_or_session.connection() if hasattr(conn_or_session, "connection") else conn_or_session
 
 
 def local_midnight_utc(day: dt.date) -> dt.datetime:
@@ -99,12 +104,11 @@ class CustomerQuery:
     def conditions(self, conn_or_session: Any | None = None) -> list[ColumnElement[bool]]:
         c: list[ColumnElement[bool]] = []
         if self.q:
-            pattern = like_prefix(self.q)
-            c.append(or_(
-                Customer.name.like(pattern, escape="\\"),
-                Customer.code.like(like_prefix(self.q.upper()), escape="\\"),
-                Customer.credit_code.like(like_prefix(self.q.upper()), escape="\\"),
-            ))
+            # any part of the name, its pinyin or initials, 4+ digits of the phone or code, a code's start
+            found = (search.match(_connection(conn_or_session), Customer, self.q) if conn_or_session is not None
+                     else search.match_now(Customer, self.q))
+            if found is not None:
+                c.append(found)
         for key in ("industry", "source", "level", "status"):
             value = getattr(self, key)
             if value:
@@ -136,7 +140,7 @@ class CustomerQuery:
     def _dept_users(self, conn_or_session: Any | None) -> Any:
         """Users of the department and its sub-departments (as a sub-select, or ids when a connection is given)."""
         if conn_or_session is not None and self.dept is not None:
-            conn = conn_or_session.connection() if hasattr(conn_or_session, "connection") else conn_or_session
+            conn = _connection(conn_or_session)
             depts = sorted(dept_subtree(conn, self.dept))
             return select(SysUser.id).where(SysUser.dept_id.in_(depts))
         return select(SysUser.id).where(SysUser.dept_id == self.dept)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, or_
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from crm_admin.core import search
 from crm_admin.core.limits import filter_number
 from crm_admin.core.params import parse_int
 from crm_admin.core.views import CrmModelView
-from crm_admin.customers.query import like_prefix
 from crm_admin.dictionary.service import DictSelectField, choices, label
 from crm_admin.products.models import Product
 from crm_admin.products.service import validate_product
@@ -60,9 +60,8 @@ class ProductAdmin(CrmModelView, model=Product):
         stmt = super().list_query(request)
         q = request.query_params
         term = (q.get("q") or "").strip()[:64]
-        if term:
-            stmt = stmt.where(or_(Product.name.like(like_prefix(term), escape="\\"),
-                                  Product.code.like(like_prefix(term.upper()), escape="\\")))
+        if term and (found := search.match_now(Product, term)) is not None:
+            stmt = stmt.where(found)
         if q.get("category"):
             stmt = stmt.where(Product.category == q.get("category"))
         low, high = _decimal(q.get("price_min")), _decimal(q.get("price_max"))
@@ -76,16 +75,6 @@ class ProductAdmin(CrmModelView, model=Product):
         if q.get("active") in ("1", "0"):
             stmt = stmt.where(Product.is_active.is_(q.get("active") == "1"))
         return stmt
-
-    def search_query(self, stmt: Select[Any], term: str) -> Select[Any]:
-        term = term.strip()[:64]
-        if not term:
-            return stmt
-        return stmt.where(or_(Product.name.like(like_prefix(term), escape="\\"),
-                              Product.code.like(like_prefix(term.upper()), escape="\\")))
-
-    def search_placeholder(self) -> str:
-        return "名称/编号开头"
 
     async def list_context(self, request: Request) -> dict[str, Any]:
         context = await super().list_context(request)

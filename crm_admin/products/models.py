@@ -7,6 +7,7 @@ from decimal import Decimal
 from sqlalchemy import Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crm_admin.core import search
 from crm_admin.db import ZERO, Base, Timestamped
 
 
@@ -31,3 +32,7 @@ class Product(Timestamped, Base):
 
     def __str__(self) -> str:
         return f"{self.code} {self.name}"
+
+
+# found by any part of the name, its pinyin, and any 4+ digits (core/search.py)
+search.register(Product, kind=3, names=("name",), digits=("code",), prefixes=("code",))

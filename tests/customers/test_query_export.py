@@ -17,6 +17,7 @@ from tests.customers.conftest import form_token
 
 
 def _names(html: str, candidates: list[str]) -> set[str]:
+    html = html.replace("<mark>", "").replace("</mark>", "")  # the searched part is marked
     return {n for n in candidates if f">{n}<" in html}
 
 
@@ -35,7 +36,7 @@ def test_prefix_query_and_dictionary_filters_compose_with_scope(make_user: Any, 
     names = _seed(make_user, make_customer)
     c = login_as("wang")
     assert _names(c.get("/admin/customer/list?q=华").text, names) == {"华东机械有限公司", "华南软件有限公司"}
-    assert _names(c.get("/admin/customer/list?q=机械").text, names) == set()  # prefix, not infix
+    assert _names(c.get("/admin/customer/list?q=机械").text, names) == {"华东机械有限公司"}  # any part
     assert _names(c.get("/admin/customer/list?level=A").text, names) == {"华东机械有限公司", "北方物流有限公司"}
     assert _names(c.get("/admin/customer/list?level=A&region=北京").text, names) == {"北方物流有限公司"}
     r = c.get("/admin/customer/list?q=华&industry=it&sortBy=name&sort=asc")

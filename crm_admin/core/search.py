@@ -1,0 +1,593 @@
+"""Search by any part of a name, by its pinyin (full or initials) and by any 4+ digits of a phone or code.
+
+People type the middle of a Chinese company name ("联华" for 南京联华超市有限公司), its pinyin ("lianhua") or
+its initials ("lhcs"), or a few digits of a phone number. ``LIKE '%…%'`` answers that only by reading every
+row; here an n-gram index kept in two ordinary tables answers it on SQLite and MariaDB alike:
+
+- ``search_doc`` — one row per searchable record: its searchable values, normalised, and the pinyin text
+  of its names. Candidates are checked against it with ``LIKE`` (so a hit is exact, never approximate).
+- ``search_gram`` — the grams of each record, primary key (kind, gram, row_id): a look-up of one gram is
+  one index range. Grams are namespaced: ``t:`` two characters of a name, ``p:`` two syllables of its
+  pinyin, ``i:`` two letters of its initials, ``d:`` four digits of a phone or code. A last character
+  (or syllable) of a name is followed by an end mark, so a one-character search is a range on ``t:华``.
+
+A query becomes one or more branches (the text itself; for letters, its pinyin read every way it can be
+split into syllables, and its initials; for digits, four-digit grams). Each branch starts from its rarest
+gram (counted once and remembered a few minutes), checks the others by primary key and the record's text
+by ``LIKE``. When even the rarest gram is everywhere (``公司``), the record list is read in its own order
+and each row checked — matches are dense, so a page fills at once.
+
+Modules register what they make searchable (``register``); every ORM write keeps the index current
+(session events), bulk inserts call ``index_new_rows``, and ``crm-admin search-index`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
+from typing import Any
+
+from markupsafe import Markup, escape
+from pypinyin import lazy_pinyin
+from pypinyin.contrib.tone_convert import to_normal
+from pypinyin.pinyin_dict import pinyin_dict
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    event,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    union,
+)
+from sqlalchemy.orm import Session, attributes
+
+from crm_admin import db
+from crm_admin.core.models import SearchDoc, SearchGram
+
+# The longest text searched (longer input is cut) and the fewest digits a digit search needs.
+MAX_TERM = 64
+MIN_DIGITS = 4
+# A branch starts from its rarest gram when that gram has fewer postings than this; otherwise matches
+# are dense and the records are read in the list's own order.
+SPARSE_LIMIT = 5000
+END = "\x1f"  # follows the last character / syllable of a name
+FIELD_SEP = "\x1e"  # between values in search_doc.body (never typed, so LIKE never matches across)
+GRAM_LENGTH = 40
+
+
+@dataclass(frozen=True)
+class Searchable:
+    """What of a model can be searched: ``names`` by any part and pinyin, ``digits`` by any 4+ digits,
+    ``prefixes`` (codes with their own index) by their beginning."""
+
+    kind: int
+    model: type
+    names: tuple[str, ...]
+    digits: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.names + tuple(f for f in self.digits if f not in self.names)
+
+
+_BY_MODEL: dict[type, Searchable] = {}
+_BY_KIND: dict[int, Searchable] = {}
+
+
+def register(model: type, *, kind: int, names: Sequence[str], digits: Sequence[str] = (),
+             prefixes: Sequence[str] = ()) -> Searchable:
+    """Make ``model`` searchable (called by the module that owns it, next to the model)."""
+    spec = Searchable(kind=kind, model=model, names=tuple(names), digits=tuple(digits),
+                      prefixes=tuple(prefixes))
+    other = _BY_KIND.get(kind)
+    if other is not None and other.model is not model:
+        raise ValueError(f"search kind {kind} is taken by {other.model.__name__}")
+    _BY_MODEL[model] = spec
+    _BY_KIND[kind] = spec
+    return spec
+
+
+def searchable(model: type) -> Searchable | None:
+    return _BY_MODEL.get(model)
+
+
+def registered() -> list[Searchable]:
+    return [_BY_KIND[k] for k in sorted(_BY_KIND)]
+
+
+# ----- text → units → grams ----------------------------------------------------------------------
+
+def normalise(text: str | None) -> str:
+    """Full-width to half-width, lower case, no surrounding or repeated white space."""
+    if not text:
+        return ""
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+
+
+def digits_of(text: str | None) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", text or "") if ch.isdigit())
+
+
+def _is_han(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0002ffff" or "\uf900" <= ch <= "\ufaff"
+
+
+@lru_cache(maxsize=65536)
+def pinyin_units(name: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The pinyin of each Chinese character of ``name`` (phrase-aware: 重庆 → chong qing) and the
+    position of that character in ``name``; other characters have no syllable."""
+    syllables: list[str] = []
+    positions: list[int] = []
+    at = 0
+    for piece in lazy_pinyin(name, errors="default"):
+        if len(piece) >= 1 and at < len(name) and _is_han(name[at]):
+            syllables.append(piece.lower())
+            positions.append(at)
+            at += 1
+        else:
+            at += len(piece)
+    return tuple(syllables), tuple(positions)
+
+
+@lru_cache(maxsize=1)
+def syllables() -> frozenset[str]:
+    """Every toneless syllable the pinyin dictionary knows (ü written v, as it is typed)."""
+    found: set[str] = set()
+    for readings in pinyin_dict.values():
+        for reading in readings.split(","):
+            plain = to_normal(reading)
+            if plain.isascii() and plain.isalpha():
+                found.add(plain)
+    return frozenset(found)
+
+
+@lru_cache(maxsize=1)
+def _syllable_prefixes() -> frozenset[str]:
+    return frozenset(s[:i] for s in syllables() for i in range(1, len(s) + 1))
+
+
+def _name_grams(text: str) -> Iterator[str]:
+    if not text:
+        return
+    for a, b in pairwise(text):
+        if a != " " and b != " ":
+            yield f"t:{a}{b}"
+    yield f"t:{text[-1]}{END}"
+    units, _ = pinyin_units(text)
+    if units:
+        for a, b in pairwise(units):
+            yield f"p:{a} {b}"
+        yield f"p:{units[-1]} {END}"
+        initials = "".join(u[0] for u in units)
+        for a, b in pairwise(initials):
+            yield f"i:{a}{b}"
+        yield f"i:{initials[-1]}{END}"
+
+
+def _digit_grams(digits: str) -> Iterator[str]:
+    for i in range(len(digits) - MIN_DIGITS + 1):
+        yield f"d:{digits[i:i + MIN_DIGITS]}"
+
+
+def document(spec: Searchable, values: dict[str, Any]) -> tuple[str, set[str]]:
+    """The ``search_doc.body`` and the grams of one record, from its field values."""
+    parts: list[str] = []
+    grams: set[str] = set()
+    for name in spec.names:
+        text = normalise(values.get(name))
+        units, _ = pinyin_units(text)
+        parts.append(text)
+        parts.append("".join(units))
+        parts.append("".join(u[0] for u in units))
+        grams.update(_name_grams(text))
+    for name in spec.digits:
+        digits = digits_of(values.get(name))
+        parts.append(digits)
+        grams.update(_digit_grams(digits))
+    return FIELD_SEP.join(parts)[:1024], {g[:GRAM_LENGTH] for g in grams}
+
+
+def _values_from_body(spec: Searchable, body: str) -> dict[str, Any]:
+    """The normalised field values a body was made from (enough to recompute its grams)."""
+    parts = body.split(FIELD_SEP)
+    values: dict[str, Any] = {}
+    for i, name in enumerate(spec.names):
+        values[name] = parts[3 * i] if 3 * i < len(parts) else ""
+    base = 3 * len(spec.names)
+    for i, name in enumerate(spec.digits):
+        values[name] = parts[base + i] if base + i < len(parts) else ""
+    return values
+
+
+# ----- keeping the index current -----------------------------------------------------------------
+
+def _write(conn: Connection, spec: Searchable, rows: Iterable[tuple[int, dict[str, Any]]], *,
+           replace: bool) -> int:
+    """(Re)index ``rows`` — (id, field values) — of ``spec``'s model; returns how many."""
+    docs: list[dict[str, Any]] = []
+    grams: list[dict[str, Any]] = []
+    ids: list[int] = []
+    for row_id, values in rows:
+        body, row_grams = document(spec, values)
+        ids.append(row_id)
+        docs.append({"kind": spec.kind, "row_id": row_id, "body": body})
+        grams.extend({"kind": spec.kind, "gram": g, "row_id": row_id} for g in row_grams)
+    if replace and ids:
+        _remove(conn, spec, ids)
+    if docs:
+        conn.execute(insert(SearchDoc), docs)
+    for start in range(0, len(grams), 20000):
+        conn.execute(insert(SearchGram), grams[start:start + 20000])
+    return len(docs)
+
+
+def _remove(conn: Connection, spec: Searchable, ids: Sequence[int]) -> None:
+    """Drop the index rows of ``ids``: their grams are recomputed from the stored body, so no second
+    index on (kind, row_id) is needed over the largest table."""
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start:start + 500])
+        bodies = conn.execute(
+            select(SearchDoc.row_id, SearchDoc.body)
+            .where(SearchDoc.kind == spec.kind, SearchDoc.row_id.in_(chunk))).all()
+        old = [{"k": spec.kind, "g": g, "r": row_id}
+               for row_id, body in bodies for g in document(spec, _values_from_body(spec, body))[1]]
+        if old:
+            conn.execute(delete(SearchGram).where(
+                SearchGram.kind == bindparam("k"), SearchGram.gram == bindparam("g"),
+                SearchGram.row_id == bindparam("r")), old)
+        conn.execute(delete(SearchDoc).where(SearchDoc.kind == spec.kind, SearchDoc.row_id.in_(chunk)))
+
+
+def _load_rows(conn: Connection, spec: Searchable, where: ColumnElement[bool]) -> Iterator[
+        list[tuple[int, dict[str, Any]]]]:
+    model: Any = spec.model
+    columns = [getattr(model, name) for name in spec.fields]
+    last = 0
+    while True:
+        got = conn.execute(select(model.id, *columns).where(where, model.id > last)
+                           .order_by(model.id).limit(5000)).all()
+        if not got:
+            return
+        last = got[-1][0]
+        yield [(row[0], dict(zip(spec.fields, row[1:], strict=True))) for row in got]
+
+
+def index_ids(conn: Connection, model: type, ids: Sequence[int]) -> int:
+    """(Re)index the given rows of ``model`` as they are in the database now."""
+    spec = _BY_MODEL.get(model)
+    if spec is None or not ids:
+        return 0
+    done = 0
+    for start in range(0, len(ids), 5000):
+        chunk = sorted(set(ids[start:start + 5000]))
+        present = conn.execute(select(spec.model.id, *[getattr(spec.model, f) for f in spec.fields])  # type: ignore[attr-defined]
+                               .where(spec.model.id.in_(chunk))).all()  # type: ignore[attr-defined]
+        found = {row[0] for row in present}
+        gone = [i for i in chunk if i not in found]
+        if gone:
+            _remove(conn, spec, gone)
+        done += _write(conn, spec, [(row[0], dict(zip(spec.fields, row[1:], strict=True))) for row in present],
+                       replace=True)
+    return done
+
+
+def index_new_rows(conn: Connection, model: type, after_id: int) -> int:
+    """Index the rows of ``model`` with an id above ``after_id`` (after a bulk insert, which the
+    session events do not see)."""
+    spec = _BY_MODEL.get(model)
+    if spec is None:
+        return 0
+    model_: Any = model
+    done = 0
+    for rows in _load_rows(conn, spec, model_.id > after_id):
+        done += _write(conn, spec, rows, replace=True)
+    return done
+
+
+def max_id(conn: Connection, model: type) -> int:
+    model_: Any = model
+    return int(conn.execute(select(func.coalesce(func.max(model_.id), 0))).scalar_one())
+
+
+def rebuild(conn: Connection, models: Sequence[type] | None = None) -> dict[str, int]:
+    """Build the index of ``models`` (default: all registered) from scratch; returns rows per model."""
+    counts: dict[str, int] = {}
+    for spec in registered():
+        if models is not None and spec.model not in models:
+            continue
+        conn.execute(delete(SearchGram).where(SearchGram.kind == spec.kind))
+        conn.execute(delete(SearchDoc).where(SearchDoc.kind == spec.kind))
+        done = 0
+        for rows in _load_rows(conn, spec, true()):
+            done += _write(conn, spec, rows, replace=False)
+        counts[spec.model.__tablename__] = done  # type: ignore[attr-defined]
+    _COUNTS.clear()
+    return counts
+
+
+# ORM writes: which searchable objects a flush changes, then reindex them on the same connection
+# (inside the same transaction as the change itself).
+_PENDING = "crm_search_pending"
+
+
+@event.listens_for(Session, "before_flush")
+def _collect(session: Session, _context: Any, _instances: Any) -> None:
+    if not _BY_MODEL:
+        return
+    pending: dict[type, dict[int, dict[str, Any] | None]] = session.info.setdefault(_PENDING, {})
+    changed: list[Any] = []
+    for obj in session.new:
+        if type(obj) in _BY_MODEL:
+            changed.append(obj)
+    for obj in session.dirty:
+        spec = _BY_MODEL.get(type(obj))
+        if spec is not None and any(attributes.get_history(obj, f).has_changes() for f in spec.fields):
+            changed.append(obj)
+    for obj in session.deleted:
+        spec = _BY_MODEL.get(type(obj))
+        if spec is not None and obj.id is not None:
+            pending.setdefault(type(obj), {})[obj.id] = None
+    session.info.setdefault(_PENDING + ":objects", []).extend(changed)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, _previous: Any) -> None:
+    session.info.pop(_PENDING, None)
+    session.info.pop(_PENDING + ":objects", None)
+
+
+@event.listens_for(Session, "after_flush")
+def _apply(session: Session, _context: Any) -> None:
+    objects = session.info.pop(_PENDING + ":objects", [])
+    pending: dict[type, dict[int, dict[str, Any] | None]] = session.info.pop(_PENDING, {})
+    for obj in objects:
+        if obj.id is None or obj in session.deleted:
+            continue
+        spec = _BY_MODEL[type(obj)]
+        pending.setdefault(type(obj), {})[obj.id] = {f: getattr(obj, f, None) for f in spec.fields}
+    if not pending:
+        return
+    conn = session.connection()
+    for model, rows in pending.items():
+        spec = _BY_MODEL[model]
+        gone = [row_id for row_id, values in rows.items() if values is None]
+        if gone:
+            _remove(conn, spec, gone)
+        kept = [(row_id, values) for row_id, values in rows.items() if values is not None]
+        if kept:
+            _write(conn, spec, kept, replace=True)
+
+
+# ----- query ---------------------------------------------------------------------------------------
+
+def _like_contains(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+@dataclass(frozen=True)
+class _Gram:
+    """One gram, or every gram that starts with ``value`` (``prefix``)."""
+
+    value: str
+    prefix: bool = False
+
+    def condition(self) -> ColumnElement[bool]:
+        if self.prefix:
+            return and_(SearchGram.gram >= self.value, SearchGram.gram < self.value + "\U0010ffff")
+        return SearchGram.gram == self.value
+
+
+@dataclass(frozen=True)
+class _Branch:
+    grams: tuple[_Gram, ...]
+    check: str  # the text the record's body must contain
+
+
+def split_pinyin(letters: str, limit: int = 6) -> list[list[str]]:
+    """The ways ``letters`` reads as syllables, the last one possibly unfinished (fewest first)."""
+    known, starts = syllables(), _syllable_prefixes()
+    found: list[list[str]] = []
+
+    def walk(at: int, parts: list[str]) -> None:
+        if len(found) >= limit * 4:
+            return
+        rest = letters[at:]
+        if not rest:
+            found.append(list(parts))
+            return
+        for end in range(min(len(letters), at + 6), at, -1):
+            piece = letters[at:end]
+            if piece in known or (end == len(letters) and piece in starts):
+                parts.append(piece)
+                walk(end, parts)
+                parts.pop()
+
+    walk(0, [])
+    found.sort(key=len)
+    return found[:limit]
+
+
+def _branches(term: str) -> list[_Branch]:
+    branches: list[_Branch] = []
+    if len(term) == 1:
+        branches.append(_Branch((_Gram(f"t:{term}", prefix=True),), term))
+    elif term:
+        branches.append(_Branch(tuple(_Gram(g) for g in dict.fromkeys(_name_grams_plain(term))), term))
+    if term.isascii() and term.isalpha() and len(term) >= 2:
+        for parts in split_pinyin(term):
+            if len(parts) == 1:
+                grams: tuple[_Gram, ...] = (_Gram(f"p:{parts[0]}", prefix=True),)
+            else:
+                whole = [_Gram(f"p:{a} {b}") for a, b in pairwise(parts[:-1])]
+                grams = (*whole, _Gram(f"p:{parts[-2]} {parts[-1]}", prefix=True))
+            branches.append(_Branch(grams, term))
+        initials = [_Gram(f"i:{a}{b}") for a, b in pairwise(term)]
+        branches.append(_Branch(tuple(dict.fromkeys(initials)), term))
+    digits = digits_of(term)
+    if len(digits) >= MIN_DIGITS and re.fullmatch(r"[\d\s\-+()]+", term):
+        branches.append(_Branch(tuple(_Gram(g) for g in dict.fromkeys(_digit_grams(digits))), digits))
+    return branches
+
+
+def _name_grams_plain(term: str) -> Iterator[str]:
+    for a, b in pairwise(term):
+        if a != " " and b != " ":
+            yield f"t:{a}{b}"
+
+
+# How many postings a gram has (capped at SPARSE_LIMIT), remembered a few minutes: it only decides
+# where a search starts, so a slightly old figure costs nothing but a little time.
+_COUNTS: dict[tuple[int, _Gram], tuple[int, float]] = {}
+_COUNTS_LOCK = threading.Lock()
+_COUNT_TTL = 300.0
+
+
+def _postings(conn: Connection, kind: int, gram: _Gram) -> int:
+    key = (kind, gram)
+    now = time.monotonic()
+    with _COUNTS_LOCK:
+        hit = _COUNTS.get(key)
+    if hit is not None and now - hit[1] < _COUNT_TTL:
+        return hit[0]
+    inner = select(literal(1)).where(SearchGram.kind == kind, gram.condition()).limit(SPARSE_LIMIT)
+    count = int(conn.execute(select(func.count()).select_from(inner.subquery())).scalar_one())
+    with _COUNTS_LOCK:
+        if len(_COUNTS) > 50000:
+            _COUNTS.clear()
+        _COUNTS[key] = (count, now)
+    return count
+
+
+def _has_gram(kind: int, gram: _Gram, row_id: Any) -> ColumnElement[bool]:
+    alias = SearchGram.__table__.alias()  # type: ignore[attr-defined]
+    if gram.prefix:
+        cond = and_(alias.c.gram >= gram.value, alias.c.gram < gram.value + "\U0010ffff")
+    else:
+        cond = alias.c.gram == gram.value
+    return exists().where(alias.c.kind == kind, cond, alias.c.row_id == row_id)
+
+
+def _body_contains(kind: int, text: str, row_id: Any) -> ColumnElement[bool]:
+    doc = SearchDoc.__table__.alias()  # type: ignore[attr-defined]
+    return exists().where(doc.c.kind == kind, doc.c.row_id == row_id,
+                          doc.c.body.like(_like_contains(text), escape="\\"))
+
+
+def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool] | None:
+    """A condition on ``model`` true for the records ``term`` finds; ``None`` when there is nothing to
+    search for. Add it to an already scoped statement: it only ever narrows."""
+    spec = _BY_MODEL.get(model)
+    text = normalise(term)[:MAX_TERM]
+    if spec is None or not text:
+        return None
+    model_: Any = model
+    sparse: list[Select[Any]] = []
+    dense: list[ColumnElement[bool]] = []
+    for branch in _branches(text):
+        if not branch.grams:
+            continue
+        counted = sorted((_postings(conn, spec.kind, g), i, g) for i, g in enumerate(branch.grams))
+        if counted[0][0] == 0:
+            continue  # a gram nobody has: this branch finds nothing
+        first = counted[0][2]
+        if counted[0][0] < SPARSE_LIMIT:
+            stmt = select(SearchGram.row_id).where(SearchGram.kind == spec.kind, first.condition())
+            for _, _, gram in counted[1:]:
+                stmt = stmt.where(_has_gram(spec.kind, gram, SearchGram.row_id))
+            stmt = stmt.where(_body_contains(spec.kind, branch.check, SearchGram.row_id))
+            sparse.append(stmt)
+        else:
+            dense.append(_body_contains(spec.kind, branch.check, model_.id))
+    if text.replace("-", "").isalnum() and text.isascii():
+        for name in spec.prefixes:
+            column = getattr(model_, name)
+            sparse.append(select(model_.id).where(column.like(_like_prefix(text.upper()), escape="\\")))
+    conditions: list[ColumnElement[bool]] = []
+    if sparse:
+        conditions.append(model_.id.in_(union(*sparse) if len(sparse) > 1 else sparse[0]))
+    conditions.extend(dense)
+    if not conditions:
+        return false()
+    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+def match_now(model: type, term: str | None) -> ColumnElement[bool] | None:
+    """``match`` on a connection of its own (for statement builders that have none at hand)."""
+    if _BY_MODEL.get(model) is None or not normalise(term):
+        return None
+    with db.get_engine().connect() as conn:
+        return match(conn, model, term)
+
+
+# ----- showing what matched ----------------------------------------------------------------------
+
+def _spans(text: str, term: str) -> list[tuple[int, int]]:
+    """Character spans of ``text`` that ``term`` matched: as written, in pinyin, initials or digits."""
+    if not text or not term:
+        return []
+    norm = unicodedata.normalize("NFKC", text).lower()
+    query = normalise(term)
+    if len(norm) != len(text) or not query:
+        return []
+    at = norm.find(query)
+    if at >= 0:
+        return [(at, at + len(query))]
+    if query.isascii() and query.isalpha():
+        units, positions = pinyin_units(norm)
+        if units:
+            initials = "".join(u[0] for u in units)
+            i = initials.find(query)
+            if i >= 0:
+                return [(positions[i], positions[i + len(query) - 1] + 1)]
+            joined, starts = "", []
+            for u in units:
+                starts.append(len(joined))
+                joined += u
+            i = joined.find(query)
+            if i >= 0:
+                first = max(k for k, s in enumerate(starts) if s <= i)
+                last = max(k for k, s in enumerate(starts) if s < i + len(query))
+                return [(positions[first], positions[last] + 1)]
+    digits = digits_of(query)
+    if len(digits) >= MIN_DIGITS and re.fullmatch(r"[\d\s\-+()]+", query):
+        where = [i for i, ch in enumerate(norm) if ch.isdigit()]
+        i = "".join(norm[k] for k in where).find(digits)
+        if i >= 0:
+            return [(where[i], where[i + len(digits) - 1] + 1)]
+    return []
+
+
+def highlight(text: Any, term: str | None) -> Markup:
+    """``text`` escaped, the part ``term`` matched wrapped in ``<mark>``."""
+    value = "" if text is None else str(text)
+    spans = _spans(value, term or "")
+    if not spans:
+        return escape(value)
+    out, last = [], 0
+    for start, end in spans:
+        out.append(escape(value[last:start]))
+        out.append(Markup("<mark>{}</mark>").format(value[start:end]))
+        last = end
+    out.append(escape(value[last:]))
+    return Markup("").join(out)
