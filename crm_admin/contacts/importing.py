@@ -5,11 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import GENDER_VALUES, birthday_md, validate_linkman
+from crm_admin.core import search
 from crm_admin.core.errors import UserError
 from crm_admin.core.scope import scoped
 from crm_admin.customers.models import Customer
@@ -128,7 +129,10 @@ class ContactImport(ImportSpec):
             session.execute(update(Linkman).where(Linkman.customer_id.in_(sorted(new_primary)),
                                                   Linkman.is_primary.is_(True)).values(is_primary=False))
         # every row carries every column (NULLs written as NULLs): one multi-row INSERT per batch
+        after = search.max_id(session.connection(), Linkman)
         session.execute(insert(Linkman).execution_options(render_nulls=True), payload)
+        search.index_where(session.connection(), Linkman, and_(
+            Linkman.id > after, Linkman.customer_id.in_(sorted({v["customer_id"] for v in payload}))))
         return len(payload)
 
 

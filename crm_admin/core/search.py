@@ -27,7 +27,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
@@ -288,15 +288,14 @@ def index_ids(conn: Connection, model: type, ids: Sequence[int]) -> int:
     return done
 
 
-def index_new_rows(conn: Connection, model: type, after_id: int) -> int:
-    """Index the rows of ``model`` with an id above ``after_id`` (after a bulk insert, which the
-    session events do not see)."""
+def index_where(conn: Connection, model: type, condition: ColumnElement[bool]) -> int:
+    """(Re)index the rows of ``model`` that ``condition`` selects — after a bulk insert, which the
+    session events do not see."""
     spec = _BY_MODEL.get(model)
     if spec is None:
         return 0
-    model_: Any = model
     done = 0
-    for rows in _load_rows(conn, spec, model_.id > after_id):
+    for rows in _load_rows(conn, spec, condition):
         done += _write(conn, spec, rows, replace=True)
     return done
 
@@ -306,18 +305,47 @@ def max_id(conn: Connection, model: type) -> int:
     return int(conn.execute(select(func.coalesce(func.max(model_.id), 0))).scalar_one())
 
 
-def rebuild(conn: Connection, models: Sequence[type] | None = None) -> dict[str, int]:
-    """Build the index of ``models`` (default: all registered) from scratch; returns rows per model."""
+def rebuild(conn: Connection, models: Sequence[type] | None = None,
+            progress: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Build the index of ``models`` (default: all registered) from scratch; returns rows per model.
+
+    Grams are collected in a temporary table and copied into ``search_gram`` in key order: at
+    hundreds of thousands of records, inserting them in arrival order would touch the index at random.
+    """
     counts: dict[str, int] = {}
-    for spec in registered():
-        if models is not None and spec.model not in models:
-            continue
-        conn.execute(delete(SearchGram).where(SearchGram.kind == spec.kind))
-        conn.execute(delete(SearchDoc).where(SearchDoc.kind == spec.kind))
-        done = 0
-        for rows in _load_rows(conn, spec, true()):
-            done += _write(conn, spec, rows, replace=False)
-        counts[spec.model.__tablename__] = done  # type: ignore[attr-defined]
+    conn.exec_driver_sql("DROP TABLE IF EXISTS search_gram_load")
+    gram_type = "VARCHAR(40) COLLATE utf8mb4_bin" if conn.dialect.name in ("mysql", "mariadb") else "TEXT"
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE search_gram_load (kind SMALLINT, gram {gram_type}, row_id INTEGER)")
+    mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+    load_sql = f"INSERT INTO search_gram_load (kind, gram, row_id) VALUES ({mark}, {mark}, {mark})"
+    try:
+        for spec in registered():
+            if models is not None and spec.model not in models:
+                continue
+            conn.execute(delete(SearchGram).where(SearchGram.kind == spec.kind))
+            conn.execute(delete(SearchDoc).where(SearchDoc.kind == spec.kind))
+            done = 0
+            for rows in _load_rows(conn, spec, true()):
+                docs: list[dict[str, Any]] = []
+                grams: list[tuple[int, str, int]] = []
+                for row_id, values in rows:
+                    body, row_grams = document(spec, values)
+                    docs.append({"kind": spec.kind, "row_id": row_id, "body": body})
+                    grams.extend((spec.kind, g, row_id) for g in row_grams)
+                conn.execute(insert(SearchDoc), docs)
+                conn.exec_driver_sql(load_sql, grams)  # type: ignore[arg-type]
+                done += len(docs)
+            conn.exec_driver_sql(
+                "INSERT INTO search_gram (kind, gram, row_id) SELECT kind, gram, row_id FROM search_gram_load "
+                "ORDER BY kind, gram, row_id")
+            conn.exec_driver_sql("DELETE FROM search_gram_load")
+            table = getattr(spec.model, "__tablename__", spec.model.__name__)
+            counts[table] = done
+            if progress is not None:
+                progress(f"搜索索引:{table} {done} 条")
+    finally:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS search_gram_load")
     _COUNTS.clear()
     return counts
 

@@ -9,6 +9,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core import search
 from crm_admin.core.errors import UserError
 from crm_admin.core.scope import check_assignee, sees_user
 from crm_admin.customers import service
@@ -214,6 +215,7 @@ class CustomerImport(ImportSpec):
         # multi-row INSERT (rows with different empty cells would otherwise be sent one by one); the
         # only columns with defaults (name_key, status) are always set
         session.execute(insert(Customer).execution_options(render_nulls=True), payload)
+        search.index_where(session.connection(), Customer, Customer.code.in_(codes))
         return len(payload)
 
 

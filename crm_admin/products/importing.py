@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from crm_admin.core import search
 from crm_admin.core.errors import UserError
 from crm_admin.db import utcnow
 from crm_admin.dictionary.cells import dict_cell
@@ -82,8 +83,9 @@ class ProductImport(ImportSpec):
     def apply(self, session: Session, ctx: ImportContext, rows: list[Row]) -> int:
         now = utcnow()
         # every row carries every column (NULLs written as NULLs): one multi-row INSERT per batch
-        session.execute(insert(Product).execution_options(render_nulls=True),
-                        [{**r.values, "created_at": now, "updated_at": now} for r in rows if r.values])
+        payload = [{**r.values, "created_at": now, "updated_at": now} for r in rows if r.values]
+        session.execute(insert(Product).execution_options(render_nulls=True), payload)
+        search.index_where(session.connection(), Product, Product.code.in_([v["code"] for v in payload]))
         return len(rows)
 
 
