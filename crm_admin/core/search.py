@@ -66,7 +66,7 @@ MIN_DIGITS = 4
 # A branch starts from its rarest gram when that gram has fewer postings than this; otherwise matches
 # are dense and the records are read in the list's own order.
 SPARSE_LIMIT = 5000
-END = "\x1f"  # follows the last character / syllable of a name
+END = "$"  # follows the last character / syllable of a name (above the space: MariaDB pads with spaces)
 FIELD_SEP = "\x1e"  # between values in search_doc.body (never typed, so LIKE never matches across)
 GRAM_LENGTH = 40
 
