@@ -212,6 +212,20 @@ PAGES: tuple[Page, ...] = (
     Page("customer_prefix_search", "客户名称前缀搜索(管理员)", "admin", ("/admin/customer/list?search={prefix}",)),
     Page("customer_prefix_search_big", "客户名称前缀搜索(5000客户的经理)", "manager_big",
          ("/admin/customer/list?search={prefix}",)),
+    # search by any part / pinyin / initials / digits (core/search.py): p95 ≤ 50 ms for both users
+    *(Page(f"search_{key}{suffix}", f"搜索 {title}({who})", role, (path,), 50)
+      for key, title, path in (
+          ("infix", "名称中间“恒信”", "/admin/customer/list?search=%E6%81%92%E4%BF%A1"),
+          ("common", "常见词“机械制造”", "/admin/customer/list?search=%E6%9C%BA%E6%A2%B0%E5%88%B6%E9%80%A0"),
+          ("pinyin", "全拼 hengxin", "/admin/customer/list?search=hengxin"),
+          ("initials", "首字母 hxjx", "/admin/customer/list?search=hxjx"),
+          ("phone", "电话中 4 位数字", "/admin/customer/list?search=6789"),
+          ("contact", "联系人手机号 5 位", "/admin/linkman/list?search=13912"),
+          ("contact_name", "联系人姓名 jianguo", "/admin/linkman/list?search=jianguo"),
+          ("picker", "客户选择框 hengxin", "/admin/linkman/ajax/lookup?name=customer&term=hengxin"),
+      )
+      for suffix, who, role in (("", "管理员", "admin"), ("_big", "5000客户的经理", "manager_big"))),
+    Page("product_search", "搜索 产品名称中间“打印”(管理员)", "admin", ("/admin/product/list?q=%E6%89%93%E5%8D%B0",), 50),
     Page("customer_360", "客户 360° 页", "manager_big", ("/admin/customer/360/{cid}",)),
     Page("care_workbench", "关怀工作台", "manager_big",
          ("/admin/care/workbench", "/admin/care-workbench", "/admin/customer-care/workbench")),
