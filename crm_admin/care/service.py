@@ -20,7 +20,7 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import birthday_keys
-from crm_admin.core import audit
+from crm_admin.core import audit, search
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.formatting import to_local
 from crm_admin.core.principal import Principal
@@ -592,9 +592,9 @@ def linkmen_of(session: Session, principal: Principal, customer_id: int) -> list
 def search_customers(session: Session, principal: Principal, term: str, limit: int = 20) -> list[tuple[int, str]]:
     stmt = scoped(select(Customer.id, Customer.code, Customer.name), Customer, principal, "create",
                   resource="customer_care")
-    term = term.strip()
-    if term:
-        stmt = stmt.where(or_(Customer.name.like(f"%{term}%"), Customer.code.like(f"{term}%")))
+    found = search.match(session.connection(), Customer, term)  # any part, pinyin, digits, a code's start
+    if found is not None:
+        stmt = stmt.where(found)
     return [(i, f"{c} {n}") for i, c, n in session.execute(stmt.order_by(Customer.name).limit(limit)).all()]
 
 

@@ -6,11 +6,12 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from crm_admin.accounts.models import SysUser
+from crm_admin.core import search
 from crm_admin.core.errors import UserError
 from crm_admin.core.formatting import day_start_utc
 from crm_admin.core.formatting import format_datetime as fmt_dt
@@ -62,9 +63,8 @@ def _user_label(user: SysUser) -> str:
 def _pick_customers(session: Any, principal: Principal, q: str, manager_id: int | None,
                     preselect: list[int]) -> list[dict[str, Any]]:
     stmt = scoped(select(Customer), Customer, principal, "transfer")
-    if q:
-        like = f"%{q}%"
-        stmt = stmt.where(or_(Customer.name.like(like), Customer.code.like(like)))
+    if q and (found := search.match(session.connection(), Customer, q)) is not None:
+        stmt = stmt.where(found)
     if manager_id:
         stmt = stmt.where(Customer.manager_id == manager_id)
     rows = list(session.execute(stmt.order_by(Customer.name).limit(PICK_LIMIT)).scalars())

@@ -15,12 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import audit, customer_records
+from crm_admin.core import audit, customer_records, search
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import TRANSFER, check_assignee, scoped, sees_user
@@ -281,9 +281,8 @@ def transfer_query(principal: Principal, flt: TransferFilter | None = None) -> S
     conds = []
     if flt.customer_id:
         conds.append(CustomerTransfer.customer_id == flt.customer_id)
-    if flt.customer:
-        like = f"%{flt.customer.strip()}%"
-        conds.append(or_(Customer.name.like(like), Customer.code.like(like)))
+    if flt.customer and (found := search.match_now(Customer, flt.customer)) is not None:
+        conds.append(found)
     if flt.old_manager_id:
         conds.append(CustomerTransfer.old_manager_id == flt.old_manager_id)
     if flt.new_manager_id:
