@@ -26,7 +26,7 @@ from crm_admin.core.params import parse_id, parse_int, parse_local_datetime, par
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
 from crm_admin.core.scope import sees_several_users, sees_user, users_in_scope
-from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
+from crm_admin.core.views import CrmBaseView, CrmModelView, narrowed_ref, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary import service as dictionary
@@ -36,7 +36,11 @@ CARE_ORIGIN_LABELS = {"birthday": "生日扫描", "plan": "关怀计划", "manua
 
 
 def _check_linkman(session: Session, customer_id: int | None, linkman_id: int | None) -> None:
-    if linkman_id and customer_id:
+    """The form's contact must be one of the chosen customer's (the picker offers only those; a
+    posted id is checked all the same)."""
+    if not customer_id:
+        raise UserError("请选择客户。", field="customer")
+    if linkman_id:
         belongs = session.execute(
             select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
         ).first()
@@ -58,7 +62,7 @@ class _CareForm:
     form_args = {"care_type": {"dict_type": "care_type"}}
     form_ajax_refs = {
         "customer": scoped_ref(Customer, ["name", "code"]),
-        "linkman": scoped_ref(Linkman, ["name"]),
+        "linkman": narrowed_ref(Linkman, ["name"], by="customer", column="customer_id"),
     }
     eager: tuple[Any, ...] = ()
 

@@ -228,6 +228,20 @@ def count_rows(session: Session, customer_id: int) -> list[tuple[RecordKind, int
     return [(k, int(n)) for k, n in zip(blocking, row, strict=True) if n]
 
 
+def rows_per_kind(session: Session, customer_id: int) -> list[tuple[RecordKind, int]]:
+    """(kind, rows of the customer) for every registered kind, those with none included: what a merge
+    moves onto the kept customer (every kind's merge moves all its rows) — one statement."""
+    every = kinds()
+    if not every:
+        return []
+    counts = [
+        select(func.count()).select_from(k.model).where(k.model.customer_id == customer_id)  # type: ignore[attr-defined]
+        .scalar_subquery() for k in every
+    ]
+    row = session.execute(select(*counts)).one()
+    return [(k, int(n)) for k, n in zip(every, row, strict=True)]
+
+
 def move_rows(session: Session, model: Any, keep_id: int, drop_id: int) -> int:
     """The default merge: every row of the dropped customer now hangs off the kept one."""
     result: Any = session.execute(

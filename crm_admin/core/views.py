@@ -89,6 +89,27 @@ def scoped_ref(model: type, fields: list[str], **options: Any) -> dict[str, Any]
     return {"fields": fields, "where": where, **options}
 
 
+def narrowed_ref(model: type, fields: list[str], *, by: str, column: str, **options: Any) -> dict[str, Any]:
+    """A scoped look-up offering only the rows that belong to the record chosen in the form's ``by``
+    field (the contacts of the chosen customer): the picker sends that record's id as the ``by``
+    parameter (static/js/crm-pages.js); nothing is chosen yet → nothing is offered. The form's save
+    still checks that the submitted row belongs to the chosen one (each module's ``before_save``).
+    """
+
+    def where(request: Request, _term: str) -> list[ColumnElement[bool]]:
+        chosen = parse_id(request.query_params.get(by))
+        clause = scope_clause(model, principal_of(request))
+        return [getattr(model, column) == chosen if chosen is not None else false(),
+                clause if clause is not None else true()]
+
+    where.__crm_scoped__ = True  # type: ignore[attr-defined]
+    return {"fields": fields, "where": where, NARROW_BY: by, **options}
+
+
+# the option of a ``narrowed_ref`` naming the field it follows (SQLAdmin's loader ignores unknown options)
+NARROW_BY = "crm_narrow_by"
+
+
 def assignable_ref(fields: list[str], *, purpose: str = ASSIGN, **options: Any) -> dict[str, Any]:
     """A ``form_ajax_refs`` entry over users that offers only whom the user may give work to
     (``core.scope.check_assignee`` checks the submitted id again on save)."""
@@ -236,6 +257,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             # the permission resource defaults to the model's (SQLAdmin sets ``model`` after class creation)
             type(self).resource = getattr(model, "__resource__", "") or model.__tablename__
         type(self).form_ajax_refs = self._scoped_ajax_refs()
+        type(self).form_widget_args = self._narrowed_widget_args()
         super().__init__()
         # pickers over searchable models find by any part of the name, pinyin, digits
         sqladmin_compat.search_lookups(self, lambda m: search.searchable(m) is not None, search.match_now)
@@ -296,6 +318,16 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         """List columns in which the searched text is marked."""
         spec = search.searchable(self.model)
         return frozenset(spec.names + spec.digits + spec.prefixes) if spec else frozenset()
+
+    @classmethod
+    def _narrowed_widget_args(cls) -> dict[str, Any]:
+        """A picker that follows another field (``narrowed_ref``) says which one in ``data-narrow-by``:
+        the page's script sends that field's value with each look-up and asks to choose it first."""
+        args: dict[str, Any] = {key: dict(value) for key, value in (cls.form_widget_args or {}).items()}
+        for name, options in (cls.form_ajax_refs or {}).items():
+            if isinstance(options, dict) and options.get(NARROW_BY):
+                args.setdefault(name, {})["data-narrow-by"] = options[NARROW_BY]
+        return args
 
     # ----- the scope, on every read path (each with the scope of its own permission) ---------
     def list_query(self, request: Request) -> Select[Any]:

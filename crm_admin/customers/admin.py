@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import get_history
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
 from crm_admin.accounts.models import SysUser
@@ -254,26 +254,56 @@ class CustomerAdmin(CrmModelView, model=Customer):
             return RedirectResponse(_list_url(request, urlencode({"message": result})), 303)
         return RedirectResponse(url_360(request, pk, query={"message": done}), 303)
 
-    # ----- merge (admins) ----------------------------------------------------------------------
-    @route("/merge", methods=["GET", "POST"], permission=("customer", "merge"))
+    # ----- merge: pick two customers, see what the merge does, confirm --------------------------
+    @route("/merge", permission=("customer", "merge"))
     async def merge(self, request: Request) -> Response:
-        context: dict[str, Any] = {"title": "合并客户", "csrf_token": _csrf(request),
-                                   "keep": request.query_params.get("keep", ""),
-                                   "drop": request.query_params.get("drop", "")}
-        status = 200
-        if request.method == "POST":
-            form = await request.form()
-            context["keep"], context["drop"] = str(form.get("keep", "")), str(form.get("drop", ""))
-            try:
-                keep_id, total = await run_sync(pages.merge, principal_of(request), context["keep"], context["drop"])
-            except UserError as exc:
-                context["error"] = exc.message
-                status = exc.status_code
-            else:
-                message = f"合并完成,转入 {total} 条关联记录。"
-                return RedirectResponse(url_360(request, keep_id, query={"message": message}), status_code=303)
+        params = request.query_params
+        return await self._merge_form(request, params.get("keep", ""), params.get("drop", ""))
+
+    async def _merge_form(self, request: Request, keep: str, drop: str, *, error: str = "",
+                          status: int = 200) -> Response:
+        picked = await run_sync(pages.merge_picked, principal_of(request), keep[:64], drop[:64])
+        context = {"title": "合并客户", "picked": picked, "error": error}
         return await self.templates.TemplateResponse(request, "customers/merge.html", context,
                                                      status_code=status)
+
+    async def _merge_preview(self, request: Request, keep: str, drop: str, *, notice: str = "",
+                             status: int = 200) -> Response:
+        try:
+            data = await run_sync(pages.merge_preview, principal_of(request), keep[:64], drop[:64])
+        except UserError as exc:
+            return await self._merge_form(request, keep, drop, error=exc.message, status=exc.status_code)
+        context = {"title": "合并客户:确认", "csrf_token": _csrf(request), "notice": notice, **data}
+        return await self.templates.TemplateResponse(request, "customers/merge_preview.html", context,
+                                                     status_code=status)
+
+    @route("/merge/preview", permission=("customer", "merge"))
+    async def merge_preview(self, request: Request) -> Response:
+        """What the merge would do (nothing is changed), with the button that confirms it."""
+        params = request.query_params
+        return await self._merge_preview(request, params.get("keep", ""), params.get("drop", ""))
+
+    @route("/merge/confirm", methods=["POST"], permission=("customer", "merge"))
+    async def merge_confirm(self, request: Request) -> Response:
+        form = await request.form()
+        values = {key: str(form.get(key, ""))[:2000]
+                  for key in ("keep", "drop", "keep_version", "drop_version", "records")}
+        try:
+            keep_id, total = await run_sync(pages.merge_confirm, principal_of(request), values)
+        except service.StaleMerge as exc:
+            return await self._merge_preview(request, values["keep"], values["drop"], notice=exc.message,
+                                             status=exc.status_code)
+        except UserError as exc:
+            return await self._merge_form(request, values["keep"], values["drop"], error=exc.message,
+                                          status=exc.status_code)
+        message = f"合并完成,转入 {total} 条关联记录。"
+        return RedirectResponse(url_360(request, keep_id, query={"message": message}), status_code=303)
+
+    @route("/merge/lookup", permission=("customer", "merge"))
+    async def merge_lookup(self, request: Request) -> Response:
+        """The merge page's customer pickers: customers the user may merge, by name or code."""
+        term = request.query_params.get("term", "")[:64]
+        return JSONResponse({"results": await run_sync(pages.merge_lookup, principal_of(request), term)})
 
 
 def url_360(request: Request, customer_id: int, **extra: Any) -> str:

@@ -6,18 +6,23 @@ transaction, for writes), calls the services, and returns plain values for the t
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
 from starlette.datastructures import QueryParams
 
+from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.formatting import format_datetime
+from crm_admin.core.params import parse_id
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import depts_in_scope, users_in_scope
 from crm_admin.customers import saved_queries, service
-from crm_admin.customers.models import STATUS_LABELS
+from crm_admin.customers.models import STATUS_LABELS, Customer
 from crm_admin.customers.query import FILTER_PARAMS, CustomerQuery
 from crm_admin.db import session_factory, transaction
-from crm_admin.dictionary.service import choices
+from crm_admin.dictionary.service import choices, label
 
 STATUS_CHOICES = [(k, v) for k, v in STATUS_LABELS.items()]
 SORTS = [("", "默认排序"), ("name:asc", "按名称"), ("created_at:desc", "按创建时间(新→旧)"),
@@ -66,10 +71,101 @@ def delete_query(principal: Principal, query_id: int) -> None:
         saved_queries.delete_query(session, user_id=principal.id, query_id=query_id)
 
 
-def merge(principal: Principal, keep: str, drop: str) -> tuple[int, int]:
-    """Merge the customer typed as ``drop`` (id or code) into ``keep``: (kept id, records moved)."""
+# ----- merge: pick two customers, preview, confirm ----------------------------------------------
+
+# The rows of the preview's side-by-side table: the kept customer's identity first, then the fields a
+# merge may fill, then the times it may move forward.
+_MERGE_ROWS = (("code", "客户编号"), ("name", "客户名称"), ("manager", "客户经理"), ("status", "状态"),
+               *((key, service.FIELD_LABELS.get(key, "备注")) for key in service.MERGE_FILLED_FIELDS),
+               ("last_contact_at", "最近联系"), ("last_order_at", "最近下单"), ("created_at", "创建时间"))
+
+
+def _shown(customer: Customer, key: str, managers: dict[int, str]) -> str:
+    value: Any = getattr(customer, f"{key}_id" if key == "manager" else key)
+    if key == "manager":
+        return managers.get(value, "") if value else ""
+    return _shown_value(key, value)
+
+
+def _shown_value(key: str, value: Any) -> str:
+    if value in (None, ""):
+        return ""
+    if key == "status":
+        return service.status_label(value)
+    if key in service.DICT_FIELDS:
+        return label(service.DICT_FIELDS[key], value)
+    if isinstance(value, dt.datetime):
+        return format_datetime(value)
+    return str(value)
+
+
+def _customer_card(customer: Customer, managers: dict[int, str]) -> dict[str, Any]:
+    return {"id": customer.id, "code": customer.code, "name": customer.name,
+            "manager": managers.get(customer.manager_id or 0, ""), "version": customer.version}
+
+
+def merge_picked(principal: Principal, keep: str, drop: str) -> dict[str, Any]:
+    """The merge form's pickers filled with what the user chose (only customers they may merge)."""
+    chosen: dict[str, Any] = {}
+    with session_factory()() as session:
+        for name, ref in (("keep", keep), ("drop", drop)):
+            try:
+                pk = service.merge_ref(session, principal, ref, missing="")
+            except UserError:
+                continue
+            customer = session.get(Customer, pk)
+            if customer is not None:
+                chosen[name] = {"id": customer.id, "text": f"{customer.code} {customer.name}"}
+    return chosen
+
+
+def merge_lookup(principal: Principal, term: str) -> list[dict[str, Any]]:
+    with session_factory()() as session:
+        return [{"id": str(i), "text": t} for i, t in service.merge_candidates(session, principal, term)]
+
+
+def merge_preview(principal: Principal, keep: str, drop: str) -> dict[str, Any]:
+    """What merging ``drop`` into ``keep`` (each an id or a code) would do; nothing is changed. Raises
+    UserError (with the same message for a customer outside the scope as for one that does not exist)."""
+    with session_factory()() as session:
+        keep_id = service.merge_ref(session, principal, keep, missing=service.MERGE_KEEP_NOT_FOUND)
+        drop_id = service.merge_ref(session, principal, drop, missing=service.MERGE_DROP_NOT_FOUND)
+        plan = service.plan_merge(session, principal, keep_id=keep_id, drop_id=drop_id)
+        managers = service.manager_names(session, [plan.keep.manager_id or 0, plan.drop.manager_id or 0])
+        changed = {**plan.filled, **plan.later}
+        fields = []
+        for key, text in _MERGE_ROWS:
+            kept = _shown(plan.keep, key, managers)
+            result = _shown_value(key, changed[key]) if key in changed else kept
+            fields.append({"key": key, "label": text, "kept": kept, "dropped": _shown(plan.drop, key, managers),
+                           "result": result, "from_dropped": key in changed})
+        state = plan.state
+        return {
+            "keep": _customer_card(plan.keep, managers),
+            "drop": _customer_card(plan.drop, managers),
+            "fields": fields,
+            "records": [{"label": r.kind.label, "unit": r.kind.unit, "kept": r.kept, "moving": r.moving,
+                         "after": r.kept + r.moving} for r in plan.records],
+            "moving_total": plan.moving_total,
+            "filled_count": len(changed),
+            "hand_over": plan.keep.manager_id != plan.drop.manager_id,
+            "state": {"keep_version": state.keep_version, "drop_version": state.drop_version,
+                      "records": state.records},
+        }
+
+
+def merge_confirm(principal: Principal, form: Mapping[str, Any]) -> tuple[int, int]:
+    """Merge as the confirmed preview showed it, re-checking everything: (kept id, records moved).
+    ``StaleMerge`` when either customer or their records changed since the preview."""
+    keep_id, drop_id = parse_id(form.get("keep")), parse_id(form.get("drop"))
+    expected = service.MergeState.parse(form.get("keep_version"), form.get("drop_version"), form.get("records"))
     with transaction() as session:
-        keep_id = service.customer_id_by_ref(session, keep)
-        drop_id = service.customer_id_by_ref(session, drop)
-        moved = service.merge_customers(session, principal, keep_id=keep_id, drop_id=drop_id)
-    return keep_id, sum(moved.values())
+        if keep_id is None:
+            raise NotFound(service.MERGE_KEEP_NOT_FOUND)
+        if drop_id is None:
+            raise NotFound(service.MERGE_DROP_NOT_FOUND)
+        if expected is None:  # a confirmation that did not come from a preview
+            service.plan_merge(session, principal, keep_id=keep_id, drop_id=drop_id)
+            raise service.StaleMerge()
+        moved = service.merge_customers(session, principal, keep_id=keep_id, drop_id=drop_id, expected=expected)
+    return keep_id, sum(v for k, v in moved.items() if not k.endswith("_handed_over"))

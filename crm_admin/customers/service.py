@@ -21,10 +21,12 @@ from crm_admin.accounts.models import SysMeta, SysUser
 from crm_admin.core import audit, customer_records
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import local_now
+from crm_admin.core.params import parse_id, parse_int
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope, sees_user
+from crm_admin.core.scope import in_scope, scoped, sees_user
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
+from crm_admin.customers.query import like_prefix
 from crm_admin.db import utcnow
 from crm_admin.dictionary.service import is_valid
 
@@ -324,42 +326,163 @@ def delete_customer(session: Session, customer: Customer, *, cascade: bool = Fal
     return counts
 
 
-def customer_id_by_ref(session: Session, text: str) -> int:
-    """A customer id or code as typed by a user (the merge form): the customer's id."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    found = session.execute(select(Customer.id).where(Customer.code == text.upper())).scalar()
+# Refusals of the merge, marked for the English catalog (``_`` only marks; the page translates).
+def _(text: str) -> str:
+    return text
+
+
+MERGE_KEEP_NOT_FOUND = _("找不到要保留的客户:请检查客户编号,或从列表中重新选择。")
+MERGE_DROP_NOT_FOUND = _("找不到要合并掉的客户:请检查客户编号,或从列表中重新选择。")
+MERGE_SAME = _("保留客户和被合并客户是同一个客户:请选择两个不同的客户。")
+MERGE_CHOOSE_BOTH = _("请选择要保留的客户和要合并掉的客户。")
+MERGE_STALE = _("自您打开预览以来,这两个客户的资料或关联记录已有变化,尚未合并。请核对下面最新的预览后再确认。")
+MERGE_FORBIDDEN = _("您没有合并客户的权限。")
+
+# Fields of the kept customer that a merge fills from the dropped one when they are empty on the kept one
+MERGE_FILLED_FIELDS = ("credit_code", "industry", "source", "level", "region", "address", "phone", "email",
+                       "website", "remark")
+# Times of which the kept customer takes the later one
+MERGE_LATEST_FIELDS = ("last_contact_at", "last_order_at")
+
+
+def merge_ref(session: Session, principal: Principal, text: str | None, *, missing: str) -> int:
+    """The customer a merge form names, by id (the picker) or code (typed), within the user's scope for
+    ``customer`` / ``merge``. A customer outside that scope is answered exactly as one that does not
+    exist (the same ``missing`` message)."""
+    text = (text or "").strip()[:64]
+    if not text:
+        raise UserError(MERGE_CHOOSE_BOTH)
+    pk = parse_id(text)
+    condition = Customer.id == pk if pk is not None else Customer.code == text.upper()
+    found = session.execute(
+        scoped(select(Customer.id).where(condition), Customer, principal, "merge")
+    ).scalar()
     if found is None:
-        raise UserError(f"找不到客户“{text}”(请输入客户编号或 ID)。")
+        raise NotFound(missing)
     return int(found)
 
 
-def merge_customers(session: Session, principal: Principal, *, keep_id: int, drop_id: int) -> dict[str, int]:
+def merge_candidates(session: Session, principal: Principal, term: str, *, limit: int = 20) -> list[tuple[int, str]]:
+    """(id, "code name") of the customers the user may merge whose name or code starts with ``term``
+    (index-friendly, as the list's search): the merge page's pickers."""
+    term = term.strip()[:64]
+    if not term:
+        return []
+    stmt = scoped(select(Customer.id, Customer.code, Customer.name), Customer, principal, "merge").where(or_(
+        Customer.name.like(like_prefix(term), escape="\\"),
+        Customer.code.like(like_prefix(term.upper()), escape="\\"),
+    ))
+    rows = session.execute(stmt.order_by(Customer.name, Customer.id).limit(limit)).all()
+    return [(r.id, f"{r.code} {r.name}") for r in rows]
+
+
+@dataclass(frozen=True)
+class MergeState:
+    """What a preview showed, checked again at the confirmation: both versions and the records that move."""
+
+    keep_version: int
+    drop_version: int
+    records: str  # "linkman=2,follow_up=1": rows per kind of both customers
+
+    @classmethod
+    def parse(cls, keep_version: Any, drop_version: Any, records: Any) -> MergeState | None:
+        kv, dv = parse_int(keep_version), parse_int(drop_version)
+        if kv is None or dv is None:
+            return None
+        return cls(kv, dv, str(records or "")[:2000])
+
+
+@dataclass(frozen=True)
+class MergeRecords:
+    kind: customer_records.RecordKind
+    kept: int  # rows the kept customer has
+    moving: int  # rows of the dropped customer that move onto it
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What a merge of ``drop`` into ``keep`` does, as the preview shows it and the merge does it."""
+
+    keep: Customer
+    drop: Customer
+    records: list[MergeRecords]  # every registered kind, in page order
+    filled: dict[str, Any]  # field → the dropped customer's value, written into the kept customer's blank
+    later: dict[str, Any]  # last contact / order: the dropped customer's later time
+
+    @property
+    def state(self) -> MergeState:
+        counts = ",".join(f"{r.kind.key}={r.kept}+{r.moving}" for r in self.records)
+        return MergeState(self.keep.version, self.drop.version, counts)
+
+    @property
+    def moving_total(self) -> int:
+        return sum(r.moving for r in self.records)
+
+
+def merged_values(keep: Customer, drop: Customer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(blank fields of ``keep`` filled from ``drop``, times where ``drop``'s is later): all that a merge
+    changes on the kept customer; every other value of the kept customer stays as it is."""
+    filled = {key: getattr(drop, key) for key in MERGE_FILLED_FIELDS
+              if getattr(keep, key) in (None, "") and getattr(drop, key) not in (None, "")}
+    later = {key: getattr(drop, key) for key in MERGE_LATEST_FIELDS
+             if getattr(drop, key) is not None and (getattr(keep, key) is None
+                                                     or _utc(getattr(keep, key)) < _utc(getattr(drop, key)))}
+    return filled, later
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def plan_merge(session: Session, principal: Principal, *, keep_id: int, drop_id: int,
+               lock: bool = False) -> MergePlan:
+    """Check a merge (``customer`` / ``merge``; two different customers, both existing and within the
+    user's scope for merging) and work out what it does, changing nothing. ``lock``: the merge itself
+    holds both rows until its transaction ends."""
+    if not principal.can("customer", "merge"):
+        raise Forbidden(MERGE_FORBIDDEN)
+    if keep_id == drop_id:
+        raise UserError(MERGE_SAME)
+    # both rows locked in id order, so that two merges of the same pair cannot wait on each other
+    found = {pk: session.get(Customer, pk, with_for_update=lock, populate_existing=lock)
+             for pk in sorted((keep_id, drop_id))}
+    for pk, missing in ((keep_id, MERGE_KEEP_NOT_FOUND), (drop_id, MERGE_DROP_NOT_FOUND)):
+        if found[pk] is None or not in_scope(session, Customer, pk, principal, "merge"):
+            raise NotFound(missing)
+    keep, drop = found[keep_id], found[drop_id]
+    assert keep is not None and drop is not None
+    kept_rows = customer_records.rows_per_kind(session, keep_id)
+    moving_rows = dict((k.key, n) for k, n in customer_records.rows_per_kind(session, drop_id))
+    records = [MergeRecords(k, n, moving_rows.get(k.key, 0)) for k, n in kept_rows]
+    filled, later = merged_values(keep, drop)
+    return MergePlan(keep, drop, records, filled, later)
+
+
+class StaleMerge(Conflict):
+    """The customers changed since the preview the user confirmed: nothing was merged."""
+
+    def __init__(self) -> None:
+        super().__init__(MERGE_STALE)
+
+
+def merge_customers(session: Session, principal: Principal, *, keep_id: int, drop_id: int,
+                    expected: MergeState | None = None) -> dict[str, int]:
     """Move every record hanging off ``drop_id`` onto ``keep_id`` and delete ``drop_id`` (``customer`` /
     ``merge``; both customers within the user's scope).
 
-    Empty fields of the kept customer are filled from the dropped one; the whole move is one
-    transaction with a ``merge`` audit row listing what moved, per kind of record.
+    ``expected``: what the confirmed preview showed; if either customer or their records changed since,
+    ``StaleMerge`` is raised before anything is changed. Empty fields of the kept customer are filled
+    from the dropped one (``merged_values``); the whole move is one transaction with a ``merge`` audit
+    row listing what moved, per kind of record.
     """
-    if not principal.can("customer", "merge"):
-        raise Forbidden("您没有合并客户的权限。")
-    if keep_id == drop_id:
-        raise UserError("请选择两个不同的客户进行合并。")
-    keep = session.get(Customer, keep_id, with_for_update=True)
-    drop = session.get(Customer, drop_id, with_for_update=True)
-    if keep is None or drop is None or not (in_scope(session, Customer, keep_id, principal, "merge")
-                                            and in_scope(session, Customer, drop_id, principal, "merge")):
-        raise NotFound("要合并的客户不存在。")
+    plan = plan_merge(session, principal, keep_id=keep_id, drop_id=drop_id, lock=True)
+    if expected is not None and plan.state != expected:
+        raise StaleMerge()
+    keep, drop = plan.keep, plan.drop
     moved = customer_records.merge_records(session, keep_id, drop_id)
-    filled = {}
-    for key in ("credit_code", "industry", "source", "level", "region", "address", "phone", "email",
-                "website", "remark"):
-        if getattr(keep, key) in (None, "") and getattr(drop, key) not in (None, ""):
-            filled[key] = getattr(drop, key)
-    for key, value in (("last_contact_at", drop.last_contact_at), ("last_order_at", drop.last_order_at)):
-        if value is not None and (getattr(keep, key) is None or getattr(keep, key) < value):
-            setattr(keep, key, value)
+    filled = dict(plan.filled)
+    for key, value in plan.later.items():
+        setattr(keep, key, value)
     # what was open on the dropped customer is now the kept customer's manager's to do
     handed = customer_records.hand_over_open_work(session, [keep_id], keep.manager_id, utcnow())
     moved.update({f"{key}_handed_over": n for key, n in handed.items() if n})

@@ -17,7 +17,7 @@ from crm_admin.core.export import format_local
 from crm_admin.core.formatting import day_start_utc, local_today
 from crm_admin.core.params import parse_page
 from crm_admin.core.routes import route
-from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of, scoped_ref
+from crm_admin.core.views import CrmBaseView, CrmModelView, narrowed_ref, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory
 from crm_admin.dictionary.service import DictSelectField, label
@@ -53,7 +53,7 @@ class FollowUpAdmin(CrmModelView, model=FollowUp):
     form_args = {"method": {"dict_type": "follow_up_method"}}
     form_ajax_refs = {
         "customer": scoped_ref(Customer, ["name", "code"]),
-        "linkman": scoped_ref(Linkman, ["name"]),
+        "linkman": narrowed_ref(Linkman, ["name"], by="customer", column="customer_id"),
     }
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,

@@ -28,7 +28,7 @@ from crm_admin.core.customer_records import (
     of_customer,
 )
 from crm_admin.customers.models import Customer
-from tests.customers.conftest import form_token
+from tests.customers.conftest import form_token, merge_through_preview
 
 
 class _Base(DeclarativeBase):
@@ -122,10 +122,7 @@ def test_a_registered_kind_moves_in_a_merge(visits: None, admin_client: Any, mak
     keep = make_customer("保留公司")
     drop = make_customer("重复公司")
     _visit(drop.id, None, "重复客户的拜访")
-    page = admin_client.get(f"/admin/customer/merge?keep={keep.id}")
-    r = admin_client.post("/admin/customer/merge", data={"keep": str(keep.id), "drop": str(drop.id),
-                                                         "csrf_token": form_token(page.text)},
-                          follow_redirects=False)
+    r = merge_through_preview(admin_client, str(keep.id), drop.id)
     assert r.status_code == 303, r.text[:500]
     assert _visits_of(keep.id) == [("重复客户的拜访", None)]
     assert not _customer_exists(drop.id)

@@ -54,3 +54,23 @@ def form_token(html: str) -> str:
     m = re.search(r'name="csrf_token" value="([^"]*)"', html) or re.search(
         r'<meta name="csrf-token" content="([^"]*)"', html)
     return m.group(1) if m else ""
+
+
+def hidden_fields(html: str, form_id: str) -> dict[str, str]:
+    """The hidden inputs of the form ``form_id`` on a page (what the browser posts back)."""
+    form = re.search(rf'<form[^>]*id="{form_id}".*?</form>', html, re.S)
+    assert form is not None, f"no form #{form_id} on the page"
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(0)))
+
+
+def merge_preview(client: Any, keep: Any, drop: Any) -> Any:
+    """The merge preview page of ``drop`` into ``keep`` (ids or codes)."""
+    return client.get("/admin/customer/merge/preview", params={"keep": str(keep), "drop": str(drop)})
+
+
+def merge_through_preview(client: Any, keep: Any, drop: Any) -> Any:
+    """Merge as a person does: open the preview, confirm what it shows (the response of the confirmation)."""
+    page = merge_preview(client, keep, drop)
+    assert page.status_code == 200, page.text[:500]
+    return client.post("/admin/customer/merge/confirm", data=hidden_fields(page.text, "merge-confirm"),
+                       follow_redirects=False)

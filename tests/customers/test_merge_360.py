@@ -15,7 +15,7 @@ from crm_admin.customers.codes import make_credit_code
 from crm_admin.customers.models import Customer
 from crm_admin.followups.models import FollowUp
 from crm_admin.opportunities.models import SalesOpportunity
-from tests.customers.conftest import form_token
+from tests.customers.conftest import form_token, merge_through_preview
 
 
 def _hang(customer_id: int) -> None:
@@ -32,11 +32,7 @@ def test_admin_merges_two_customers(admin_client: Any, make_customer: Any, make_
     drop = make_customer("重复公司", manager="wang", credit_code=code, phone="13911112222")
     _hang(keep.id)
     _hang(drop.id)
-    page = admin_client.get(f"/admin/customer/merge?keep={keep.id}")
-    assert page.status_code == 200
-    r = admin_client.post("/admin/customer/merge", data={"keep": keep.code, "drop": str(drop.id),
-                                                         "csrf_token": form_token(page.text)},
-                          follow_redirects=False)
+    r = merge_through_preview(admin_client, keep.code, drop.id)
     assert r.status_code == 303, r.text[:500]
     with db.session_factory()() as s:
         assert s.get(Customer, drop.id) is None
@@ -54,8 +50,10 @@ def test_manager_cannot_merge(make_user: Any, login_as: Any, make_customer: Any)
     b = make_customer("乙", manager="wang")
     c = login_as("wang")
     assert c.get("/admin/customer/merge").status_code == 403
-    r = c.post("/admin/customer/merge", data={"keep": str(a.id), "drop": str(b.id),
-                                              "csrf_token": form_token(c.get("/admin/customer/list").text)})
+    assert c.get("/admin/customer/merge/preview", params={"keep": a.id, "drop": b.id}).status_code == 403
+    assert c.get("/admin/customer/merge/lookup", params={"term": "甲"}).status_code == 403
+    r = c.post("/admin/customer/merge/confirm", data={"keep": str(a.id), "drop": str(b.id),
+                                                      "csrf_token": form_token(c.get("/admin/customer/list").text)})
     assert r.status_code == 403
     with db.session_factory()() as s:
         assert s.get(Customer, b.id) is not None

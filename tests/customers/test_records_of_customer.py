@@ -27,7 +27,7 @@ from crm_admin.opportunities.service import create_opportunity, move_stage
 from crm_admin.orders.models import CustomerOrder, OrderItem
 from crm_admin.transfers.models import CustomerTransfer
 from tests.company import World
-from tests.customers.conftest import form_token, principal_for
+from tests.customers.conftest import form_token, merge_through_preview, principal_for
 
 # Statements one 360° page costs (sign-in check and policy version, the route's scope check, the
 # customer, each kind's reads, the names, the delete blockers): 21 before the registry, 16 with it.
@@ -172,10 +172,7 @@ def test_merge_keeps_one_primary_contact(admin_client: Any, make_customer: Any) 
         s.add_all([Linkman(customer_id=keep.id, name="保留方主联系人", is_primary=True),
                    Linkman(customer_id=drop.id, name="重复方主联系人", is_primary=True),
                    Linkman(customer_id=drop.id, name="重复方普通联系人")])
-    page = admin_client.get(f"/admin/customer/merge?keep={keep.id}")
-    r = admin_client.post("/admin/customer/merge", data={"keep": str(keep.id), "drop": str(drop.id),
-                                                         "csrf_token": form_token(page.text)},
-                          follow_redirects=False)
+    r = merge_through_preview(admin_client, str(keep.id), drop.id)
     assert r.status_code == 303, r.text[:500]
     with db.session_factory()() as s:
         contacts = dict(s.execute(select(Linkman.name, Linkman.is_primary).where(Linkman.customer_id == keep.id)).all())

@@ -146,13 +146,18 @@ def test_delete_with_empty_or_bad_pks_changes_nothing(world: World, login_as: An
 
 def test_ajax_lookup_offers_only_rows_in_scope(world: World, login_as: Any) -> None:
     a = login_as("mgr_a")
+    # a contact picker follows the customer chosen in its form, whose id it sends along
+    mine, theirs = str(world.row("mgr_a", "customer")), str(world.row("mgr_b", "customer"))
     for identity, name in (("linkman", "customer"), ("follow-up", "customer"), ("follow-up", "linkman"),
                            ("customer-care", "customer"), ("care-plan", "linkman"),
                            ("sales-opportunity", "customer"), ("customer-order", "customer")):
-        r = a.get(f"/admin/{identity}/ajax/lookup", params={"name": name, "term": "mgr"})
+        r = a.get(f"/admin/{identity}/ajax/lookup", params={"name": name, "term": "mgr", "customer": mine})
         assert r.status_code == 200, (identity, name, r.status_code)
         texts = [item["text"] for item in r.json()["results"]]
         assert texts and all("mgr_a" in t for t in texts), (identity, name, texts)
+    for identity in ("follow-up", "customer-care", "care-plan"):
+        r = a.get(f"/admin/{identity}/ajax/lookup", params={"name": "linkman", "term": "mgr", "customer": theirs})
+        assert r.status_code == 200 and r.json()["results"] == [], identity  # another manager's customer
 
 
 def test_ajax_lookup_needs_a_form_permission(world: World, login_as: Any) -> None:

@@ -108,6 +108,54 @@
     lookup();
   })();
 
+  // A relation picker that follows another field of its form (core/views.py narrowed_ref: the contact
+  // of the chosen customer, data-narrow-by="customer"). SQLAdmin's script has set it up as a plain
+  // look-up; here it is set up again so that each look-up sends the other field's value. Until that
+  // field has a value the picker is disabled and says what to choose first; a new choice there clears it.
+  (function () {
+    var $ = window.jQuery;
+    if (!$ || !$.fn.select2 || !window.crm) return;
+    $('select[data-narrow-by]').each(function () {
+      var $select = $(this);
+      var by = $select.attr('data-narrow-by');
+      var parent = this.form ? this.form.querySelector('[name="' + by + '"]') : null;
+      if (!parent) return;
+      var $parent = $(parent);
+      var name = $select.attr('name');
+      var allowBlank = !!$select.data('allowBlank');
+      var searchText = $select.attr('placeholder') || window.crm.t('search');
+      var firstText = window.crm.t('choose_' + by + '_first');
+      var last = $parent.val() || '';
+      function chosen() { return $parent.val() || ''; }
+      function setUp() {
+        if ($select.data('select2')) $select.select2('destroy');
+        $select.prop('disabled', !chosen());
+        $select.select2({
+          minimumInputLength: 1,
+          placeholder: chosen() ? searchText : firstText,
+          allowClear: allowBlank,
+          ajax: {
+            url: $select.data('url'),
+            dataType: 'json',
+            data: function (params) {
+              var query = { name: name, term: params.term };
+              query[by] = chosen();
+              return query;
+            }
+          }
+        });
+      }
+      $parent.on('change', function () {
+        if (chosen() === last) return;
+        last = chosen();
+        $select.val(null).empty();
+        setUp();
+        $select.trigger('change');
+      });
+      setUp();
+    });
+  })();
+
   // Transfer (transfers/transfer.html): the header check box selects every listed customer.
   (function () {
     var all = document.getElementById('check-all');
