@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysMeta, SysUser
-from crm_admin.core import audit, customer_records
+from crm_admin.core import audit, customer_records, search
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import local_now
 from crm_admin.core.params import parse_id, parse_int
@@ -26,7 +26,6 @@ from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped, sees_user
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
 from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
-from crm_admin.customers.query import like_prefix
 from crm_admin.db import utcnow
 from crm_admin.dictionary.service import is_valid
 
@@ -363,15 +362,12 @@ def merge_ref(session: Session, principal: Principal, text: str | None, *, missi
 
 
 def merge_candidates(session: Session, principal: Principal, term: str, *, limit: int = 20) -> list[tuple[int, str]]:
-    """(id, "code name") of the customers the user may merge whose name or code starts with ``term``
-    (index-friendly, as the list's search): the merge page's pickers."""
-    term = term.strip()[:64]
-    if not term:
+    """(id, "code name") of the customers the user may merge that ``term`` finds (any part of the name,
+    its pinyin, digits, a code's start — as the list's search): the merge page's pickers."""
+    found = search.match(session.connection(), Customer, term)
+    if found is None:
         return []
-    stmt = scoped(select(Customer.id, Customer.code, Customer.name), Customer, principal, "merge").where(or_(
-        Customer.name.like(like_prefix(term), escape="\\"),
-        Customer.code.like(like_prefix(term.upper()), escape="\\"),
-    ))
+    stmt = scoped(select(Customer.id, Customer.code, Customer.name), Customer, principal, "merge").where(found)
     rows = session.execute(stmt.order_by(Customer.name, Customer.id).limit(limit)).all()
     return [(r.id, f"{r.code} {r.name}") for r in rows]
 
