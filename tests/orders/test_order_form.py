@@ -177,6 +177,23 @@ def test_bad_lines_are_refused_with_the_form_kept(wang: dict[str, Any], line: di
     assert state() == before
 
 
+@pytest.mark.parametrize(("header", "message"), [
+    ({"remark": "长" * 30_000}, "备注过长"),
+    ({"status": "shipped"}, "订单状态无效"),
+    ({"order_date": "2026-02-30"}, "下单日期格式不正确"),
+    ({"order_date": "2099-01-01"}, "下单日期不合理"),
+    ({"customer": ""}, "请选择客户"),
+    ({"customer": "abc"}, "请选择客户"),
+])
+def test_bad_headers_are_refused(wang: dict[str, Any], header: dict[str, str], message: str) -> None:
+    p = wang["products"]
+    values: dict[str, Any] = {"customer": wang["customer"], **header}
+    before = state()
+    r = post_order(wang["client"], NEW, lines=[{"product_id": p["camera"], "quantity": "1"}], **values)
+    assert r.status_code == 400 and message in alert(r.text), (r.status_code, alert(r.text))
+    assert state() == before
+
+
 def test_an_order_without_lines_is_refused(wang: dict[str, Any]) -> None:
     before = state()
     r = post_order(wang["client"], NEW, customer=wang["customer"], lines=[{"quantity": "1"}])
