@@ -5,7 +5,6 @@ afterwards continues the month's numbers instead of colliding with them."""
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Any
 
 from sqlalchemy import select
@@ -24,24 +23,24 @@ def _orders() -> list[tuple[str, Any]]:
         return [tuple(r) for r in s.execute(select(CustomerOrder.order_no, CustomerOrder.order_date))]
 
 
-def _check_scheme(orders: list[tuple[str, Any]]) -> Counter[str]:
-    per_month: Counter[str] = Counter()
+def _check_scheme(orders: list[tuple[str, Any]]) -> dict[str, int]:
+    """Every number in the scheme, in its date's month, unique; the last number of each month."""
+    last: dict[str, int] = {}
     for order_no, day in orders:
         match = NUMBER.fullmatch(order_no)
         assert match, order_no
         assert match.group(1) == f"{day:%Y%m}", (order_no, day)  # numbered in the month of its date
-        per_month[match.group(1)] += 1
+        last[match.group(1)] = max(last.get(match.group(1), 0), int(match.group(2)))
     numbers = [no for no, _day in orders]
     assert len(set(numbers)) == len(numbers)
-    return per_month
+    return last
 
 
-def _next_numbers_continue(per_month: Counter[str]) -> None:
-    existing = {no for no, _day in _orders()}
+def _next_numbers_continue(last: dict[str, int]) -> None:
+    """An order made now in any of those months takes the number after the month's last one."""
     with acting_as(SYSTEM), db.transaction() as s:
-        for month, count in per_month.items():
-            made = next_order_no(s, month)
-            assert made == format_order_no(month, count + 1) and made not in existing
+        for month, number in last.items():
+            assert next_order_no(s, month) == format_order_no(month, number + 1)
 
 
 def test_the_scheme_is_the_new_orders_one() -> None:
