@@ -32,6 +32,7 @@ from crm_admin.followups.models import FollowUp
 from crm_admin.followups.service import log_follow_up
 from crm_admin.opportunities.models import SalesOpportunity
 from crm_admin.orders.models import CustomerOrder, OrderItem
+from crm_admin.orders.service import next_order_no
 from crm_admin.products.models import Product
 from crm_admin.transfers.models import CustomerTransfer
 
@@ -436,14 +437,14 @@ def _orders(session: Session, rng: random.Random, customers: list[Customer], pro
             today: dt.date) -> list[CustomerOrder]:
     made = []
     buyers = [c for c in customers if c.status in ("active", "at_risk", "lost")]
-    seq = 0
     for customer in buyers:
         last: dt.date | None = None
         for _ in range(rng.randint(1, 3)):
-            seq += 1
             day = today - dt.timedelta(days=rng.randint(5, 360) if customer.status == "active"
                                        else rng.randint(200, 500))
-            order = CustomerOrder(order_no=f"SO{day:%Y%m%d}{seq:04d}", customer_id=customer.id, order_date=day,
+            # numbered as every order is (O + month + running number), on the month's own counter
+            order = CustomerOrder(order_no=next_order_no(session, f"{day:%Y%m}"), customer_id=customer.id,
+                                  order_date=day,
                                   status=rng.choice(["completed", "completed", "confirmed"]),
                                   manager_id=customer.manager_id, amount=Decimal("0.00"))
             session.add(order)

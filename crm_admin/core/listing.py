@@ -150,7 +150,8 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
                 "pk": pk,
                 "view_url": str(compat.build_url_for(view, "admin:details", request, row))
                 if await view.check_can_view_details(request, row) else "",
-                "edit_url": f"{compat.build_url_for(view, 'admin:edit', request, row)}{query}"
+                # SQLAdmin's edit form returns to the list it was opened from; an own form does not
+                "edit_url": f"{view.edit_url(request, row)}{'' if view.own_form_routes else query}"
                 if await view.check_can_edit(request, row) else "",
                 "delete_url": compat.url_for_delete(view, request, row) if await view.check_can_delete(request, row) else "",
                 "cells": cells,

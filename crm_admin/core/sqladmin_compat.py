@@ -152,6 +152,21 @@ def is_action_route(route: Any) -> bool:
     return str(getattr(route, "name", "") or "").startswith("action-")
 
 
+def find_model_view(admin: Any, identity: str) -> Any:
+    """The model view behind ``/{identity}/…`` (HTTP 404 when there is none)."""
+    return admin._find_model_view(identity)
+
+
+async def check_create_allowed(admin: Any, request: Request) -> None:
+    """SQLAdmin's own gate of its create page (HTTP 403 when the view refuses it to this user)."""
+    await admin._create(request)
+
+
+async def check_edit_allowed(admin: Any, request: Request) -> None:
+    """SQLAdmin's own gate of its edit page (the row opened through the view, HTTP 403/404)."""
+    await admin._edit(request)
+
+
 # ----- URLs ------------------------------------------------------------------------------------
 
 _PK_SENTINEL = "__crm_pk__"

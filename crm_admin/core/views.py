@@ -265,6 +265,23 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         # the screen names of the fields, for messages raised where no form is at hand (core/limits.py)
         limits.register_labels(model, sqladmin_compat.column_labels(self))
 
+    # A view whose records are created and edited on a page of its own (a header with its lines, say)
+    # names that page's routes: (create route, edit route taking ``pk``). Every "new"/"edit" button and
+    # link leads there, and SQLAdmin's own create/edit URLs redirect there once their gate has passed.
+    own_form_routes: ClassVar[tuple[str, str] | None] = None
+
+    def create_url(self, request: Request) -> str:
+        """Where the list's "new" button leads."""
+        if self.own_form_routes:
+            return str(request.url_for(self.own_form_routes[0]))
+        return str(request.url_for("admin:create", identity=self.identity))
+
+    def edit_url(self, request: Request, obj: Any) -> str:
+        """Where a row's "edit" link leads."""
+        if self.own_form_routes:
+            return str(request.url_for(self.own_form_routes[1], pk=obj.id))
+        return str(sqladmin_compat.build_url_for(self, "admin:edit", request, obj))
+
     # internal columns a person has no use for on a details page
     HIDDEN_DETAILS = frozenset({"version", "birthday_md", "name_key", "open_key"})
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, Date, ForeignKey, Index, Integer, String, Text, select
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    select,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
@@ -15,6 +26,7 @@ from crm_admin.db import ZERO, Base, Timestamped
 from crm_admin.products.models import Product
 
 ORDER_STATUSES = ("draft", "confirmed", "completed", "cancelled")
+NO_DISCOUNT = Decimal("100.00")
 
 
 class CustomerOrder(Timestamped, Base):
@@ -29,6 +41,8 @@ class CustomerOrder(Timestamped, Base):
     status: Mapped[str] = mapped_column(String(16), default="confirmed")
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
     remark: Mapped[str | None] = mapped_column(Text)
+    # the order and its lines are saved together; a save from an older copy of the form is refused
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
     customer: Mapped[Customer] = relationship(lazy="raise")
     manager: Mapped[SysUser | None] = relationship(lazy="raise")
@@ -40,6 +54,7 @@ class CustomerOrder(Timestamped, Base):
         Index("ix_customer_order_customer_id_order_date", "customer_id", "order_date"),
         Index("ix_customer_order_order_date_status_amount", "order_date", "status", "amount"),
     )
+    __mapper_args__ = {"version_id_col": version}
 
     def __str__(self) -> str:
         return self.order_no
@@ -54,6 +69,9 @@ class OrderItem(Timestamped, Base):
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id"))
     quantity: Mapped[int] = mapped_column(Integer, default=1, info={"min": 1})
     unit_price: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})
+    # 折扣 as a Chinese buyer says it: the percentage of the unit price paid (95 = 95折, 100 = none)
+    discount: Mapped[Decimal] = mapped_column(Numeric(5, 2), default=NO_DISCOUNT, server_default=text("100"),
+                                              info={"min": 0, "max": 100})
 
     order: Mapped[CustomerOrder] = relationship(back_populates="items", lazy="raise")
     product: Mapped[Product] = relationship(lazy="raise")

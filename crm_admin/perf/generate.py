@@ -40,6 +40,7 @@ from crm_admin.core.permissions import bump_policy_version
 from crm_admin.core.security import hash_password
 from crm_admin.customers.codes import credit_code_check_char, org_code_check_char
 from crm_admin.db import Base
+from crm_admin.orders.service import format_order_no, order_no_key
 
 BENCH_PASSWORD = "Bench!2026pw"
 STANDARD = {
@@ -314,6 +315,17 @@ def _dict_values(conn: Connection, type_code: str, fallback: tuple[str, ...]) ->
     return tuple(values) or fallback
 
 
+def _advance_order_counters(conn: Connection, counters: dict[str, int], before: dict[str, int]) -> None:
+    """Each month's order counter at the last number generated (``orders.service.next_order_no``
+    continues from there)."""
+    meta = Base.metadata.tables["sys_meta"]
+    for month, value in sorted(counters.items()):
+        if month in before:
+            conn.execute(update(meta).where(meta.c.key == order_no_key(month)).values(value=value))
+        else:
+            conn.execute(meta.insert().values(key=order_no_key(month), value=value))
+
+
 def _skewed_owners(rng: random.Random, managers: list[int], total: int) -> list[int]:
     """Customer → manager: a few managers own ~5,000 each (standard scale), most a few hundred."""
     big = managers[:BIG_MANAGERS] if len(managers) > BIG_MANAGERS * 2 else managers[:1]
@@ -509,6 +521,14 @@ def generate(
         cc = ids["customer_care"]
         od = ids["customer_order"]
         oi = ids["order_item"]
+        # order numbers as the application gives them (O + month + the month's running number), each
+        # month continuing its counter in sys_meta, which is advanced at the end for the orders made later
+        meta = Base.metadata.tables["sys_meta"]
+        order_counters: dict[str, int] = {
+            str(k).removeprefix(order_no_key("")): int(v)
+            for k, v in conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.like(order_no_key("%"))))
+        }
+        counted_from = dict(order_counters)
         tr = ids["customer_transfer"]
         ca = ids["churn_alert"]
         admin0 = admins[0]
@@ -615,7 +635,10 @@ def generate(
                     total += cents * qty
                     w.add("order_item", (oi, od, pid, qty, f"{cents // 100}.{cents % 100:02d}", at_s, at_s))
                     oi += 1
-                w.add("customer_order", (od, f"SO{od:09d}", cid, at.date().isoformat(),
+                order_month = f"{at:%Y%m}"
+                order_counters[order_month] = order_counters.get(order_month, 0) + 1
+                w.add("customer_order", (od, format_order_no(order_month, order_counters[order_month]), cid,
+                                         at.date().isoformat(),
                                          f"{total // 100}.{total % 100:02d}",
                                          rng.choice(("completed", "completed", "completed", "confirmed", "cancelled")),
                                          manager, None, at_s, at_s))
@@ -706,8 +729,8 @@ def generate(
             aid += 1
             if (i + 1) % 20_000 == 0:
                 w.flush()
-        meta = Base.metadata.tables["sys_meta"]
         w.flush()
+        _advance_order_counters(conn, order_counters, counted_from)
         conn.execute(update(meta).where(meta.c.key == CHAIN_KEY).values(value=meta.c.value + plan.audit_rows))
         conn.commit()
         report.seconds_by_phase["audit_log"] = time.perf_counter() - phase

@@ -128,7 +128,10 @@ def test_model_forms_survive_bad_values(app: Any, world: World, fuzz_clients: di
     rng = random.Random(SEED)
     values = bad_values(world)
     failures: list[str] = []
-    views = [v for v in app.state.admin.views if hasattr(v, "model") and (v.can_create or v.can_edit)]
+    # a view with a form page of its own (the order form) only redirects from SQLAdmin's create/edit URLs:
+    # its form is a custom POST route, fuzzed by test_custom_posts_survive_bad_values
+    views = [v for v in app.state.admin.views if hasattr(v, "model") and (v.can_create or v.can_edit)
+             and not getattr(v, "own_form_routes", None)]
     tables = sorted({v.model.__tablename__ for v in views})
     before = _counts(tables)
     accepted: set[str] = set()
@@ -191,6 +194,7 @@ def _custom_posts(app: Any, world: World) -> Iterator[str]:
             model, param = rule.row
             values[param] = str(world.row("mgr_a", "customer") if model.__name__ == "Customer"
                                 else world.row("mgr_a", "churn_alert") if model.__name__ == "ChurnAlert"
+                                else world.row("mgr_a", "order") if model.__name__ == "CustomerOrder"
                                 else world.users["mgr_b"])
         yield _fill(route.path, values)
 

@@ -1,6 +1,6 @@
 """Any id posted to a custom page goes through the same scope check as the form that owns it: a manager
-naming another manager's care task, customer, contact, opportunity or alert is refused and nothing
-changes (the forms' own ids are covered by the permission matrix and the route test)."""
+naming another manager's care task, customer, contact, opportunity, alert, order or order line is refused
+and nothing changes (the forms' own ids are covered by the permission matrix and the route test)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from tests.conftest import csrf_token
 
 def _posts(world: World, owner: str = "mgr_b") -> list[tuple[str, str, dict[str, str]]]:
     theirs = {kind: str(world.row(owner, kind)) for kind in ("customer", "linkman", "customer_care",
-                                                                 "opportunity", "churn_alert")}
+                                                                 "opportunity", "churn_alert", "order",
+                                                                 "order_item")}
     mine = str(world.row("mgr_a", "customer"))
+    my_order = world.row("mgr_a", "order")
+    line = {"product_id": _product(), "quantity": "2", "unit_price": "", "discount": "95"}
     return [
         ("care execute, their task", "/admin/care/execute",
          {"care_id": theirs["customer_care"], "care_type": "phone_call", "detail": "x"}),
@@ -34,10 +37,26 @@ def _posts(world: World, owner: str = "mgr_b") -> list[tuple[str, str, dict[str,
           "new_manager_id": str(world.users["mgr_a" if owner == "mgr_b" else "mgr_b"])}),
         ("churn close, their alert", f"/admin/churn/alerts/{theirs['churn_alert']}/close",
          {"outcome": "retained", "analysis": "x"}),
+        ("new order for their customer", "/admin/customer-order/new",
+         {"customer": theirs["customer"], "item_id": "", **line}),
+        ("their order in the order form", f"/admin/customer-order/{theirs['order']}/form",
+         {"customer": theirs["customer"], "item_id": theirs["order_item"], **line}),
+        ("my order with their order's line", f"/admin/customer-order/{my_order}/form",
+         {"customer": mine, "item_id": theirs["order_item"], **line}),
     ]
 
 
-@pytest.mark.parametrize("index", range(8))
+def _product() -> str:
+    from sqlalchemy import select
+
+    from crm_admin import db
+    from crm_admin.products.models import Product
+
+    with db.session_factory()() as session:
+        return str(session.execute(select(Product.id).order_by(Product.id)).scalars().first())
+
+
+@pytest.mark.parametrize("index", range(11))
 def test_a_posted_id_outside_the_scope_is_refused(world: World, login_as: Any, index: int) -> None:
     label, url, data = _posts(world)[index]
     client = login_as("mgr_a")
@@ -48,7 +67,7 @@ def test_a_posted_id_outside_the_scope_is_refused(world: World, login_as: Any, i
     assert snapshot() == before, label
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(11))
 def test_the_same_post_with_own_ids_is_accepted(world: World, login_as: Any, index: int) -> None:
     """The control: each refusal above is the scope's, not a malformed request's."""
     label, url, data = _posts(world, owner="mgr_a")[index]

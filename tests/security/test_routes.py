@@ -32,7 +32,7 @@ KIND_OF_TABLE = {"customer": "customer", "linkman": "linkman", "follow_up": "fol
                  "sales_opportunity": "opportunity", "customer_care": "customer_care", "care_plan": "care_plan",
                  "customer_order": "order", "order_item": "order_item", "churn_alert": "churn_alert",
                  "customer_transfer": "transfer"}
-KIND_OF_MODEL = {"Customer": "customer", "ChurnAlert": "churn_alert"}
+KIND_OF_MODEL = {"Customer": "customer", "ChurnAlert": "churn_alert", "CustomerOrder": "order"}
 # sample values of the custom routes' other path parameters
 SAMPLES = {"what": "follow-up", "kind": "customer", "fmt": "xlsx", "job_id": "no-such-job", "qid": "987654",
            "export_type": "csv", "column_name": "name"}
