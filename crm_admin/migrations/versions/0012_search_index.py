@@ -1,7 +1,7 @@
 """search by any part of a name, its pinyin and any digits: the n-gram index
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 
 - ``search_doc``: per searchable record (customer, contact, product) its normalised searchable values
   and their pinyin, which candidate hits are checked against.
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
