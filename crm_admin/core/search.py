@@ -65,7 +65,7 @@ MAX_TERM = 64
 MIN_DIGITS = 4
 # A branch starts from its rarest gram when that gram has fewer postings than this; otherwise matches
 # are dense and the records are read in the list's own order.
-SPARSE_LIMIT = 5000
+SPARSE_LIMIT = 20000
 END = "$"  # follows the last character / syllable of a name (above the space: MariaDB pads with spaces)
 FIELD_SEP = "\x1e"  # between values in search_doc.body (never typed, so LIKE never matches across)
 GRAM_LENGTH = 40
@@ -153,7 +153,7 @@ def syllables() -> frozenset[str]:
     for readings in pinyin_dict.values():
         for reading in readings.split(","):
             plain = to_normal(reading)
-            if plain.isascii() and plain.isalpha():
+            if plain.isascii() and plain.isalpha() and any(v in plain for v in "aeiouv"):
                 found.add(plain)
     return frozenset(found)
 
@@ -161,6 +161,12 @@ def syllables() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def _syllable_prefixes() -> frozenset[str]:
     return frozenset(s[:i] for s in syllables() for i in range(1, len(s) + 1))
+
+
+def warm_up() -> None:
+    """Load the pinyin dictionaries and the syllable table now rather than in the first search."""
+    _syllable_prefixes()
+    pinyin_units("联华超市")
 
 
 def _name_grams(text: str) -> Iterator[str]:
@@ -470,8 +476,10 @@ def _branches(term: str) -> list[_Branch]:
                 whole = [_Gram(f"p:{a} {b}") for a, b in pairwise(parts[:-1])]
                 grams = (*whole, _Gram(f"p:{parts[-2]} {parts[-1]}", prefix=True))
             branches.append(_Branch(grams, term))
-        initials = [_Gram(f"i:{a}{b}") for a, b in pairwise(term)]
-        branches.append(_Branch(tuple(dict.fromkeys(initials)), term))
+        # initials have next to no vowels ("lhcs"); "hengxin" is not a run of initials
+        if sum(term.count(v) for v in "aeiouv") <= 1:
+            initials = [_Gram(f"i:{a}{b}") for a, b in pairwise(term)]
+            branches.append(_Branch(tuple(dict.fromkeys(initials)), term))
     digits = digits_of(term)
     if len(digits) >= MIN_DIGITS and re.fullmatch(r"[\d\s\-+()]+", term):
         branches.append(_Branch(tuple(_Gram(g) for g in dict.fromkeys(_digit_grams(digits))), digits))
@@ -548,9 +556,15 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
         else:
             dense.append(_body_contains(spec.kind, branch.check, model_.id))
     if text.replace("-", "").isalnum() and text.isascii():
+        code = text.upper()
         for name in spec.prefixes:
             column = getattr(model_, name)
-            sparse.append(select(model_.id).where(column.like(_like_prefix(text.upper()), escape="\\")))
+            if conn.dialect.name == "sqlite":
+                # SQLite's LIKE ignores case and so cannot use the index: a range in byte order does
+                found_code = and_(column >= code, column < code + "\U0010ffff")
+            else:
+                found_code = column.like(_like_prefix(code), escape="\\")
+            sparse.append(select(model_.id).where(found_code))
     conditions: list[ColumnElement[bool]] = []
     if sparse:
         conditions.append(model_.id.in_(union(*sparse) if len(sparse) > 1 else sparse[0]))

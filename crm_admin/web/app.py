@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from crm_admin import db
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
-from crm_admin.core import csrf, customer_records, formatting, i18n, params, sqladmin_compat
+from crm_admin.core import csrf, customer_records, formatting, i18n, params, search, sqladmin_compat
 from crm_admin.core.errors import UserError
 from crm_admin.imports import registry as import_registry
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
@@ -150,6 +153,15 @@ class RefusalsAreNotFaults(logging.Filter):
         return True
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: Any) -> AsyncIterator[None]:
+    """The job scheduler runs while the app serves; the pinyin dictionaries load in the background
+    (about 0.3 s) so that the first search does not wait for them."""
+    threading.Thread(target=search.warm_up, name="search-warm-up", daemon=True).start()
+    async with scheduler_lifespan(app):
+        yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
@@ -170,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     import_registry.load_all()  # every module's importer
 
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=scheduler_lifespan)  # the job scheduler runs while the app serves
+                  lifespan=_lifespan)
     app.add_middleware(RequestMiddleware)
     # outermost: the error pages written by RequestMiddleware get the headers too
     app.add_middleware(SecurityHeadersMiddleware, https=settings.serves_https)
