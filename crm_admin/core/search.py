@@ -567,14 +567,7 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
             sparse.append(select(model_.id).where(found_code))
     conditions: list[ColumnElement[bool]] = []
     if sparse:
-        candidates = union(*sparse) if len(sparse) > 1 else sparse[0]
-        # found once here, the ids serve the page and its count alike (each would otherwise run the
-        # look-up again); the caller's statement applies the scope to them
-        ids = list(conn.execute(candidates.limit(SPARSE_LIMIT + 1)).scalars())
-        if len(ids) <= SPARSE_LIMIT:
-            conditions.append(model_.id.in_(sorted(ids)) if ids else false())
-        else:
-            conditions.append(model_.id.in_(candidates))
+        conditions.append(model_.id.in_(union(*sparse) if len(sparse) > 1 else sparse[0]))
     conditions.extend(dense)
     if not conditions:
         return false()
