@@ -23,6 +23,7 @@ Modules register what they make searchable (``register``); every ORM write keeps
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 from markupsafe import Markup, escape
 from pypinyin import lazy_pinyin
@@ -115,10 +116,10 @@ def registered() -> list[Searchable]:
 # ----- text → units → grams ----------------------------------------------------------------------
 
 def normalise(text: str | None) -> str:
-    """Full-width to half-width, lower case, no surrounding or repeated white space."""
+    """Full-width to half-width, lower case, no white space ("联华 超市" finds 联华超市 and back)."""
     if not text:
         return ""
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    return "".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
 def digits_of(text: str | None) -> str:
@@ -530,6 +531,22 @@ def _body_contains(kind: int, text: str, row_id: Any) -> ColumnElement[bool]:
                           doc.c.body.like(_like_contains(text), escape="\\"))
 
 
+def _candidates(conn: Connection, model: Any, found: Any) -> ColumnElement[bool]:
+    """``model.id`` among what ``found`` selects. The ids are read once here, so that the page and its
+    count do not each run the look-up again (the caller's statement applies the scope to them). On
+    SQLite they go in as one JSON array read by ``json_each``: given a long ``IN (…)`` list next to a
+    scope condition, its planner would try every pair of (customer, id) in a two-column index."""
+    ids = list(conn.execute(found.limit(SPARSE_LIMIT + 1)).scalars())
+    if len(ids) > SPARSE_LIMIT:
+        return cast(ColumnElement[bool], model.id.in_(found))
+    if not ids:
+        return false()
+    if conn.dialect.name == "sqlite":
+        each = func.json_each(json.dumps(sorted(ids))).table_valued("value")
+        return cast(ColumnElement[bool], model.id.in_(select(each.c.value)))
+    return cast(ColumnElement[bool], model.id.in_(sorted(ids)))
+
+
 def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool] | None:
     """A condition on ``model`` true for the records ``term`` finds; ``None`` when there is nothing to
     search for. Add it to an already scoped statement: it only ever narrows."""
@@ -551,7 +568,8 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
             stmt = select(SearchGram.row_id).where(SearchGram.kind == spec.kind, first.condition())
             for _, _, gram in counted[1:]:
                 stmt = stmt.where(_has_gram(spec.kind, gram, SearchGram.row_id))
-            stmt = stmt.where(_body_contains(spec.kind, branch.check, SearchGram.row_id))
+            if len(branch.grams) > 1:  # one gram alone already says the text is there
+                stmt = stmt.where(_body_contains(spec.kind, branch.check, SearchGram.row_id))
             sparse.append(stmt)
         else:
             dense.append(_body_contains(spec.kind, branch.check, model_.id))
@@ -567,7 +585,7 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
             sparse.append(select(model_.id).where(found_code))
     conditions: list[ColumnElement[bool]] = []
     if sparse:
-        conditions.append(model_.id.in_(union(*sparse) if len(sparse) > 1 else sparse[0]))
+        conditions.append(_candidates(conn, model_, union(*sparse) if len(sparse) > 1 else sparse[0]))
     conditions.extend(dense)
     if not conditions:
         return false()

@@ -46,3 +46,9 @@ def test_every_searchable_model_is_registered_by_its_module() -> None:
     names = {spec.model.__name__ for spec in search.registered()}
     assert {"Customer", "Linkman", "Product"} <= names
     assert len({spec.kind for spec in search.registered()}) == len(search.registered())
+
+
+def test_spaces_and_full_width_letters_do_not_matter() -> None:
+    _, grams = search.document(_spec(), {"name": "联华 超市 ＡＢＣ"})
+    assert "t:华超" in grams and "t:ab" in grams
+    assert search.normalise(" 联华  超市 ") == "联华超市"
