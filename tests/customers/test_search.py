@@ -127,3 +127,9 @@ def test_index_follows_every_write_and_equals_a_rebuild(make_user: Any, make_cus
         assert conn.execute(select(Customer.id).where(search.match(conn, Customer, "6611"))).all() == []
         assert conn.execute(select(Linkman.name).where(search.match(conn, Linkman, "xiaoming"))).all() == [
             ("王小明",)]
+
+
+def test_the_search_box_says_what_it_finds_in_both_languages(admin_client: Any) -> None:
+    assert "拼音或首字母" in admin_client.get("/admin/customer/list").text
+    admin_client.cookies.set("crm_lang", "en")
+    assert "its pinyin or initials" in admin_client.get("/admin/customer/list").text
