@@ -112,6 +112,7 @@ def test_index_follows_every_write_and_equals_a_rebuild(make_user: Any, make_cus
         nanjing.name = "南京华联商厦有限公司"  # renamed
         chongqing.phone = None  # phone cleared
         session.add(Linkman(customer_id=shanghai.id, name="王小明", mobile="13700002222"))
+        session.add(Linkman(customer_id=nanjing.id, name="赵六", mobile="13600003333"))  # goes with its customer
     with acting_as(SYSTEM), db.transaction() as session:
         service.merge_customers(session, admin, keep_id=shanghai.id, drop_id=chongqing.id)
     with acting_as(SYSTEM), db.transaction() as session:
@@ -125,6 +126,7 @@ def test_index_follows_every_write_and_equals_a_rebuild(make_user: Any, make_cus
     with db.get_engine().connect() as conn:
         assert conn.execute(select(Customer.id).where(search.match(conn, Customer, "华联"))).all() == []
         assert conn.execute(select(Customer.id).where(search.match(conn, Customer, "6611"))).all() == []
+        assert conn.execute(select(Linkman.id).where(search.match(conn, Linkman, "zhaoliu"))).all() == []
         assert conn.execute(select(Linkman.name).where(search.match(conn, Linkman, "xiaoming"))).all() == [
             ("王小明",)]
 
