@@ -53,7 +53,7 @@ class OrderAdmin(CrmModelView, model=CustomerOrder):
     column_default_sort = [(CustomerOrder.order_date, True)]
     form_columns = ["customer", "order_date", "status", "remark"]
     form_overrides = {"status": SelectField}
-    form_args = {"status": {"choices": list(service.STATUS_LABELS.items()), "default": "confirmed"}}
+    form_args = {"status": {"choices": service.STATUS_LABELS.choices, "default": "confirmed"}}
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from crm_admin.core import limits
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.formatting import day_start_utc
+from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped
 from crm_admin.customers.models import Customer
@@ -19,7 +20,7 @@ from crm_admin.customers.service import _local_month, allocate_sequence, clean, 
 from crm_admin.orders.models import ORDER_STATUSES, CustomerOrder, OrderItem
 from crm_admin.products.models import Product
 
-STATUS_LABELS = {"draft": "草稿", "confirmed": "已确认", "completed": "已完成", "cancelled": "已取消"}
+STATUS_LABELS = Labels({"draft": "草稿", "confirmed": "已确认", "completed": "已完成", "cancelled": "已取消"})
 MAX_QUANTITY = 10_000_000
 
 
