@@ -33,6 +33,7 @@ from crm_admin.core.errors import (
 )
 from crm_admin.core.formatting import TYPE_FORMATTERS
 from crm_admin.core.forms import CrmForm, CrmModelConverter
+from crm_admin.core.i18n import tr
 from crm_admin.core.listing import CappedListMixin
 from crm_admin.core.params import parse_id, parse_int, parse_page
 from crm_admin.core.principal import Principal
@@ -338,7 +339,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
     @property
     def search_hint(self) -> str:
         """What the search box finds, when the model is in the search index."""
-        return "名称(任意部分)、拼音或首字母、电话或编号中的数字" if search.searchable(self.model) else ""
+        return tr("名称(任意部分)、拼音或首字母、电话或编号中的数字") if search.searchable(self.model) else ""
 
     def search_query(self, stmt: Select[Any], term: str) -> Select[Any]:
         if search.searchable(self.model) is None:
