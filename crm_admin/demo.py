@@ -391,7 +391,7 @@ def _care(session: Session, rng: random.Random, customers: list[Customer], linkm
     if working[38:39]:
         customer = working[38]
         session.add(CustomerCare(customer_id=customer.id, care_type="visit", due_date=today - dt.timedelta(days=10),
-                                 detail="上门拜访", feedback="客户出差,改期", status="cancelled",
+                                 detail="约好上门拜访", feedback="客户出差,改期", status="cancelled",
                                  manager_id=customer.manager_id, origin="manual"))
     session.flush()
     scan = _optional("crm_admin.care.service", "scan_birthdays")

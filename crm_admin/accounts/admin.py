@@ -30,7 +30,9 @@ from crm_admin.accounts.service import (
 from crm_admin.core import audit
 from crm_admin.core.audit import INFO_SILENT
 from crm_admin.core.errors import Forbidden, UserError
-from crm_admin.core.permissions import SCOPE_LABELS, bump_policy_version
+from crm_admin.core.formatting import code_cell
+from crm_admin.core.i18n import Labels, tr
+from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS, bump_policy_version
 from crm_admin.core.routes import SIGNED_IN, route
 from crm_admin.core.scope import sees_everyone
 from crm_admin.core.views import CrmModelView, principal_of
@@ -48,6 +50,7 @@ class UserAdmin(CrmModelView, model=SysUser):
         "username": "用户名", "real_name": "姓名", "dept": "部门", "phone": "电话", "email": "邮箱",
         "is_active": "启用", "must_change_password": "须修改密码", "failed_logins": "连续失败次数",
         "locked_until": "锁定至", "last_login_at": "最近登录", "last_login_ip": "最近登录 IP",
+        "last_failed_login_at": "最近登录失败",
         "created_at": "创建时间", "updated_at": "更新时间",
     }
     column_details_exclude_list = ["password_hash", "session_epoch"]
@@ -109,13 +112,15 @@ class RoleAdmin(CrmModelView, model=SysRole):
     icon = "fa-solid fa-user-shield"
     category = "系统管理"
     column_list = [SysRole.code, SysRole.name, SysRole.data_scope, SysRole.is_active]
+    column_formatters_detail = column_formatters = {
+        "code": lambda m, a: code_cell(m.code),
+        "data_scope": lambda m, a: SCOPE_LABELS.get(m.data_scope, m.data_scope),
+    }
     column_labels = {"code": "角色编码", "name": "角色名称", "data_scope": "数据范围", "is_active": "启用",
                      "remark": "备注", "created_at": "创建时间", "updated_at": "更新时间"}
     form_excluded_columns = ["created_at", "updated_at"]
     form_overrides = {"data_scope": SelectField}
-    form_args = {"data_scope": {"choices": [(k, v) for k, v in SCOPE_LABELS.items()], "label": "数据范围"}}
-    column_formatters = {"data_scope": lambda m, a: SCOPE_LABELS.get(m.data_scope, m.data_scope)}
-    column_formatters_detail = {"data_scope": lambda m, a: SCOPE_LABELS.get(m.data_scope, m.data_scope)}
+    form_args = {"data_scope": {"choices": SCOPE_LABELS.choices, "label": "数据范围"}}
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
@@ -164,6 +169,17 @@ class RoleAdmin(CrmModelView, model=SysRole):
                          detail=f"删除角色“{obj.name}”及其 {len(dropped)} 条权限")
 
 
+RULE_KINDS = Labels({"p": "权限", "g": "角色分配"})
+
+
+def _policy_word(words: Labels, value: str | None) -> Any:
+    if not value:
+        return ""
+    if value == "*":
+        return tr("全部")
+    return words[value] if value in words else code_cell(value)
+
+
 class PolicyAdmin(CrmModelView, model=CasbinRule):
     name = "权限策略"
     name_plural = "权限策略"
@@ -172,8 +188,17 @@ class PolicyAdmin(CrmModelView, model=CasbinRule):
     can_create = False
     can_edit = False
     can_delete = False
-    column_list = [CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2]
-    column_labels = {"ptype": "类型", "v0": "主体", "v1": "资源/角色", "v2": "操作"}
+    column_list = [CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3]
+    column_details_list = column_list
+    column_labels = {"ptype": "类型", "v0": "主体", "v1": "资源/角色", "v2": "操作", "v3": "数据范围"}
+    # a stored line reads in words: the resource, action and scope by name; subjects stay codes
+    column_formatters = {
+        "ptype": lambda m, a: RULE_KINDS.get(m.ptype, m.ptype),
+        "v0": lambda m, a: code_cell(m.v0),
+        "v1": lambda m, a: _policy_word(RESOURCES, m.v1) if m.ptype == "p" else code_cell(m.v1),
+        "v2": lambda m, a: _policy_word(ACTIONS, m.v2) if m.ptype == "p" else "",
+        "v3": lambda m, a: _policy_word(SCOPE_LABELS, m.v3) if m.ptype == "p" else "",
+    }
 
     def is_visible(self, request: Request) -> bool:
         return False  # the 角色权限 page (PolicyPage) is the menu entry

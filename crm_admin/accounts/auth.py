@@ -32,6 +32,7 @@ from crm_admin.core.asgi import HttpMiddleware
 from crm_admin.core.context import Actor, set_actor
 from crm_admin.core.errors import plain_page
 from crm_admin.core.formatting import format_datetime
+from crm_admin.core.permissions import ACTIONS
 from crm_admin.core.principal import Principal, load_principal
 from crm_admin.core.views import VIEW_RESOURCES, permission_action
 from crm_admin.db import session_factory, transaction, utcnow
@@ -188,12 +189,18 @@ async def _audit_denied(scope: Scope) -> None:
     try:
         await anyio.to_thread.run_sync(
             lambda: audit.record_now("permission_denied", resource=resource[:64],
-                                     detail=f"{permission_action(action) or 'open'}: {detail}"[:1000],
+                                     detail=f"{_attempted(action)}: {detail}"[:1000],
                                      success=False, actor=actor)
         )
     except Exception:  # the refusal stands even if the audit write fails; it is logged
 
         logging.getLogger(__name__).exception("could not audit a permission denial")
+
+
+def _attempted(action: str) -> str:
+    """What the refused request tried, in words (the log is read by people): 查看, 编辑 … or 打开."""
+    code = permission_action(action)
+    return ACTIONS.source.get(code, code) if code else "打开"
 
 
 def _check_login_sync(username: str, password: str, actor: Actor) -> tuple[int, int, str] | LoginResult:

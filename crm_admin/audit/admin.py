@@ -16,21 +16,22 @@ from starlette.responses import Response
 
 from crm_admin.audit.models import AuditLog
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today
+from crm_admin.core.i18n import Labels
 from crm_admin.core.params import parse_date, parse_id
 from crm_admin.core.permissions import RESOURCES
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView
 from crm_admin.db import session_factory
 
-ACTION_LABELS = {
+ACTION_LABELS = Labels({
     "login": "登录", "login_failed": "登录失败", "logout": "退出", "lockout": "账号锁定",
     "create": "新增", "update": "修改", "delete": "删除", "transfer": "客户转移", "import": "导入",
     "export": "导出", "policy_change": "权限变更", "permission_denied": "越权访问",
     "password_change": "修改密码", "password_reset": "重置密码", "user_enable": "启用用户",
     "user_disable": "停用用户", "user_unlock": "解除锁定", "merge": "合并客户", "run_job": "运行定时任务",
-}
+})
 # what an audit row may name besides the resources a permission names
-_OTHER_RESOURCES = {"csrf": "安全令牌校验", "saved_query": "常用查询", "session": "登录会话"}
+_OTHER_RESOURCES = Labels({"csrf": "安全令牌校验", "import": "数据导入", "saved_query": "常用查询", "session": "登录会话"})
 
 
 def action_label(code: str | None) -> str:

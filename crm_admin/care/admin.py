@@ -21,6 +21,7 @@ from crm_admin.core.errors import UserError
 from crm_admin.core.formatting import format_date as fmt_date
 from crm_admin.core.formatting import format_datetime as fmt_dt
 from crm_admin.core.formatting import local_now, local_today
+from crm_admin.core.i18n import Labels
 from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.params import parse_id, parse_int, parse_local_datetime, parse_page
 from crm_admin.core.principal import Principal
@@ -32,7 +33,7 @@ from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary import service as dictionary
 from crm_admin.dictionary.service import DictSelectField
 
-CARE_ORIGIN_LABELS = {"birthday": "生日扫描", "plan": "关怀计划", "manual": "手工录入"}
+CARE_ORIGIN_LABELS = Labels({"birthday": "生日扫描", "plan": "关怀计划", "manual": "手工录入"})
 
 
 def _check_linkman(session: Session, customer_id: int | None, linkman_id: int | None) -> None:

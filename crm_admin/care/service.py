@@ -23,13 +23,14 @@ from crm_admin.contacts.service import birthday_keys
 from crm_admin.core import audit, search
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.formatting import to_local
+from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, owner_clause, scoped, sees_everyone, sees_several_users
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.dictionary import service as dictionary
 
-CARE_STATUS_LABELS = {"pending": "待执行", "done": "已完成", "cancelled": "已取消"}
+CARE_STATUS_LABELS = Labels({"pending": "待执行", "done": "已完成", "cancelled": "已取消"})
 
 
 def care_status_label(status: str, *, executed: bool) -> str:

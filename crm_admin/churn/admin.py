@@ -42,8 +42,8 @@ class ChurnRuleAdmin(CrmModelView, model=ChurnRule):
     form_columns = ["name", "metric", "threshold", "risk_level", "is_active"]
     form_overrides = {"metric": SelectField, "risk_level": SelectField}
     form_args = {
-        "metric": {"choices": list(service.METRIC_LABELS.items())},
-        "risk_level": {"choices": list(service.LEVEL_LABELS.items())},
+        "metric": {"choices": service.METRIC_LABELS.choices},
+        "risk_level": {"choices": service.LEVEL_LABELS.choices},
         "threshold": {"description": "天数规则填天数(如 90);下降规则填百分比(如 50 表示下降 50% 及以上)"},
     }
 

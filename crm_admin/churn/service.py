@@ -33,6 +33,7 @@ from crm_admin.churn.models import CHURN_METRICS, RISK_LEVELS, ChurnAlert, Churn
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.formatting import local_today, to_local
+from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped
 from crm_admin.customers.models import Customer
@@ -41,14 +42,14 @@ from crm_admin.dictionary import service as dictionary
 from crm_admin.followups.models import FollowUp
 from crm_admin.orders.models import CustomerOrder
 
-METRIC_LABELS = {
+METRIC_LABELS = Labels({
     "days_since_contact": "未联系天数",
     "days_since_order": "未下单天数",
     "order_amount_drop_pct": "订单金额环比下降(%)",
-}
-LEVEL_LABELS = {"medium": "中风险", "high": "高风险"}
-STATUS_LABELS = {"open": "待处理", "following": "跟进中", "retained": "已挽回", "lost": "已流失",
-                 "dismissed": "已解除"}
+})
+LEVEL_LABELS = Labels({"medium": "中风险", "high": "高风险"})
+STATUS_LABELS = Labels({"open": "待处理", "following": "跟进中", "retained": "已挽回", "lost": "已流失",
+                 "dismissed": "已解除"})
 COUNTED_ORDER_STATUSES = ("confirmed", "completed")
 TEXT_MAX = 2000
 

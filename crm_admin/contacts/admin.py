@@ -21,10 +21,13 @@ from crm_admin.contacts.service import (
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.formatting import local_today
+from crm_admin.core.i18n import blank_choice
 from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 
-GENDER_CHOICES = [("", "— 请选择 —"), *GENDERS.items()]
+
+def gender_choices() -> list[tuple[str, str]]:
+    return [blank_choice(), *GENDERS.items()]
 
 
 class UpcomingBirthdays(StaticValuesFilter):
@@ -75,7 +78,7 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
     form_columns = ["customer", "name", "gender", "position", "mobile", "phone", "email", "birthday",
                     "is_primary", "remark"]
     form_overrides = {"gender": SelectField}
-    form_args = {"gender": {"choices": GENDER_CHOICES}}
+    form_args = {"gender": {"choices": gender_choices}}
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
 
     def sort_query(self, stmt: Select[Any], request: Request) -> Select[Any]:

@@ -12,12 +12,13 @@ from sqlalchemy.orm import Session
 
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import MOBILE_RE, clean, is_email, is_phone, normalize_phone
 
-GENDERS = {"male": "男", "female": "女"}
+GENDERS = Labels({"male": "男", "female": "女"})
 GENDER_VALUES = {"男": "male", "女": "female", "male": "male", "female": "female", "m": "male", "f": "female"}
 _LENGTHS = {"name": (64, "姓名"), "position": (64, "职位"), "phone": (32, "电话"), "mobile": (32, "手机"),
             "email": (128, "邮箱")}

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
 from sqlalchemy import ColumnElement, Date, Integer, literal_column
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -98,6 +99,14 @@ def format_bool(value: bool | None) -> str:
     if value is None:
         return ""
     return gettext("是") if value else gettext("否")
+
+
+def code_cell(value: Any) -> Markup:
+    """A code someone typed (a role code, a dictionary value), shown as a code: ``<code>sales_lead</code>``.
+
+    Screens show words, not codes; where the code itself is what the screen is about (the dictionary,
+    the roles) it is set apart so that nobody takes it for a label (escaped: it is user data)."""
+    return Markup('<code class="crm-code">{}</code>').format("" if value is None else value)
 
 
 def _empty(_value: Any) -> str:

@@ -14,6 +14,7 @@ file of a locale is merged into one catalog at start-up; no compile step.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,38 @@ class WTFormsTranslations:
 
 
 WTFORMS_TRANSLATIONS = WTFormsTranslations()
+
+
+class Labels(Mapping[str, str]):
+    """How stored codes read: ``{"following": "跟进中"}``, each word translated when it is read.
+
+    Module-level label maps are built once at import time, outside any request; a plain dict would
+    keep them Chinese on an English screen. ``LABELS.get(code, code)``, ``LABELS[code]``,
+    ``.items()`` and ``.values()`` answer in the current request's language. The Chinese words are
+    collected for the English catalog (crm_admin/web/catalog.py). ``source`` keeps the Chinese map
+    (for reading spreadsheets, which accept the Chinese words whatever the screen's language).
+    """
+
+    def __init__(self, words: Mapping[str, str]) -> None:
+        self.source: dict[str, str] = dict(words)
+
+    def __getitem__(self, code: str) -> str:
+        return tr(self.source[code])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __repr__(self) -> str:
+        return f"Labels({self.source!r})"
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(code, word) pairs for a drop-down, in the current language."""
+        return list(self.items())
+
+
+def blank_choice() -> tuple[str, str]:
+    """The empty first option of a drop-down, in the current language."""
+    return ("", gettext("— 请选择 —"))

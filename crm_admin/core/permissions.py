@@ -20,6 +20,7 @@ from casbin.model import Model
 from casbin.persist.adapter import Adapter
 from sqlalchemy import Connection, select, update
 
+from crm_admin.core.i18n import Labels
 from crm_admin.core.models import CasbinRule, SysMeta, SysRole
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ MODEL_PATH = ROOT / "rbac_model.conf"
 
 POLICY_VERSION_KEY = "policy_version"
 
-ACTIONS: dict[str, str] = {
+ACTIONS = Labels({
     "list": "列表",
     "view": "查看",
     "create": "新增",
@@ -38,7 +39,7 @@ ACTIONS: dict[str, str] = {
     "transfer": "转移",
     "assign": "分配",
     "merge": "合并",
-}
+})
 # Actions that only make sense on some resources: one (resource, action) per business action (moving
 # customers is ``customer`` / ``transfer``, not ``transfer`` / ``transfer``). The grid offers them only
 # there, and the editor refuses them elsewhere.
@@ -55,7 +56,7 @@ def applicable(resource: str, action: str) -> bool:
     return only is None or resource in only
 
 # Every resource a permission can name, with its label in the policy editor.
-RESOURCES: dict[str, str] = {
+RESOURCES = Labels({
     "dashboard": "首页",
     "customer": "客户",
     "linkman": "联系人",
@@ -77,10 +78,10 @@ RESOURCES: dict[str, str] = {
     "dict": "数据字典",
     "audit": "审计日志",
     "job": "定时任务",
-}
+})
 
 SCOPE_ORDER = ("self", "dept", "dept_tree", "all")
-SCOPE_LABELS = {"all": "全部数据", "dept_tree": "本部门及下级", "dept": "本部门", "self": "仅本人"}
+SCOPE_LABELS = Labels({"all": "全部数据", "dept_tree": "本部门及下级", "dept": "本部门", "self": "仅本人"})
 
 
 def user_subject(user_id: int) -> str:

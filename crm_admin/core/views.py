@@ -23,7 +23,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from crm_admin.core import limits, search, sqladmin_compat
+from crm_admin.core import limits, search, sqladmin_compat, vocabulary
 from crm_admin.core.errors import (
     Conflict,
     Forbidden,
@@ -33,6 +33,7 @@ from crm_admin.core.errors import (
 )
 from crm_admin.core.formatting import TYPE_FORMATTERS
 from crm_admin.core.forms import CrmForm, CrmModelConverter
+from crm_admin.core.i18n import tr
 from crm_admin.core.listing import CappedListMixin
 from crm_admin.core.params import parse_id, parse_int, parse_page
 from crm_admin.core.principal import Principal
@@ -237,6 +238,10 @@ class CrmBaseView(ScopedAccess, BaseView):
         return self.has_permission(request, "list")
 
 
+# the bookkeeping columns every table has, named the same way on every details page
+DEFAULT_LABELS = {"created_at": "创建时间", "updated_at": "更新时间"}
+
+
 class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
     page_size = 20
     page_size_options: ClassVar[list[int]] = [20, 50, 100]
@@ -258,6 +263,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             type(self).resource = getattr(model, "__resource__", "") or model.__tablename__
         type(self).form_ajax_refs = self._scoped_ajax_refs()
         type(self).form_widget_args = self._narrowed_widget_args()
+        self._word_formatters()
         super().__init__()
         # pickers over searchable models find by any part of the name, pinyin, digits
         sqladmin_compat.search_lookups(self, lambda m: search.searchable(m) is not None, search.match_now)
@@ -282,8 +288,35 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             return str(request.url_for(self.own_form_routes[1], pk=obj.id))
         return str(sqladmin_compat.build_url_for(self, "admin:edit", request, obj))
 
+    @classmethod
+    def _word_formatters(cls) -> None:
+        """A coded value reads as a word on the list and the details page alike: a dictionary column
+        (``info={"dict": …}``) shows its label unless the view formats it, and the details page uses
+        the list's formatters unless it has its own."""
+        mapper: Any = inspect(cls.model)
+        formatters: dict[Any, Any] = dict(cls.column_formatters or {})
+        named = {getattr(key, "key", key) for key in formatters}
+        for column in mapper.columns:
+            type_code = column.info.get("dict")
+            if type_code and column.key not in named:
+                formatters[column.key] = (
+                    lambda m, a, key=column.key, t=type_code: vocabulary.label(t, getattr(m, key) or ""))
+        cls.column_formatters = formatters
+        detail: dict[Any, Any] = dict(cls.column_formatters_detail or {})
+        named_detail = {getattr(key, "key", key) for key in detail}
+        for key, fn in formatters.items():
+            if getattr(key, "key", key) not in named_detail:
+                detail[key] = fn
+        cls.column_formatters_detail = detail
+        labels = dict(cls.column_labels or {})
+        named_labels = {getattr(key, "key", key) for key in labels}
+        for key, label in DEFAULT_LABELS.items():
+            if key not in named_labels and key in mapper.columns:
+                labels[key] = label
+        cls.column_labels = labels
+
     # internal columns a person has no use for on a details page
-    HIDDEN_DETAILS = frozenset({"version", "birthday_md", "name_key", "open_key"})
+    HIDDEN_DETAILS = frozenset({"version", "birthday_md", "name_key", "open_key", "task_key"})
 
     def get_details_columns(self) -> list[str]:
         """SQLAdmin's details by default show every column, ids included ("manager_id 4", "id 57"): unless a
@@ -323,7 +356,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
     @property
     def search_hint(self) -> str:
         """What the search box finds, when the model is in the search index."""
-        return "名称(任意部分)、拼音或首字母、电话或编号中的数字" if search.searchable(self.model) else ""
+        return tr("名称(任意部分)、拼音或首字母、电话或编号中的数字") if search.searchable(self.model) else ""
 
     def search_query(self, stmt: Select[Any], term: str) -> Select[Any]:
         if search.searchable(self.model) is None:

@@ -113,7 +113,7 @@ class CustomerAdmin(CrmModelView, model=Customer):
         "industry": {"dict_type": "industry"},
         "source": {"dict_type": "customer_source"},
         "level": {"dict_type": "customer_level"},
-        "status": {"choices": pages.STATUS_CHOICES, "default": "potential"},
+        "status": {"choices": STATUS_LABELS.choices, "default": "potential"},
         "credit_code": {"description": "18 位统一社会信用代码,系统会校验校验位"},
     }
     form_ajax_refs = {"manager": assignable_ref(["real_name", "username"], order_by="username")}

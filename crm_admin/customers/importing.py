@@ -20,7 +20,7 @@ from crm_admin.dictionary.cells import dict_cell
 from crm_admin.imports.registry import register
 from crm_admin.imports.spec import Column, ImportContext, ImportSpec, Row, RowError
 
-STATUS_BY_LABEL = {**{v: k for k, v in STATUS_LABELS.items()}, **{k: k for k in STATUS_LABELS}}
+STATUS_BY_LABEL = {**{v: k for k, v in STATUS_LABELS.source.items()}, **{k: k for k in STATUS_LABELS}}
 
 
 class CustomerImport(ImportSpec):
@@ -51,7 +51,7 @@ class CustomerImport(ImportSpec):
         for key, type_code in service.DICT_FIELDS.items():
             label = service.FIELD_LABELS[key]
             out.append(f"{label}可选:" + "、".join(e.label for e in entries(type_code)))
-        out.append("状态可选:" + "、".join(STATUS_LABELS.values()))
+        out.append("状态可选:" + "、".join(STATUS_LABELS.source.values()))
         out.append("同一文件内或与系统中已有客户名称相同/相近(忽略空格、全半角、有限公司等后缀)、电话相同、"
                    "信用代码相同的行不会导入,并在错误表中说明。")
         return out
@@ -106,7 +106,7 @@ class CustomerImport(ImportSpec):
             values[key] = dict_cell(type_code, row.text(key), service.FIELD_LABELS[key])
         status_text = row.text("status")
         if status_text and status_text not in STATUS_BY_LABEL:
-            raise RowError(f"状态“{status_text}”无效(可选:{'、'.join(STATUS_LABELS.values())})")
+            raise RowError(f"状态“{status_text}”无效(可选:{'、'.join(STATUS_LABELS.source.values())})")
         values["status"] = STATUS_BY_LABEL.get(status_text, "potential")
         for key in ("region", "address", "phone", "email", "website", "remark"):
             values[key] = row.text(key) or None

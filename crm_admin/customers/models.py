@@ -18,11 +18,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.core import search
+from crm_admin.core.i18n import Labels
 from crm_admin.core.scope import owned_by, register_scope_kind
 from crm_admin.db import Base, Timestamped
 
 CUSTOMER_STATUSES = ("potential", "active", "at_risk", "lost")
-STATUS_LABELS = {"potential": "潜在客户", "active": "成交客户", "at_risk": "流失风险", "lost": "已流失"}
+STATUS_LABELS = Labels({"potential": "潜在客户", "active": "成交客户", "at_risk": "流失风险", "lost": "已流失"})
 
 
 class Customer(Timestamped, Base):

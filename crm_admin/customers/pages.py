@@ -15,6 +15,7 @@ from starlette.datastructures import QueryParams
 
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.formatting import format_datetime
+from crm_admin.core.i18n import Labels, blank_choice
 from crm_admin.core.params import parse_id
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import depts_in_scope, users_in_scope
@@ -24,10 +25,9 @@ from crm_admin.customers.query import FILTER_PARAMS, CustomerQuery
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary.service import choices, label
 
-STATUS_CHOICES = [(k, v) for k, v in STATUS_LABELS.items()]
-SORTS = [("", "默认排序"), ("name:asc", "按名称"), ("created_at:desc", "按创建时间(新→旧)"),
-         ("created_at:asc", "按创建时间(旧→新)"), ("last_contact_at:desc", "按最近联系(近→远)"),
-         ("last_contact_at:asc", "按最近联系(远→近)")]
+SORTS = Labels({"": "默认排序", "name:asc": "按名称", "created_at:desc": "按创建时间(新→旧)",
+                "created_at:asc": "按创建时间(旧→新)", "last_contact_at:desc": "按最近联系(近→远)",
+                "last_contact_at:asc": "按最近联系(远→近)"})
 
 
 def filter_panel(principal: Principal, params: QueryParams) -> dict[str, Any]:
@@ -47,11 +47,11 @@ def filter_panel(principal: Principal, params: QueryParams) -> dict[str, Any]:
         "cq_industries": choices("industry"),
         "cq_sources": choices("customer_source"),
         "cq_levels": choices("customer_level"),
-        "cq_statuses": [("", "— 请选择 —"), *STATUS_CHOICES],
+        "cq_statuses": [blank_choice(), *STATUS_LABELS.choices()],
         "cq_managers": [(u.id, u.real_name or u.username) for u in users],
         "cq_depts": depts,
         "cq_saved": saved,
-        "cq_sorts": SORTS,
+        "cq_sorts": SORTS.choices(),
         "cq_sort": current_sort,
         "cq_query_string": urlencode([(k, v) for k, v in params.multi_items()
                                       if k not in ("page", "error", "message")]),

@@ -11,12 +11,14 @@ from starlette.responses import Response
 from crm_admin.core.formatting import day_start_utc, local_today
 from crm_admin.core.formatting import format_datetime as fmt_dt
 from crm_admin.core.formatting import format_money as fmt_money
+from crm_admin.core.i18n import Labels
 from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.principal import Principal
 from crm_admin.dashboard import service
 from crm_admin.db import session_factory
+from crm_admin.dictionary import service as dictionary
 
-LEVEL_LABELS = {"medium": "中风险", "high": "高风险"}
+LEVEL_LABELS = Labels({"medium": "中风险", "high": "高风险"})
 
 
 def _data(principal: Principal) -> dict[str, Any]:
@@ -27,10 +29,13 @@ def _data(principal: Principal) -> dict[str, Any]:
         "board": board,
         "today": today.isoformat(),
         "care_rows": [
-            {"customer_id": r.customer_id, "customer": r.customer, "linkman": r.linkman, "type": r.care_type_label, "executed": r.executed}
+            {"customer_id": r.customer_id, "customer": r.customer, "linkman": r.linkman, "type": dictionary.label("care_type", r.care_type), "executed": r.executed}
             for r in board.care_today_rows
         ],
-        "pipeline": [{**p, "amount": fmt_money(p["amount"])} for p in board.pipeline],
+        # the board is built (and cached) in a worker thread, outside the request's language: words are
+        # looked up here
+        "pipeline": [{**p, "label": dictionary.label("opportunity_stage", p["stage"]), "amount": fmt_money(p["amount"])}
+                     for p in board.pipeline],
         "pipeline_total": fmt_money(sum((p["amount"] for p in board.pipeline), start=0)),
         "at_risk": [{**c, "last_contact_at": fmt_dt(c["last_contact_at"]) or "—"} for c in board.at_risk],
         "alerts": [(LEVEL_LABELS.get(k, k), v) for k, v in sorted(board.alerts_open.items())],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -17,6 +18,8 @@ from starlette.responses import RedirectResponse, Response
 from wtforms import Form
 
 from crm_admin.core.errors import UserError
+from crm_admin.core.formatting import code_cell
+from crm_admin.core.i18n import tr
 from crm_admin.core.pages import run_sync
 from crm_admin.core.params import parse_id
 from crm_admin.core.routes import route
@@ -45,6 +48,8 @@ class DictTypeAdmin(CrmModelView, model=DictType):
     column_labels = {"code": "类型编码", "name": "类型名称", "remark": "备注", "is_active": "启用",
                      "created_at": "创建时间", "updated_at": "更新时间"}
     column_searchable_list = [DictType.code, DictType.name]
+    column_formatters = {"code": lambda m, a: code_cell(m.code), "name": lambda m, a: tr(m.name)}
+    column_formatters_detail = column_formatters
     form_excluded_columns = ["created_at", "updated_at"]
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
@@ -125,7 +130,9 @@ class DictItemAdmin(CrmModelView, model=DictItem):
     column_list = [DictItem.type_code, DictItem.value, DictItem.label, DictItem.sort, DictItem.is_active]
     column_labels = {"type_code": "字典类型", "value": "值", "label": "显示名称", "label_en": "英文名称",
                      "sort": "排序", "is_active": "启用", "created_at": "创建时间", "updated_at": "更新时间"}
-    column_formatters = {"type_code": lambda m, a: type_name(m.type_code)}
+    # the Chinese name is what this screen edits: on an English screen it is marked as Chinese text
+    column_formatters = {"type_code": lambda m, a: type_name(m.type_code), "value": lambda m, a: code_cell(m.value),
+                         "label": lambda m, a: Markup('<span lang="zh-CN">{}</span>').format(m.label or "")}
     column_formatters_detail = column_formatters
     column_searchable_list = [DictItem.type_code, DictItem.label, DictItem.value]
     column_sortable_list = [DictItem.type_code, DictItem.sort]

@@ -20,7 +20,7 @@ from wtforms.validators import ValidationError
 from crm_admin.accounts.models import SysMeta
 from crm_admin.core import discovery, vocabulary
 from crm_admin.core.errors import UserError
-from crm_admin.core.i18n import current_locale
+from crm_admin.core.i18n import blank_choice, current_locale, tr
 from crm_admin.db import Base, get_engine
 from crm_admin.dictionary.models import DictItem, DictType
 
@@ -94,14 +94,14 @@ def _rows(type_code: str) -> list[Entry]:
 def type_name(type_code: str) -> str:
     """How a dictionary type reads (行业), or its code when it has no name."""
     _cache.load()
-    return _cache.type_names.get(type_code, type_code)
+    return tr(_cache.type_names.get(type_code, type_code))
 
 
 def type_choices(current: str | None = None) -> list[tuple[str, str]]:
     """Every dictionary type for a drop-down, by name."""
     _cache.load()
-    out = [("", "— 请选择 —")]
-    out += sorted(((code, name) for code, name in _cache.type_names.items()), key=lambda c: c[1])
+    out = [blank_choice()]
+    out += sorted(((code, tr(name)) for code, name in _cache.type_names.items()), key=lambda c: c[1])
     if current and current not in _cache.type_names:
         out.append((current, current))
     return out
@@ -140,7 +140,7 @@ def label(type_code: str, value: str | None) -> str:
 
 def choices(type_code: str, current: str | None = None, *, blank: bool = True) -> list[tuple[str, str]]:
     """Active items for a drop-down, plus the record's current value when it has since been disabled."""
-    out = [("", "— 请选择 —")] if blank else []
+    out = [blank_choice()] if blank else []
     seen = set()
     for e in _rows(type_code):
         if e.is_active or e.value == current:

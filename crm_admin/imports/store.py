@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor
+from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.db import session_factory, transaction, utcnow
 from crm_admin.imports import chunks, registry
@@ -37,10 +38,10 @@ JOB_TTL_SECONDS = 6 * 3600
 RUNNING = ("queued", "validating", "applying")
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,32}")
 
-STATUS_LABELS = {
+STATUS_LABELS = Labels({
     "queued": "排队中", "validating": "正在校验", "validated": "校验完成", "applying": "正在导入",
     "done": "导入完成", "failed": "失败",
-}
+})
 STALE_MESSAGES = {
     "queued": "文件校验意外中断(服务可能已重启),没有任何数据被写入。请重新上传文件。",
     "validating": "文件校验意外中断(服务可能已重启),没有任何数据被写入。请重新上传文件。",

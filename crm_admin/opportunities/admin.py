@@ -27,8 +27,6 @@ from crm_admin.dictionary.service import DictSelectField, label
 from crm_admin.opportunities import service
 from crm_admin.opportunities.models import SalesOpportunity
 
-STATUS_CHOICES = list(service.STATUS_LABELS.items())
-
 
 class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
     name = "销售机会"
@@ -71,7 +69,7 @@ class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
     form_overrides = {"stage": DictSelectField, "status": SelectField, "version": HiddenField}
     form_args = {
         "stage": {"dict_type": "opportunity_stage"},
-        "status": {"choices": STATUS_CHOICES, "default": "open"},
+        "status": {"choices": service.STATUS_LABELS.choices, "default": "open"},
     }
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
     stale_message = "保存失败:该销售机会已被他人修改,请刷新页面查看最新内容后再修改(您填写的内容仍保留在下方)。"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import SysUser
 from crm_admin.core import limits
 from crm_admin.core.errors import Conflict, NotFound, UserError
+from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal, dept_subtree
 from crm_admin.core.scope import in_scope, scope_clause, scoped
 from crm_admin.customers.models import Customer
@@ -26,7 +27,7 @@ from crm_admin.opportunities.models import (
     SalesOpportunity,
 )
 
-STATUS_LABELS = {"open": "进行中", "won": "赢单", "lost": "丢单"}
+STATUS_LABELS = Labels({"open": "进行中", "won": "赢单", "lost": "丢单"})
 
 
 def to_decimal(value: Any, *, label: str = "金额", field_name: str = "amount",

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, selectinload
 from crm_admin.core import limits
 from crm_admin.core.errors import Conflict, NotFound, UserError
 from crm_admin.core.formatting import day_start_utc
+from crm_admin.core.i18n import Labels
 from crm_admin.core.params import parse_id, parse_int, read_date
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped
@@ -31,7 +32,7 @@ from crm_admin.db import utcnow
 from crm_admin.orders.models import NO_DISCOUNT, ORDER_STATUSES, CustomerOrder, OrderItem
 from crm_admin.products.models import Product
 
-STATUS_LABELS = {"draft": "草稿", "confirmed": "已确认", "completed": "已完成", "cancelled": "已取消"}
+STATUS_LABELS = Labels({"draft": "草稿", "confirmed": "已确认", "completed": "已完成", "cancelled": "已取消"})
 MAX_QUANTITY = 10_000_000
 MAX_LINES = 200
 CENT = Decimal("0.01")

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from crm_admin.core import search
+from crm_admin.core.formatting import format_bool
 from crm_admin.core.limits import filter_number
 from crm_admin.core.params import parse_int
 from crm_admin.core.views import CrmModelView
@@ -46,7 +47,7 @@ class ProductAdmin(CrmModelView, model=Product):
     column_formatters = {
         Product.category: lambda m, a: label("product_category", m.category),
         Product.price: lambda m, a: f"{m.price:,.2f}",
-        Product.is_active: lambda m, a: "是" if m.is_active else "否",
+        Product.is_active: lambda m, a: format_bool(m.is_active),
     }
     column_formatters_detail = {Product.category: lambda m, a: label("product_category", m.category)}
     column_searchable_list = [Product.name, Product.code]

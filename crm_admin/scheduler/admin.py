@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 
 from crm_admin.core import audit
 from crm_admin.core.formatting import format_datetime as fmt_dt
+from crm_admin.core.i18n import Labels, tr
 from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
@@ -17,7 +18,7 @@ from crm_admin.db import session_factory, transaction
 from crm_admin.scheduler import runner, service
 from crm_admin.scheduler.models import JobRun
 
-STATUS_LABELS = {"running": "运行中", "success": "成功", "failed": "失败", "skipped": "跳过"}
+STATUS_LABELS = Labels({"running": "运行中", "success": "成功", "failed": "失败", "skipped": "跳过"})
 
 
 class JobRunAdmin(CrmModelView, model=JobRun):
@@ -33,25 +34,32 @@ class JobRunAdmin(CrmModelView, model=JobRun):
     column_labels = {"job": "任务", "run_key": "运行批次", "started_at": "开始时间", "finished_at": "结束时间",
                      "status": "状态", "created_count": "生成数量", "detail": "详情", "host": "执行节点",
                      "created_at": "创建时间", "updated_at": "更新时间"}
-    column_formatters = {"status": lambda m, a: STATUS_LABELS.get(m.status, m.status)}
+    column_formatters = {"status": lambda m, a: STATUS_LABELS.get(m.status, m.status),
+                         "job": lambda m, a: job_label(m.job)}
     column_default_sort = [(JobRun.id, True)]
 
     def is_visible(self, request: Request) -> bool:
         return False  # reached from the scheduler page
 
 
+def job_label(name: str) -> str:
+    """A job by its name on the screen (生日关怀扫描), not its code (birthday_scan)."""
+    spec = service.jobs().get(name)
+    return tr(spec.label) if spec is not None else name
+
+
 def _overview() -> dict[str, Any]:
     nexts = runner.next_runs()
     with session_factory()() as session:
         jobs = [
-            {"name": j.name, "label": j.label, "time": j.time, "last_success_at": fmt_dt(j.last_success_at),
+            {"name": j.name, "label": tr(j.label), "time": j.time, "last_success_at": fmt_dt(j.last_success_at),
              "holder": j.holder or "", "next_run": fmt_dt(nexts.get(j.name)),
              "last_status": STATUS_LABELS.get(j.last_run["status"], "") if j.last_run else "",
              "last_detail": (j.last_run or {}).get("detail") or ""}
             for j in service.status_overview(session)
         ]
         runs = [
-            {"id": r.id, "job": service.jobs()[r.job].label if r.job in service.jobs() else r.job,
+            {"id": r.id, "job": job_label(r.job),
              "started_at": fmt_dt(r.started_at), "finished_at": fmt_dt(r.finished_at), "status": r.status,
              "status_label": STATUS_LABELS.get(r.status, r.status), "created": r.created_count,
              "detail": r.detail or "", "host": r.host or "", "run_key": r.run_key or ""}
@@ -91,7 +99,7 @@ class SchedulerPage(CrmBaseView):
             return Response("任务不存在。", status_code=404, media_type="text/plain; charset=utf-8")
         result = await run_sync(_run_now, name)
         label = STATUS_LABELS.get(result.status, result.status)
-        msg = f"{service.jobs()[name].label}:{label}。{result.detail}"
+        msg = f"{job_label(name)}:{label}。{result.detail}"
         back = str(request.url_for("admin:view-scheduler"))
         return RedirectResponse(f"{back}?{urlencode({'msg': msg})}", status_code=303)
 

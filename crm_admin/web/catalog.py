@@ -1,7 +1,8 @@
 """Which user-visible Chinese strings need an English translation, and which lack one.
 
 Collected: every admin view's ``name``, ``name_plural``, ``category`` and ``column_labels``
-values, ``@action`` labels and confirmation messages, and every Chinese literal passed to
+values, ``@action`` labels and confirmation messages, the words of every label map (``core.i18n.Labels``:
+statuses, risk levels, audit actions, resources …), the shipped dictionary types' names, and every Chinese literal passed to
 ``_()``, ``gettext()``, ``lazy_gettext()`` or ``tr()`` in our templates and Python code. The English
 catalog is ``crm_admin/locale/en/LC_MESSAGES/<module>.po`` (msgid = the Chinese text). Used by
 ``scripts/extract_messages.py`` and by tests/core/test_i18n.py, which fails when one is missing.
@@ -9,6 +10,9 @@ catalog is ``crm_admin/locale/en/LC_MESSAGES/<module>.po`` (msgid = the Chinese 
 
 from __future__ import annotations
 
+import importlib
+import json
+import pkgutil
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -90,9 +94,38 @@ def collect_views(found: Found) -> None:
                 found.add(value, module, f"{where}.@action.{key}")
 
 
+def collect_label_maps(found: Found) -> None:
+    """The words of every module-level ``Labels`` map: each is translated when a screen shows it."""
+    from crm_admin.core.i18n import Labels
+
+    for info in pkgutil.walk_packages([str(PACKAGE_DIR)], "crm_admin."):
+        if _SKIP_PARTS & set(info.name.split(".")) or info.name.endswith(".__main__"):
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # an optional driver missing: its module shows nothing
+            continue
+        path = Path(module.__file__ or "").resolve()
+        source = path.read_text(encoding="utf-8") if path.is_file() else ""
+        for name, value in vars(module).items():
+            if isinstance(value, Labels) and re.search(rf"^{name} = Labels\(", source, re.M):  # where it is defined
+                for code, text in value.source.items():
+                    found.add(text, module_of_path(path), f"{path.relative_to(PACKAGE_DIR)}:{name}[{code}]")
+
+
+def collect_seed(found: Found) -> None:
+    """The shipped dictionary types' names: shown through ``tr()``, so the seeded ones read in English."""
+    seed = PACKAGE_DIR.parent / "seed" / "dictionaries.json"
+    if seed.exists():
+        for entry in json.loads(seed.read_text(encoding="utf-8")):
+            found.add(str(entry.get("name", "")), "dictionary", f"seed/dictionaries.json:{entry.get('code')}")
+
+
 def collect() -> Found:
     found = Found()
     collect_views(found)
+    collect_label_maps(found)
+    collect_seed(found)
     collect_literals(found)
     return found
 

@@ -19,31 +19,22 @@ directive …"). Either one, or any uncaught page error, fails the test. (Playwr
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
-from sqladmin import ModelView
 from sqlalchemy.exc import OperationalError
-from starlette.routing import Match, Route
 
-from tests.browser.conftest import CHROMIUM_ARGS, _chromium_path, login
-from tests.conftest import ADMIN_PASSWORD
-from tests.demo_data import DEMO_PASSWORD
-
-# Role → a demo account holding it (crm-admin demo).
-ROLES = {
-    "admin": ("admin", ADMIN_PASSWORD),
-    "sales_lead": ("zhaomin", DEMO_PASSWORD),
-    "manager": ("zhangwei", DEMO_PASSWORD),
-    "readonly": ("sunli", DEMO_PASSWORD),
-}
-
-# SQLAdmin's own routes that answer with something other than a page.
-NOT_PAGES = {"statics", "export", "file_download", "file_preview", "ajax_lookup", "delete", "import"}
+from tests.browser.walk import (
+    Site,
+    Watch,
+    for_each_role,
+    open_as,
+    visit,
+    walk_everything,
+    with_own_browser,
+)
 
 REPORT_VIOLATIONS = """
 document.addEventListener('securitypolicyviolation', function (e) {
@@ -53,129 +44,41 @@ document.addEventListener('securitypolicyviolation', function (e) {
 """
 
 
-@dataclass
-class Watch:
-    """What the browser reported while one role used the site."""
+def _report_violations(context: Any, page: Any, watch: Watch) -> None:
+    """A violation is reported by the page's listener and by Chromium's console; a page error too."""
+    context.expose_binding("__cspViolation", lambda _source, text: watch.problems.append(
+        f"[{watch.role}] {text}"))
+    context.add_init_script(REPORT_VIOLATIONS)
 
-    role: str
-    problems: list[str] = field(default_factory=list)
-    visited: dict[tuple[str, ...], int] = field(default_factory=dict)  # route key → status
-    where: str = ""
-
-    def attach(self, context: Any, page: Any) -> None:
-        context.expose_binding("__cspViolation", lambda _source, text: self.problems.append(
-            f"[{self.role}] {text}"))
-        context.add_init_script(REPORT_VIOLATIONS)
-        page.on("console", self._console)
-        page.on("pageerror", lambda exc: self.problems.append(f"[{self.role}] {self.where}: JS error {exc}"))
-
-    def _console(self, msg: Any) -> None:
+    def console(msg: Any) -> None:
         if "Content Security Policy" in msg.text or "Content-Security-Policy" in msg.text:
-            self.problems.append(f"[{self.role}] {self.where}: console: {msg.text}")
+            watch.problems.append(f"[{watch.role}] {watch.where}: console: {msg.text}")
 
-
-class Site:
-    """The admin site's routes, read from the running app."""
-
-    def __init__(self, app: Any) -> None:
-        admin = app.state.admin
-        self.routes: list[Route] = [r for r in admin.admin.router.routes if isinstance(r, Route)]
-        self.model_identities: list[str] = [v.identity for v in admin.views if isinstance(v, ModelView)]
-        self.custom_pages = [
-            "/admin" + r.path for r in self.routes
-            if r.name.startswith("view-") and "{" not in r.path and "GET" in (r.methods or ())
-        ]
-
-    def route_key(self, path: str) -> tuple[str, ...] | None:
-        """(route name, identity) of an admin URL, or None if it is no page."""
-        if not path.startswith("/admin"):
-            return None
-        scope = {"type": "http", "path": path[len("/admin"):] or "/", "root_path": "", "method": "GET"}
-        for route in self.routes:
-            match, child = route.matches(scope)
-            if match is Match.FULL:
-                if route.name in NOT_PAGES:
-                    return None
-                identity = child.get("path_params", {}).get("identity", "")
-                return (route.name, identity) if identity else (route.name,)
-        return None
-
-
-def _visit(page: Any, watch: Watch, url: str) -> Any:
-    watch.where = url
-    try:
-        return page.goto(url)
-    except Exception as exc:  # a download (an export, a template) is no page
-        if "Download is starting" in str(exc):
-            return None
-        raise
-
-
-def _walk(page: Any, watch: Watch, site: Site, live_server: str, seeds: list[str]) -> None:
-    """Opens each seed, then every linked page whose route this role has not opened yet."""
-    queue: dict[tuple[str, ...], str] = {}  # route key → the first URL found for it
-
-    def enqueue(url: str) -> None:
-        key = site.route_key(urlsplit(url).path)
-        if key is not None and key not in watch.visited and key not in queue:
-            queue[key] = url
-
-    for url in seeds:
-        enqueue(url)
-    while queue:
-        key, url = next(iter(queue.items()))
-        del queue[key]
-        response = _visit(page, watch, url)
-        watch.visited[key] = response.status if response is not None else 0
-        if response is None:
-            continue
-        assert response.status < 500, f"[{watch.role}] {url}: {response.status}"
-        if not response.headers.get("content-type", "").startswith("text/html"):
-            continue
-        hrefs: list[str] = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
-        for href in hrefs:
-            absolute = urljoin(page.url, href)
-            if absolute.startswith(live_server + "/"):
-                enqueue(absolute[len(live_server):])
+    page.on("console", console)
+    page.on("pageerror", lambda exc: watch.problems.append(f"[{watch.role}] {watch.where}: JS error {exc}"))
 
 
 def _open_as(browser: Any, live_server: str, role: str) -> tuple[Any, Any, Watch]:
-    context = browser.new_context(base_url=live_server, locale="zh-CN",
-                                  viewport={"width": 1440, "height": 900}, timezone_id="Asia/Shanghai")
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    watch = Watch(role)
-    watch.attach(context, page)
-    watch.where = "/admin/login"
-    username, password = ROLES[role]
-    login(page, username, password)
-    return context, page, watch
+    return open_as(browser, live_server, role, prepare=_report_violations)
 
 
 def _use_site_as(role: str, site: Site, live_server: str, tmp_path: Path) -> Watch:
-    """One role's visit, in its own thread with its own browser (Playwright's sync API is
-    per thread): the four roles walk at once, which keeps the test well under a minute."""
-    from playwright.sync_api import sync_playwright
+    """One role's visit with its own browser: the four roles walk at once, which keeps the test
+    well under a minute."""
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium_path(), args=CHROMIUM_ARGS, headless=True)
-        try:
-            _context, page, watch = _open_as(browser, live_server, role)
-            seeds = ["/admin/", *site.custom_pages]
-            if role == "admin":
-                seeds += [f"/admin/{i}/{what}" for what in ("list", "create") for i in site.model_identities]
-            _walk(page, watch, site, live_server, seeds)
-            if role != "admin":  # the lists no link led to: the refusal page, mostly
-                _walk(page, watch, site, live_server, [f"/admin/{i}/list" for i in site.model_identities])
-                assert 403 in watch.visited.values(), role
-            if role == "admin":
-                _use_admin_widgets(page, watch, tmp_path)
-            if role == "manager":
-                _use_manager_widgets(page, watch)
-            page.evaluate("0")  # the last violation reports reach the test
-            return watch
-        finally:
-            browser.close()
+    def use(browser: Any) -> Watch:
+        _context, page, watch = _open_as(browser, live_server, role)
+        walk_everything(page, watch, site, live_server)
+        if role != "admin":
+            assert 403 in watch.visited.values(), role
+        if role == "admin":
+            _use_admin_widgets(page, watch, tmp_path)
+        if role == "manager":
+            _use_manager_widgets(page, watch)
+        page.evaluate("0")  # the last violation reports reach the test
+        return watch
+
+    return with_own_browser(use)
 
 
 def test_no_page_violates_the_content_security_policy(
@@ -184,9 +87,7 @@ def test_no_page_violates_the_content_security_policy(
 ) -> None:
     started = time.monotonic()
     site = Site(app)
-    with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:
-        futures = {role: pool.submit(_use_site_as, role, site, live_server, tmp_path) for role in ROLES}
-        watches = {role: future.result() for role, future in futures.items()}
+    watches = for_each_role(lambda role: _use_site_as(role, site, live_server, tmp_path))
 
     # the error pages last, once nobody else is walking: the 500/503 ones are faked in-process
     context, page, watch = _open_as(browser, live_server, "admin")
@@ -209,7 +110,7 @@ def test_no_page_violates_the_content_security_policy(
 
 def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
     # relation picker (select2 ajax): search, pick
-    _visit(page, watch, "/admin/follow-up/create")
+    visit(page, watch, "/admin/follow-up/create")
     page.locator(".select2-selection").first.click()
     page.keyboard.type("有限")
     page.wait_for_selector(".select2-results__option--selectable")
@@ -217,12 +118,12 @@ def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
 
     # date picker: the forms use the browser's own date input; SQLAdmin's flatpickr is loaded on
     # every page all the same, so it is opened once on a date field the way SQLAdmin would
-    _visit(page, watch, "/admin/linkman/create")
+    visit(page, watch, "/admin/linkman/create")
     page.evaluate("flatpickr(document.querySelector('input[name=birthday]'), {allowInput: true}).open()")
     page.click(".flatpickr-calendar.open .flatpickr-day:not(.prevMonthDay):not(.nextMonthDay) >> nth=9")
 
     # export menu and a download, a row's delete modal, the bulk-action menu and its modal
-    _visit(page, watch, "/admin/customer/list")
+    visit(page, watch, "/admin/customer/list")
     page.click("#export-menu")
     with page.expect_download():
         page.click("[aria-labelledby=export-menu] .dropdown-item >> nth=0")
@@ -244,7 +145,7 @@ def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
     assert "sortBy=" in page.url and "region=" not in page.url
 
     # churn charts, and a tooltip under the mouse on each
-    _visit(page, watch, "/admin/churn/analysis")
+    visit(page, watch, "/admin/churn/analysis")
     page.wait_for_selector("#chart-reasons canvas")
     for chart in ("#chart-reasons", "#chart-levels", "#chart-managers", "#chart-months"):
         box = page.locator(chart).bounding_box()
@@ -253,7 +154,7 @@ def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
         page.wait_for_timeout(100)
 
     # import: upload, progress polled until validated, apply, polled until done
-    _visit(page, watch, "/admin/import/customer")
+    visit(page, watch, "/admin/import/customer")
     upload = tmp_path / "customers.csv"
     upload.write_bytes(page.request.get("/admin/import/customer/template.csv").body())
     page.set_input_files("#import-file", str(upload))
@@ -265,12 +166,12 @@ def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
     page.wait_for_selector("#job-status:text-is('导入完成')")
 
     # the policy grid, saved unchanged
-    _visit(page, watch, "/admin/policy")
+    visit(page, watch, "/admin/policy")
     with page.expect_navigation():
         page.click("#save-policy")
 
     # a form saved through SQLAdmin, and the redirect to the list
-    _visit(page, watch, "/admin/sys-dept/create")
+    visit(page, watch, "/admin/sys-dept/create")
     page.fill("input[name=name]", "内容安全策略测试部")
     with page.expect_navigation():
         page.click('input[type=submit][value="保存"]')
@@ -278,24 +179,24 @@ def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
 
 def _use_manager_widgets(page: Any, watch: Watch) -> None:
     # manual care record: customers looked up while typing, then the chosen customer's contacts
-    _visit(page, watch, "/admin/care/workbench")
+    visit(page, watch, "/admin/care/workbench")
     page.fill("#manual-customer-search", "有限")
     page.wait_for_selector("#manual-customer option >> nth=1", state="attached")
     page.select_option("#manual-customer", index=1)
     page.wait_for_selector("#manual-linkman option >> nth=1", state="attached")
     # transfer: the select-all box
-    _visit(page, watch, "/admin/transfer")
+    visit(page, watch, "/admin/transfer")
     page.check("#check-all")
     assert page.locator(".customer-check:checked").count() == page.locator(".customer-check").count()
 
 
 def _open_error_pages(page: Any, watch: Watch, monkeypatch: pytest.MonkeyPatch) -> None:
     for url in ("/admin/customer/details/99999999", "/admin/no-such-page", "/no-such-page"):
-        response = _visit(page, watch, url)
+        response = visit(page, watch, url)
         assert response is not None and response.status == 404, url
 
     # CSRF refusal: the policy grid posted with a forged token
-    _visit(page, watch, "/admin/policy")
+    visit(page, watch, "/admin/policy")
     page.evaluate("document.querySelector('#policy-grid input[name=csrf_token]').value = 'forged'")
     with page.expect_navigation():
         page.click("#save-policy")
@@ -312,6 +213,6 @@ def _open_error_pages(page: Any, watch: Watch, monkeypatch: pytest.MonkeyPatch) 
 
     for fake, status in ((crash, 500), (database_down, 503)):
         monkeypatch.setattr(dashboard_admin, "_data", fake)
-        response = _visit(page, watch, "/admin/")
+        response = visit(page, watch, "/admin/")
         assert response is not None and response.status == status
     monkeypatch.undo()

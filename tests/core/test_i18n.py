@@ -286,7 +286,7 @@ def test_details_page_title_names_the_record(admin_client: Any) -> None:
         s.flush()
         pk = run.id
     html = admin_client.get(f"/admin/job-run/details/{pk}").text
-    assert f":#{pk}</h3>" in html.replace("\n", "").replace("  ", "")
+    assert f":<span data-user-text>#{pk}</span></h3>" in html.replace("\n", "").replace("  ", "")
     assert " object at 0x" not in html
     text = visible_text(html)
     assert "字段" in text and "值" in text and "返回" in text
