@@ -296,14 +296,16 @@ def index_ids(conn: Connection, model: type, ids: Sequence[int]) -> int:
 
 
 def index_where(conn: Connection, model: type, condition: ColumnElement[bool]) -> int:
-    """(Re)index the rows of ``model`` that ``condition`` selects — after a bulk insert, which the
-    session events do not see."""
+    """Index the new rows of ``model`` that ``condition`` selects — after a bulk insert, which the
+    session events do not see. (Rows that are not new: ``index_ids``.)"""
     spec = _BY_MODEL.get(model)
     if spec is None:
         return 0
     done = 0
     for rows in _load_rows(conn, spec, condition):
-        done += _write(conn, spec, rows, replace=True)
+        # nothing to delete first: a DELETE of rows that are not there would lock the gap at the end
+        # of the index on MariaDB, where every other new record is inserted too
+        done += _write(conn, spec, rows, replace=False)
     return done
 
 
@@ -371,6 +373,7 @@ def _collect(session: Session, _context: Any, _instances: Any) -> None:
     for obj in session.new:
         if type(obj) in _BY_MODEL:
             changed.append(obj)
+            session.info.setdefault(_PENDING + ":new", set()).add(id(obj))
     for obj in session.dirty:
         spec = _BY_MODEL.get(type(obj))
         if spec is not None and any(attributes.get_history(obj, f).has_changes() for f in spec.fields):
@@ -384,22 +387,30 @@ def _collect(session: Session, _context: Any, _instances: Any) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget(session: Session, _previous: Any) -> None:
-    session.info.pop(_PENDING, None)
-    session.info.pop(_PENDING + ":objects", None)
+    for key in (_PENDING, _PENDING + ":objects", _PENDING + ":new"):
+        session.info.pop(key, None)
 
 
 @event.listens_for(Session, "after_flush")
 def _apply(session: Session, _context: Any) -> None:
     objects = session.info.pop(_PENDING + ":objects", [])
+    new = session.info.pop(_PENDING + ":new", set())
     pending: dict[type, dict[int, dict[str, Any] | None]] = session.info.pop(_PENDING, {})
+    created: dict[type, list[tuple[int, dict[str, Any]]]] = {}
     for obj in objects:
         if obj.id is None or obj in session.deleted:
             continue
         spec = _BY_MODEL[type(obj)]
-        pending.setdefault(type(obj), {})[obj.id] = {f: getattr(obj, f, None) for f in spec.fields}
-    if not pending:
+        values = {f: getattr(obj, f, None) for f in spec.fields}
+        if id(obj) in new:
+            created.setdefault(type(obj), []).append((obj.id, values))
+        else:
+            pending.setdefault(type(obj), {})[obj.id] = values
+    if not pending and not created:
         return
     conn = session.connection()
+    for model, fresh in created.items():
+        _write(conn, _BY_MODEL[model], fresh, replace=False)  # new rows: nothing to delete (and no gap lock)
     for model, rows in pending.items():
         spec = _BY_MODEL[model]
         gone = [row_id for row_id, values in rows.items() if values is None]

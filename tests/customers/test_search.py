@@ -4,8 +4,10 @@ within the user's data scope, and the index stays exactly current on every write
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from crm_admin import db
@@ -15,6 +17,7 @@ from crm_admin.core.context import SYSTEM, acting_as
 from crm_admin.core.models import SearchDoc, SearchGram
 from crm_admin.customers import service
 from crm_admin.customers.models import Customer
+from tests.conftest import IS_MYSQL
 from tests.customers.conftest import principal_for
 
 
@@ -135,3 +138,28 @@ def test_the_search_box_says_what_it_finds_in_both_languages(admin_client: Any) 
     assert "拼音或首字母" in admin_client.get("/admin/customer/list").text
     admin_client.cookies.set("crm_lang", "en")
     assert "its pinyin or initials" in admin_client.get("/admin/customer/list").text
+
+
+@pytest.mark.skipif(not IS_MYSQL, reason="row and gap locks are a MariaDB/MySQL matter")
+def test_concurrent_new_contacts_index_without_deadlocks(make_customer: Any) -> None:
+    customer = make_customer("并发测试有限公司")
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def create(n: int) -> None:
+        start.wait()
+        try:
+            for i in range(10):
+                with acting_as(SYSTEM), db.transaction() as session:
+                    session.add(Linkman(customer_id=customer.id, name=f"欧阳并发{n}{i}", mobile=f"1391234{n}{i:03d}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with db.get_engine().connect() as conn:
+        assert len(conn.execute(select(Linkman.id).where(search.match(conn, Linkman, "欧阳并发"))).all()) == 80
