@@ -577,9 +577,10 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
         first = counted[0][2]
         if counted[0][0] < SPARSE_LIMIT:
             stmt = select(SearchGram.row_id).where(SearchGram.kind == spec.kind, first.condition())
-            for _, _, gram in counted[1:]:
+            # the next two rarest grams narrow the candidates cheaply; the text check decides the rest
+            for _, _, gram in counted[1:3]:
                 stmt = stmt.where(_has_gram(spec.kind, gram, SearchGram.row_id))
-            if len(branch.grams) > 1:  # one gram alone already says the text is there
+            if len(branch.grams) > 1:  # one gram alone already says the text is there (see _branches)
                 stmt = stmt.where(_body_contains(spec.kind, branch.check, SearchGram.row_id))
             sparse.append(stmt)
         else:
