@@ -99,6 +99,10 @@ def test_pipeline_shows_its_five_stages(demo_data: Any, browser: Any, live_serve
                 assert left >= 0 and right <= size["width"], (locale, i, left, right)
             assert not _scrolls_sideways(page.locator("#pipeline-board"))
             assert page.locator(".crm-scroll-hint").is_hidden()
+            # the stage drop-downs of the cards (their "移动" button) show the whole stage name
+            cut = [c for i in range(page.locator(".move-form").count())
+                   for c in page.locator(".move-form").nth(i).evaluate(_CUT_CONTROLS)]
+            assert not cut, (locale, cut)
         finally:
             context.close()
 
