@@ -35,6 +35,11 @@ def _csrf(request: Request) -> str:
     return str(request.session.get("csrf", ""))
 
 
+def _date_cell(text: str) -> Markup:
+    """A list date on one line, a little smaller (the text is a formatted date, escaped anyway)."""
+    return Markup('<span class="crm-date">{}</span>').format(text)
+
+
 def _name_link(model: Customer, _attr: Any, request: Request) -> Markup:
     # Markup.format escapes the customer's name; the page's path is looked up once per request
     paths: dict[str, str] = request.state.__dict__.setdefault("_crm_360_path", {})
@@ -61,9 +66,11 @@ class CustomerAdmin(CrmModelView, model=Customer):
     icon = "fa-solid fa-building"
     category = "客户管理"
     list_template = "customers/list.html"
+    # What fits a 1366 px laptop without scrolling sideways; 创建时间 stays in the export, the details
+    # page and the query panel's sort order.
     column_list = [
         Customer.code, Customer.name, Customer.industry, Customer.level, Customer.status,
-        Customer.region, Customer.manager, Customer.last_contact_at, Customer.created_at,
+        Customer.region, Customer.manager, Customer.last_contact_at,
     ]
     column_export_list = [
         "code", "name", "credit_code", "industry", "source", "level", "status", "region", "address",
@@ -83,8 +90,8 @@ class CustomerAdmin(CrmModelView, model=Customer):
         Customer.status: lambda m, a: STATUS_LABELS.get(m.status, m.status),
         Customer.industry: _dict_label("industry"),
         Customer.level: _dict_label("customer_level"),
-        Customer.last_contact_at: lambda m, a: format_local(m.last_contact_at),
-        Customer.created_at: lambda m, a: format_local(m.created_at),
+        Customer.last_contact_at: lambda m, a: _date_cell(format_local(m.last_contact_at)),
+        Customer.created_at: lambda m, a: _date_cell(format_local(m.created_at)),
     }
     column_formatters_detail = {
         Customer.name: _name_link,  # the details page leads to the 360° page

@@ -15,7 +15,7 @@ from starlette.datastructures import QueryParams
 
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.formatting import format_datetime
-from crm_admin.core.i18n import Labels, blank_choice
+from crm_admin.core.i18n import Labels, gettext
 from crm_admin.core.params import parse_id
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import depts_in_scope, users_in_scope
@@ -28,6 +28,12 @@ from crm_admin.dictionary.service import choices, label
 SORTS = Labels({"": "默认排序", "name:asc": "按名称", "created_at:desc": "按创建时间(新→旧)",
                 "created_at:asc": "按创建时间(旧→新)", "last_contact_at:desc": "按最近联系(近→远)",
                 "last_contact_at:asc": "按最近联系(远→近)"})
+
+
+def _any_of(options: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A condition's drop-down: "全部" (no condition) first, like the manager and department ones —
+    shorter than a form's "— 请选择 —", so it fits the panel's narrow cells."""
+    return [("", gettext("全部")), *options]
 
 
 def filter_panel(principal: Principal, params: QueryParams) -> dict[str, Any]:
@@ -44,10 +50,10 @@ def filter_panel(principal: Principal, params: QueryParams) -> dict[str, Any]:
     return {
         "cq": query,
         "cq_params": {k: params.get(k, "") for k in FILTER_PARAMS},
-        "cq_industries": choices("industry"),
-        "cq_sources": choices("customer_source"),
-        "cq_levels": choices("customer_level"),
-        "cq_statuses": [blank_choice(), *STATUS_LABELS.choices()],
+        "cq_industries": _any_of(choices("industry", blank=False)),
+        "cq_sources": _any_of(choices("customer_source", blank=False)),
+        "cq_levels": _any_of(choices("customer_level", blank=False)),
+        "cq_statuses": _any_of(STATUS_LABELS.choices()),
         "cq_managers": [(u.id, u.real_name or u.username) for u in users],
         "cq_depts": depts,
         "cq_saved": saved,

@@ -166,4 +166,20 @@
       });
     });
   })();
+
+  // "→ 可左右滚动" (list tables, the pipeline, the policy grid): shown above a box only while the box
+  // is wider than the window shows, so a column out of sight is not taken for a missing one.
+  (function () {
+    var hints = document.querySelectorAll('.crm-scroll-hint');
+    if (!hints.length) return;
+    function update() {
+      Array.prototype.forEach.call(hints, function (hint) {
+        var box = hint.nextElementSibling;
+        if (box) hint.hidden = box.scrollWidth <= box.clientWidth + 1;
+      });
+    }
+    update();
+    window.addEventListener('resize', update);
+    window.addEventListener('load', update);
+  })();
 })();
