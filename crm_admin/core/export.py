@@ -85,8 +85,10 @@ def list_request(view: Any, request: Request) -> Request:
 
 
 async def list_statement(view: Any, request: Request) -> Select[Any]:
-    """The list page's statement without paging: scope, column filters, sort and search."""
-    stmt = view.list_query(request)
+    """The list page's statement without paging: scope, column filters, sort and search (the list page
+    builds its statement here too). A view's statement may consult the database (the search index's
+    plan, a department's tree), so those steps run off the event loop."""
+    stmt: Select[Any] = await anyio.to_thread.run_sync(view.list_query, request)
     for filter_ in view.get_filters():
         name = filter_.parameter_name
         value = request.query_params.get(name)
@@ -103,7 +105,7 @@ async def list_statement(view: Any, request: Request) -> Select[Any]:
     stmt = view.sort_query(stmt, request)
     search = request.query_params.get("search")
     if search:
-        stmt = view.search_query(stmt=stmt, term=search)
+        stmt = await anyio.to_thread.run_sync(lambda: view.search_query(stmt=stmt, term=search))
     return stmt
 
 

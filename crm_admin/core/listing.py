@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
-import anyio
 from markupsafe import Markup, escape
 from sqladmin.helpers import get_object_identifier
 from sqladmin.pagination import Pagination
@@ -35,9 +34,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from crm_admin.core import sqladmin_compat as compat
+from crm_admin.core.export import list_statement
 from crm_admin.core.search import highlight
-
-_UNSET = object()
 
 
 @dataclass
@@ -110,24 +108,7 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
 
     async def _filtered_query(self, request: Request) -> Select[Any]:
         """The list's statement with the request's filters, sort and search (as SQLAdmin builds it)."""
-        view = cast(Any, self)
-        # a view's statement may consult the database (the search index's plan, a department's tree)
-        stmt: Select[Any] = await anyio.to_thread.run_sync(view.list_query, request)
-        for filter_ in view.get_filters():
-            name = filter_.parameter_name
-            value = request.query_params.get(name)
-            default_value = getattr(filter_, "default_value", _UNSET)
-            if value or default_value is not _UNSET:
-                if getattr(filter_, "has_operator", False):
-                    operation = request.query_params.get(f"{name}_op")
-                    if operation:
-                        stmt = await filter_.get_filtered_query(stmt, operation, value, view.model)
-                else:
-                    stmt = await filter_.get_filtered_query(stmt, value, view.model)
-        stmt = view.sort_query(stmt, request)
-        if search := request.query_params.get("search", None):
-            stmt = await anyio.to_thread.run_sync(lambda: view.search_query(stmt=stmt, term=search))
-        return stmt
+        return await list_statement(cast(Any, self), request)
 
     async def list_rows(self, request: Request, rows: Sequence[Any]) -> Sequence[dict[str, Any]]:
         """What the list table shows for each row: identifier, action links and the cells' HTML
