@@ -505,7 +505,8 @@ def _name_grams_plain(term: str) -> Iterator[str]:
 
 
 # How many postings a gram has (capped at SPARSE_LIMIT), remembered a few minutes: it only decides
-# where a search starts, so a slightly old figure costs nothing but a little time.
+# where a search starts, so a slightly old figure costs nothing but a little time. A zero is not
+# remembered (a branch with a gram nobody has is skipped, which must hold at the moment of the search).
 _COUNTS: dict[tuple[int, _Gram], tuple[int, float]] = {}
 _COUNTS_LOCK = threading.Lock()
 _COUNT_TTL = 300.0
@@ -520,10 +521,11 @@ def _postings(conn: Connection, kind: int, gram: _Gram) -> int:
         return hit[0]
     inner = select(literal(1)).where(SearchGram.kind == kind, gram.condition()).limit(SPARSE_LIMIT)
     count = int(conn.execute(select(func.count()).select_from(inner.subquery())).scalar_one())
-    with _COUNTS_LOCK:
-        if len(_COUNTS) > 50000:
-            _COUNTS.clear()
-        _COUNTS[key] = (count, now)
+    if count:  # "nobody has it" is never remembered: a record added a second later must be found
+        with _COUNTS_LOCK:
+            if len(_COUNTS) > 50000:
+                _COUNTS.clear()
+            _COUNTS[key] = (count, now)
     return count
 
 

@@ -302,3 +302,29 @@ def test_bench_smoke_runs_every_page(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "results" / "smoke.json").read_text(encoding="utf-8"))
     assert {p["key"] for p in data["pages"]} == {p.key for p in PAGES}
     assert all(p["status"] != "error" for p in data["pages"])
+
+
+@pytest.mark.cli_command("search-index")
+def test_search_index_rebuilds_what_was_lost(engine: Any) -> None:
+    from sqlalchemy import delete
+
+    from crm_admin.core import search
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.core.models import SearchDoc, SearchGram
+    from crm_admin.customers import service
+    from crm_admin.customers.models import Customer
+
+    with acting_as(SYSTEM), db.transaction() as session:
+        obj = Customer(name="洱海重建索引有限公司")
+        obj.code = service.next_customer_codes(session)[0]
+        session.add(obj)
+    with db.get_engine().begin() as conn:  # the index lost (e.g. rows written by another tool)
+        conn.execute(delete(SearchGram))
+        conn.execute(delete(SearchDoc))
+        assert conn.execute(select(Customer.id).where(search.match(conn, Customer, "erhai"))).all() == []
+    result = run_cli("search-index")
+    assert result.exit_code == 0, result.output
+    assert "搜索索引已重建" in result.output and "customer:" in result.output
+    with db.get_engine().connect() as conn:
+        assert conn.execute(select(Customer.name).where(search.match(conn, Customer, "erhai"))).all() == [
+            ("洱海重建索引有限公司",)]

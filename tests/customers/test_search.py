@@ -163,3 +163,10 @@ def test_concurrent_new_contacts_index_without_deadlocks(make_customer: Any) -> 
     assert errors == []
     with db.get_engine().connect() as conn:
         assert len(conn.execute(select(Linkman.id).where(search.match(conn, Linkman, "欧阳并发"))).all()) == 80
+
+
+def test_a_record_added_after_a_search_that_found_nothing_is_found(admin_client: Any, make_customer: Any) -> None:
+    assert "昆明" not in admin_client.get("/admin/customer/list", params={"search": "滇池新开"}).text
+    make_customer("昆明滇池新开贸易有限公司")
+    html = admin_client.get("/admin/customer/list", params={"search": "滇池新开"}).text
+    assert "昆明<mark>滇池新开</mark>贸易有限公司" in html
