@@ -53,6 +53,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     true,
     union,
 )
@@ -326,8 +327,7 @@ def rebuild(conn: Connection, models: Sequence[type] | None = None,
     gram_type = "VARCHAR(40) COLLATE utf8mb4_bin" if conn.dialect.name in ("mysql", "mariadb") else "TEXT"
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE search_gram_load (kind SMALLINT, gram {gram_type}, row_id INTEGER)")
-    mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
-    load_sql = f"INSERT INTO search_gram_load (kind, gram, row_id) VALUES ({mark}, {mark}, {mark})"
+    load_sql = text("INSERT INTO search_gram_load (kind, gram, row_id) VALUES (:kind, :gram, :row_id)")
     try:
         for spec in registered():
             if models is not None and spec.model not in models:
@@ -337,13 +337,13 @@ def rebuild(conn: Connection, models: Sequence[type] | None = None,
             done = 0
             for rows in _load_rows(conn, spec, true()):
                 docs: list[dict[str, Any]] = []
-                grams: list[tuple[int, str, int]] = []
+                grams: list[dict[str, Any]] = []
                 for row_id, values in rows:
                     body, row_grams = document(spec, values)
                     docs.append({"kind": spec.kind, "row_id": row_id, "body": body})
-                    grams.extend((spec.kind, g, row_id) for g in row_grams)
+                    grams.extend({"kind": spec.kind, "gram": g, "row_id": row_id} for g in row_grams)
                 conn.execute(insert(SearchDoc), docs)
-                conn.exec_driver_sql(load_sql, grams)  # type: ignore[arg-type]
+                conn.execute(load_sql, grams)
                 done += len(docs)
             conn.exec_driver_sql(
                 "INSERT INTO search_gram (kind, gram, row_id) SELECT kind, gram, row_id FROM search_gram_load "
