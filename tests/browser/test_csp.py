@@ -112,6 +112,7 @@ def _use_admin_widgets(page: Any, watch: Watch, tmp_path: Path) -> None:
     # relation picker (select2 ajax): search, pick
     visit(page, watch, "/admin/follow-up/create")
     page.locator(".select2-selection").first.click()
+    page.locator(".select2-container--open .select2-search__field").wait_for()  # typing earlier is lost
     page.keyboard.type("有限")
     page.wait_for_selector(".select2-results__option--selectable")
     page.keyboard.press("Enter")

@@ -22,10 +22,18 @@ from tests.conftest import ADMIN_PASSWORD
 pytestmark = pytest.mark.browser
 
 
+def _type_in_open_picker(page: Any, typed: str) -> None:
+    """Type into the open picker's search field once it has the focus (typing earlier is lost)."""
+    field = page.locator(".select2-container--open .select2-search__field")
+    field.wait_for()
+    field.focus()
+    page.keyboard.type(typed)
+
+
 def _pick(page: Any, select_id: str, typed: str, expected: str) -> None:
     """Choose ``expected`` in the select2 picker of ``select_id`` after typing ``typed``."""
     page.click(f"select#{select_id} + span.select2 .select2-selection")
-    page.keyboard.type(typed)
+    _type_in_open_picker(page, typed)
     page.locator(".select2-results__option--selectable", has_text=expected).first.wait_for()
     page.locator(".select2-results__option--selectable", has_text=expected).first.click()
 
@@ -90,7 +98,7 @@ def test_care_plan_contact_picker_offers_only_the_chosen_customers_contacts(
     _pick(page, "customer", "一号", "一号关怀公司")
     assert page.locator("select#linkman").is_enabled()
     page.click("select#linkman + span.select2 .select2-selection")
-    page.keyboard.type("王")
+    _type_in_open_picker(page, "王")
     page.locator(".select2-results__option--selectable", has_text="王一号").wait_for()
     assert page.locator(".select2-results__option--selectable").all_inner_texts() == ["王一号"]
     page.keyboard.press("Enter")
@@ -100,7 +108,7 @@ def test_care_plan_contact_picker_offers_only_the_chosen_customers_contacts(
     _pick(page, "customer", "二号", "二号关怀公司")
     assert page.locator("select#linkman").input_value() == ""
     page.click("select#linkman + span.select2 .select2-selection")
-    page.keyboard.type("王")
+    _type_in_open_picker(page, "王")
     page.locator(".select2-results__option--selectable", has_text="王二号").wait_for()
     assert page.locator(".select2-results__option--selectable").all_inner_texts() == ["王二号"]
     page.keyboard.press("Enter")
