@@ -182,7 +182,6 @@ def _policy_word(words: Labels, value: str | None) -> Any:
 
 class PolicyAdmin(ReadOnlyModelView, model=CasbinRule):
     name = "权限策略"
-    name_plural = "权限策略"
     icon = "fa-solid fa-key"
     category = "系统管理"
     column_list = [CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3]

@@ -72,7 +72,6 @@ def apply_filters(stmt: Select[Any], params: Any) -> Select[Any]:
 
 class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
     name = "审计日志"
-    name_plural = "审计日志"
     icon = "fa-solid fa-clipboard-list"
     category = "系统管理"
     column_list = [AuditLog.occurred_at, AuditLog.username, AuditLog.ip, AuditLog.action,

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import anyio
 from sqladmin import BaseView, ModelView
 from sqladmin.authorization import Action
+from sqladmin.models import ModelViewMeta
 from sqlalchemy import ColumnElement, Integer, Select, false, inspect, select, true
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import MANYTOONE, Session
@@ -242,7 +243,17 @@ class CrmBaseView(ScopedAccess, BaseView):
 DEFAULT_LABELS = {"created_at": "创建时间", "updated_at": "更新时间"}
 
 
-class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
+class _CrmModelViewMeta(ModelViewMeta):
+    """A view's plural name is its name unless it gives one (SQLAdmin appends an English "s")."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> Any:
+        cls = super().__new__(mcs, name, bases, attrs, **kwargs)
+        if kwargs.get("model") and "name_plural" not in attrs:
+            cls.name_plural = cls.name
+        return cls
+
+
+class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModelViewMeta):
     page_size = 20
     page_size_options: ClassVar[list[int]] = [20, 50, 100]
     export_types: ClassVar[list[str]] = ["xlsx", "csv"]

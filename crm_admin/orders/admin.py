@@ -200,7 +200,6 @@ class OrderItemAdmin(ReadOnlyModelView, model=OrderItem):
     its order's form."""
 
     name = "订单明细"
-    name_plural = "订单明细"
     icon = "fa-solid fa-list"
     category = "客户管理"
     column_list = [OrderItem.order, OrderItem.product, OrderItem.quantity, OrderItem.unit_price,

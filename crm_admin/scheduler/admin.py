@@ -23,7 +23,6 @@ STATUS_LABELS = Labels({"running": "运行中", "success": "成功", "failed": "
 
 class JobRunAdmin(ReadOnlyModelView, model=JobRun):
     name = "任务运行记录"
-    name_plural = "任务运行记录"
     icon = "fa-solid fa-list-check"
     category = "系统管理"
     column_list = [JobRun.job, JobRun.started_at, JobRun.finished_at, JobRun.status, JobRun.created_count,
