@@ -16,6 +16,7 @@ import itertools
 import os
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -111,47 +112,43 @@ class CrmUser(FastHttpUser):
                 **extra}
 
 
+def _opens(key: str, weight: int) -> Any:
+    """A task that opens the page ``key`` (``weight``: how often, against the user's other tasks)."""
+
+    def open_page(user: CrmUser) -> None:
+        user.page(key)
+
+    open_page.__name__ = open_page.__qualname__ = key
+    return task(weight)(open_page)
+
+
+def _lists(query: Callable[[], str], name: str, weight: int) -> Any:
+    """A task that opens the customer list with ``query`` (made anew each time), counted under ``name``."""
+
+    def open_list(user: CrmUser) -> None:
+        user.client.get(f"/admin/customer/list?{query()}", name=name)
+
+    open_list.__name__ = open_list.__qualname__ = name
+    return task(weight)(open_list)
+
+
 class Manager(CrmUser):
     weight = 9
 
     def pick_username(self) -> str:
         return manager_username((next(_managers) - 1) % 180 + 1)
 
-    @task(6)
-    def customer_list(self) -> None:
-        self.page("customer_list_manager")
+    customer_list = _opens("customer_list_manager", weight=6)
 
-    @task(2)
-    def customer_list_next_pages(self) -> None:
-        self.client.get(f"/admin/customer/list?page={random.randint(2, 10)}", name="customer_list_page_n")
+    customer_list_next_pages = _lists(lambda: f"page={random.randint(2, 10)}", "customer_list_page_n", weight=2)
+    combined_query = _lists(lambda: _COMBINED, "customer_combined", weight=2)
+    prefix_search = _lists(lambda: f"search={random.choice(_PREFIXES)}", "customer_prefix_search", weight=2)
 
-    @task(2)
-    def combined_query(self) -> None:
-        self.client.get(f"/admin/customer/list?{_COMBINED}", name="customer_combined")
-
-    @task(2)
-    def prefix_search(self) -> None:
-        self.client.get(f"/admin/customer/list?search={random.choice(_PREFIXES)}", name="customer_prefix_search")
-
-    @task(5)
-    def customer_360(self) -> None:
-        self.page("customer_360")
-
-    @task(3)
-    def dashboard(self) -> None:
-        self.page("dashboard_manager")
-
-    @task(2)
-    def care_workbench(self) -> None:
-        self.page("care_workbench")
-
-    @task(2)
-    def follow_ups_due(self) -> None:
-        self.page("follow_ups_due")
-
-    @task(1)
-    def pipeline(self) -> None:
-        self.page("pipeline")
+    customer_360 = _opens("customer_360", weight=5)
+    dashboard = _opens("dashboard_manager", weight=3)
+    care_workbench = _opens("care_workbench", weight=2)
+    follow_ups_due = _opens("follow_ups_due", weight=2)
+    pipeline = _opens("pipeline", weight=1)
 
     @task(1)
     def save_follow_up(self) -> None:
@@ -172,26 +169,14 @@ class Admin(CrmUser):
     def pick_username(self) -> str:
         return admin_username((next(_admins) - 1) % 5 + 1)
 
-    @task(3)
-    def customer_list(self) -> None:
-        self.page("customer_list_admin")
+    customer_list = _opens("customer_list_admin", weight=3)
 
-    @task(1)
-    def deep_page(self) -> None:
-        self.client.get(f"/admin/customer/list?page={random.randint(100, 5000)}", name="customer_list_deep")
-
-    @task(2)
-    def combined_query(self) -> None:
-        self.client.get(f"/admin/customer/list?{_COMBINED}", name="customer_combined_admin")
+    deep_page = _lists(lambda: f"page={random.randint(100, 5000)}", "customer_list_deep", weight=1)
+    combined_query = _lists(lambda: _COMBINED, "customer_combined_admin", weight=2)
 
     @task(2)
     def audit_log(self) -> None:
         self.page("audit_by_user_range", uid=random.randint(1, 200))
 
-    @task(2)
-    def dashboard(self) -> None:
-        self.page("dashboard_admin")
-
-    @task(2)
-    def customer_360(self) -> None:
-        self.page("customer_360")
+    dashboard = _opens("dashboard_admin", weight=2)
+    customer_360 = _opens("customer_360", weight=2)

@@ -35,7 +35,7 @@ from crm_admin.core.i18n import Labels, tr
 from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS, bump_policy_version
 from crm_admin.core.routes import SIGNED_IN, route
 from crm_admin.core.scope import sees_everyone
-from crm_admin.core.views import CrmModelView, principal_of
+from crm_admin.core.views import CrmModelView, ReadOnlyModelView, principal_of
 from crm_admin.db import session_factory, transaction
 
 
@@ -180,14 +180,10 @@ def _policy_word(words: Labels, value: str | None) -> Any:
     return words[value] if value in words else code_cell(value)
 
 
-class PolicyAdmin(CrmModelView, model=CasbinRule):
+class PolicyAdmin(ReadOnlyModelView, model=CasbinRule):
     name = "权限策略"
-    name_plural = "权限策略"
     icon = "fa-solid fa-key"
     category = "系统管理"
-    can_create = False
-    can_edit = False
-    can_delete = False
     column_list = [CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3]
     column_details_list = column_list
     column_labels = {"ptype": "类型", "v0": "主体", "v1": "资源/角色", "v2": "操作", "v3": "数据范围"}

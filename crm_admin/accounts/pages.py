@@ -210,6 +210,14 @@ def _edit_user_sync(principal: Principal, user_id: int, op: str, form: FormData)
         raise UserError("未知的操作。")
 
 
+# the permission grid and the advanced editor: shown to whoever may list the policy, saved by an editor
+_READ_OR_EDIT_POLICY = {"GET": ("policy", "list"), "POST": ("policy", "edit")}
+
+
+def _policy_context(principal: Principal, title: str) -> dict[str, Any]:
+    return {"title": title, "can_edit": principal.can("policy", "edit")}
+
+
 class PolicyPage(CrmBaseView):
     """角色与权限: the role × resource × action grid, data scopes, and the Casbin CSV editor."""
 
@@ -218,11 +226,10 @@ class PolicyPage(CrmBaseView):
     category = "系统管理"
     resource = "policy"
 
-    @route("/policy", methods=["GET", "POST"], identity="policy",
-           permission={"GET": ("policy", "list"), "POST": ("policy", "edit")})
+    @route("/policy", methods=["GET", "POST"], identity="policy", permission=_READ_OR_EDIT_POLICY)
     async def grid(self, request: Request) -> Response:
         principal = principal_of(request)
-        context: dict[str, Any] = {"title": "角色与权限", "can_edit": principal.can("policy", "edit")}
+        context = _policy_context(principal, "角色与权限")
         status = 200
         if request.method == "POST":
             # one checkbox per role × resource × action, and a scope per role: allow for 100 roles
@@ -240,10 +247,10 @@ class PolicyPage(CrmBaseView):
         return await self.templates.TemplateResponse(request, "accounts/policy.html", context, status_code=status)
 
     @route("/policy/advanced", methods=["GET", "POST"], identity="policy-advanced",
-           permission={"GET": ("policy", "list"), "POST": ("policy", "edit")})
+           permission=_READ_OR_EDIT_POLICY)
     async def advanced(self, request: Request) -> Response:
         principal = principal_of(request)
-        context: dict[str, Any] = {"title": "权限策略(高级)", "can_edit": principal.can("policy", "edit")}
+        context = _policy_context(principal, "权限策略(高级)")
         status = 200
         if request.method == "GET":
             context["text"] = await anyio.to_thread.run_sync(_policy_text)

@@ -225,20 +225,17 @@ def check_change(session: Session, editor: Principal, before: list[Line], after:
         if problem:
             raise Forbidden(f"{what}:角色“{role}”拥有{problem}。")
 
-    for line in diff.added:
-        if line[0] == "p":
-            problem = exceeding({pair: _line_scope(line) for pair in expand(line[2], line[3])})
-            if problem:
-                raise Forbidden(f"不能授予{problem}:{format_line(line)}。")
-        else:
-            within(line[2].removeprefix("role:"), after, "不能把用户加入该角色")
-    for line in diff.removed:
-        if line[0] == "p":
-            problem = exceeding({pair: _line_scope(line) for pair in expand(line[2], line[3])})
-            if problem:
-                raise Forbidden(f"不能修改{problem}:{format_line(line)}。")
-        else:
-            within(line[2].removeprefix("role:"), before, "不能把用户移出该角色")
+    # a permission line added or taken away; a member put into a role (as it is after) or taken out of
+    # one (as it was before)
+    for lines, verb, roles, membership in ((diff.added, "授予", after, "不能把用户加入该角色"),
+                                           (diff.removed, "修改", before, "不能把用户移出该角色")):
+        for line in lines:
+            if line[0] == "p":
+                problem = exceeding({pair: _line_scope(line) for pair in expand(line[2], line[3])})
+                if problem:
+                    raise Forbidden(f"不能{verb}{problem}:{format_line(line)}。")
+            else:
+                within(line[2].removeprefix("role:"), roles, membership)
     for role, (_old, new) in diff.scopes.items():
         if _scope_rank(new) > widest:
             raise Forbidden(f"不能把角色“{role}”的默认数据范围设为比您自己更大的范围。")

@@ -20,7 +20,7 @@ from crm_admin.core.i18n import Labels
 from crm_admin.core.params import parse_date, parse_id
 from crm_admin.core.permissions import RESOURCES
 from crm_admin.core.routes import route
-from crm_admin.core.views import CrmBaseView, CrmModelView
+from crm_admin.core.views import CrmBaseView, ReadOnlyModelView
 from crm_admin.db import session_factory
 
 ACTION_LABELS = Labels({
@@ -70,14 +70,10 @@ def apply_filters(stmt: Select[Any], params: Any) -> Select[Any]:
     return stmt
 
 
-class AuditLogAdmin(CrmModelView, model=AuditLog):
+class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
     name = "审计日志"
-    name_plural = "审计日志"
     icon = "fa-solid fa-clipboard-list"
     category = "系统管理"
-    can_create = False
-    can_edit = False
-    can_delete = False
     column_list = [AuditLog.occurred_at, AuditLog.username, AuditLog.ip, AuditLog.action,
                    AuditLog.resource, AuditLog.resource_id, AuditLog.success]
     column_labels = {

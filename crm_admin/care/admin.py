@@ -41,12 +41,7 @@ def _check_linkman(session: Session, customer_id: int | None, linkman_id: int | 
     posted id is checked all the same)."""
     if not customer_id:
         raise UserError("请选择客户。", field="customer")
-    if linkman_id:
-        belongs = session.execute(
-            select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
-        ).first()
-        if belongs is None:
-            raise UserError("所选联系人不属于该客户。", field="linkman")
+    service.check_linkman_of(session, customer_id, linkman_id, field="linkman")
 
 
 def _customer_manager(session: Session, customer_id: int | None) -> int | None:
@@ -73,7 +68,6 @@ class _CareForm:
 
 class CustomerCareAdmin(_CareForm, CrmModelView, model=CustomerCare):
     name = "关怀记录"
-    name_plural = "关怀记录"
     icon = "fa-solid fa-heart"
     category = "客户关怀"
     column_list = [CustomerCare.customer, CustomerCare.linkman, CustomerCare.care_type,
@@ -116,7 +110,6 @@ class CustomerCareAdmin(_CareForm, CrmModelView, model=CustomerCare):
 
 class CarePlanAdmin(_CareForm, CrmModelView, model=CarePlan):
     name = "关怀计划"
-    name_plural = "关怀计划"
     icon = "fa-solid fa-calendar-check"
     category = "客户关怀"
     column_list = [CarePlan.customer, CarePlan.linkman, CarePlan.care_type, CarePlan.interval_days,

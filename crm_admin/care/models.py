@@ -10,19 +10,17 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.contacts.models import Linkman
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, OfCustomer
 from crm_admin.db import Base, Timestamped
 
 CARE_STATUSES = ("pending", "done", "cancelled")
 CARE_ORIGINS = ("birthday", "plan", "manual")
 
 
-class CarePlan(Timestamped, Base):
+class CarePlan(OfCustomer, Timestamped, Base):
     __tablename__ = "care_plan"
     __resource__ = "care_plan"
-    __scope__ = "customer"
 
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
     care_type: Mapped[str] = mapped_column(String(64), info={"dict": "care_type"})
     interval_days: Mapped[int] = mapped_column(Integer, info={"min": 1, "max": 3650})
@@ -40,12 +38,10 @@ class CarePlan(Timestamped, Base):
     )
 
 
-class CustomerCare(Timestamped, Base):
+class CustomerCare(OfCustomer, Timestamped, Base):
     __tablename__ = "customer_care"
     __resource__ = "customer_care"
-    __scope__ = "customer"
 
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
     care_type: Mapped[str] = mapped_column(String(64), info={"dict": "care_type"})
     care_time: Mapped[dt.datetime | None]

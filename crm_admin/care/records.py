@@ -12,14 +12,12 @@ from sqlalchemy.orm import Session
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.care.service import care_status_label
 from crm_admin.core.customer_records import (
-    Contribution,
     HandOver,
     RecordKind,
     TimelineEntry,
-    VisibleCustomer,
     _,
-    of_customer,
     register,
+    timeline_page,
 )
 from crm_admin.customers.models import Customer
 from crm_admin.dictionary.service import label
@@ -27,19 +25,12 @@ from crm_admin.dictionary.service import label
 KIND = _("客户关怀")
 
 
-def _page(session: Session, customer: VisibleCustomer, limit: int) -> Contribution:
-    cares = session.execute(
-        of_customer(select(CustomerCare), CustomerCare, customer)
-        .order_by(CustomerCare.id.desc()).limit(limit)
-    ).scalars()
-    return Contribution(timeline=[
-        TimelineEntry(
-            at=c.care_time or c.created_at, kind=KIND, icon="fa-heart", title=label("care_type", c.care_type),
-            text=c.detail or "", extra=f"状态:{care_status_label(c.status, executed=c.care_time is not None)}" + (f";反馈:{c.feedback}" if c.feedback else ""),
-            user_id=c.manager_id,
-        )
-        for c in cares
-    ])
+def _entry(c: CustomerCare) -> TimelineEntry:
+    return TimelineEntry(
+        at=c.care_time or c.created_at, kind=KIND, icon="fa-heart", title=label("care_type", c.care_type),
+        text=c.detail or "", extra=f"状态:{care_status_label(c.status, executed=c.care_time is not None)}" + (f";反馈:{c.feedback}" if c.feedback else ""),
+        user_id=c.manager_id,
+    )
 
 
 def _affected(result: object) -> int:
@@ -75,7 +66,8 @@ def _plans_to(session: Session, customer_ids: list[int], manager_id: int | None,
 
 
 CARE = register(RecordKind(
-    key="customer_care", model=CustomerCare, label=KIND, unit=_("条关怀记录"), order=50, page=_page,
+    key="customer_care", model=CustomerCare, label=KIND, unit=_("条关怀记录"), order=50,
+    page=timeline_page(CustomerCare, CustomerCare.id.desc(), entry=_entry),
     hand_over=(HandOver("care_tasks", _("条待办关怀"), _pending_tasks_to, leaver=_leavers_pending_tasks),),
 ))
 CARE_PLAN = register(RecordKind(

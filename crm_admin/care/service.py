@@ -551,6 +551,17 @@ def record_feedback(
     return care
 
 
+def check_linkman_of(session: Session, customer_id: int, linkman_id: int | None, *, field: str) -> None:
+    """A chosen contact must be one of the customer's (a picker offers only those; a posted id is
+    checked all the same)."""
+    if linkman_id:
+        belongs = session.execute(
+            select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
+        ).first()
+        if belongs is None:
+            raise UserError("所选联系人不属于该客户。", field=field)
+
+
 def create_manual_care(
     session: Session, principal: Principal, *, customer_id: int | None, linkman_id: int | None,
     care_type: str | None, care_time: dt.datetime | None, detail: str | None, feedback: str | None = None,
@@ -562,12 +573,7 @@ def create_manual_care(
         raise UserError("请选择您负责的客户。", field="customer_id")
     customer = session.get(Customer, customer_id)
     assert customer is not None
-    if linkman_id:
-        belongs = session.execute(
-            select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
-        ).first()
-        if belongs is None:
-            raise UserError("所选联系人不属于该客户。", field="linkman_id")
+    check_linkman_of(session, customer_id, linkman_id, field="linkman_id")
     when = _care_time(care_time)
     text_feedback = _text(feedback, label="客户反馈", maximum=FEEDBACK_MAX, required=False, field="feedback")
     care = CustomerCare(

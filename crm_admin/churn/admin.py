@@ -20,7 +20,7 @@ from crm_admin.core.formatting import format_datetime as fmt_dt
 from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
-from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
+from crm_admin.core.views import CrmBaseView, CrmModelView, ReadOnlyModelView, principal_of
 from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary import service as dictionary
 
@@ -58,16 +58,13 @@ class ChurnRuleAdmin(CrmModelView, model=ChurnRule):
         service.validate_rule(obj.metric, threshold, obj.risk_level)
 
 
-class ChurnAlertAdmin(CrmModelView, model=ChurnAlert):
+class ChurnAlertAdmin(ReadOnlyModelView, model=ChurnAlert):
     """The plain list (and export) of alerts; handling goes through the handling page's service."""
 
     name = "预警列表"
     name_plural = "流失预警记录"
     icon = "fa-solid fa-triangle-exclamation"
     category = "客户流失"
-    can_create = False
-    can_edit = False
-    can_delete = False
     column_list = [ChurnAlert.customer, ChurnAlert.rule, ChurnAlert.risk_level, ChurnAlert.detected_at,
                    ChurnAlert.status, ChurnAlert.reason]
     column_labels = {

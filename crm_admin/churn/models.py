@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Numeric, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, OfCustomer
 from crm_admin.db import Base, Timestamped, utcnow
 
 CHURN_METRICS = ("days_since_contact", "days_since_order", "order_amount_drop_pct")
@@ -32,12 +32,10 @@ class ChurnRule(Timestamped, Base):
         return self.name
 
 
-class ChurnAlert(Timestamped, Base):
+class ChurnAlert(OfCustomer, Timestamped, Base):
     __tablename__ = "churn_alert"
     __resource__ = "churn_alert"
-    __scope__ = "customer"
 
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     rule_id: Mapped[int] = mapped_column(ForeignKey("churn_rule.id"))
     risk_level: Mapped[str] = mapped_column(String(16))
     detected_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -52,7 +52,6 @@ class UpcomingBirthdays(StaticValuesFilter):
 
 class LinkmanAdmin(CrmModelView, model=Linkman):
     name = "联系人"
-    name_plural = "联系人"
     icon = "fa-solid fa-address-book"
     category = "客户管理"
     column_list = [Linkman.name, Linkman.customer, Linkman.position, Linkman.mobile, Linkman.phone,

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, SmallInteger, String, Text
+from sqlalchemy import Boolean, Date, Index, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.core import search
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, OfCustomer
 from crm_admin.db import Base, Timestamped
 
 
-class Linkman(Timestamped, Base):
+class Linkman(OfCustomer, Timestamped, Base):
     __tablename__ = "linkman"
     __resource__ = "linkman"
-    __scope__ = "customer"
 
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     name: Mapped[str] = mapped_column(String(64))
     gender: Mapped[str | None] = mapped_column(String(8))
     position: Mapped[str | None] = mapped_column(String(64))

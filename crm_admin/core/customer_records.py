@@ -214,6 +214,25 @@ def of_customer[S: Select[*tuple[Any, ...]]](stmt: S, model: Any, customer: Visi
     return stmt.where(model.customer_id == customer.id)
 
 
+def latest_rows(session: Session, model: Any, customer: VisibleCustomer, *order_by: Any, limit: int) -> list[Any]:
+    """The first ``limit`` of ``model``'s rows of ``customer`` in ``order_by`` order (newest first, say)."""
+    return list(session.execute(
+        of_customer(select(model), model, customer).order_by(*order_by).limit(limit)
+    ).scalars())
+
+
+def timeline_page(model: Any, *order_by: Any, entry: Callable[[Any], TimelineEntry]) -> PageHook:
+    """The 360° page hook of a kind shown on the timeline alone: the customer's latest rows of ``model``
+    (``order_by``, as many as the timeline takes), each read as a line by ``entry``."""
+
+    def page(session: Session, customer: VisibleCustomer, limit: int) -> Contribution:
+        return Contribution(timeline=[
+            entry(row) for row in latest_rows(session, model, customer, *order_by, limit=limit)
+        ])
+
+    return page
+
+
 def count_rows(session: Session, customer_id: int) -> list[tuple[RecordKind, int]]:
     """(kind, rows of the customer) for every kind that blocks a plain delete and has rows — one
     statement whatever the number of kinds."""

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    update,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -116,6 +126,16 @@ class SysMeta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def bump_counter(conn: Connection, key: str) -> None:
+    """Add one to the ``sys_meta`` counter ``key`` (made at 1 when missing), in the caller's transaction."""
+    meta = SysMeta.metadata.tables["sys_meta"]
+    updated = conn.execute(
+        update(meta).where(meta.c.key == key).values(value=meta.c.value + 1)
+    ).rowcount
+    if not updated:
+        conn.execute(meta.insert().values(key=key, value=1))
 
 
 # the search index's grams compare byte for byte on MySQL/MariaDB (so a range on "t:华" is exact)

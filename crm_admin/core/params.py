@@ -9,6 +9,7 @@ does not parse or does not fit is treated as absent, never passed on: a typed or
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -99,21 +100,21 @@ def parse_local_datetime(value: Any) -> dt.datetime | None:
     return when.astimezone(dt.UTC)
 
 
-def read_date(value: Any, *, field: str, message: str = "日期格式不正确,应为 YYYY-MM-DD。") -> dt.date | None:
-    """An optional date field of a form: empty is none, anything else must be a date (UserError)."""
+def _read_optional[T](value: Any, parse: Callable[[Any], T | None], field: str, message: str) -> T | None:
+    """An optional field of a form: empty is none, anything else must parse (else UserError)."""
     if not str(value or "").strip():
         return None
-    day = parse_date(value)
-    if day is None:
+    parsed = parse(value)
+    if parsed is None:
         raise UserError(message, field=field)
-    return day
+    return parsed
+
+
+def read_date(value: Any, *, field: str, message: str = "日期格式不正确,应为 YYYY-MM-DD。") -> dt.date | None:
+    """An optional date field of a form: empty is none, anything else must be a date (UserError)."""
+    return _read_optional(value, parse_date, field, message)
 
 
 def read_local_datetime(value: Any, *, field: str, message: str = "时间格式不正确。") -> dt.datetime | None:
     """An optional date-and-time field of a form: empty is none, anything else must be a time."""
-    if not str(value or "").strip():
-        return None
-    when = parse_local_datetime(value)
-    if when is None:
-        raise UserError(message, field=field)
-    return when
+    return _read_optional(value, parse_local_datetime, field, message)

@@ -18,10 +18,10 @@ from pathlib import Path
 import casbin
 from casbin.model import Model
 from casbin.persist.adapter import Adapter
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from crm_admin.core.i18n import Labels
-from crm_admin.core.models import CasbinRule, SysMeta, SysRole
+from crm_admin.core.models import CasbinRule, SysMeta, SysRole, bump_counter
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_PATH = ROOT / "rbac_model.conf"
@@ -212,10 +212,4 @@ gate = Gate()
 
 def bump_policy_version(conn: Connection) -> None:
     """Make every process reload the policy on its next request (call inside the writing transaction)."""
-
-    meta = SysMeta.metadata.tables["sys_meta"]
-    updated = conn.execute(
-        update(meta).where(meta.c.key == POLICY_VERSION_KEY).values(value=meta.c.value + 1)
-    ).rowcount
-    if not updated:
-        conn.execute(meta.insert().values(key=POLICY_VERSION_KEY, value=1))
+    bump_counter(conn, POLICY_VERSION_KEY)

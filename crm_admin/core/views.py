@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import anyio
 from sqladmin import BaseView, ModelView
 from sqladmin.authorization import Action
+from sqladmin.models import ModelViewMeta
 from sqlalchemy import ColumnElement, Integer, Select, false, inspect, select, true
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import MANYTOONE, Session
@@ -242,7 +243,17 @@ class CrmBaseView(ScopedAccess, BaseView):
 DEFAULT_LABELS = {"created_at": "创建时间", "updated_at": "更新时间"}
 
 
-class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
+class _CrmModelViewMeta(ModelViewMeta):
+    """A view's plural name is its name unless it gives one (SQLAdmin appends an English "s")."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any], **kwargs: Any) -> Any:
+        cls = super().__new__(mcs, name, bases, attrs, **kwargs)
+        if kwargs.get("model") and "name_plural" not in attrs:
+            cls.name_plural = cls.name
+        return cls
+
+
+class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModelViewMeta):
     page_size = 20
     page_size_options: ClassVar[list[int]] = [20, 50, 100]
     export_types: ClassVar[list[str]] = ["xlsx", "csv"]
@@ -552,6 +563,16 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
             return None
         return await super().get_object_for_edit(request)
 
+    def _scoped_object(self, session: Session, principal: Principal, pk: str, action: str) -> Any:
+        """The row ``pk`` names, if ``principal`` may ``action`` it; NotFound otherwise."""
+        if not self.valid_identifier(pk):
+            raise NotFound()
+        stmt = scoped(sqladmin_compat.stmt_by_identifier(self, pk), self.model, principal, action)
+        obj = session.execute(stmt).scalars().first()
+        if obj is None:
+            raise NotFound()
+        return obj
+
     def _save_sync(self, request: Request, pk: str | None, data: dict[str, Any]) -> Any:
         principal = principal_of(request)
         try:
@@ -559,12 +580,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
                 if pk is None:
                     obj = self.model()
                 else:
-                    if not self.valid_identifier(pk):
-                        raise NotFound()
-                    stmt = scoped(sqladmin_compat.stmt_by_identifier(self, pk), self.model, principal, "edit")
-                    obj = session.execute(stmt).scalars().first()
-                    if obj is None:
-                        raise NotFound()
+                    obj = self._scoped_object(session, principal, pk, "edit")
                 self.check_foreign_keys(session, data, request)
                 self.check_version(obj, data, pk is None)
                 data = self._without_blank_owner(data, pk is None)
@@ -599,12 +615,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
         obj: Any = None
         try:
             with transaction() as session:
-                if not self.valid_identifier(pk):
-                    raise NotFound()
-                stmt = scoped(sqladmin_compat.stmt_by_identifier(self, pk), self.model, principal, "delete")
-                obj = session.execute(stmt).scalars().first()
-                if obj is None:
-                    raise NotFound()
+                obj = self._scoped_object(session, principal, pk, "delete")
                 self.before_delete(session, obj, request)
                 session.delete(obj)
                 session.flush()
@@ -648,6 +659,15 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView):
 
 
 _TABLE_MODELS: dict[str, type] = {}
+
+
+class ReadOnlyModelView(CrmModelView):
+    """Records the system writes (audit rows, job runs, transfers, policy lines …): listed, shown and
+    exported through the view, never created, edited or deleted there."""
+
+    can_create = False
+    can_edit = False
+    can_delete = False
 
 
 def _scoped_model(model: type) -> bool:

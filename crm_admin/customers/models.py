@@ -98,3 +98,14 @@ register_scope_kind("customer", _reached_through_customer)
 
 # found by any part of the name, its pinyin, and any 4+ digits (core/search.py)
 search.register(Customer, kind=1, names=("name",), digits=("phone", "code"), prefixes=("code", "credit_code"))
+
+
+class OfCustomer:
+    """A record hanging off a customer (its contacts, follow-ups, care, opportunities, alerts …): the
+    ``customer_id`` it hangs by (the table's first column) and the customer's scope — whoever sees the
+    customer sees its records (a model may widen it with a kind of its own). Each model declares its
+    ``customer`` relationship itself, first among its relations, as the pages list them."""
+
+    __scope__ = "customer"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), sort_order=-1)

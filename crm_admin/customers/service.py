@@ -499,25 +499,23 @@ def merge_customers(session: Session, principal: Principal, *, keep_id: int, dro
     return moved
 
 
-def touch_last_contact(session: Session, customer_id: int, when: dt.datetime) -> None:
-    """Move ``customer.last_contact_at`` forward (never back) in the caller's transaction."""
+def _move_forward(session: Session, customer_id: int, column: Any, when: dt.datetime) -> None:
+    """Set the customer's ``column`` to ``when`` unless it is already as late, in the caller's transaction."""
     session.execute(
         update(Customer)
-        .where(Customer.id == customer_id,
-               or_(Customer.last_contact_at.is_(None), Customer.last_contact_at < when))
-        .values(last_contact_at=when)
+        .where(Customer.id == customer_id, or_(column.is_(None), column < when))
+        .values({column: when})
         .execution_options(synchronize_session=False)
     )
+
+
+def touch_last_contact(session: Session, customer_id: int, when: dt.datetime) -> None:
+    """Move ``customer.last_contact_at`` forward (never back) in the caller's transaction."""
+    _move_forward(session, customer_id, Customer.last_contact_at, when)
 
 
 def touch_last_order(session: Session, customer_id: int, when: dt.datetime) -> None:
-    session.execute(
-        update(Customer)
-        .where(Customer.id == customer_id,
-               or_(Customer.last_order_at.is_(None), Customer.last_order_at < when))
-        .values(last_order_at=when)
-        .execution_options(synchronize_session=False)
-    )
+    _move_forward(session, customer_id, Customer.last_order_at, when)
 
 
 def status_label(value: str | None) -> str:

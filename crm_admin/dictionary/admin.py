@@ -41,7 +41,6 @@ _CODE = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
 
 class DictTypeAdmin(CrmModelView, model=DictType):
     name = "字典类型"
-    name_plural = "字典类型"
     icon = "fa-solid fa-book"
     category = "系统管理"
     column_list = [DictType.code, DictType.name, DictType.is_active]
@@ -124,7 +123,6 @@ def _added_label(items: list[Any], added: str | None) -> str:
 
 class DictItemAdmin(CrmModelView, model=DictItem):
     name = "字典项"
-    name_plural = "字典项"
     icon = "fa-solid fa-list-ul"
     category = "系统管理"
     column_list = [DictItem.type_code, DictItem.value, DictItem.label, DictItem.sort, DictItem.is_active]

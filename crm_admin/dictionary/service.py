@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, func, or_, select
 from sqlalchemy.orm import Session
 from wtforms import SelectField
 from wtforms.validators import ValidationError
@@ -21,6 +21,7 @@ from crm_admin.accounts.models import SysMeta
 from crm_admin.core import discovery, vocabulary
 from crm_admin.core.errors import UserError
 from crm_admin.core.i18n import blank_choice, current_locale, tr
+from crm_admin.core.models import bump_counter
 from crm_admin.db import Base, get_engine
 from crm_admin.dictionary.models import DictItem, DictType
 
@@ -167,12 +168,7 @@ def value_for_label(type_code: str, text: str) -> str | None:
 
 
 def bump_dict_version(conn: Connection) -> None:
-    meta = SysMeta.metadata.tables["sys_meta"]
-    updated = conn.execute(
-        update(meta).where(meta.c.key == DICT_VERSION_KEY).values(value=meta.c.value + 1)
-    ).rowcount
-    if not updated:
-        conn.execute(meta.insert().values(key=DICT_VERSION_KEY, value=1))
+    bump_counter(conn, DICT_VERSION_KEY)
     _cache.version = None
 
 

@@ -27,7 +27,6 @@ from crm_admin.followups.service import after_follow_up_saved, due_follow_ups, v
 
 class FollowUpAdmin(CrmModelView, model=FollowUp):
     name = "联系记录"
-    name_plural = "联系记录"
     icon = "fa-solid fa-phone"
     category = "客户管理"
     column_list = [FollowUp.customer, FollowUp.method, FollowUp.contacted_at, FollowUp.linkman,

@@ -9,16 +9,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.contacts.models import Linkman
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, OfCustomer
 from crm_admin.db import Base, Timestamped
 
 
-class FollowUp(Timestamped, Base):
+class FollowUp(OfCustomer, Timestamped, Base):
     __tablename__ = "follow_up"
     __resource__ = "follow_up"
-    __scope__ = "customer"
 
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     linkman_id: Mapped[int | None] = mapped_column(ForeignKey("linkman.id"))
     opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("sales_opportunity.id"))
     manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))

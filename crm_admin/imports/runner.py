@@ -21,6 +21,7 @@ from crm_admin.core import audit
 from crm_admin.core.context import Actor, acting_as
 from crm_admin.core.errors import UserError
 from crm_admin.core.principal import Principal
+from crm_admin.core.ticker import Ticker
 from crm_admin.db import session_factory, transaction, utcnow
 from crm_admin.imports import chunks, spreadsheet, store
 from crm_admin.imports.reading import (
@@ -92,38 +93,28 @@ def sweep_now() -> None:
         log.exception("import jobs: sweep failed")
 
 
-class _Reporter:
+class _Reporter(Ticker):
     """Writes the job's progress every ``SAVE_EVERY_SECONDS`` when it moved, and its heartbeat every
     ``HEARTBEAT_SECONDS`` regardless, from a thread of its own: the pass never waits for it (on SQLite
     the apply's transaction holds the write lock; the row catches up when it commits)."""
 
     def __init__(self, job: Job) -> None:
+        super().__init__(SAVE_EVERY_SECONDS, name=f"import-beat-{job.id}")
         self.job = job
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name=f"import-beat-{job.id}", daemon=True)
+        self.last: tuple[Any, ...] = ()
+        self.beat = utcnow()
 
-    def _beat(self) -> None:
+    def tick(self) -> None:
         job = self.job
-        last: tuple[Any, ...] = ()
-        beat = utcnow()
-        while not self.stop_event.wait(SAVE_EVERY_SECONDS):
-            seen = (job.status, *(getattr(job, k) for k in store.PROGRESS))
-            if seen == last and (utcnow() - beat).total_seconds() < store.HEARTBEAT_SECONDS:
-                continue
-            try:
-                store.report(job)
-            except Exception:
-                log.warning("import job %s: progress not saved", job.id, exc_info=True)
-                continue
-            last, beat = seen, utcnow()
-
-    def __enter__(self) -> _Reporter:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_event.set()
-        self.thread.join()
+        seen = (job.status, *(getattr(job, k) for k in store.PROGRESS))
+        if seen == self.last and (utcnow() - self.beat).total_seconds() < store.HEARTBEAT_SECONDS:
+            return
+        try:
+            store.report(job)
+        except Exception:
+            log.warning("import job %s: progress not saved", job.id, exc_info=True)
+            return
+        self.last, self.beat = seen, utcnow()
 
 
 def _run(job: Job, work: Callable[[Job], None], claimed: str, run_async: bool, cleanup: str | None = None) -> None:

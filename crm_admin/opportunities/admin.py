@@ -30,7 +30,6 @@ from crm_admin.opportunities.models import SalesOpportunity
 
 class OpportunityAdmin(CrmModelView, model=SalesOpportunity):
     name = "销售机会"
-    name_plural = "销售机会"
     icon = "fa-solid fa-chart-line"
     category = "客户管理"
     column_list = [SalesOpportunity.title, SalesOpportunity.customer, SalesOpportunity.stage,

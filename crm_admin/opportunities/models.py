@@ -9,18 +9,16 @@ from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, OfCustomer
 from crm_admin.db import ZERO, Base, Timestamped
 
 OPPORTUNITY_STATUSES = ("open", "won", "lost")
 
 
-class SalesOpportunity(Timestamped, Base):
+class SalesOpportunity(OfCustomer, Timestamped, Base):
     __tablename__ = "sales_opportunity"
     __resource__ = "opportunity"
-    __scope__ = "customer"
 
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     title: Mapped[str] = mapped_column(String(128))
     stage: Mapped[str] = mapped_column(String(64), info={"dict": "opportunity_stage"})
     amount: Mapped[Decimal] = mapped_column(default=ZERO, info={"min": 0})

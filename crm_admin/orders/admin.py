@@ -23,7 +23,7 @@ from crm_admin.core.formatting import local_now
 from crm_admin.core.pages import base_context, run_sync, url_path
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
-from crm_admin.core.views import CrmModelView, principal_of, scoped_ref
+from crm_admin.core.views import CrmModelView, ReadOnlyModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory, transaction
 from crm_admin.orders import service
@@ -195,17 +195,13 @@ def _discount(m: Any, _a: Any) -> str:
     return service.format_discount(m.discount)
 
 
-class OrderItemAdmin(CrmModelView, model=OrderItem):
+class OrderItemAdmin(ReadOnlyModelView, model=OrderItem):
     """Every order line, read-only (what sold, to whom: filter, search, export); a line is changed in
     its order's form."""
 
     name = "订单明细"
-    name_plural = "订单明细"
     icon = "fa-solid fa-list"
     category = "客户管理"
-    can_create = False
-    can_edit = False
-    can_delete = False
     column_list = [OrderItem.order, OrderItem.product, OrderItem.quantity, OrderItem.unit_price,
                    OrderItem.discount]
     column_export_list = ["order", "product", "quantity", "unit_price", "discount"]

@@ -18,6 +18,7 @@ from crm_admin.core.customer_records import (
     TimelineEntry,
     VisibleCustomer,
     _,
+    latest_rows,
     of_customer,
     register,
 )
@@ -29,10 +30,8 @@ KIND = _("订单")
 
 
 def _page(session: Session, customer: VisibleCustomer, limit: int) -> Contribution:
-    orders = session.execute(
-        of_customer(select(CustomerOrder), CustomerOrder, customer)
-        .order_by(CustomerOrder.order_date.desc(), CustomerOrder.id.desc()).limit(limit)
-    ).scalars().all()
+    orders = latest_rows(session, CustomerOrder, customer, CustomerOrder.order_date.desc(), CustomerOrder.id.desc(),
+                         limit=limit)
     count, total = session.execute(
         of_customer(select(func.count(), func.coalesce(func.sum(CustomerOrder.amount), 0)), CustomerOrder, customer)
         .where(CustomerOrder.status != "cancelled")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import random
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from openpyxl import Workbook
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
+from crm_admin.core.ticker import Ticker
 from crm_admin.perf.client import login, server_rss_mb
 from crm_admin.perf.generate import (
     BRAND,
@@ -108,28 +108,18 @@ def build_workbook(path: Path, rows: int, *, tag: str, run: int, managers: list[
     wb.save(path)
 
 
-class _Sampler:
+class _Sampler(Ticker):
     """The server's resident memory every 0.2 s while the import runs."""
 
     def __init__(self, pid: int | None) -> None:
+        super().__init__(0.2)
         self.pid = pid
         self.before = server_rss_mb(pid) if pid else 0.0
         self.peak = self.before
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.done.wait(0.2):
-            if self.pid:
-                self.peak = max(self.peak, server_rss_mb(self.pid))
-
-    def __enter__(self) -> _Sampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
+    def tick(self) -> None:
+        if self.pid:
+            self.peak = max(self.peak, server_rss_mb(self.pid))
 
 
 def _poll(client: httpx.Client, job_url: str, t0: float, samples: list[dict[str, Any]], until: str,

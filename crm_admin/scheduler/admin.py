@@ -13,7 +13,7 @@ from crm_admin.core.formatting import format_datetime as fmt_dt
 from crm_admin.core.i18n import Labels, tr
 from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.routes import route
-from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
+from crm_admin.core.views import CrmBaseView, ReadOnlyModelView, principal_of
 from crm_admin.db import session_factory, transaction
 from crm_admin.scheduler import runner, service
 from crm_admin.scheduler.models import JobRun
@@ -21,14 +21,10 @@ from crm_admin.scheduler.models import JobRun
 STATUS_LABELS = Labels({"running": "运行中", "success": "成功", "failed": "失败", "skipped": "跳过"})
 
 
-class JobRunAdmin(CrmModelView, model=JobRun):
+class JobRunAdmin(ReadOnlyModelView, model=JobRun):
     name = "任务运行记录"
-    name_plural = "任务运行记录"
     icon = "fa-solid fa-list-check"
     category = "系统管理"
-    can_create = False
-    can_edit = False
-    can_delete = False
     column_list = [JobRun.job, JobRun.started_at, JobRun.finished_at, JobRun.status, JobRun.created_count,
                    JobRun.detail]
     column_labels = {"job": "任务", "run_key": "运行批次", "started_at": "开始时间", "finished_at": "结束时间",

@@ -26,7 +26,7 @@ from crm_admin.core.scope import (
     sees_several_users,
     users_in_scope,
 )
-from crm_admin.core.views import CrmBaseView, CrmModelView, principal_of
+from crm_admin.core.views import CrmBaseView, ReadOnlyModelView, principal_of
 from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory, transaction
 from crm_admin.transfers import service
@@ -35,14 +35,11 @@ from crm_admin.transfers.models import CustomerTransfer
 PICK_LIMIT = 200
 
 
-class CustomerTransferAdmin(CrmModelView, model=CustomerTransfer):
+class CustomerTransferAdmin(ReadOnlyModelView, model=CustomerTransfer):
     name = "转移记录"
     name_plural = "客户转移记录"
     icon = "fa-solid fa-right-left"
     category = "客户管理"
-    can_create = False
-    can_edit = False
-    can_delete = False
     column_list = [CustomerTransfer.customer, CustomerTransfer.old_manager, CustomerTransfer.new_manager,
                    CustomerTransfer.reason, CustomerTransfer.transferred_at, CustomerTransfer.operator]
     column_labels = {

@@ -10,16 +10,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.customer_records import reaches_customer_rows
 from crm_admin.core.scope import UserIds, kind_clause, owned_by, register_scope_kind
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, OfCustomer
 from crm_admin.db import Base, Timestamped, utcnow
 
 
-class CustomerTransfer(Timestamped, Base):
+class CustomerTransfer(OfCustomer, Timestamped, Base):
     __tablename__ = "customer_transfer"
     __resource__ = "transfer"
     __scope__ = "transfer"
 
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
     old_manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
     new_manager_id: Mapped[int] = mapped_column(ForeignKey("sys_user.id"))
     reason: Mapped[str] = mapped_column(String(500))

@@ -23,11 +23,12 @@ from crm_admin.core.context import SYSTEM, acting_as
 from crm_admin.customers.models import Customer
 from crm_admin.followups.models import FollowUp
 from crm_admin.opportunities.models import OpportunityStageHistory, SalesOpportunity
-from crm_admin.opportunities.service import create_opportunity, move_stage
+from crm_admin.opportunities.service import move_stage
 from crm_admin.orders.models import CustomerOrder, OrderItem
 from crm_admin.transfers.models import CustomerTransfer
 from tests.company import World
 from tests.customers.conftest import form_token, merge_through_preview, principal_for
+from tests.opportunities.conftest import opportunity_through
 
 # Statements one 360° page costs (sign-in check and policy version, the route's scope check, the
 # customer, each kind's reads, the names, the delete blockers): 21 before the registry, 16 with it.
@@ -84,8 +85,7 @@ def _more_of_everything(world: World, owner: str, n: int) -> None:
     principal = principal_for(owner)
     for i in range(n):
         with db.transaction() as s:
-            opp = create_opportunity(s, principal, customer_id=cid, title=f"商机{i}", stage="initial")
-            move_stage(s, principal, opportunity_id=opp.id, stage="proposal")
+            opportunity_through(s, principal, cid, f"商机{i}", "proposal")
 
 
 def test_the_360_page_costs_a_fixed_number_of_statements(
@@ -104,8 +104,7 @@ def test_stage_changes_are_on_the_360_timeline(make_user: Any, login_as: Any, ma
     cust = make_customer("阶段公司", manager="wang")
     wang = principal_for("wang")
     with db.transaction() as s:
-        opp = create_opportunity(s, wang, customer_id=cust.id, title="年度框架协议", stage="initial")
-        move_stage(s, wang, opportunity_id=opp.id, stage="proposal")
+        opp = opportunity_through(s, wang, cust.id, "年度框架协议", "proposal")
     html = login_as("wang").get(f"/admin/customer/360/{cust.id}").text
     assert 'data-kind="阶段变更"' in html and "初步接洽 → 方案报价" in html
     # the opportunity links to its details, where the whole history is

@@ -7,8 +7,9 @@ import re
 from typing import Any
 
 from crm_admin import db
-from crm_admin.opportunities.service import create_opportunity, move_stage
+from crm_admin.opportunities.service import create_opportunity
 from tests.customers.conftest import principal_for
+from tests.opportunities.conftest import opportunity_through
 
 
 def _history_rows(html: str) -> list[str]:
@@ -23,9 +24,7 @@ def test_the_opportunity_details_show_its_stage_history(make_user: Any, make_cus
     cust = make_customer("阶段历史公司", manager="wang")
     wang = principal_for("wang")
     with db.transaction() as s:
-        opp = create_opportunity(s, wang, customer_id=cust.id, title="仓储系统", stage="initial")
-        move_stage(s, wang, opportunity_id=opp.id, stage="requirement")
-        move_stage(s, wang, opportunity_id=opp.id, stage="proposal")
+        opp = opportunity_through(s, wang, cust.id, "仓储系统", "requirement", "proposal")
 
     page = login_as("wang").get(f"/admin/sales-opportunity/details/{opp.id}")
     assert page.status_code == 200

@@ -52,14 +52,25 @@ def _no_leaks(body: str) -> None:
 
 
 @pytest.fixture
-def order_form(request: Any, make_user: Any, make_customer: Any, login_as: Any,
-               admin_client: Any) -> tuple[Any, int, int]:
-    """(client, customer id, product id) for the order form, used by the user asked for."""
+def wangs(make_user: Any, make_customer: Any) -> tuple[int, int]:
+    """The manager wang, a customer of his and a product: (customer id, product id)."""
     make_user("wang")
     customer = make_customer("甲客户", manager="wang")
-    product = _product()
+    return customer.id, _product()
+
+
+def _wangs_order(principal: Any, customer: int, *items: dict[str, Any]) -> CustomerOrder:
+    """wang's order of 2 November 2026 for ``customer``, through the service."""
+    with db.transaction() as s:
+        return create_order(s, principal("wang"), customer_id=customer, order_date=dt.date(2026, 11, 2),
+                            items=list(items))
+
+
+@pytest.fixture
+def order_form(request: Any, login_as: Any, admin_client: Any, wangs: tuple[int, int]) -> tuple[Any, int, int]:
+    """(client, customer id, product id) for the order form, used by the user asked for."""
     client = admin_client if request.param == "admin" else login_as("wang")
-    return client, customer.id, product
+    return client, *wangs
 
 
 def _line(product: int, **values: str) -> dict[str, str]:
@@ -125,25 +136,17 @@ def test_lines_that_fit_but_whose_total_does_not_are_refused(order_form: Any) ->
     assert before[2] == [Decimal("600000000000.00")]
 
 
-def test_the_service_path_refuses_the_same(make_user: Any, make_customer: Any, principal: Any) -> None:
-    make_user("wang")
-    customer = make_customer("甲客户", manager="wang")
-    product = _product()
-    with pytest.raises(UserError, match="单价超出允许范围"), db.transaction() as s:
-        create_order(s, principal("wang"), customer_id=customer.id, order_date=dt.date(2026, 11, 2),
-                     items=[{"product_id": product, "quantity": 1, "unit_price": "1000000000000000"}])
+def test_the_service_path_refuses_the_same(wangs: tuple[int, int], principal: Any) -> None:
+    customer, product = wangs
+    with pytest.raises(UserError, match="单价超出允许范围"):
+        _wangs_order(principal, customer, {"product_id": product, "quantity": 1, "unit_price": "1000000000000000"})
     assert _counts() == (0, 0, [])
 
 
-def test_any_write_is_checked_before_the_database_sees_it(make_user: Any, make_customer: Any,
-                                                          principal: Any) -> None:
+def test_any_write_is_checked_before_the_database_sees_it(wangs: tuple[int, int], principal: Any) -> None:
     """A path that sets attributes without any validation (here: directly) is still refused at flush."""
-    make_user("wang")
-    customer = make_customer("甲客户", manager="wang")
-    product = _product()
-    with db.transaction() as s:
-        order = create_order(s, principal("wang"), customer_id=customer.id, order_date=dt.date(2026, 11, 2),
-                             items=[{"product_id": product, "quantity": 1}])
+    customer, product = wangs
+    order = _wangs_order(principal, customer, {"product_id": product, "quantity": 1})
     with pytest.raises(UserError, match="超出允许范围"), db.transaction() as s:
         item = s.execute(select(OrderItem)).scalar_one()
         item.unit_price = Decimal("1000000000000000")
@@ -213,14 +216,10 @@ def test_a_blank_unit_price_takes_the_products_list_price(order_form: Any) -> No
         assert s.execute(select(CustomerOrder.amount)).scalar_one() == Decimal("39.98")
 
 
-def test_an_order_deleted_takes_its_lines_with_it(make_user: Any, make_customer: Any, principal: Any,
-                                                   admin_client: Any) -> None:
-    make_user("wang")
-    customer = make_customer("甲客户", manager="wang")
-    product = _product()
-    with db.transaction() as s:
-        order = create_order(s, principal("wang"), customer_id=customer.id, order_date=dt.date(2026, 11, 2),
-                             items=[{"product_id": product, "quantity": 1}, {"product_id": product, "quantity": 2}])
+def test_an_order_deleted_takes_its_lines_with_it(wangs: tuple[int, int], principal: Any, admin_client: Any) -> None:
+    customer, product = wangs
+    order = _wangs_order(principal, customer, {"product_id": product, "quantity": 1},
+                         {"product_id": product, "quantity": 2})
     r = admin_client.delete(f"/admin/customer-order/delete?pks={order.id}",
                             headers={"X-CSRF-Token": csrf_token(admin_client)})
     assert r.status_code == 200 and "error" not in r.text, r.text

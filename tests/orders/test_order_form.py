@@ -257,12 +257,18 @@ def test_an_item_of_another_order_is_refused(wang: dict[str, Any], login_as: Any
     assert state() == before
 
 
+def _one_camera_order(wang: dict[str, Any]) -> tuple[CustomerOrder, OrderItem]:
+    """wang's order of one camera, saved through the form: (the order, its line)."""
+    post_order(wang["client"], NEW, customer=wang["customer"],
+               lines=[{"product_id": wang["products"]["camera"], "quantity": "1"}])
+    order = only_order()
+    return order, lines_of(order.id)[0]
+
+
 def test_a_save_from_an_older_copy_of_the_form_is_refused(wang: dict[str, Any]) -> None:
     p = wang["products"]
     client = wang["client"]
-    post_order(client, NEW, customer=wang["customer"], lines=[{"product_id": p["camera"], "quantity": "1"}])
-    order = only_order()
-    item = lines_of(order.id)[0]
+    order, item = _one_camera_order(wang)
     line = {"item_id": item.id, "product_id": p["camera"], "quantity": "2"}
     assert post_order(client, edit_url(order.id), customer=wang["customer"], version=str(order.version),
                       lines=[line]).status_code == 303
@@ -277,9 +283,7 @@ def test_a_save_from_an_older_copy_of_the_form_is_refused(wang: dict[str, Any]) 
 def test_an_inactive_product_stays_on_the_line_that_has_it(wang: dict[str, Any]) -> None:
     p = wang["products"]
     client = wang["client"]
-    post_order(client, NEW, customer=wang["customer"], lines=[{"product_id": p["camera"], "quantity": "1"}])
-    order = only_order()
-    item = lines_of(order.id)[0]
+    order, item = _one_camera_order(wang)
     with db.transaction() as s:
         s.get(Product, p["camera"]).is_active = False
     r = post_order(client, edit_url(order.id), customer=wang["customer"], version=str(order.version),

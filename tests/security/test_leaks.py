@@ -60,12 +60,16 @@ def test_edit_post_of_anothers_row_is_404_and_changes_nothing(world: World, logi
     assert snapshot() == before
 
 
+def _only_mgr_a_customers(r: Any) -> None:
+    """``r`` (a list page, an export) shows mgr_a's customer and neither of the other managers'."""
+    assert r.status_code == 200
+    assert "客户mgr_a有限公司" in r.text
+    assert "客户mgr_b有限公司" not in r.text and "客户mgr_c有限公司" not in r.text
+
+
 def test_list_count_and_search_show_only_own_rows(world: World, login_as: Any) -> None:
     a = login_as("mgr_a")
-    page = a.get("/admin/customer/list")
-    assert page.status_code == 200
-    assert "客户mgr_a有限公司" in page.text
-    assert "客户mgr_b有限公司" not in page.text and "客户mgr_c有限公司" not in page.text
+    _only_mgr_a_customers(a.get("/admin/customer/list"))
     found = a.get("/admin/customer/list", params={"search": "mgr_b"})
     assert "客户mgr_b有限公司" not in found.text
     for kind in ("linkman", "follow_up", "opportunity", "customer_care", "order"):
@@ -98,11 +102,7 @@ def test_count_is_scoped(world: World, login_as: Any, app: Any) -> None:
 
 
 def test_export_contains_only_own_rows(world: World, login_as: Any) -> None:
-    a = login_as("mgr_a")
-    r = a.get("/admin/customer/export/csv")
-    assert r.status_code == 200
-    assert "客户mgr_a有限公司" in r.text
-    assert "客户mgr_b有限公司" not in r.text and "客户mgr_c有限公司" not in r.text
+    _only_mgr_a_customers(login_as("mgr_a").get("/admin/customer/export/csv"))
 
 
 def test_readonly_cannot_export(world: World, login_as: Any) -> None:
@@ -110,29 +110,26 @@ def test_readonly_cannot_export(world: World, login_as: Any) -> None:
     assert ro.get("/admin/customer/export/csv").status_code == 403
 
 
-def test_delete_single_of_anothers_row_is_404(world: World, login_as: Any) -> None:
-    a = login_as("mgr_a")
+def _refused_delete(client: Any, path: str, status: int) -> None:
+    """The DELETE of ``path`` is refused with ``status`` and changes nothing."""
     before = snapshot()
-    r = a.request("DELETE", f"/admin/linkman/delete?pks={world.row('mgr_b', 'linkman')}", headers=_headers(a))
-    assert r.status_code == 404
+    r = client.request("DELETE", path, headers=_headers(client))
+    assert r.status_code == status
     assert snapshot() == before
+
+
+def test_delete_single_of_anothers_row_is_404(world: World, login_as: Any) -> None:
+    _refused_delete(login_as("mgr_a"), f"/admin/linkman/delete?pks={world.row('mgr_b', 'linkman')}", 404)
 
 
 def test_bulk_delete_mixing_own_and_anothers_rows_deletes_nothing(world: World, login_as: Any) -> None:
-    a = login_as("mgr_a")
-    before = snapshot()
     pks = f"{world.row('mgr_a', 'care_plan')},{world.row('mgr_b', 'care_plan')}"
-    r = a.request("DELETE", f"/admin/care-plan/delete?pks={pks}", headers=_headers(a))
-    assert r.status_code == 404
-    assert snapshot() == before
+    _refused_delete(login_as("mgr_a"), f"/admin/care-plan/delete?pks={pks}", 404)
 
 
 def test_delete_without_permission_is_403(world: World, login_as: Any) -> None:
-    a = login_as("mgr_a")  # managers may not delete customers
-    before = snapshot()
-    r = a.request("DELETE", f"/admin/customer/delete?pks={world.row('mgr_a', 'customer')}", headers=_headers(a))
-    assert r.status_code == 403
-    assert snapshot() == before
+    # managers may not delete customers
+    _refused_delete(login_as("mgr_a"), f"/admin/customer/delete?pks={world.row('mgr_a', 'customer')}", 403)
 
 
 def test_delete_with_empty_or_bad_pks_changes_nothing(world: World, login_as: Any) -> None:
