@@ -24,7 +24,8 @@ from locust import FastHttpUser, between, task
 from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
-from crm_admin.perf.bench import PAGES, find_token
+from crm_admin.perf.bench import PAGES
+from crm_admin.perf.client import find_token
 from crm_admin.perf.generate import BENCH_PASSWORD, admin_username, manager_username
 
 _managers = itertools.count(1)
