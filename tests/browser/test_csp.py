@@ -1,6 +1,8 @@
-"""The Content-Security-Policy in a real browser: no page, for no role, breaks it or throws.
+"""The Content-Security-Policy in a real browser: no page, for no role, breaks it or throws; and no
+Chinese screen shows a code (read on the same walk, so each page is opened once for both).
 
-Each role signs in and walks the site from its home page, following every link to a route it has
+Each role signs in and walks the site from its home page (the walk shared with the Chinese
+screen-text test, ``walk.chinese_walk``), following every link to a route it has
 not opened yet (the menu, list → details → edit, create buttons, the 360° page, an alert, a
 user …); the administrator also starts from the list and create page of every model view, and
 every role from every custom page of the admin site, both read from the running app's routes.
@@ -29,48 +31,20 @@ from sqlalchemy.exc import OperationalError
 from tests.browser.walk import (
     Site,
     Watch,
+    chinese_walk,
     for_each_role,
     open_as,
+    report_violations,
     visit,
-    walk_everything,
     with_own_browser,
 )
 
-REPORT_VIOLATIONS = """
-document.addEventListener('securitypolicyviolation', function (e) {
-  window.__cspViolation(e.documentURI + ': ' + e.violatedDirective + ' blocked ' +
-    (e.blockedURI || '(inline)') + ' at ' + (e.sourceFile || '') + ':' + e.lineNumber + ' ' + (e.sample || ''));
-}, true);
-"""
 
-
-def _report_violations(context: Any, page: Any, watch: Watch) -> None:
-    """A violation is reported by the page's listener and by Chromium's console; a page error too."""
-    context.expose_binding("__cspViolation", lambda _source, text: watch.problems.append(
-        f"[{watch.role}] {text}"))
-    context.add_init_script(REPORT_VIOLATIONS)
-
-    def console(msg: Any) -> None:
-        if "Content Security Policy" in msg.text or "Content-Security-Policy" in msg.text:
-            watch.problems.append(f"[{watch.role}] {watch.where}: console: {msg.text}")
-
-    page.on("console", console)
-    page.on("pageerror", lambda exc: watch.problems.append(f"[{watch.role}] {watch.where}: JS error {exc}"))
-
-
-def _open_as(browser: Any, live_server: str, role: str) -> tuple[Any, Any, Watch]:
-    return open_as(browser, live_server, role, prepare=_report_violations)
-
-
-def _use_site_as(role: str, site: Site, live_server: str, tmp_path: Path) -> Watch:
-    """One role's visit with its own browser: the four roles walk at once, which keeps the test
-    well under a minute."""
+def _use_widgets_as(role: str, live_server: str, tmp_path: Path) -> Watch:
+    """The parts whose code runs only when used, used once by the role that has them."""
 
     def use(browser: Any) -> Watch:
-        _context, page, watch = _open_as(browser, live_server, role)
-        walk_everything(page, watch, site, live_server)
-        if role != "admin":
-            assert 403 in watch.visited.values(), role
+        _context, page, watch = open_as(browser, live_server, role, prepare=report_violations)
         if role == "admin":
             _use_admin_widgets(page, watch, tmp_path)
         if role == "manager":
@@ -81,26 +55,34 @@ def _use_site_as(role: str, site: Site, live_server: str, tmp_path: Path) -> Wat
     return with_own_browser(use)
 
 
-def test_no_page_violates_the_content_security_policy(
+def test_no_page_violates_the_content_security_policy_or_shows_codes(
     demo_data: Any, app: Any, live_server: str, browser: Any, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started = time.monotonic()
     site = Site(app)
-    watches = for_each_role(lambda role: _use_site_as(role, site, live_server, tmp_path))
+    watches = chinese_walk(app, live_server)
+    for role, walked in watches.items():
+        if role != "admin":
+            assert 403 in walked.visited.values(), role
+    used = for_each_role(lambda role: _use_widgets_as(role, live_server, tmp_path), ["admin", "manager"])
 
     # the error pages last, once nobody else is walking: the 500/503 ones are faked in-process
-    context, page, watch = _open_as(browser, live_server, "admin")
+    context, page, watch = open_as(browser, live_server, "admin", prepare=report_violations)
     try:
         _open_error_pages(page, watch, monkeypatch)
         page.evaluate("0")
     finally:
         context.close()
 
-    problems = [p for w in (*watches.values(), watch) for p in w.problems]
+    problems = [p for w in (*watches.values(), *used.values(), watch) for p in w.problems]
     opened = {role: len(w.visited) for role, w in watches.items()}
     print(f"pages opened per role: {opened}; {time.monotonic() - started:.1f} s")
     assert not problems, "\n".join(dict.fromkeys(problems))
+    # the same walk read every Chinese screen (tests/browser/test_screen_text.py says what a leak is)
+    leaks = [leak for w in watches.values() for leak in w.leaks]
+    assert not leaks, "\n".join(dict.fromkeys(leaks))
+    assert all(len(w.visited) > 10 for w in watches.values())
     admin_visited = watches["admin"].visited
     for identity in site.model_identities:
         assert admin_visited.get(("list", identity)) == 200, identity

@@ -67,7 +67,7 @@ def _folder() -> Path | None:
     return folder
 
 
-def _open(page: Any, screen: Screen) -> None:
+def _open(page: Any, screen: Screen, *, for_picture: bool) -> None:
     url = screen.url
     if url == "360":
         page.goto("/admin/customer/list")
@@ -77,8 +77,9 @@ def _open(page: Any, screen: Screen) -> None:
     assert response is not None and response.status == 200, (screen.name, url)
     if screen.wait_for:
         page.wait_for_selector(screen.wait_for)
-    page.wait_for_load_state("networkidle")
-    page.wait_for_timeout(300)  # charts finish their entrance animation
+    if for_picture:  # a picture waits for late requests and for charts to finish their entrance
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(300)
 
 
 def _shoot(browser: Any, live_server: str, locale: str, screens: list[Screen]) -> list[tuple[Screen, str]]:
@@ -100,7 +101,7 @@ def _shoot(browser: Any, live_server: str, locale: str, screens: list[Screen]) -
         page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
         try:
             for screen in group:
-                _open(page, screen)
+                _open(page, screen, for_picture=folder is not None)
                 assert page.locator("html").get_attribute("lang") == ("zh-CN" if locale == "zh" else locale)
                 file = f"{locale}-{screen.name}.png"
                 if folder is not None:

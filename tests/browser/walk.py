@@ -5,6 +5,9 @@ yet (the menu, list → details → edit, create buttons, the 360° page, an ale
 read from the running app (``Site``), so a new page is walked without touching the tests.
 ``use_site_as`` runs one role's visit in its own thread with its own Chromium (Playwright's sync API
 is per thread), so the roles can walk at once; ``on_page`` is called on every HTML page opened.
+
+``chinese_walk`` is the walk of every role in Chinese that the Content-Security-Policy test makes:
+each page is opened once and looked at for both policy violations and codes shown as text.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 from sqladmin import ModelView
 from starlette.routing import Match, Route
 
+from tests.browser import screen_text
 from tests.browser.conftest import CHROMIUM_ARGS, _chromium_path, login
 from tests.conftest import ADMIN_PASSWORD
 from tests.demo_data import DEMO_PASSWORD
@@ -45,6 +49,7 @@ class Watch:
 
     role: str
     problems: list[str] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)  # codes or raw names on a screen (chinese_walk)
     visited: dict[tuple[str, ...], int] = field(default_factory=dict)
     where: str = ""
 
@@ -175,3 +180,50 @@ def walk_everything(page: Any, watch: Watch, site: Site, live_server: str,
     walk(page, watch, site, live_server, site.seeds(watch.role), on_page)
     if watch.role != "admin":  # the lists no link led to: the refusal page, mostly
         walk(page, watch, site, live_server, site.model_lists(), on_page)
+
+
+# Reports a Content-Security-Policy violation to the test, installed before any page script runs.
+REPORT_VIOLATIONS = """
+document.addEventListener('securitypolicyviolation', function (e) {
+  window.__cspViolation(e.documentURI + ': ' + e.violatedDirective + ' blocked ' +
+    (e.blockedURI || '(inline)') + ' at ' + (e.sourceFile || '') + ':' + e.lineNumber + ' ' + (e.sample || ''));
+}, true);
+"""
+
+
+def report_violations(context: Any, page: Any, watch: Watch) -> None:
+    """A violation is reported by the page's listener and by Chromium's console; a page error too
+    (all into ``watch.problems``)."""
+    context.expose_binding("__cspViolation", lambda _source, text: watch.problems.append(
+        f"[{watch.role}] {text}"))
+    context.add_init_script(REPORT_VIOLATIONS)
+
+    def console(msg: Any) -> None:
+        if "Content Security Policy" in msg.text or "Content-Security-Policy" in msg.text:
+            watch.problems.append(f"[{watch.role}] {watch.where}: console: {msg.text}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda exc: watch.problems.append(f"[{watch.role}] {watch.where}: JS error {exc}"))
+
+
+def chinese_walk(app: Any, live_server: str) -> dict[str, Watch]:
+    """Every role's whole walk in Chinese (all roles at once) on the demo company the calling test
+    loaded: CSP violations and page errors in ``problems``, codes shown as text in ``leaks``."""
+    site = Site(app)
+    pattern = screen_text.code_pattern(screen_text.codes(app))
+
+    def use(role: str) -> Watch:
+        def in_browser(browser: Any) -> Watch:
+            _context, page, watch = open_as(browser, live_server, role, prepare=report_violations)
+
+            def read(pg: Any, w: Watch) -> None:
+                for leak in screen_text.leaks_in_chinese(screen_text.visible_text(pg, "zh"), pattern):
+                    w.leaks.append(f"[{role}/zh] {w.where}: {leak}")
+
+            walk_everything(page, watch, site, live_server, on_page=read)
+            page.evaluate("0")  # the last violation reports reach the test
+            return watch
+
+        return with_own_browser(in_browser)
+
+    return for_each_role(use)
