@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
     login_ip_max_per_minute: int = Field(default=20, ge=1, le=10_000)
+    # The cost of one password check (argon2id, one lane). OWASP's minimum is any of 46 MiB × 1 pass,
+    # 19 MiB × 2, 12 MiB × 3, 9 MiB × 4, 7 MiB × 5; the default costs about 20 ms of one core.
+    # Production refuses less; a test machine may set a token cost.
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=8, le=4 * 1024 * 1024)
+    password_hash_passes: int = Field(default=2, ge=1, le=20)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     timezone: str = "Asia/Shanghai"
@@ -96,6 +101,10 @@ class Settings(BaseSettings):
             problems.append("未启用 HTTPS(设置 CRM_TLS_CERTFILE/CRM_TLS_KEYFILE,或在 TLS 反向代理后设置 CRM_HTTPS=true)")
         if self.admin_password and len(self.admin_password) < 12:
             problems.append("CRM_ADMIN_PASSWORD 少于 12 个字符")
+        if (self.password_hash_memory_kib < 7 * 1024
+                or self.password_hash_memory_kib * self.password_hash_passes < 35 * 1024):
+            problems.append("密码哈希强度低于 OWASP 最低要求(CRM_PASSWORD_HASH_MEMORY_KIB × "
+                            "CRM_PASSWORD_HASH_PASSES 至少 35840,内存至少 7168 KiB)")
         if self.tls_certfile and not self.tls_certfile.exists():
             problems.append(f"证书文件不存在:{self.tls_certfile}")
         if self.tls_keyfile and not self.tls_keyfile.exists():

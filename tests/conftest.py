@@ -31,6 +31,9 @@ os.environ["CRM_DATA_DIR"] = str(_TMP)
 os.environ.setdefault("CRM_SECRET_KEY", "test-secret-key-" + "x" * 32)
 os.environ["CRM_SCHEDULER_ENABLED"] = "false"
 os.environ["CRM_LOGIN_IP_MAX_PER_MINUTE"] = "10000"
+# a token password-hashing cost: the suite signs in and creates users thousands of times
+os.environ.setdefault("CRM_PASSWORD_HASH_MEMORY_KIB", "64")
+os.environ.setdefault("CRM_PASSWORD_HASH_PASSES", "1")
 os.environ.pop("CRM_ENV", None)
 
 from crm_admin import db  # noqa: E402

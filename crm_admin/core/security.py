@@ -5,17 +5,30 @@ from __future__ import annotations
 import os
 import re
 import threading
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-# argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): about 20 ms of one core per check,
-# so a small server keeps answering while a whole sales team signs in at 9 a.m. The library's default
-# (64 MiB, 3 passes, 4 lanes) costs ~150 ms of CPU per login. Hashes made with other parameters are
-# re-made with these at the user's next successful login.
-_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Verified against when the username does not exist, so both paths cost the same time.
-_DUMMY_HASH = _hasher.hash("not-a-real-password-0")
+from crm_admin.settings import get_settings
+
+
+@cache
+def _hasher() -> PasswordHasher:
+    """argon2id with OWASP's recommended minimum by default (19 MiB, 2 passes, 1 lane; settings
+    ``password_hash_*``): about 20 ms of one core per check, so a small server keeps answering while a
+    whole sales team signs in at 9 a.m. The library's default (64 MiB, 3 passes, 4 lanes) costs ~150 ms
+    of CPU per login. Hashes made with other parameters are re-made at the user's next login."""
+    settings = get_settings()
+    return PasswordHasher(time_cost=settings.password_hash_passes,
+                          memory_cost=settings.password_hash_memory_kib, parallelism=1)
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username does not exist, so both paths cost the same time."""
+    return _hasher().hash("not-a-real-password-0")
+
 
 MIN_PASSWORD_LENGTH = 8
 
@@ -26,20 +39,20 @@ _hash_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 def hash_password(password: str) -> str:
     with _hash_slots:
-        return _hasher.hash(password)
+        return _hasher().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
         with _hash_slots:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+            return _hasher().verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
 
 def needs_rehash(password_hash: str) -> bool:
     try:
-        return _hasher.check_needs_rehash(password_hash)
+        return _hasher().check_needs_rehash(password_hash)
     except InvalidHashError:
         return True
 

@@ -21,7 +21,8 @@ def make(**kwargs: Any) -> Settings:
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Any:
     for name in ("CRM_ENV", "CRM_SECRET_KEY", "CRM_HTTPS", "CRM_TLS_CERTFILE", "CRM_TLS_KEYFILE",
-                 "CRM_ADMIN_PASSWORD", "CRM_DATABASE_URL", "CRM_DATA_DIR"):
+                 "CRM_ADMIN_PASSWORD", "CRM_DATABASE_URL", "CRM_DATA_DIR", "CRM_PASSWORD_HASH_MEMORY_KIB",
+                 "CRM_PASSWORD_HASH_PASSES"):
         monkeypatch.delenv(name, raising=False)
     yield
     get_settings.cache_clear()
@@ -53,6 +54,12 @@ def test_secret_key_is_generated_once_and_owner_only(tmp_path: Path) -> None:
         ({"secret_key": GOOD_SECRET, "https": True, "admin_password": "abc12345"}, "CRM_ADMIN_PASSWORD"),
         ({"secret_key": GOOD_SECRET, "tls_certfile": "/nonexistent/cert.pem",
           "tls_keyfile": "/nonexistent/key.pem"}, "证书文件不存在"),
+        ({"secret_key": GOOD_SECRET, "https": True, "password_hash_memory_kib": 64,
+          "password_hash_passes": 1}, "CRM_PASSWORD_HASH_MEMORY_KIB"),
+        ({"secret_key": GOOD_SECRET, "https": True, "password_hash_memory_kib": 12 * 1024,
+          "password_hash_passes": 2}, "OWASP"),
+        ({"secret_key": GOOD_SECRET, "https": True, "password_hash_memory_kib": 4 * 1024,
+          "password_hash_passes": 10}, "OWASP"),
     ],
 )
 def test_production_refuses_unsafe_settings(tmp_path: Path, kwargs: dict[str, Any], fragment: str) -> None:
@@ -75,6 +82,17 @@ def test_safe_production_settings_are_accepted(tmp_path: Path) -> None:
     cert.write_text("x")
     key.write_text("x")
     make(env="production", secret_key=GOOD_SECRET, tls_certfile=cert, tls_keyfile=key).check_production()
+    for memory, passes in ((46 * 1024, 1), (19 * 1024, 2), (12 * 1024, 3), (7 * 1024, 5)):  # OWASP's list
+        make(env="production", secret_key=GOOD_SECRET, https=True, password_hash_memory_kib=memory,
+             password_hash_passes=passes).check_production()
+
+
+def test_password_hashing_cost_follows_the_settings() -> None:
+    from crm_admin.core import security
+
+    assert (make().password_hash_memory_kib, make().password_hash_passes) == (19 * 1024, 2)
+    # the suite runs with a token cost (tests/conftest.py); the hashes say which parameters made them
+    assert "$m=64,t=1,p=1$" in security.hash_password("Abcdefg123")
 
 
 def test_app_refuses_to_start_in_unsafe_production(tmp_path: Path) -> None:
