@@ -238,6 +238,7 @@ PAGES: tuple[Page, ...] = (
     Page("dashboard_lead", "首页仪表盘(销售主管,整个部门)", "lead", ("/admin/dashboard", "/admin/"), 300),
     Page("customer_list_lead", "客户列表 第1页(销售主管)", "lead", ("/admin/customer/list",)),
     Page("care_workbench_lead", "关怀工作台(销售主管)", "lead", ("/admin/care/workbench",)),
+    Page("care_workbench_admin", "关怀工作台(管理员,全公司)", "admin", ("/admin/care/workbench",)),
     Page("pipeline_lead", "销售漏斗(销售主管)", "lead", ("/admin/pipeline",), 300),
     Page("audit_by_user_range", "审计日志 按用户+日期范围", "admin",
          ("/admin/audit-log/list?user_id={uid}&date_from={date_from}&date_to={date_to}",
@@ -425,7 +426,8 @@ def write_results(results: dict[str, Any], out_dir: Path, label: str) -> tuple[P
 def markdown_table(results: dict[str, Any]) -> str:
     lines = [f"# 性能基准 {results.get('label', '')}", "",
              f"- 时间:{results.get('started_at', '')}",
-             f"- 机器:{results.get('machine', {}).get('cpus')} 核,{results.get('machine', {}).get('memory_gb')} GB",
+             f"- 机器:{results.get('machine', {}).get('cpus')} 核 {results.get('machine', {}).get('cpu_model', '')},"
+             f"{results.get('machine', {}).get('memory_gb')} GB,Python {results.get('machine', {}).get('python', '')}",
              f"- 数据库:{results.get('database', {}).get('dialect')} {results.get('database', {}).get('version', '')}",
              f"- 数据量:{json.dumps(results.get('database', {}).get('rows', {}), ensure_ascii=False)}",
              f"- 命令:`{results.get('command', '')}`", "",
