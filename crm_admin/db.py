@@ -42,7 +42,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-from crm_admin.core import limits  # noqa: F401  (installs the check that runs before every flush)
 from crm_admin.settings import get_settings
 
 # Short, predictable constraint names: MySQL limits identifiers to 64 characters.

@@ -5,7 +5,7 @@ from crm_admin.audit.models import AuditLog
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.churn.models import ChurnAlert, ChurnRule
 from crm_admin.contacts.models import Linkman
-from crm_admin.core import discovery
+from crm_admin.core import discovery, limits  # noqa: F401  (limits: the check before every flush)
 from crm_admin.customers.models import Customer
 from crm_admin.db import Base
 from crm_admin.dictionary.models import DictItem, DictType

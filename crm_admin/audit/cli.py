@@ -6,6 +6,11 @@ import sys
 
 import click
 
+from crm_admin import db
+from crm_admin.audit import models as _audit_models  # noqa: F401  (audit_log in the metadata the check reads)
+from crm_admin.core.audit import verify_chain
+from crm_admin.settings import get_settings
+
 
 @click.group(help="审计日志工具。")
 def audit() -> None:
@@ -14,11 +19,6 @@ def audit() -> None:
 
 @audit.command(help="校验审计日志的哈希链,报告第一处被篡改或删除的位置。")
 def verify() -> None:
-    import crm_admin.models  # noqa: F401  (the chain check reads audit_log from the metadata)
-    from crm_admin import db
-    from crm_admin.core.audit import verify_chain
-    from crm_admin.settings import get_settings
-
     engine = db.configure(get_settings().database_url, long_running=True)
     with engine.connect() as conn:
         checked, broken = verify_chain(conn)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.schema import sort_tables
 
@@ -149,6 +149,8 @@ class RecordKind:
     blocks_delete: bool = True
     delete: DeleteHook | None = None  # default: each row deleted through the ORM
     hand_over: tuple[HandOver, ...] = ()
+    # what makes a row open work (an opportunity in progress), for "has open …" conditions
+    open_rows: Any = None
 
 
 # ----- the registry -------------------------------------------------------------------------------
@@ -327,6 +329,35 @@ def hand_over_leftovers(session: Session, leaver_id: int, now: dt.datetime) -> d
     """After a leaver's customers are handed over: their open work on customers someone else manages
     goes to each customer's current manager."""
     return {h.key: h.leaver(session, leaver_id, now) for k in kinds() for h in k.hand_over if h.leaver}
+
+
+def has_open(key: str, customer_id: Any) -> Any:
+    """SQL condition: the customer in ``customer_id`` (a column) has an open row of kind ``key``."""
+    k = kind(key)
+    if k.open_rows is None:
+        raise LookupError(f"{key} rows have no open state")
+    return exists().where(k.model.customer_id == customer_id, k.open_rows)  # type: ignore[attr-defined]
+
+
+# (session, who acts, the customer, its manager before, the user chosen now or None) → the hand-over
+ManagerChange = Callable[[Session, Principal, Any, int | None, Any], None]
+_manager_change: list[ManagerChange] = []
+
+
+def on_manager_change(handler: ManagerChange) -> ManagerChange:
+    """Register what a change of manager in the customer form does beyond the column (the module that
+    owns hand-overs does: transfers/records.py). One handler per process."""
+    _manager_change[:] = [handler]
+    return handler
+
+
+def manager_changed(session: Session, principal: Principal, customer: Any, old_manager_id: int | None,
+                    new_manager: Any) -> None:
+    """The manager of ``customer`` was changed in its form: hand over as a transfer would, same transaction."""
+    load_all()
+    if not _manager_change:
+        raise RuntimeError("no module handles a change of manager (transfers/records.py registers it)")
+    _manager_change[0](session, principal, customer, old_manager_id, new_manager)
 
 
 def hand_over_units() -> dict[str, str]:

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from crm_admin.core import limits  # noqa: F401  (installs the check that runs before every flush)
 from crm_admin.db import Base, Timestamped
 
 DATA_SCOPES = ("all", "dept_tree", "dept", "self")

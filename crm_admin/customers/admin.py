@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import search
+from crm_admin.core import customer_records, search
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.pages import run_sync, url_path
@@ -28,7 +28,6 @@ from crm_admin.customers.models import STATUS_LABELS, Customer
 from crm_admin.customers.page360 import ACTIONS, load_360, run_action
 from crm_admin.customers.query import CustomerQuery
 from crm_admin.dictionary.service import DictSelectField
-from crm_admin.transfers.service import reassign_in_form
 
 
 def _csrf(request: Request) -> str:
@@ -200,7 +199,7 @@ class CustomerAdmin(CrmModelView, model=Customer):
         user = session.get(SysUser, after) if after is not None else None
         if after is not None and user is None:
             raise UserError("所选的客户经理不存在。", field="manager")
-        reassign_in_form(session, principal_of(request), obj, before, user)
+        customer_records.manager_changed(session, principal_of(request), obj, before, user)
 
     def before_delete(self, session: Session, obj: Any, request: Request) -> None:
         counts = service.dependent_counts(session, obj.id)

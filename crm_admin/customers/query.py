@@ -12,16 +12,15 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from starlette.datastructures import QueryParams
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import search
+from crm_admin.core import customer_records, search
 from crm_admin.core.formatting import day_start_utc
 from crm_admin.core.params import parse_date, parse_id
 from crm_admin.core.principal import dept_subtree
 from crm_admin.customers.models import CUSTOMER_STATUSES, Customer
-from crm_admin.opportunities.models import SalesOpportunity
 
 # Every parameter the filter panel writes (sortBy/sort/search/page are SQLAdmin's own).
 FILTER_PARAMS = (
@@ -131,9 +130,7 @@ class CustomerQuery:
             cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.no_contact_days)
             c.append(or_(Customer.last_contact_at.is_(None), Customer.last_contact_at < cutoff))
         if self.has_open_opp in ("1", "0"):
-            open_opp = exists().where(
-                and_(SalesOpportunity.customer_id == Customer.id, SalesOpportunity.status == "open")
-            )
+            open_opp = customer_records.has_open("opportunity", Customer.id)
             c.append(open_opp if self.has_open_opp == "1" else ~open_opp)
         return c
 

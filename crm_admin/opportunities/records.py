@@ -107,4 +107,5 @@ OPPORTUNITY = register(RecordKind(
     page=_page, delete=_delete,
     actions=(PageAction("opportunity", "opportunity", "create", "销售机会已创建。", _create),),
     hand_over=(HandOver("opportunities", _("个进行中的商机"), _open_ones_to),),
+    open_rows=SalesOpportunity.status == "open",
 ))

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from crm_admin.core.customer_records import RecordKind, TimelineEntry, _, register, timeline_page
+from crm_admin.core.customer_records import (
+    RecordKind,
+    TimelineEntry,
+    _,
+    on_manager_change,
+    register,
+    timeline_page,
+)
 from crm_admin.transfers.models import CustomerTransfer
+from crm_admin.transfers.service import reassign_in_form
 
 KIND = _("客户转移")
 
@@ -17,3 +25,6 @@ TRANSFER = register(RecordKind(
     key="transfer", model=CustomerTransfer, label=KIND, unit=_("条转移记录"), order=60,
     page=timeline_page(CustomerTransfer, CustomerTransfer.transferred_at.desc(), entry=_entry),
 ))
+
+# a new manager chosen in the customer form is handed over like a transfer
+on_manager_change(reassign_in_form)
