@@ -35,9 +35,6 @@ from itertools import pairwise
 from typing import Any, cast
 
 from markupsafe import Markup, escape
-from pypinyin import lazy_pinyin
-from pypinyin.contrib.tone_convert import to_normal
-from pypinyin.pinyin_dict import pinyin_dict
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -131,6 +128,17 @@ def _is_han(ch: str) -> bool:
     return "\u3400" <= ch <= "\u9fff" or "\U00020000" <= ch <= "\U0002ffff" or "\uf900" <= ch <= "\ufaff"
 
 
+@lru_cache(maxsize=1)
+def _pinyin() -> Any:
+    """pypinyin, loaded at first use: its import reads the phrase dictionary and trains the word splitter
+    (about 0.6 s of CPU), which a command that never touches a name should not pay at every start (the
+    web app pays it at start-up, in ``warm_up``)."""
+    import pypinyin.contrib.tone_convert
+    import pypinyin.pinyin_dict
+
+    return pypinyin
+
+
 @lru_cache(maxsize=65536)
 def pinyin_units(name: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The pinyin of each Chinese character of ``name`` (phrase-aware: 重庆 → chong qing) and the
@@ -138,7 +146,7 @@ def pinyin_units(name: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     syllables: list[str] = []
     positions: list[int] = []
     at = 0
-    for piece in lazy_pinyin(name, errors="default"):
+    for piece in _pinyin().lazy_pinyin(name, errors="default"):
         if len(piece) >= 1 and at < len(name) and _is_han(name[at]):
             syllables.append(piece.lower())
             positions.append(at)
@@ -152,9 +160,10 @@ def pinyin_units(name: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
 def syllables() -> frozenset[str]:
     """Every toneless syllable the pinyin dictionary knows (ü written v, as it is typed)."""
     found: set[str] = set()
-    for readings in pinyin_dict.values():
+    pypinyin = _pinyin()
+    for readings in pypinyin.pinyin_dict.pinyin_dict.values():
         for reading in readings.split(","):
-            plain = to_normal(reading)
+            plain = pypinyin.contrib.tone_convert.to_normal(reading)
             if plain.isascii() and plain.isalpha() and any(v in plain for v in "aeiouv"):
                 found.add(plain)
     return frozenset(found)
