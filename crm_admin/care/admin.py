@@ -15,7 +15,7 @@ from crm_admin.care import service
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.care.service import care_status_label
 from crm_admin.contacts.models import Linkman
-from crm_admin.contacts.service import upcoming_birthdays
+from crm_admin.contacts.service import check_linkman_of, upcoming_birthdays
 from crm_admin.core import csrf
 from crm_admin.core.errors import UserError
 from crm_admin.core.formatting import format_date as fmt_date
@@ -41,7 +41,7 @@ def _check_linkman(session: Session, customer_id: int | None, linkman_id: int | 
     posted id is checked all the same)."""
     if not customer_id:
         raise UserError("请选择客户。", field="customer")
-    service.check_linkman_of(session, customer_id, linkman_id, field="linkman")
+    check_linkman_of(session, customer_id, linkman_id, field="linkman")
 
 
 def _customer_manager(session: Session, customer_id: int | None) -> int | None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.contacts.models import Linkman
-from crm_admin.contacts.service import birthday_keys
+from crm_admin.contacts.service import birthday_keys, check_linkman_of
 from crm_admin.core import audit, search
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.formatting import to_local
@@ -549,17 +549,6 @@ def record_feedback(
     care.status = status
     session.flush()
     return care
-
-
-def check_linkman_of(session: Session, customer_id: int, linkman_id: int | None, *, field: str) -> None:
-    """A chosen contact must be one of the customer's (a picker offers only those; a posted id is
-    checked all the same)."""
-    if linkman_id:
-        belongs = session.execute(
-            select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
-        ).first()
-        if belongs is None:
-            raise UserError("所选联系人不属于该客户。", field=field)
 
 
 def create_manual_care(

@@ -76,6 +76,17 @@ def keep_single_primary(session: Session, obj: Linkman) -> None:
         other.is_primary = False
 
 
+def check_linkman_of(session: Session, customer_id: int, linkman_id: int | None, *, field: str) -> None:
+    """A chosen contact must be one of the customer's (a picker offers only those; a posted id is
+    checked all the same; none chosen is fine)."""
+    if linkman_id is not None:
+        belongs = session.execute(
+            select(Linkman.id).where(Linkman.id == linkman_id, Linkman.customer_id == customer_id)
+        ).first()
+        if belongs is None:
+            raise UserError("所选联系人不属于该客户。", field=field)
+
+
 def create_linkman(session: Session, principal: Principal, *, customer_id: int, **fields: Any) -> Linkman:
     if not in_scope(session, Customer, customer_id, principal, "create", resource="linkman"):
         raise NotFound("客户不存在或您无权访问。")

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, select
 from sqlalchemy.orm import Session, aliased
 
-from crm_admin.contacts.models import Linkman
+from crm_admin.contacts.service import check_linkman_of
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped
@@ -36,10 +36,7 @@ def validate_follow_up(session: Session, obj: FollowUp) -> None:
     if obj.next_follow_up_at is not None and obj.next_follow_up_at < obj.contacted_at:
         raise UserError("下次跟进时间不能早于本次联系时间。", field="next_follow_up_at")
     # the contact and the opportunity must belong to the same customer
-    if obj.linkman_id is not None:
-        owner = session.execute(select(Linkman.customer_id).where(Linkman.id == obj.linkman_id)).scalar()
-        if owner != obj.customer_id:
-            raise UserError("所选联系人不属于该客户。", field="linkman")
+    check_linkman_of(session, obj.customer_id, obj.linkman_id, field="linkman")
     if obj.opportunity_id is not None:
         owner = session.execute(
             select(SalesOpportunity.customer_id).where(SalesOpportunity.id == obj.opportunity_id)
