@@ -11,6 +11,7 @@ is ``"view"``). Without a resource, the widest scope the principal holds applies
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, false, select, true
@@ -136,14 +137,28 @@ def sees_several_users(principal: Principal, resource: str | None = None, action
     return ids is None or len(ids) > 1
 
 
+@dataclass(frozen=True, slots=True)
+class UserChoice:
+    """A user as a picker shows them: three columns instead of a whole account (a picker lists every
+    user in scope on every page view; loading them as accounts cost a list page a third of its CPU)."""
+
+    id: int
+    username: str
+    real_name: str | None
+
+    def __str__(self) -> str:  # as SysUser's
+        return f"{self.real_name}({self.username})" if self.real_name else self.username
+
+
 def users_in_scope(session: Any, principal: Principal, *, active_only: bool = True, resource: str | None = None,
-                   action: str = VIEW) -> list[Any]:
+                   action: str = VIEW) -> list[UserChoice]:
     """The users whose rows the principal sees, by name: the choices of a "by manager" filter."""
 
-    stmt = select(SysUser).where(owner_clause(SysUser.id, principal, resource=resource, action=action))
+    stmt = select(SysUser.id, SysUser.username, SysUser.real_name).where(
+        owner_clause(SysUser.id, principal, resource=resource, action=action))
     if active_only:
         stmt = stmt.where(SysUser.is_active.is_(True))
-    return list(session.execute(stmt.order_by(SysUser.real_name, SysUser.username)).scalars())
+    return [UserChoice(*row) for row in session.execute(stmt.order_by(SysUser.real_name, SysUser.username))]
 
 
 def depts_in_scope(session: Any, principal: Principal, *, resource: str | None = None,

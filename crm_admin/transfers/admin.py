@@ -53,7 +53,7 @@ class CustomerTransferAdmin(ReadOnlyModelView, model=CustomerTransfer):
         return False
 
 
-def _user_label(user: SysUser) -> str:
+def _user_label(user: object) -> str:
     return str(user)
 
 

@@ -94,6 +94,7 @@ def install_template_globals(env: Any) -> None:
     env.filters["local_date"] = formatting.format_date
     env.filters["money"] = formatting.format_money
     env.filters["yes_no"] = formatting.format_bool
+    env.globals["select_options"] = formatting.select_options
 
 
 class CrmAdmin(Admin):
