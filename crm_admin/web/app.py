@@ -29,6 +29,7 @@ from crm_admin.core.errors import UserError
 from crm_admin.imports import registry as import_registry
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
+from crm_admin.web import menu
 from crm_admin.web.headers import SecurityHeadersMiddleware
 from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
 
@@ -95,6 +96,7 @@ def install_template_globals(env: Any) -> None:
     env.filters["money"] = formatting.format_money
     env.filters["yes_no"] = formatting.format_bool
     env.globals["select_options"] = formatting.select_options
+    env.globals["render_menu"] = menu.render_menu
 
 
 class CrmAdmin(Admin):
