@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from jinja2 import ChoiceLoader, FileSystemLoader
 from sqladmin import Admin
 from sqladmin.authentication import login_required
+from starlette.datastructures import URL, URLPath
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -242,6 +243,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+class _KnownPath(URLPath):
+    """A looked-up route path that also keeps its absolute URLs (``request.url_for`` makes one per
+    link: a list page asks for a hundred, each built and parsed again), per base URL (a few per site:
+    the names it is reached by)."""
+
+    def make_absolute_url(self, base_url: str | URL) -> URL:
+        memo: dict[str, URL] = self.__dict__.setdefault("_absolute", {})
+        key = str(base_url)
+        url = memo.get(key)
+        if url is None:
+            if len(memo) >= 8:  # a stray Host header does not grow it
+                memo.clear()
+            url = memo[key] = super().make_absolute_url(base_url)
+        return url
+
+
 def _remember_route_lookups(router: Any) -> None:
     """Cache ``url_for`` answers: a look-up by name walks every route (an exception per miss) and a page
     makes dozens of them (menu, links, forms). Routes do not change once the app is built, and a miss is
@@ -250,7 +267,8 @@ def _remember_route_lookups(router: Any) -> None:
 
     @functools.lru_cache(maxsize=4096)
     def cached(name: str, params: tuple[tuple[str, Any], ...]) -> Any:
-        return lookup(name, **dict(params))
+        found = lookup(name, **dict(params))
+        return _KnownPath(str(found), found.protocol, found.host)
 
     def url_path_for(name: str, /, **path_params: Any) -> Any:
         try:

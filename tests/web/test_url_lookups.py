@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Any
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,3 +112,12 @@ def test_every_allowance_is_still_needed() -> None:
         if not any(text is None or link.startswith(text) for link in links):
             unused.append(f"{where}: {text}")
     assert not unused, "allowances no longer needed:\n" + "\n".join(unused)
+
+
+def test_absolute_links_follow_the_address_the_site_is_reached_by(admin_client: Any) -> None:
+    """Route look-ups and their absolute URLs are kept between requests: each request still gets links
+    to the host and scheme it came by."""
+    for host in ("crm.example.cn", "10.0.0.8:8000", "crm.example.cn"):
+        html = admin_client.get("/admin/customer/list", headers={"host": host}).text
+        links = set(re.findall(r'href="(https?://[^/"]+)/admin/', html))
+        assert links == {f"http://{host}"}, links
