@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "crm_admin"
