@@ -116,6 +116,17 @@ def list_prop_names(view: Any) -> list[str]:
     return list(view._list_prop_names)
 
 
+def details_prop_names(view: Any) -> list[str]:
+    return list(view._details_prop_names)
+
+
+def template_response(template: Any, content: str, context: dict[str, Any], status_code: int) -> Any:
+    """The response SQLAdmin's ``TemplateResponse`` returns (it carries the template and context)."""
+    from sqladmin.templating import _TemplateResponse
+
+    return _TemplateResponse(template=template, content=content, context=context, status_code=status_code)
+
+
 def list_relations(view: Any) -> list[Any]:
     """The relationship attributes shown in the list (to load them eagerly)."""
     return list(view._list_relations)

@@ -424,6 +424,25 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
             return default
         return parse_page(number) if parse_int(number) is not None or str(number).strip().isdigit() else default
 
+    async def page_values(self, request: Request, context: dict[str, Any]) -> dict[str, Any]:
+        """What SQLAdmin's list, details and form templates would otherwise await while rendering (its
+        permission checks and cell values are coroutines), resolved before the page is rendered, so the
+        page renders synchronously (``web/templating.py``). The templates read ``page_*`` when given."""
+        values: dict[str, Any] = {
+            "page_can_create": self.can_create and await self.check_can_create(request),
+            "page_can_export": self.can_export and await self.check_can_export(request),
+        }
+        pagination = context.get("pagination")
+        if pagination is not None:
+            values["page_rows"] = await self.list_rows(request, pagination.rows)
+        model = context.get("model")
+        if model is not None:
+            values["page_can_edit"] = await self.check_can_edit(request, model)
+            values["page_can_delete"] = await self.check_can_delete(request, model)
+            values["page_details"] = {name: await self.get_detail_value(model, name, request)
+                                      for name in sqladmin_compat.details_prop_names(self)}
+        return values
+
     async def _refuse_missing(self, model: Any) -> None:
         if model is None:
             raise HTTPException(status_code=404, detail="记录不存在或您无权访问。")

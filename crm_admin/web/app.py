@@ -33,6 +33,7 @@ from crm_admin.settings import Settings, get_settings
 from crm_admin.web import menu
 from crm_admin.web.headers import SecurityHeadersMiddleware
 from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
+from crm_admin.web.templating import CrmTemplates
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -111,7 +112,7 @@ class CrmAdmin(Admin):
         templates.env.loader = ChoiceLoader([FileSystemLoader(template_dirs()), *loader.loaders[1:],
                                              sqladmin_compat.original_templates_loader()])
         install_template_globals(templates.env)
-        return templates
+        return CrmTemplates(templates.env)
 
     @login_required
     async def create(self, request: Request) -> Response:
