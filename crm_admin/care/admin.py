@@ -22,7 +22,7 @@ from crm_admin.core.formatting import format_date as fmt_date
 from crm_admin.core.formatting import format_datetime as fmt_dt
 from crm_admin.core.formatting import local_now, local_today
 from crm_admin.core.i18n import Labels
-from crm_admin.core.pages import base_context, run_sync
+from crm_admin.core.pages import base_context, run_sync, url_path
 from crm_admin.core.params import parse_id, parse_int, parse_local_datetime, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
@@ -290,7 +290,7 @@ class CareWorkbench(CrmBaseView):
         kept = _kept_params(request)
         back_query = f"?{urlencode(kept)}" if kept else ""
         # links are built on the workbench's own path: a refused POST renders this page at the form's address
-        workbench = request.url_for("admin:view-care-workbench").path
+        workbench = url_path(request, "admin:view-care-workbench")
 
         def page_link(**changes: int) -> str:
             return f"{workbench}?{urlencode({**kept, **changes})}"
