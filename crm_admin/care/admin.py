@@ -26,7 +26,7 @@ from crm_admin.core.pages import base_context, run_sync, url_path
 from crm_admin.core.params import parse_id, parse_int, parse_local_datetime, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
-from crm_admin.core.scope import sees_several_users, sees_user, user_choices
+from crm_admin.core.scope import sees_several_users, sees_user, users_in_scope
 from crm_admin.core.views import CrmBaseView, CrmModelView, narrowed_ref, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory, transaction
@@ -193,8 +193,8 @@ def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[st
         completion = service.completion_by_manager(session, principal, today - dt.timedelta(days=30), today, today)
         managers: list[dict[str, Any]] = []
         if sees_several_users(principal, "customer_care", "list"):
-            managers = [{"id": uid, "label": label}
-                        for uid, label in user_choices(session, principal, resource="customer_care", action="list")]
+            managers = [{"id": u.id, "label": str(u)}
+                        for u in users_in_scope(session, principal, resource="customer_care", action="list")]
     return {
         "today_date": today.isoformat(),
         "today_tasks": _section(wb.today, today),

@@ -72,12 +72,7 @@ class SysUser(Timestamped, Base):
     dept: Mapped[SysDept | None] = relationship(foreign_keys=[dept_id], lazy="raise")
 
     def __str__(self) -> str:
-        return self.display_name(self.real_name, self.username)
-
-    @staticmethod
-    def display_name(real_name: str | None, username: str) -> str:
-        """How a user is named in pickers and lists: "王芳(wangfang)", or the user name alone."""
-        return f"{real_name}({username})" if real_name else username
+        return f"{self.real_name}({self.username})" if self.real_name else self.username
 
 
 class SysRole(Timestamped, Base):

@@ -146,16 +146,6 @@ def users_in_scope(session: Any, principal: Principal, *, active_only: bool = Tr
     return list(session.execute(stmt.order_by(SysUser.real_name, SysUser.username)).scalars())
 
 
-def user_choices(session: Any, principal: Principal, *, resource: str | None = None,
-                 action: str = VIEW) -> list[tuple[int, str]]:
-    """(id, name) of the active users in scope, in the order and wording of ``users_in_scope``, for a
-    picker: two columns read, not a couple of hundred whole users (5 ms of CPU on an administrator's page)."""
-    stmt = (select(SysUser.id, SysUser.real_name, SysUser.username)
-            .where(owner_clause(SysUser.id, principal, resource=resource, action=action), SysUser.is_active.is_(True))
-            .order_by(SysUser.real_name, SysUser.username))
-    return [(uid, SysUser.display_name(real_name, username)) for uid, real_name, username in session.execute(stmt)]
-
-
 def depts_in_scope(session: Any, principal: Principal, *, resource: str | None = None,
                    action: str = VIEW) -> list[tuple[int, str]]:
     """Departments of the users in scope (a "by department" filter), or every department for "all"."""
