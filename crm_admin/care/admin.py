@@ -22,7 +22,7 @@ from crm_admin.core.formatting import format_date as fmt_date
 from crm_admin.core.formatting import format_datetime as fmt_dt
 from crm_admin.core.formatting import local_now, local_today
 from crm_admin.core.i18n import Labels
-from crm_admin.core.pages import base_context, run_sync
+from crm_admin.core.pages import base_context, run_sync, url_path
 from crm_admin.core.params import parse_id, parse_int, parse_local_datetime, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
@@ -165,6 +165,26 @@ def _section(page: service.TaskPage, today: dt.date) -> dict[str, Any]:
             "pages": page.pages}
 
 
+COMPLETION_PAGE_SIZE = 30  # managers per page of the completion table (a sales lead's fit on one)
+
+
+def _completion_dict(c: service.Completion) -> dict[str, Any]:
+    return {"manager": c.manager, "total": c.total, "done": c.done, "cancelled": c.cancelled, "pending": c.pending,
+            "overdue": c.overdue, "rate": c.rate}
+
+
+def _completion(rows: list[service.Completion], page: int) -> dict[str, Any]:
+    """One page of the completion table (an administrator's has a line for each of ~180 managers) and
+    the line of all of them together."""
+    pages = max(1, -(-len(rows) // COMPLETION_PAGE_SIZE))
+    page = min(max(1, page), pages)
+    every = service.Completion(None, "", *(sum(getattr(c, f) for c in rows)
+                                           for f in ("total", "done", "cancelled", "pending", "overdue")))
+    return {"rows": [_completion_dict(c) for c in rows[(page - 1) * COMPLETION_PAGE_SIZE:page * COMPLETION_PAGE_SIZE]],
+            "all": _completion_dict(every) if len(rows) > 1 else None, "total": len(rows), "page": page,
+            "pages": pages}
+
+
 def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[str, int]) -> dict[str, Any]:
     today = local_today()
     with session_factory()() as session:
@@ -182,11 +202,7 @@ def _workbench_data(principal: Principal, manager_id: int | None, pages: dict[st
         "upcoming": _section(wb.upcoming, today),
         "recent": [_task_dict(r, today) for r in wb.recent],
         "birthdays": birthdays,
-        "completion": [
-            {"manager": c.manager, "total": c.total, "done": c.done, "cancelled": c.cancelled,
-             "pending": c.pending, "overdue": c.overdue, "rate": c.rate}
-            for c in completion
-        ],
+        "completion": _completion(completion, pages.get("completion", 1)),
         "managers": managers,
         "care_types": [(v, lbl) for v, lbl in dictionary.choices("care_type", blank=False)],
         "now_local": local_now().strftime("%Y-%m-%dT%H:%M"),
@@ -242,8 +258,11 @@ ACTIONS = {
 }
 
 
+PAGED = (*service.WORKBENCH_SECTIONS, "completion")  # the paged parts of the page (?<name>_page=)
+
+
 def _kept_params(request: Request) -> dict[str, str]:
-    names = {"manager_id", *(f"{name}_page" for name in service.WORKBENCH_SECTIONS)}
+    names = {"manager_id", *(f"{name}_page" for name in PAGED)}
     return {k: v[:12] for k, v in request.query_params.items() if k in names and v.isdigit()}
 
 
@@ -265,12 +284,17 @@ class CareWorkbench(CrmBaseView):
         manager_id = parse_id(request.query_params.get("manager_id"))
         if manager_id is not None and not sees_user(principal, manager_id, "customer_care", "list"):
             manager_id, error = None, error or "所选的客户经理不在您的数据范围内,已显示全部。"
-        pages = {name: parse_page(request.query_params.get(f"{name}_page"))
-                 for name in service.WORKBENCH_SECTIONS}
+        pages = {name: parse_page(request.query_params.get(f"{name}_page")) for name in PAGED}
         data = await run_sync(_workbench_data, principal, manager_id, pages)
         # the task forms post back with the same manager filter and pages, so the user lands where they were
         kept = _kept_params(request)
         back_query = f"?{urlencode(kept)}" if kept else ""
+        # links are built on the workbench's own path: a refused POST renders this page at the form's address
+        workbench = url_path(request, "admin:view-care-workbench")
+
+        def page_link(**changes: int) -> str:
+            return f"{workbench}?{urlencode({**kept, **changes})}"
+
         ctx = base_context(
             request, "关怀工作台", error=error, message=request.query_params.get("msg", "")[:200],
             manager_id=manager_id, form=form or {}, can_edit=principal.can("customer_care", "edit"),
@@ -279,6 +303,9 @@ class CareWorkbench(CrmBaseView):
             execute_url=str(request.url_for("admin:view-care-execute")) + back_query,
             feedback_url=str(request.url_for("admin:view-care-feedback")) + back_query,
             csrf_value=csrf.token_of(request),
+            # a row's 执行/记录反馈 without script: this page with that row's forms open (?open=<id>)
+            open_id=parse_id(request.query_params.get("open")), open_link=page_link() + ("&" if kept else "") + "open=",
+            page_link=page_link, workbench_path=workbench,
             **data,
         )
         return await self.templates.TemplateResponse(request, "care/workbench.html", ctx, status_code=status)

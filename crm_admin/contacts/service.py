@@ -14,7 +14,7 @@ from crm_admin.contacts.models import Linkman
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import in_scope, scoped
+from crm_admin.core.scope import in_scope, scoped, sees_several_users
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import MOBILE_RE, clean, is_email, is_phone, normalize_phone
 
@@ -143,13 +143,29 @@ def _days_until(birthday: dt.date, today: dt.date) -> int:
 
 def upcoming_birthdays(session: Session, principal: Principal, today: dt.date, *, days: int = 7,
                        manager_id: int | None = None, limit: int = 20) -> list[UpcomingBirthday]:
-    """Contacts of customers in scope whose birthday falls within ``days`` days, soonest first."""
+    """Contacts of customers in scope whose birthday falls within ``days`` days, soonest first.
+
+    One manager's contacts are few: one statement sorts them. A wide scope (a department, everyone) has
+    thousands of contacts celebrating that week; sorting them all to keep ``limit`` cost 30-60 ms at
+    200,000 customers. There the days are read one after the other, each in the order of the
+    ``birthday_md`` index (ties by id), until ``limit`` are found: usually the first day is enough.
+    """
+    keys = upcoming_birthday_keys(today, days)
     stmt = (select(Linkman.id, Linkman.name, Linkman.birthday, Customer.id, Customer.name)
             .join(Customer, Customer.id == Linkman.customer_id)
-            .where(Linkman.birthday_md.in_(upcoming_birthday_keys(today, days)), Customer.status != "lost"))
+            .where(Customer.status != "lost"))
     if manager_id is not None:
         stmt = stmt.where(Customer.manager_id == manager_id)
-    stmt = scoped(stmt, Linkman, principal, "list").order_by(upcoming_birthday_order(today), Linkman.id)
+    stmt = scoped(stmt, Linkman, principal, "list")
+    if manager_id is None and sees_several_users(principal, "linkman", "list"):
+        rows: list[Any] = []
+        for key in keys:  # in calendar order from today; ties within a day by id, as below
+            rows += session.execute(stmt.where(Linkman.birthday_md == key).order_by(Linkman.id)
+                                    .limit(limit - len(rows))).all()
+            if len(rows) >= limit:
+                break
+    else:
+        rows = list(session.execute(stmt.where(Linkman.birthday_md.in_(keys))
+                                    .order_by(upcoming_birthday_order(today), Linkman.id).limit(limit)).all())
     return [UpcomingBirthday(lid, name, cid, customer, birthday, _days_until(birthday, today))
-            for lid, name, birthday, cid, customer in session.execute(stmt.limit(limit)).all()
-            if birthday is not None]
+            for lid, name, birthday, cid, customer in rows if birthday is not None]

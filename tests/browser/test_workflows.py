@@ -38,20 +38,37 @@ def test_manager_executes_todays_birthday_task_and_records_feedback(
     page.wait_for_url("**/admin/care/workbench**")
     row = page.locator("#tasks-today tr", has_text="陈总")
     assert row.count() == 1 and "华东精密机械有限公司" in row.inner_text() and "生日祝福" in row.inner_text()
+    task_id = int(row.get_attribute("data-task-id") or 0)
 
-    row.locator("summary", has_text="执行").first.click()
-    row.locator("form.execute-form textarea[name=detail]").fill("电话送上生日祝福,快递生日蛋糕")
+    # the row's button opens the page's one execute dialog with this task in it
+    row.locator("a[data-care-action=execute]").click()
+    dialog = page.locator("#care-execute-dialog")
+    dialog.wait_for(state="visible")
+    assert dialog.locator("input[name=care_id]").input_value() == str(task_id)
+    assert dialog.locator("select[name=care_type]").input_value() == "birthday"
+    assert "华东精密机械有限公司" in dialog.locator("[data-care-subject]").inner_text()
+    dialog.locator("form.execute-form textarea[name=detail]").fill("电话送上生日祝福,快递生日蛋糕")
     with page.expect_navigation():
-        row.locator("form.execute-form button[type=submit]").click()
+        dialog.locator("form.execute-form button[type=submit]").click()
     assert "已记录本次关怀" in page.locator("#care-message").inner_text()
 
     row = page.locator("#tasks-today tr", has_text="陈总")
     assert "已执行" in row.inner_text()
-    row.locator("summary", has_text="记录反馈").click()
-    row.locator("form.feedback-form textarea[name=feedback]").fill("陈总很感动,约下周面谈续约")
-    row.locator("form.feedback-form select[name=status]").select_option("done")
+    # opened again, the dialog shows what was recorded; closed, it changes nothing
+    row.locator("a[data-care-action=execute]").click()
+    dialog = page.locator("#care-execute-dialog")
+    dialog.wait_for(state="visible")
+    assert dialog.locator("textarea[name=detail]").input_value() == "电话送上生日祝福,快递生日蛋糕"
+    dialog.locator("[data-bs-dismiss=modal]").first.click()
+    dialog.wait_for(state="hidden")
+    row.locator("a[data-care-action=feedback]").click()
+    dialog = page.locator("#care-feedback-dialog")
+    dialog.wait_for(state="visible")
+    assert dialog.locator("input[name=care_id]").input_value() == str(task_id)
+    dialog.locator("form.feedback-form textarea[name=feedback]").fill("陈总很感动,约下周面谈续约")
+    dialog.locator("form.feedback-form select[name=status]").select_option("done")
     with page.expect_navigation():
-        row.locator("form.feedback-form button[type=submit]").click()
+        dialog.locator("form.feedback-form button[type=submit]").click()
     assert "已记录客户反馈" in page.locator("#care-message").inner_text()
     assert page.locator("#tasks-today tr", has_text="陈总").count() == 0
     assert "陈总很感动" in page.locator("#recent").inner_text()

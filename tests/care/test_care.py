@@ -516,3 +516,255 @@ def test_workbench_shows_the_birthdays_of_the_coming_week_in_scope(managers: Any
     card = page.text.split('id="birthdays"', 1)[1].split("</table>", 1)[0]
     assert "两天后寿星" in card and "生日客户甲" in card
     assert "四十天后寿星" not in card and "别人的寿星" not in card
+
+
+# ----- the workbench's task forms: one dialog of each, and a row's own forms without script ------
+
+def _row(html: str, task_id: int) -> str:
+    """The markup of one task row (empty when the row is not on the page)."""
+    start = html.find(f'<tr data-task-id="{task_id}"')
+    return "" if start < 0 else html[start:html.index("</tr>", start)]
+
+
+def _tables(html: str) -> str:
+    """The three task tables, without the dialogs."""
+    return html[html.index('id="tasks-today"'):html.index("</table>", html.index('id="tasks-upcoming"'))]
+
+
+def test_task_rows_carry_links_to_one_shared_dialog_of_each_kind(managers: Any, login_as: Any) -> None:
+    from crm_admin.core.formatting import local_today
+
+    a, _b = managers
+    today = local_today()
+    cust = f.customer(a.id, "对话框客户")
+    todo = f.care(cust.id, a.id, due_date=today, care_type="visit")
+    done_once = f.care(cust.id, a.id, due_date=today - dt.timedelta(days=2), care_type="phone_call",
+                       care_time=dt.datetime(2026, 1, 5, 2, 0, tzinfo=dt.UTC), detail="已打电话 <b>问候</b>")
+    html = login_as("care_a").get("/admin/care/workbench?overdue_page=1").text
+    # one execute and one feedback form on the page, in the dialogs; none in the rows
+    assert html.count('id="care-execute-dialog"') == 1 and html.count('id="care-feedback-dialog"') == 1
+    assert html.count('execute-form"') == 1 and html.count('feedback-form"') == 1
+    assert "<form" not in _tables(html)
+    assert "js/care-workbench.js" in html and "<script>" not in html
+    row = _row(html, todo.id)
+    # the links keep the page's parameters and, without script, open the row's own forms
+    link = f'href="/admin/care/workbench?overdue_page=1&amp;open={todo.id}#task-{todo.id}"'
+    assert row.count(link) == 2 and f'id="task-{todo.id}"' in row
+    assert f'data-care-action="execute" data-care-id="{todo.id}" data-care-type="visit"' in row
+    assert f'data-care-action="feedback" data-care-id="{todo.id}"' in row and "data-detail" not in row
+    # what was recorded goes with the link (escaped), to be shown in the dialog
+    assert 'data-detail="已打电话 &lt;b&gt;问候&lt;/b&gt;"' in _row(html, done_once.id)
+
+
+def test_without_script_a_rows_link_opens_that_rows_forms_only(managers: Any, login_as: Any) -> None:
+    import re
+
+    from crm_admin.core.formatting import local_today
+
+    a, b = managers
+    today = local_today()
+    cust = f.customer(a.id, "无脚本客户")
+    first = f.care(cust.id, a.id, due_date=today, care_type="visit", detail="上次写的")
+    second = f.care(cust.id, a.id, due_date=today - dt.timedelta(days=1))
+    theirs = f.care(f.customer(b.id, "别人的无脚本客户").id, b.id, due_date=today)
+    ca = login_as("care_a")
+
+    html = ca.get(f"/admin/care/workbench?overdue_page=1&open={first.id}").text
+    tables, row = _tables(html), _row(html, first.id)
+    assert tables.count("<form") == 2 and row.count("<form") == 2  # that row's execute and feedback forms
+    assert 'class="mt-2 execute-form"' in row and 'class="mt-2 feedback-form"' in row
+    assert "<form" not in _row(html, second.id)
+    assert f'name="care_id" value="{first.id}"' in row and "上次写的</textarea>" in row
+    assert re.search(r'<option value="visit" selected>', row)
+    # they post where the dialogs post, back to the same page of the workbench
+    action = re.search(r'<form method="POST" action="([^"]+)" class="mt-2 execute-form"', row)
+    assert action and action.group(1).endswith("/admin/care/execute?overdue_page=1")
+
+    r = _post(ca, "/admin/care/execute?overdue_page=1", {"care_id": first.id, "care_type": "visit",
+                                                        "care_time": "", "detail": "上门拜访,无脚本"})
+    assert r.status_code == 303 and "overdue_page=1" in r.headers["location"]
+    assert f.get(CustomerCare, first.id).detail == "上门拜访,无脚本"
+
+    # another manager's task (or none at all) opens nothing and shows nothing
+    for other in (theirs.id, 99999999, "abc"):
+        html = ca.get(f"/admin/care/workbench?open={other}").text
+        assert "<form" not in _tables(html) and "别人的无脚本客户" not in html
+
+
+def test_a_refused_form_comes_back_open_in_its_row_with_what_was_typed(managers: Any, login_as: Any) -> None:
+    from crm_admin.core.formatting import local_today
+
+    a, _b = managers
+    task = f.care(f.customer(a.id, "被拒客户").id, a.id, due_date=local_today())
+    ca = login_as("care_a")
+    r = _post(ca, "/admin/care/execute?today_page=1", {"care_id": task.id, "care_type": "nonsense",
+                                                      "detail": "我写了很多内容"})
+    assert r.status_code == 400 and "关怀类型" in r.text
+    row = _row(r.text, task.id)
+    assert row.count("<form") == 2 and "我写了很多内容</textarea>" in row
+    # the page was rendered at the form's address: its links still lead to the workbench
+    assert f'href="/admin/care/workbench?today_page=1&amp;open={task.id}#task-{task.id}"' in row
+
+    r = _post(ca, "/admin/care/feedback", {"care_id": task.id, "feedback": "客户不在", "status": "done"})
+    assert r.status_code == 400 and "先执行" in r.text
+    row = _row(r.text, task.id)
+    assert "客户不在</textarea>" in row and f.get(CustomerCare, task.id).status == "pending"
+
+
+def test_who_may_not_act_gets_neither_links_nor_dialogs(managers: Any, make_user: Any, login_as: Any) -> None:
+    from crm_admin.core.formatting import local_today
+
+    a, _ = managers
+    make_user("care_ro2", roles=("readonly",))
+    task = f.care(f.customer(a.id, "只读看到的客户").id, a.id, due_date=local_today())
+    html = login_as("care_ro2").get(f"/admin/care/workbench?open={task.id}").text
+    row = _row(html, task.id)
+    assert row and "<form" not in row and "data-care-action" not in row
+    assert "care-execute-dialog" not in html and "care-workbench.js" not in html
+
+
+# ----- counts of wide scopes ---------------------------------------------------------------------
+
+def _care_rows(manager_ids: set[int | None]) -> list[tuple[int | None, dt.date | None, str]]:
+    with db.session_factory()() as s:
+        return [(m, d, st) for m, d, st in s.execute(
+            select(CustomerCare.manager_id, CustomerCare.due_date, CustomerCare.status)).all() if m in manager_ids]
+
+
+def test_completion_and_section_counts_of_everyone_and_of_a_department_match_the_rows(
+        department: dict[str, Any]) -> None:
+    """Everyone's completion is counted per day first and then per manager; a department's per manager
+    directly: both give what counting the rows one by one gives, unassigned tasks included."""
+    from crm_admin.care.service import completion_by_manager, workbench
+    from crm_admin.core.formatting import local_today
+    from tests.customers.conftest import principal_for
+
+    today = local_today()
+    start = today - dt.timedelta(days=30)
+    m1, m2, out = department["m1"], department["m2"], department["out"]
+    customers = {m.id: f.customer(m.id).id for m in (m1, m2, out)}
+    orphan = f.customer(None, "无经理客户").id
+    statuses = ("pending", "done", "cancelled", "done")
+    for i, day in enumerate((-40, -31, -30, -12, -1, -1, 0, 0, 3, 7, 8)):
+        for j, (manager_id, customer_id) in enumerate([*customers.items(), (None, orphan)]):
+            if (i + j) % 4 == 3 and manager_id is not None:
+                continue  # not every manager every day
+            f.care(customer_id, manager_id, due_date=today + dt.timedelta(days=day), status=statuses[(i + j) % 4])
+    f.care(customers[m1.id], m1.id, due_date=None)  # a task without a date counts nowhere
+
+    def expected(managers: set[int | None]) -> dict[str, tuple[int, int, int, int, int]]:
+        names = {m1.id: "孙经理", m2.id: "周经理", out.id: "吴经理", None: "未分配"}
+        got: dict[str, list[int]] = {}
+        for m, d, st in _care_rows(managers):
+            if d is None or not start <= d <= today:
+                continue
+            line = got.setdefault(names[m], [0, 0, 0, 0, 0])
+            line[0] += 1
+            line[1] += st == "done"
+            line[2] += st == "cancelled"
+            line[3] += st == "pending"
+            line[4] += st == "pending" and d < today
+        return {k: (v[0], v[1], v[2], v[3], v[4]) for k, v in got.items()}
+
+    def lines(principal: Any) -> dict[str, tuple[int, int, int, int, int]]:
+        with db.session_factory()() as s:
+            return {c.manager: (c.total, c.done, c.cancelled, c.pending, c.overdue)
+                    for c in completion_by_manager(s, principal, start, today, today)}
+
+    everyone = lines(principal_for("admin"))
+    assert everyone == expected({m1.id, m2.id, out.id, None}) and len(everyone) == 4
+    assert lines(_principal(department["lead"])) == expected({m1.id, m2.id})
+    assert lines(_principal(m1)) == expected({m1.id})
+
+    def counts(principal: Any, managers: set[int | None]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        pending = [d for m, d, st in _care_rows(managers) if st == "pending" and d is not None]
+        want = (sum(d == today for d in pending), sum(d < today for d in pending),
+                sum(today < d <= today + dt.timedelta(days=7) for d in pending))
+        with db.session_factory()() as s:
+            wb = workbench(s, principal, today)
+        return (wb.today.total, wb.overdue.total, wb.upcoming.total), want
+
+    got, want = counts(principal_for("admin"), {m1.id, m2.id, out.id, None})
+    assert got == want and all(want)
+    got, want = counts(_principal(department["lead"]), {m1.id, m2.id})
+    assert got == want and all(want)
+
+
+def test_the_completion_table_is_paged_with_a_line_for_all(managers: Any, admin_client: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from crm_admin.care import admin as care_admin
+    from crm_admin.core.formatting import local_today
+
+    a, b = managers
+    day = local_today() - dt.timedelta(days=1)
+    for manager, statuses in ((a, ("done", "done", "pending")), (b, ("done", "cancelled", "pending", "pending"))):
+        cust = f.customer(manager.id)
+        for status in statuses:
+            f.care(cust.id, manager.id, due_date=day, status=status)
+    monkeypatch.setattr(care_admin, "COMPLETION_PAGE_SIZE", 1)
+
+    def table(html: str) -> str:
+        return html[html.index('id="completion"'):html.index("</table>", html.index('id="completion"'))]
+
+    first = admin_client.get("/admin/care/workbench?overdue_page=1").text
+    assert "赵经理" in table(first) and "钱经理" not in table(first)  # 66.7% before 33.3%
+    assert re.search(r'id="completion-all"><td>合计</td><td>7</td><td>3</td><td>1</td><td>3</td><td>50.0%</td>',
+                     table(first))
+    assert 'href="/admin/care/workbench?overdue_page=1&amp;completion_page=2#completion"' in first
+    second = admin_client.get("/admin/care/workbench?completion_page=2").text
+    assert "钱经理" in table(second) and "赵经理" not in table(second) and "33.3%" in table(second)
+    assert "钱经理" in table(admin_client.get("/admin/care/workbench?completion_page=99").text)
+
+
+def test_birthdays_of_the_week_for_a_wide_scope_come_day_by_day_in_order(department: dict[str, Any]) -> None:
+    """A department or everyone: read a day at a time until the list is full; the same contacts in the
+    same order as sorting them all (soonest first, then by id), lost customers and later days left out."""
+    from crm_admin.contacts.service import upcoming_birthdays
+    from crm_admin.core.formatting import local_today
+    from tests.customers.conftest import principal_for
+
+    today = local_today()
+    m1, m2, out = department["m1"], department["m2"], department["out"]
+    mine = {m1.id: f.customer(m1.id).id, m2.id: f.customer(m2.id).id}
+    theirs = f.customer(out.id).id
+    lost = f.customer(m1.id, status="lost").id
+    made: list[tuple[int, int, int]] = []  # (days left, linkman id, customer id)
+    for n in (3, 0, 9, 1, 0, 7, 3, 8, 2, 0):
+        day = today + dt.timedelta(days=n)
+        if (day.month, day.day) == (2, 29):
+            continue
+        for customer_id in (*mine.values(), theirs, lost):
+            lm = f.linkman(customer_id, dt.date(1984, day.month, day.day))  # 1984: a leap year
+            made.append((n, lm.id, customer_id))
+
+    def expected(customers: set[int], limit: int) -> list[int]:
+        return [i for n, i, c in sorted(made) if c in customers and n <= 7][:limit]
+
+    admin, lead = principal_for("admin"), _principal(department["lead"])
+    with db.session_factory()() as s:
+        for limit in (1, 4, 100):
+            assert [b.linkman_id for b in upcoming_birthdays(s, admin, today, limit=limit)] == expected(
+                {*mine.values(), theirs}, limit)
+            assert [b.linkman_id for b in upcoming_birthdays(s, lead, today, limit=limit)] == expected(
+                set(mine.values()), limit)
+        # one manager's (one statement) agrees
+        assert [b.linkman_id for b in upcoming_birthdays(s, _principal(m1), today)] == expected({mine[m1.id]}, 20)
+        assert [b.days_left for b in upcoming_birthdays(s, lead, today)] == sorted(
+            n for n, _i, c in made if c in mine.values() and n <= 7)
+
+
+def test_the_manager_picker_offers_the_users_in_scope(department: dict[str, Any], login_as: Any) -> None:
+    import re
+
+    def picker(html: str) -> str:
+        return html[html.index('name="manager_id"'):html.index("</select>", html.index('name="manager_id"'))]
+
+    lead = login_as("care_lead")
+    m1, m2 = department["m1"].id, department["m2"].id
+    options = picker(lead.get("/admin/care/workbench").text)
+    assert re.search(rf'<option value="{m1}"\s*>孙经理\(care_m1\)</option>', options)
+    assert "吴经理" not in options and "selected" not in options
+    chosen = picker(lead.get(f"/admin/care/workbench?manager_id={m2}").text)
+    assert re.search(rf'<option value="{m2}"\s*selected>周经理\(care_m2\)</option>', chosen)
