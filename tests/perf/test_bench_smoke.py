@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from crm_admin import db
 from crm_admin.core.audit import verify_chain
-from crm_admin.perf.bench import PAGES, percentile, run_bench
+from crm_admin.perf.bench import MENU_ROLES, PAGES, percentile, run_bench
 from crm_admin.perf.generate import AlreadyGenerated, Plan, generate
 
 
@@ -57,7 +57,14 @@ def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
     results = run_bench(str(engine.url.render_as_string(hide_password=False)), smoke=True, repeat=2,
                         out_dir=tmp_path, label="smoke", data_dir=tmp_path / "server")
     pages = {p["key"]: p for p in results["pages"]}
-    assert set(pages) == {p.key for p in PAGES}
+    assert {p.key for p in PAGES} <= set(pages)
+    # besides the named pages, every menu entry of every role is measured once per role
+    menu = {k: p for k, p in pages.items() if k.startswith("menu_")}
+    for role in MENU_ROLES:
+        assert any(p["role"] == role for p in menu.values()), role
+    assert "menu_admin_audit_log_list" in menu or any(
+        p["role"] == "admin" and p["path"].startswith("/admin/audit-log/") for p in pages.values())
+    assert all(p["cpu_ms_per_request"] is not None for p in pages.values() if p["status"] == "ok")
     errors = {k: p["note"] for k, p in pages.items() if p["status"] == "error"}
     assert not errors, errors
     assert pages["customer_list_admin"]["status"] == "ok"
