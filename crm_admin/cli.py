@@ -238,6 +238,26 @@ def search_index_cmd() -> None:
         click.echo(f"  {table}: {count} 条")
 
 
+@main.command("manager-copies",
+              help="核对销售机会、联系记录、流失预警上记录的客户经理是否都与其客户当前的客户经理一致"
+                   "(销售主管首页和销售漏斗按它统计);有不一致时退出码为 1,--fix 改正。")
+@click.option("--fix", is_flag=True, help="改正不一致的行")
+def manager_copies_cmd(fix: bool) -> None:
+    import crm_admin.models  # noqa: F401  (every model that carries the manager)
+    from crm_admin.customers.models import manager_copy_differences
+
+    _prepare(seed=False)
+    with db.get_engine().begin() as conn:
+        differences = manager_copy_differences(conn, fix=fix)
+    for table, count in differences.items():
+        click.echo(f"  {table}: {count} 行不一致" + (",已改正" if fix and count else ""))
+    if not any(differences.values()):
+        click.echo("全部一致。")
+    elif not fix:
+        click.echo("有不一致的行:运行 crm-admin manager-copies --fix 改正。", err=True)
+        sys.exit(1)
+
+
 @main.command(help="生成性能测试数据(批量写入,可复现):--scale 1.0 为标准规模(20 万客户)。")
 @click.option("--scale", default=1.0, show_default=True, type=float, help="数据量倍数")
 @click.option("--seed", "seed_value", default=42, show_default=True, type=int, help="随机种子")

@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Numeric, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.customers.models import Customer, OfCustomer
+from crm_admin.customers.models import CarriesCustomerManager, Customer, OfCustomer
 from crm_admin.db import Base, Timestamped, utcnow
 
 CHURN_METRICS = ("days_since_contact", "days_since_order", "order_amount_drop_pct")
@@ -32,7 +32,7 @@ class ChurnRule(Timestamped, Base):
         return self.name
 
 
-class ChurnAlert(OfCustomer, Timestamped, Base):
+class ChurnAlert(OfCustomer, CarriesCustomerManager, Timestamped, Base):
     __tablename__ = "churn_alert"
     __resource__ = "churn_alert"
 
@@ -59,6 +59,9 @@ class ChurnAlert(OfCustomer, Timestamped, Base):
         Index("ix_churn_alert_status_detected_at", "status", "detected_at"),
         # the daily evaluation reads each rule's open alerts
         Index("ix_churn_alert_rule_id_open_key", "rule_id", "open_key"),
+        # migration 0014: a team's open alerts by risk level, one range per manager of the customers
+        Index("ix_churn_alert_customer_manager_id_open_key_risk_level", "customer_manager_id", "open_key",
+              "risk_level"),
     )
 
 

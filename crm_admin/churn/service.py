@@ -26,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.churn.models import CHURN_METRICS, RISK_LEVELS, ChurnAlert, ChurnRule
@@ -117,9 +117,14 @@ def _insert_alerts_from_select(session: Session, rule: ChurnRule, today: dt.date
     ts: Any = ChurnAlert.__table__.c.detected_at.type
     cid = matching_customers(rule, today, now).subquery().c.id
     has_open = exists().where(ChurnAlert.customer_id == cid, ChurnAlert.rule_id == rule.id, ChurnAlert.open_key == 1)
-    src = select(cid, literal(rule.id), literal(rule.risk_level), literal(now, type_=ts), literal("open"), literal(1),
-                 literal(now, type_=ts), literal(now, type_=ts)).where(not_(has_open))
-    cols = ["customer_id", "rule_id", "risk_level", "detected_at", "status", "open_key", "created_at", "updated_at"]
+    # the alert carries its customer's manager (customers.models.CarriesCustomerManager); on MariaDB the
+    # INSERT … SELECT reads the customers with shared locks (repeatable read), so no transfer slips in between
+    owner = aliased(Customer)
+    manager = select(owner.manager_id).where(owner.id == cid).scalar_subquery()
+    src = select(cid, manager, literal(rule.id), literal(rule.risk_level), literal(now, type_=ts), literal("open"),
+                 literal(1), literal(now, type_=ts), literal(now, type_=ts)).where(not_(has_open))
+    cols = ["customer_id", "customer_manager_id", "rule_id", "risk_level", "detected_at", "status", "open_key",
+            "created_at", "updated_at"]
     table: Any = ChurnAlert.__table__
     if session.get_bind().dialect.name == "sqlite":
         stmt: Any = sqlite.insert(table).from_select(cols, src).on_conflict_do_nothing()
@@ -137,10 +142,17 @@ def _insert_alerts(session: Session, rule: ChurnRule, customer_ids: list[int], n
         stmt = mysql.insert(table).prefix_with("IGNORE")
     created = 0
     for start in range(0, len(customer_ids), CHUNK):
+        part = customer_ids[start:start + CHUNK]
+        # the alert carries its customer's manager (customers.models.CarriesCustomerManager), read locked
+        managers = dict(session.execute(
+            select(Customer.id, Customer.manager_id).where(Customer.id.in_(part)).order_by(Customer.id)
+            .with_for_update(read=True)
+        ).tuples().all())
         rows = [
-            {"customer_id": cid, "rule_id": rule.id, "risk_level": rule.risk_level, "detected_at": now,
-             "status": "open", "open_key": 1, "created_at": now, "updated_at": now}
-            for cid in customer_ids[start:start + CHUNK]
+            {"customer_id": cid, "customer_manager_id": managers.get(cid), "rule_id": rule.id,
+             "risk_level": rule.risk_level, "detected_at": now, "status": "open", "open_key": 1, "created_at": now,
+             "updated_at": now}
+            for cid in part
         ]
         created += _affected(session.execute(stmt, rows))
     return created

@@ -28,7 +28,7 @@ UNAUDITED_TABLES = {"audit_log", "job_run", "job_lease", "sys_meta", "sys_sessio
 # Columns whose changes alone do not make an audit row (they are audited semantically, or noise).
 QUIET_COLUMNS = {
     "updated_at", "created_at", "version", "failed_logins", "last_login_at", "last_login_ip",
-    "locked_until", "last_failed_login_at", "session_epoch", "name_key", "birthday_md",
+    "locked_until", "last_failed_login_at", "session_epoch", "name_key", "birthday_md", "customer_manager_id",
 }
 SECRET_COLUMNS = {"password_hash"}
 CHAIN_KEY = "audit_chain"

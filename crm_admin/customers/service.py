@@ -25,7 +25,7 @@ from crm_admin.core.params import parse_id, parse_int
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped, sees_user
 from crm_admin.customers.codes import credit_code_error, normalize_credit_code
-from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer
+from crm_admin.customers.models import CUSTOMER_STATUSES, STATUS_LABELS, Customer, follow_customers
 from crm_admin.db import utcnow
 from crm_admin.dictionary.service import is_valid
 
@@ -476,6 +476,7 @@ def merge_customers(session: Session, principal: Principal, *, keep_id: int, dro
         raise StaleMerge()
     keep, drop = plan.keep, plan.drop
     moved = customer_records.merge_records(session, keep_id, drop_id)
+    follow_customers(session.connection(), [keep_id])  # the moved rows carry the kept customer's manager
     filled = dict(plan.filled)
     for key, value in plan.later.items():
         setattr(keep, key, value)

@@ -20,11 +20,12 @@ from crm_admin.churn.models import ChurnAlert
 from crm_admin.contacts.models import Linkman
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import scoped, sees_everyone
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, by_customer_manager
 from crm_admin.dashboard.cache import TableCache, read_marks
 from crm_admin.dictionary import service as dictionary
 from crm_admin.followups.service import due_follow_ups
 from crm_admin.opportunities.models import SalesOpportunity
+from crm_admin.opportunities.service import open_by_stage
 from crm_admin.orders.models import CustomerOrder
 
 
@@ -91,12 +92,7 @@ def _follow_ups(session: Session, ask: _Ask, board: Dashboard) -> None:
 def _pipeline(session: Session, ask: _Ask, board: Dashboard) -> None:
     if not ask.principal.can("opportunity", "list"):
         return
-    stages = session.execute(
-        scoped(select(SalesOpportunity.stage, func.count(), func.coalesce(func.sum(SalesOpportunity.amount), 0))
-               .where(SalesOpportunity.status == "open"), SalesOpportunity, ask.principal, "list")
-        .group_by(SalesOpportunity.stage)
-    ).all()
-    by_stage = {s: (int(n), Decimal(a)) for s, n, a in stages}
+    by_stage = {s: (sums.count, sums.amount) for s, sums in open_by_stage(session, ask.principal).items()}
     order = [v for v, _label in dictionary.choices("opportunity_stage", blank=False)]
     order += [s for s in by_stage if s not in order]
     board.pipeline = [
@@ -114,8 +110,8 @@ def _risk(session: Session, ask: _Ask, board: Dashboard) -> None:
         for c in session.execute(risky.order_by(Customer.last_contact_at).limit(10)).scalars()
     ]
     levels = session.execute(
-        scoped(select(ChurnAlert.risk_level, func.count()).where(ChurnAlert.open_key == 1), ChurnAlert,
-               ask.principal, "list").group_by(ChurnAlert.risk_level)
+        by_customer_manager(select(ChurnAlert.risk_level, func.count()).where(ChurnAlert.open_key == 1), ChurnAlert,
+                            ask.principal, "list").group_by(ChurnAlert.risk_level)
     ).all()
     board.alerts_open = {lvl: int(n) for lvl, n in levels}
 

@@ -17,6 +17,7 @@ from crm_admin.core.export import format_local
 from crm_admin.core.formatting import day_start_utc, local_today
 from crm_admin.core.params import parse_page
 from crm_admin.core.routes import route
+from crm_admin.core.scope import owner_clause
 from crm_admin.core.views import CrmBaseView, CrmModelView, narrowed_ref, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
 from crm_admin.db import session_factory
@@ -100,8 +101,11 @@ def load_due(principal: Any, mine_only: bool, page: int = 1) -> dict[str, Any]:
         # the page's ids from the indexes alone, then just those rows with their customer
         ids = list(session.execute(due.with_only_columns(FollowUp.id).order_by(FollowUp.id)
                                    .offset((page - 1) * DUE_PAGE_SIZE).limit(DUE_PAGE_SIZE)).scalars())
+        # (through the customer scope: the ids were picked by the manager the follow-ups carry)
         stmt = (select(FollowUp, Customer.name, Customer.id).join(Customer, Customer.id == FollowUp.customer_id)
-                .where(FollowUp.id.in_(ids)).order_by(FollowUp.next_follow_up_at, FollowUp.id))
+                .where(FollowUp.id.in_(ids),
+                       owner_clause(Customer.manager_id, principal, resource="follow_up", action="list"))
+                .order_by(FollowUp.next_follow_up_at, FollowUp.id))
         for f, customer_name, customer_id in session.execute(stmt) if ids else ():
             assert f.next_follow_up_at is not None
             out.append({

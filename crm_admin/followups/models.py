@@ -9,11 +9,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.contacts.models import Linkman
-from crm_admin.customers.models import Customer, OfCustomer
+from crm_admin.customers.models import CarriesCustomerManager, Customer, OfCustomer
 from crm_admin.db import Base, Timestamped
 
 
-class FollowUp(OfCustomer, Timestamped, Base):
+class FollowUp(OfCustomer, CarriesCustomerManager, Timestamped, Base):
     __tablename__ = "follow_up"
     __resource__ = "follow_up"
 
@@ -40,4 +40,7 @@ class FollowUp(OfCustomer, Timestamped, Base):
               "customer_id", "contacted_at"),
         Index("ix_follow_up_next_follow_up_at_customer_id_contacted_at", "next_follow_up_at", "customer_id",
               "contacted_at"),
+        # migration 0014: due follow-ups of a team, one range per manager of the customers
+        Index("ix_follow_up_customer_manager_id_next_follow_up_at_covering", "customer_manager_id",
+              "next_follow_up_at", "customer_id", "contacted_at"),
     )

@@ -9,13 +9,13 @@ from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.customers.models import Customer, OfCustomer
+from crm_admin.customers.models import CarriesCustomerManager, Customer, OfCustomer
 from crm_admin.db import ZERO, Base, Timestamped
 
 OPPORTUNITY_STATUSES = ("open", "won", "lost")
 
 
-class SalesOpportunity(OfCustomer, Timestamped, Base):
+class SalesOpportunity(OfCustomer, CarriesCustomerManager, Timestamped, Base):
     __tablename__ = "sales_opportunity"
     __resource__ = "opportunity"
 
@@ -43,6 +43,9 @@ class SalesOpportunity(OfCustomer, Timestamped, Base):
         Index("ix_sales_opportunity_customer_id_status_stage_covering", "customer_id", "status", "stage",
               "amount", "probability"),
         Index("ix_sales_opportunity_status_stage_amount_probability", "status", "stage", "amount", "probability"),
+        # migration 0014: a team's pipeline and dashboard sums per stage, one range per manager
+        Index("ix_sales_opportunity_customer_manager_id_status_stage_covering", "customer_manager_id", "status",
+              "stage", "amount", "probability"),
     )
 
     def __str__(self) -> str:

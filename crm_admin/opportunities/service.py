@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, union_all
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
@@ -16,8 +15,8 @@ from crm_admin.core import limits
 from crm_admin.core.errors import Conflict, NotFound, UserError
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal, dept_subtree
-from crm_admin.core.scope import in_scope, scope_clause, scoped
-from crm_admin.customers.models import Customer
+from crm_admin.core.scope import in_scope, owner_clause, scoped, sees_everyone
+from crm_admin.customers.models import Customer, by_customer_manager
 from crm_admin.customers.service import clean
 from crm_admin.db import utcnow
 from crm_admin.dictionary.service import entries, is_valid, label
@@ -234,30 +233,76 @@ class PipelineFilter:
 _BY_AMOUNT = (SalesOpportunity.amount.desc(), SalesOpportunity.probability.desc(), SalesOpportunity.id.desc())
 
 
-def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, items_per_stage: int = 20) -> list[StageColumn]:
-    """Open opportunities by stage (dictionary order): count, total and probability-weighted amount."""
-    columns = {e.value: StageColumn(e.value, e.display()) for e in entries("opportunity_stage")}
-    base = scoped(select(SalesOpportunity).where(SalesOpportunity.status == "open"), SalesOpportunity, principal,
-                  "list", resource="pipeline")
-    base = flt.apply(base, session)
+@dataclass(frozen=True)
+class StageSums:
+    count: int
+    amount: Decimal  # the sum of the amounts
+    weighted: Decimal  # the sum of amount × probability (percent)
 
-    def fill(stage: str, count: Any, total: Any, weighted_sum: Any) -> None:
+
+def _open_in_scope(principal: Principal, resource: str) -> tuple[Select[Any], bool]:
+    """The open opportunities ``principal`` lists (``resource``), and whether the scope limits them.
+
+    A team's are found by the manager they carry (``customers.models.CarriesCustomerManager``): one range of
+    the (customer_manager_id, status, stage, amount, probability) index per manager of the scope."""
+    base = by_customer_manager(select(SalesOpportunity).where(SalesOpportunity.status == "open"), SalesOpportunity,
+                               principal, "list", resource=resource)
+    return base, not sees_everyone(principal, resource, "list")
+
+
+def _sums_by_stage(session: Session, base: Select[Any], *, per_manager: bool) -> dict[str, StageSums]:
+    """Count, amount and weighted amount per stage of ``base``'s opportunities. A scope's are summed per
+    manager and stage, which is the order of its index ranges, and added up here: grouped by stage alone,
+    MariaDB collects the ranges in a temporary table first (a department: 35 ms instead of 12 ms)."""
+    sub = base.subquery()
+    keys = [sub.c.customer_manager_id, sub.c.stage] if per_manager else [sub.c.stage]
+    sums: dict[str, list[Any]] = {}
+    for row in session.execute(
+        select(*keys, func.count(), func.sum(sub.c.amount), func.sum(sub.c.amount * sub.c.probability)).group_by(*keys)
+    ):
+        stage, count, amount, weighted = row[-4:]
+        acc = sums.setdefault(stage, [0, Decimal(0), Decimal(0)])
+        acc[0] += int(count)
+        acc[1] += Decimal(str(amount or 0))
+        acc[2] += Decimal(str(weighted or 0))
+    return {stage: StageSums(n, amount, weighted) for stage, (n, amount, weighted) in sums.items()}
+
+
+def open_by_stage(session: Session, principal: Principal) -> dict[str, StageSums]:
+    """The open opportunities ``principal`` lists, per stage (the home page's pipeline)."""
+    base, per_manager = _open_in_scope(principal, "opportunity")
+    return _sums_by_stage(session, base, per_manager=per_manager)
+
+
+def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, items_per_stage: int = 20) -> list[StageColumn]:
+    """Open opportunities by stage (dictionary order): count, total and probability-weighted amount, and
+    each stage's biggest: everyone's straight from the (status, stage, amount, probability) index read
+    backwards, a team's from the ranges of its managers; the shown rows are then loaded through the
+    customer scope."""
+    columns = {e.value: StageColumn(e.value, e.display()) for e in entries("opportunity_stage")}
+    base, per_manager = _open_in_scope(principal, "pipeline")
+    base = flt.apply(base, session)
+    for stage, sums in _sums_by_stage(session, base, per_manager=per_manager).items():
         col = columns.get(stage)
         if col is None:
             col = columns[stage] = StageColumn(stage, label("opportunity_stage", stage))
-        col.count = int(count)
-        col.total = Decimal(str(total or 0)).quantize(Decimal("0.01"))
-        col.weighted = (Decimal(str(weighted_sum or 0)) / 100).quantize(Decimal("0.01"))
-
-    if scope_clause(SalesOpportunity, principal, "list", resource="pipeline") is None:
-        ids = _everyones_stages(session, base, columns, fill, items_per_stage)
-    else:
-        ids = _scope_stages(session, base, fill, items_per_stage)
+        col.count = sums.count
+        col.total = sums.amount.quantize(Decimal("0.01"))
+        col.weighted = (sums.weighted / 100).quantize(Decimal("0.01"))
+    # each stage's biggest, all stages in one statement
+    tops = [select(top.c.id) for top in (
+        base.with_only_columns(SalesOpportunity.id).where(SalesOpportunity.stage == col.value)
+        .order_by(*_BY_AMOUNT).limit(items_per_stage).subquery()
+        for col in columns.values() if col.count)]
+    ids = list(session.execute(tops[0] if len(tops) == 1 else union_all(*tops)).scalars()) if tops else []
     if ids:
-        # then only those rows, with the customer's name (joined in the ranking, MariaDB would sort them all)
+        # then only those rows, with the customer's name (joined in the ranking, MariaDB would sort them all),
+        # through the customer scope
         stmt = (select(SalesOpportunity, Customer.name.label("customer_name"))
                 .join(Customer, Customer.id == SalesOpportunity.customer_id)
-                .where(SalesOpportunity.id.in_(ids)).order_by(*_BY_AMOUNT))
+                .where(SalesOpportunity.id.in_(ids),
+                       owner_clause(Customer.manager_id, principal, resource="pipeline", action="list"))
+                .order_by(*_BY_AMOUNT))
         for opp, customer_name in session.execute(stmt):
             columns[opp.stage].items.append({
                 "id": opp.id, "title": opp.title, "customer": customer_name, "amount": opp.amount,
@@ -265,48 +310,3 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
                 "version": opp.version,
             })
     return list(columns.values())
-
-
-_Fill = Callable[[str, Any, Any, Any], None]
-
-
-def _everyones_stages(session: Session, base: Select[Any], columns: dict[str, StageColumn], fill: _Fill,
-                      items_per_stage: int) -> list[int]:
-    """Everyone's: the sums per stage, then each stage's biggest straight from that index, read
-    backwards without sorting."""
-    sub = base.subquery()
-    for stage, count, total, weighted_sum in session.execute(
-        select(sub.c.stage, func.count(), func.sum(sub.c.amount), func.sum(sub.c.amount * sub.c.probability))
-        .group_by(sub.c.stage)
-    ).all():
-        fill(stage, count, total, weighted_sum)
-    ids: list[int] = []
-    for col in columns.values():
-        if col.count:
-            ids += session.execute(base.with_only_columns(SalesOpportunity.id)
-                                   .where(SalesOpportunity.stage == col.value)
-                                   .order_by(*_BY_AMOUNT).limit(items_per_stage)).scalars()
-    return ids
-
-
-def _scope_stages(session: Session, base: Select[Any], fill: _Fill, items_per_stage: int) -> list[int]:
-    """A scope's: one pass over its open opportunities (reached through its customers) ranks them
-    within each stage and sums each stage alongside; a stage's first row carries its sums."""
-    stage = SalesOpportunity.stage
-    ranked = base.with_only_columns(
-        SalesOpportunity.id, stage,
-        func.row_number().over(partition_by=stage, order_by=_BY_AMOUNT).label("rank"),
-        func.count().over(partition_by=stage).label("n"),
-        func.sum(SalesOpportunity.amount).over(partition_by=stage).label("total"),
-        func.sum(SalesOpportunity.amount * SalesOpportunity.probability).over(partition_by=stage)
-        .label("weighted"),
-    ).subquery()
-    ids: list[int] = []
-    for opp_id, stage_value, rank, count, total, weighted_sum in session.execute(
-        select(ranked.c.id, ranked.c.stage, ranked.c.rank, ranked.c.n, ranked.c.total, ranked.c.weighted)
-        .where(ranked.c.rank <= items_per_stage)
-    ):
-        ids.append(opp_id)
-        if rank == 1:
-            fill(stage_value, count, total, weighted_sum)
-    return ids

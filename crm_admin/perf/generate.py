@@ -9,7 +9,9 @@ Speed comes from writing plain multi-row INSERTs on one connection (``executeman
 objects, no per-row type processing, no flush listener, so the audit listener never sees these rows),
 committing every few thousand customers, with explicit primary keys so that children reference their
 parents without a round trip. Rows of one customer are generated together, in id order, so the
-``customer_id`` indexes grow at their right edge.
+``customer_id`` indexes grow at their right edge. Opportunities, follow-ups and churn alerts are written
+with their customer's manager (``customer_manager_id``, which the ORM would otherwise fill: see
+``customers.models.CarriesCustomerManager``).
 
 The generated audit rows are hash-chained exactly as ``core.audit`` chains them (continuing from the
 current chain head), so ``verify_chain`` accepts the generated database; it costs ~2 µs per row.
@@ -491,11 +493,13 @@ def generate(
                              "birthday", "birthday_md", "is_primary", "remark", "created_at", "updated_at"))
         w.define("sales_opportunity", ("id", "customer_id", "title", "stage", "amount", "probability",
                                        "expected_close_date", "next_step", "next_follow_up_at", "manager_id",
-                                       "status", "lost_reason", "version", "created_at", "updated_at"))
+                                       "status", "lost_reason", "version", "created_at", "updated_at",
+                                       "customer_manager_id"))
         w.define("care_plan", ("id", "customer_id", "linkman_id", "care_type", "interval_days", "next_date",
                                "manager_id", "is_active", "remark", "created_at", "updated_at"))
         w.define("follow_up", ("id", "customer_id", "linkman_id", "opportunity_id", "manager_id", "method",
-                               "content", "contacted_at", "next_follow_up_at", "created_at", "updated_at"))
+                               "content", "contacted_at", "next_follow_up_at", "created_at", "updated_at",
+                               "customer_manager_id"))
         w.define("customer_care", ("id", "customer_id", "linkman_id", "care_type", "care_time", "due_date",
                                    "detail", "feedback", "status", "manager_id", "origin", "plan_id",
                                    "task_key", "created_at", "updated_at"))
@@ -507,7 +511,7 @@ def generate(
                                        "transferred_at", "operator_id", "created_at", "updated_at"))
         w.define("churn_alert", ("id", "customer_id", "rule_id", "risk_level", "detected_at", "status",
                                  "open_key", "reason", "analysis", "measures", "handled_by", "handled_at",
-                                 "created_at", "updated_at"))
+                                 "created_at", "updated_at", "customer_manager_id"))
 
         owners = _skewed_owners(rng, managers, plan.customers)
         five_years = 5 * 365 * 86400
@@ -572,7 +576,7 @@ def generate(
                                             rng.choice((10, 20, 30, 50, 70, 90)), close,
                                             "安排技术交流" if state == "open" else None, next_at, manager,
                                             state, "价格高于竞争对手" if state == "lost" else None, 1,
-                                            ts(opened), ts(opened)))
+                                            ts(opened), ts(opened), manager))
                 opps.append(op)
                 op += 1
 
@@ -596,7 +600,8 @@ def generate(
                 at_s = ts(at)
                 w.add("follow_up", (fu, cid, rng.choice(linkmen),
                                     rng.choice(opps) if opps and rng.random() < 0.2 else None, manager,
-                                    rng.choice(methods), rng.choice(FOLLOW_UP_TEXT), at_s, next_at, at_s, at_s))
+                                    rng.choice(methods), rng.choice(FOLLOW_UP_TEXT), at_s, next_at, at_s, at_s,
+                                    manager))
                 fu += 1
 
             for _ in range(_n(rng, plan.cares_per_customer)):
@@ -656,13 +661,13 @@ def generate(
                 at = now - day * rng.randrange(1, 60)
                 w.add("churn_alert", (ca, cid, rng.choice(rule_ids), rng.choice(("medium", "high")), ts(at),
                                       rng.choice(("open", "open", "following")), 1, None, None, None, None, None,
-                                      ts(at), ts(at)))
+                                      ts(at), ts(at), manager))
                 ca += 1
             elif status == "lost" and rule_ids:
                 at = now - day * rng.randrange(30, 720)
                 w.add("churn_alert", (ca, cid, rng.choice(rule_ids), "high", ts(at), "lost", None,
                                       rng.choice(churn_reasons), "客户转向竞争对手", "多次回访未能挽回", manager,
-                                      ts(at + day * 7), ts(at), ts(at)))
+                                      ts(at + day * 7), ts(at), ts(at), manager))
                 ca += 1
 
             code = f"C{cid:08d}"

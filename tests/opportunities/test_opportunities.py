@@ -137,8 +137,8 @@ def test_edit_form_lost_needs_reason_and_stale_refused(make_user: Any, make_cust
 
 def test_pipeline_of_a_scope_and_of_everyone_agree_beyond_the_shown_items(
         make_user: Any, make_customer: Any, principal: Any) -> None:
-    """A scope's columns come from one ranked pass, everyone's from per-stage reads: same numbers, same
-    biggest items, and the sums cover the rows not shown."""
+    """A scope's columns come from its managers' ranges, everyone's from the whole index: same numbers,
+    same biggest items, and the sums cover the rows not shown."""
     make_user("wang")
     mine = make_customer("甲", manager="wang")
     for amount, probability, stage in (("100", 10, "initial"), ("300.50", 30, "initial"), ("200", 20, "initial"),

@@ -36,7 +36,8 @@ def test_plan_standard_scale_matches_the_issue() -> None:
 def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
     import crm_admin.models  # noqa: F401
     from crm_admin.contacts.models import Linkman
-    from crm_admin.customers.models import Customer
+    from crm_admin.customers.models import Customer, manager_copy_differences
+    from crm_admin.opportunities.models import SalesOpportunity
 
     report = generate(engine, scale=0.0005, seed=7)
     assert report.rows["customer"] == 100
@@ -48,6 +49,10 @@ def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
         ).all()
         assert len(per_manager) > 3 and per_manager[0][1] > per_manager[-1][1]
         assert conn.execute(select(func.count()).where(Linkman.birthday_md.is_(None))).scalar() == 0
+        # opportunities, follow-ups and alerts are written with their customer's manager
+        assert set(manager_copy_differences(conn).values()) == {0}
+        assert conn.execute(select(func.count()).select_from(SalesOpportunity)
+                            .where(SalesOpportunity.customer_manager_id.is_(None))).scalar() == 0
         # generated audit rows continue the hash chain
         checked, broken = verify_chain(conn)
         assert broken is None and checked >= report.rows["audit_log"]
