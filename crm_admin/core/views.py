@@ -327,7 +327,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
         cls.column_labels = labels
 
     # internal columns a person has no use for on a details page
-    HIDDEN_DETAILS = frozenset({"version", "birthday_md", "name_key", "open_key", "task_key"})
+    HIDDEN_DETAILS = frozenset({"version", "birthday_md", "name_key", "open_key", "task_key", "customer_manager_id"})
 
     def get_details_columns(self) -> list[str]:
         """SQLAdmin's details by default show every column, ids included ("manager_id 4", "id 57"): unless a
