@@ -179,14 +179,13 @@ def select_options(items: Any, selected: Any = None, key: int | str = 0, text: i
     pass here because a picker of every manager in scope has hundreds of options, and rendering them
     one by one in the template took a list page several milliseconds."""
     from jinja2 import Undefined
-    from markupsafe import escape
 
     from crm_admin.core.i18n import tr
 
     chosen = None if selected is None or isinstance(selected, Undefined) else str(selected)
-    parts = []
-    for item in items:
-        value, label = _field(item, key), _field(item, text)
-        mark = ' selected' if chosen is not None and str(value) == chosen else ''
-        parts.append(f'<option value="{escape(value)}"{mark}>{escape(tr(label) if translate else label)}</option>')
-    return Markup("".join(parts))
+    option = Markup('<option value="{}"{}>{}</option>')
+    picked = Markup(" selected")
+    return Markup("").join(
+        option.format(value, picked if chosen is not None and str(value) == chosen else "",
+                      tr(label) if translate else label)
+        for value, label in ((_field(item, key), _field(item, text)) for item in items))
