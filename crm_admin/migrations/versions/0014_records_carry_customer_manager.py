@@ -10,7 +10,7 @@ customer WHERE manager_id IN <the team>)``) each count probes its index once per
 manager on each of those rows, kept equal to it in the same transaction as every write
 (``customers.models.CarriesCustomerManager``), and indexed with what the counts read, so that a team's
 count is one index range per manager (standard data set, MariaDB, a department of 21 managers: open
-opportunities per stage 58 → 12 ms, due follow-ups 80 → 11 ms, open alerts per level 40 → 1 ms).
+opportunities per stage 58 → 9–12 ms, due follow-ups 80 → 11 ms, open alerts per level 40 → 1 ms).
 
 The existing rows take their customer's manager here: 20 s for the standard data set on MariaDB (one
 million follow-ups; 2 GB buffer pool), in chunks of ids.
