@@ -244,11 +244,16 @@ def search_index_cmd() -> None:
 @click.option("--fix", is_flag=True, help="改正不一致的行")
 def manager_copies_cmd(fix: bool) -> None:
     import crm_admin.models  # noqa: F401  (every model that carries the manager)
+    from crm_admin.core import audit
+    from crm_admin.core.context import SYSTEM, acting_as
     from crm_admin.customers.models import manager_copy_differences
 
     _prepare(seed=False)
-    with db.get_engine().begin() as conn:
-        differences = manager_copy_differences(conn, fix=fix)
+    with acting_as(SYSTEM), db.transaction() as session:
+        differences = manager_copy_differences(session.connection(), fix=fix)
+        if fix and any(differences.values()):  # the repair is audited with it, in the same transaction
+            audit.record(session, "manager_copies_fixed", resource="customer",
+                         changes={table: count for table, count in differences.items() if count})
     for table, count in differences.items():
         click.echo(f"  {table}: {count} 行不一致" + (",已改正" if fix and count else ""))
     if not any(differences.values()):
