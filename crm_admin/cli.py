@@ -252,7 +252,7 @@ def manager_copies_cmd(fix: bool) -> None:
     with acting_as(SYSTEM), db.transaction() as session:
         differences = manager_copy_differences(session.connection(), fix=fix)
         if fix and any(differences.values()):  # the repair is audited with it, in the same transaction
-            audit.record(session, "manager_copies_fixed", resource="customer",
+            audit.record(session, "update", resource="customer",
                          changes={table: count for table, count in differences.items() if count})
     for table, count in differences.items():
         click.echo(f"  {table}: {count} 行不一致" + (",已改正" if fix and count else ""))
