@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
     login_ip_max_per_minute: int = Field(default=20, ge=1, le=10_000)
+    # Where sign-in attempts per address are counted (accounts/throttle.py): in the database unless a
+    # Redis is given ("redis://127.0.0.1:6379/0"); while it is unreachable, in the database again.
+    redis_url: str = ""
+    # keys are "<prefix>login:<address>:<minute>": several installations can share one Redis
+    redis_key_prefix: str = Field(default="crm:", max_length=64)
     # The cost of one password check (argon2id, one lane). OWASP's minimum is any of 46 MiB × 1 pass,
     # 19 MiB × 2, 12 MiB × 3, 9 MiB × 4, 7 MiB × 5; the default costs about 20 ms of one core.
     # Production refuses less; a test machine may set a token cost.

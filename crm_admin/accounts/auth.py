@@ -75,7 +75,9 @@ class CrmAuthentication(AuthenticationBackend):
         username = str(form.get("username", ""))[:64]
         password = str(form.get("password", ""))[:256]
         actor = request_actor(request)
-        if not throttle.allow(actor.ip, limit=self.settings.login_ip_max_per_minute):
+        limit = self.settings.login_ip_max_per_minute
+        # counted in the database or Redis, shared by every node: blocking, so in a worker thread
+        if not await anyio.to_thread.run_sync(lambda: throttle.allow(actor.ip, limit=limit)):
             await anyio.to_thread.run_sync(
                 lambda: audit.record_now("login_failed", resource="user", detail=f"该 IP 登录尝试过于频繁(用户名:{username})",
                                          success=False, actor=replace(actor, username=username.strip()[:64]))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from crm_admin.core.models import DATA_SCOPES, CasbinRule, SysDept, SysMeta, SysRole, SysUser
 from crm_admin.db import Base
 
-__all__ = ["DATA_SCOPES", "CasbinRule", "LoginGuard", "SysDept", "SysMeta", "SysRole", "SysSession", "SysUser"]
+__all__ = ["DATA_SCOPES", "CasbinRule", "LoginGuard", "LoginThrottle", "SysDept", "SysMeta", "SysRole", "SysSession", "SysUser"]
 
 
 class SysSession(Base):
@@ -51,3 +51,20 @@ class LoginGuard(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None]
     last_failed_login_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class LoginThrottle(Base):
+    """Sign-in attempts per client address and minute, shared by every process and node
+    (``accounts/throttle.py``; used when no Redis is configured, or while it is unreachable).
+
+    One row per (address, minute): a guessing run from one address writes at most the per-minute
+    limit into its row and then only reads, and different addresses never touch the same row, so no
+    row is updated by every sign-in (which on a Galera cluster would fail commits on the other nodes).
+    Rows older than the previous minute are no longer read and are swept as new ones arrive.
+    """
+
+    __tablename__ = "login_throttle"
+
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
