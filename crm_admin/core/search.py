@@ -332,8 +332,12 @@ def rebuild(conn: Connection, models: Sequence[type] | None = None,
     hundreds of thousands of records, inserting them in arrival order would touch the index at random.
     """
     counts: dict[str, int] = {}
-    conn.exec_driver_sql("DROP TABLE IF EXISTS search_gram_load")
-    gram_type = "VARCHAR(40) COLLATE utf8mb4_bin" if conn.dialect.name in ("mysql", "mariadb") else "TEXT"
+    mysql = conn.dialect.name in ("mysql", "mariadb")
+    # MySQL/MariaDB: DROP TEMPORARY, which neither commits the transaction (a plain DROP TABLE does, so
+    # a failed rebuild would keep half its work) nor is replicated to a Galera cluster's other nodes
+    drop_load = f"DROP {'TEMPORARY ' if mysql else ''}TABLE IF EXISTS search_gram_load"
+    conn.exec_driver_sql(drop_load)
+    gram_type = "VARCHAR(40) COLLATE utf8mb4_bin" if mysql else "TEXT"
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE search_gram_load (kind SMALLINT, gram {gram_type}, row_id INTEGER)")
     load_sql = text("INSERT INTO search_gram_load (kind, gram, row_id) VALUES (:kind, :gram, :row_id)")
@@ -363,7 +367,7 @@ def rebuild(conn: Connection, models: Sequence[type] | None = None,
             if progress is not None:
                 progress(f"搜索索引:{table} {done} 条")
     finally:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS search_gram_load")
+        conn.exec_driver_sql(drop_load)
     _COUNTS.clear()
     return counts
 
