@@ -8,8 +8,9 @@ last-change time as when it was counted, and only if that time was at least two 
 count started (so a change committed in the same second cannot be missed). Anything else counts
 again; so does every entry after ``MAX_AGE_S`` (a transaction whose last write fell in the same second
 as the previous change but that committed seconds later leaves the time unchanged: at worst a number
-is that old), and every database other than
-MariaDB/MySQL (SQLite has no such time). Only numbers of the unscoped (everyone's) view are kept:
+is that old), every database other than
+MariaDB/MySQL (SQLite has no such time), and every number none of whose tables shows a time (TiDB
+answers the query but leaves ``UPDATE_TIME`` empty). Only numbers of the unscoped (everyone's) view are kept:
 they are the same for every administrator.
 """
 
@@ -77,6 +78,10 @@ class TableCache:
         if marks is None:
             return compute()
         current = marks.of(tables)
+        if all(changed is None for changed in current):
+            # no change time for any of them: TiDB keeps none; MariaDB has none for a table not
+            # written since the server started. Unknown is not "unchanged": count every time.
+            return compute()
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and entry.marks == current and time.monotonic() - entry.stored < MAX_AGE_S:

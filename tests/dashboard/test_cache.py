@@ -38,7 +38,13 @@ def test_table_cache_reuses_only_while_the_table_is_unchanged_and_settled() -> N
     assert cache.get("k2", ("linkman",), busy, compute) == {"n": 4}  # so never kept
     assert cache.get("k3", ("linkman",), None, compute) == {"n": 5}  # no change times (SQLite): always counted
     assert cache.get("k3", ("linkman",), None, compute) == {"n": 6}
+    # a server that answers but keeps no change times (TiDB; MariaDB before a table's first write
+    # since it started): unknown is not "unchanged", always counted
+    unknown = _marks(None, now)
+    assert cache.get("k4", ("linkman",), unknown, compute) == {"n": 7}
+    assert cache.get("k4", ("linkman",), unknown, compute) == {"n": 8}
     kept = cache.get("k", ("linkman",), changed, compute)
+    assert kept == {"n": 2}
     kept["n"] = 99  # a caller changing what it got does not change what is kept
     assert cache.get("k", ("linkman",), changed, compute) == {"n": 2}
 
