@@ -121,7 +121,7 @@ def _allow_in_database(ip: str, window: Window, limit: int) -> bool:
                 raise
             if attempt == _TRIES:
                 # only this address's row is contended: refusing it locks nobody else out
-                log.warning("login throttle: %s attempts from one address conflicted %d times; refused",
+                log.warning("login throttle: the count of %s conflicted %d times in a row; attempt refused",
                             ip, _TRIES)
                 return False
             continue
