@@ -13,12 +13,19 @@ benchmark, the nightly churn evaluation over every customer): those run with ``C
 bounded, so that a frozen database fails a nightly job instead of hanging it. ``/readyz`` probes
 through a pool-less engine of its own (1 s timeouts, 1.5 s deadline): it answers within 2 s and
 never waits for, or holds, a connection of the pool that serves pages.
+
+Behind a load balancer (a Galera cluster behind HAProxy): every pooled connection is checked before
+use (``pool_pre_ping``; a failed check also retires every connection older than it, so a dead node's
+connections go at once) and replaced after ``CRM_DB_POOL_RECYCLE`` seconds (600): well below the
+balancer's idle cut-off, and a connection opened on a fail-over node moves back to the primary
+within that time. Work that meets a passing error (a deadlock, a node leaving) is run again:
+``run_in_transaction`` here, ``crm_admin/retry.py`` for what counts as passing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -42,6 +49,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
+from crm_admin import retry
 from crm_admin.settings import get_settings
 
 # Short, predictable constraint names: MySQL limits identifiers to 64 characters.
@@ -140,8 +148,8 @@ def make_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = No
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=3600,
-                      pool_timeout=timeouts.pool)
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2,
+                      pool_recycle=get_settings().db_pool_recycle, pool_timeout=timeouts.pool)
         if is_mysql(url):
             kwargs["connect_args"] = {
                 "charset": "utf8mb4", "connect_timeout": timeouts.connect,
@@ -275,3 +283,22 @@ def transaction(*, long_running: bool = False) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def run_in_transaction[T](fn: Callable[[Session], T], *, where: str, long_running: bool = False,
+                          idempotent: bool = False) -> T:
+    """``fn(session)`` as one unit of work (``transaction()``), run again on a fresh session while it
+    fails with a passing database error that left nothing written (``crm_admin/retry.py``).
+
+    ``fn`` must do all of its work through the session it is given (its audit rows included) and
+    have no other effect that a second run would repeat. ``idempotent``: a second run does no harm
+    even if the first one's commit took effect (unique keys, conditional updates), so it is run again
+    also when the connection was lost during the COMMIT. ``where`` names the work in logs and counters.
+    Blocks between attempts: call it from a worker thread or a job, never on the event loop.
+    """
+
+    def unit() -> T:
+        with transaction(long_running=long_running) as session:
+            return fn(session)
+
+    return retry.call(unit, where=where, idempotent=idempotent)

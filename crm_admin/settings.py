@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     db_pool_timeout: int = Field(default=10, ge=1, le=300)
     # scheduled jobs and command-line tasks, whose single statements may take minutes
     db_job_timeout: int = Field(default=600, ge=1, le=24 * 3600)
+    # A pooled connection is replaced after this many seconds (crm_admin/db.py): below a load
+    # balancer's idle cut-off, and how long a connection may stay on a fail-over node.
+    db_pool_recycle: int = Field(default=600, ge=10, le=24 * 3600)
+    # Attempts in all of a unit of work (or a request) that meets a passing database error such as a
+    # deadlock or a cluster node leaving (crm_admin/retry.py); 1 turns running again off.
+    db_retry_attempts: int = Field(default=4, ge=1, le=10)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -6,6 +6,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.responses import HTMLResponse
 
+from crm_admin import retry
+
 
 class UserError(Exception):
     """A refusal the user can act on: the message is shown as is, nothing was changed."""
@@ -49,6 +51,12 @@ def friendly_integrity_message(exc: BaseException) -> str:
     return "保存失败:数据不符合要求,请检查后重试。"
 
 
+# what the person is told when a passing database error outlasted every attempt (nothing was saved),
+# and when the connection broke while the change was being committed (it may have been saved)
+BUSY_MESSAGE = "系统繁忙,您的操作没有完成,请稍后重试。"
+OUTCOME_UNKNOWN_MESSAGE = "保存时与数据库的连接中断,无法确定操作是否已完成。请刷新页面查看最新内容,确认未保存后再重试。"
+
+
 def friendly_db_error(exc: BaseException) -> str:
     """The message a user sees for any database error: never its SQL, parameters or driver text.
 
@@ -57,6 +65,10 @@ def friendly_db_error(exc: BaseException) -> str:
 
     if isinstance(exc, UserError):
         return exc.message
+    if retry.outcome_unknown(exc):
+        return OUTCOME_UNKNOWN_MESSAGE
+    if retry.is_transient(exc):
+        return BUSY_MESSAGE
     if isinstance(exc, sa_exc.IntegrityError):
         return friendly_integrity_message(exc)
     if isinstance(exc, sa_exc.DataError):

@@ -1,0 +1,159 @@
+"""Passing database errors (a deadlock, a cluster node leaving) are run again as a whole unit of
+work, a bounded number of times; a commit whose outcome is unknown is not repeated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from crm_admin import db, retry
+from crm_admin.audit.models import AuditLog
+from crm_admin.core import audit
+from crm_admin.core.context import SYSTEM, acting_as
+from crm_admin.core.errors import BUSY_MESSAGE, OUTCOME_UNKNOWN_MESSAGE, friendly_db_error
+from crm_admin.dictionary.models import DictType
+from tests.core.faults import failing
+
+FAST = retry.Policy(attempts=3, first_pause=0.001, max_pause=0.002)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries() -> Any:
+    retry.set_policy(FAST)
+    retry.reset_counters()
+    yield
+    retry.set_policy(None)
+
+
+def _add_type(session: Session, code: str = "retry_t") -> int:
+    obj = DictType(code=code, name="重试测试")
+    session.add(obj)
+    session.flush()
+    audit.record(session, "create", resource="dict_type", resource_id=obj.id)
+    return obj.id
+
+
+def _counts(code: str = "retry_t") -> tuple[int, int]:
+    with db.session_factory()() as s:
+        rows = s.execute(select(func.count()).select_from(DictType).where(DictType.code == code)).scalar_one()
+        audits = s.execute(select(func.count()).select_from(AuditLog)
+                           .where(AuditLog.resource == "dict_type", AuditLog.action == "create")).scalar_one()
+    return rows, audits
+
+
+def _operational(code: int | None, text: str = "x") -> OperationalError:
+    orig = Exception(code, text) if code is not None else Exception(text)
+    return OperationalError("COMMIT", {}, orig)
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    (1213, "rolled_back"), (1205, "rolled_back"), (1047, "rolled_back"),
+    (2006, "connection"), (2013, "connection"), (2003, "connection"),
+    (1062, None), (1406, None), (1054, None),
+])
+def test_mysql_errors_are_classified_by_code(code: int, kind: str | None) -> None:
+    assert retry.classify(_operational(code)) == kind
+
+
+def test_sqlite_busy_is_passing_and_other_errors_are_not() -> None:
+    assert retry.classify(_operational(None, "database is locked")) == "rolled_back"
+    assert retry.classify(_operational(None, "no such table: customer")) is None
+    assert retry.classify(IntegrityError("INSERT", {}, Exception(1062, "Duplicate entry"))) is None
+    assert retry.classify(ValueError("not a database error")) is None
+
+
+def test_deadlock_at_commit_is_run_again_and_applied_once(monkeypatch: pytest.MonkeyPatch, engine: Any,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    calls = 0
+
+    def work(session: Session) -> int:
+        nonlocal calls
+        calls += 1
+        return _add_type(session)
+
+    with acting_as(SYSTEM), failing(monkeypatch, commits=1, code=1213) as faults:
+        new_id = db.run_in_transaction(work, where="test")
+    assert faults.raised == 1 and calls == 2 and new_id
+    assert _counts() == (1, 1)  # one row, one audit row: the first attempt left nothing
+    assert retry.counters()["retried"] == 1 and retry.counters()["retried:1213"] == 1
+    assert retry.counters()["retried@test"] == 1
+    assert "database error 1213 on attempt 1 of 3: running it again" in caplog.text
+
+
+def test_connection_lost_before_commit_is_run_again(monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
+    with acting_as(SYSTEM), failing(monkeypatch, statements=1, code=2013):
+        db.run_in_transaction(_add_type, where="test")
+    assert _counts() == (1, 1)
+
+
+def test_attempts_are_bounded_and_nothing_is_written(monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
+    with acting_as(SYSTEM), failing(monkeypatch, commits=10, code=1213) as faults, \
+            pytest.raises(OperationalError) as caught:
+        db.run_in_transaction(_add_type, where="test")
+    assert faults.raised == FAST.attempts
+    assert retry.mark_of(caught.value) == retry.EXHAUSTED
+    assert friendly_db_error(caught.value) == BUSY_MESSAGE
+    assert _counts() == (0, 0)
+    assert retry.counters()["retried"] == FAST.attempts - 1 and retry.counters()["exhausted"] == 1
+
+
+def test_connection_lost_during_commit_is_not_run_again(monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
+    """The COMMIT was sent and the answer lost: the change may have been applied; running it again
+    could apply it twice, so it is not (unless the work says it is idempotent)."""
+    calls = 0
+
+    def work(session: Session) -> int:
+        nonlocal calls
+        calls += 1
+        return _add_type(session)
+
+    with acting_as(SYSTEM), failing(monkeypatch, commits=1, code=2013), \
+            pytest.raises(OperationalError) as caught:
+        db.run_in_transaction(work, where="test")
+    assert calls == 1 and retry.outcome_unknown(caught.value)
+    assert friendly_db_error(caught.value) == OUTCOME_UNKNOWN_MESSAGE
+    assert retry.counters()["outcome_unknown"] == 1
+
+    with acting_as(SYSTEM), failing(monkeypatch, commits=1, code=2013):
+        db.run_in_transaction(lambda s: _add_type(s, "retry_i"), where="test", idempotent=True)
+    assert _counts("retry_i")[0] == 1
+
+
+def test_refusals_are_not_run_again(engine: Any) -> None:
+    calls = 0
+
+    def work(session: Session) -> None:
+        nonlocal calls
+        calls += 1
+        _add_type(session, "dup")
+        _add_type(session, "dup")
+
+    with acting_as(SYSTEM), pytest.raises(IntegrityError):
+        db.run_in_transaction(work, where="test")
+    assert calls == 1 and retry.counters() == {}
+
+
+def test_an_outer_layer_does_not_run_again_what_an_inner_one_gave_up(monkeypatch: pytest.MonkeyPatch,
+                                                                      engine: Any) -> None:
+    inner = 0
+
+    def outer() -> None:
+        nonlocal inner
+        inner += 1
+        db.run_in_transaction(_add_type, where="inner")
+
+    with acting_as(SYSTEM), failing(monkeypatch, commits=10), pytest.raises(OperationalError):
+        retry.call(outer, where="outer")
+    assert inner == 1  # 3 attempts inside, not 3 × 3
+
+
+def test_pauses_grow_and_stay_bounded() -> None:
+    pol = retry.Policy(attempts=5, first_pause=0.05, max_pause=1.0)
+    for number, (low, high) in enumerate([(0.025, 0.05), (0.05, 0.1), (0.1, 0.2), (0.2, 0.4)], start=1):
+        for _ in range(20):
+            assert low <= pol.pause(number) <= high
+    assert pol.pause(10) <= 1.0
