@@ -24,6 +24,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from crm_admin import retry
 from crm_admin.core import limits, search, sqladmin_compat, vocabulary
 from crm_admin.core.errors import (
     Conflict,
@@ -593,32 +594,13 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
         return obj
 
     def _save_sync(self, request: Request, pk: str | None, data: dict[str, Any]) -> Any:
+        """Save as one transaction, run again from the start on a passing database error (a deadlock,
+        a cluster node leaving: ``crm_admin/retry.py``): each attempt reads the row afresh, checks the
+        submitted version against it, and writes its audit rows with it."""
         principal = principal_of(request)
         try:
-            with transaction() as session:
-                if pk is None:
-                    obj = self.model()
-                else:
-                    obj = self._scoped_object(session, principal, pk, "edit")
-                self.check_foreign_keys(session, data, request)
-                self.check_version(obj, data, pk is None)
-                data = self._without_blank_owner(data, pk is None)
-                owner_before = getattr(obj, "manager_id", None)
-                try:
-                    obj = sqladmin_compat.set_attributes(self, session, obj, data)
-                except (TypeError, ValueError):  # e.g. a relation picker posted something that is no id
-                    raise UserError("所选的关联记录不存在,请刷新页面后重新选择。") from None
-                self.follow_chosen_relations(obj)
-                self.check_owner(session, obj, owner_before, pk is None, request)
-                self.before_save(session, obj, data, pk is None, request)
-                if pk is None:
-                    session.add(obj)
-                session.flush()
-                # the saved row must be within the scope of what was done to it (e.g. not handed to
-                # someone else, not a contact added to a customer the user may only look at)
-                if not in_scope(session, self.model, obj.id, principal, "create" if pk is None else "edit"):
-                    raise UserError("保存后的记录将超出您的数据范围,操作已取消。")
-                return obj
+            return retry.call(partial(self._save_once, request, principal, pk, data),
+                              where=f"save:{self.identity}")
         except StaleDataError:
             raise Conflict("保存失败:该记录已被其他人修改,请刷新页面查看最新内容后再修改。") from None
         except SQLAlchemyError as exc:
@@ -629,15 +611,47 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
                 log.warning("save failed", exc_info=True)
             raise UserError(friendly_db_error(exc)) from None
 
+    def _save_once(self, request: Request, principal: Principal, pk: str | None, submitted: dict[str, Any]) -> Any:
+        data = dict(submitted)  # the checks below take values out of it: each attempt starts from the form
+        with transaction() as session:
+            if pk is None:
+                obj = self.model()
+            else:
+                obj = self._scoped_object(session, principal, pk, "edit")
+            self.check_foreign_keys(session, data, request)
+            self.check_version(obj, data, pk is None)
+            data = self._without_blank_owner(data, pk is None)
+            owner_before = getattr(obj, "manager_id", None)
+            try:
+                obj = sqladmin_compat.set_attributes(self, session, obj, data)
+            except (TypeError, ValueError):  # e.g. a relation picker posted something that is no id
+                raise UserError("所选的关联记录不存在,请刷新页面后重新选择。") from None
+            self.follow_chosen_relations(obj)
+            self.check_owner(session, obj, owner_before, pk is None, request)
+            self.before_save(session, obj, data, pk is None, request)
+            if pk is None:
+                session.add(obj)
+            session.flush()
+            # the saved row must be within the scope of what was done to it (e.g. not handed to
+            # someone else, not a contact added to a customer the user may only look at)
+            if not in_scope(session, self.model, obj.id, principal, "create" if pk is None else "edit"):
+                raise UserError("保存后的记录将超出您的数据范围,操作已取消。")
+            return obj
+
     def _delete_sync(self, request: Request, pk: str) -> None:
         principal = principal_of(request)
         obj: Any = None
-        try:
+
+        def delete_once() -> None:
+            nonlocal obj
             with transaction() as session:
                 obj = self._scoped_object(session, principal, pk, "delete")
                 self.before_delete(session, obj, request)
                 session.delete(obj)
                 session.flush()
+
+        try:
+            retry.call(delete_once, where=f"delete:{self.identity}")
         except IntegrityError:
             raise UserError(f"无法删除“{obj}”:仍有其他数据引用它,请先处理这些数据。") from None
         except SQLAlchemyError as exc:
