@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from crm_admin import db
+from crm_admin import db, retry
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
 from crm_admin.core import csrf, customer_records, formatting, i18n, params, search, sqladmin_compat
 from crm_admin.core.errors import UserError
@@ -32,7 +32,7 @@ from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
 from crm_admin.web import menu
 from crm_admin.web.headers import SecurityHeadersMiddleware
-from crm_admin.web.middleware import CatchErrorsMiddleware, RequestMiddleware
+from crm_admin.web.middleware import CatchErrorsMiddleware, ReplayMiddleware, RequestMiddleware
 from crm_admin.web.templating import CrmTemplates
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -197,6 +197,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     authentication = CrmAuthentication(settings)
     # CSRF check right inside the session middleware (it reads the session's token)
     authentication.middlewares.insert(1, Middleware(csrf.CsrfMiddleware))
+    # innermost of the middlewares around every admin page: a request that met a passing database
+    # error is run again there, with the session and the body it came with (web/middleware.py)
+    authentication.middlewares.append(Middleware(ReplayMiddleware))
     admin = CrmAdmin(
         app,
         engine=engine,
@@ -236,9 +239,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await anyio.to_thread.run_sync(db.check_ready, abandon_on_cancel=True, limiter=probes[0])
         except Exception as exc:
             log.warning("readiness probe: database unavailable: %s", type(exc).__name__)
-            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503,
+            return JSONResponse({"status": "unavailable", "database": "down",
+                                 "db_retries": retry.counters()}, status_code=503,
                                 headers={"Retry-After": "10"})
-        return JSONResponse({"status": "ok", "database": "up"})
+        # what was run again since the process started (a cluster drill reads it from every node)
+        return JSONResponse({"status": "ok", "database": "up", "db_retries": retry.counters()})
 
     _remember_route_lookups(app.router)
     return app

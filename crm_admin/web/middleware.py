@@ -1,18 +1,22 @@
-"""Request id, one log line per request, and friendly pages when something goes wrong."""
+"""Request id, one log line per request, friendly pages when something goes wrong, and requests run
+again when they met a passing database error."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
+from crm_admin import retry
 from crm_admin.core.asgi import HttpMiddleware
 from crm_admin.core.errors import plain_page
 from crm_admin.core.i18n import locale_from_cookie, translations_for
@@ -103,6 +107,32 @@ class RequestMiddleware(HttpMiddleware):
 def error_response(exc: BaseException, request_id: str, scope: Scope) -> Response:
     gettext, lang = _translator(scope)
     _ = gettext  # the catalogue extractor looks for _("…")
+    if retry.outcome_unknown(exc):
+        error_log.warning("request %s: connection lost while committing: %s", request_id, exc)
+        if _wants_json(scope):
+            return JSONResponse({"detail": _("保存时与数据库的连接中断,无法确定操作是否已完成,请刷新后确认。"),
+                                 "request_id": request_id}, status_code=503)
+        return plain_page(
+            503,
+            _("无法确定操作是否完成"),
+            _("保存时与数据库的连接中断,无法确定您的操作是否已经完成。请刷新页面查看最新内容,确认没有保存后再重试。"),
+            _("如问题持续,请将编号 {request_id} 告知系统管理员。").format(request_id=request_id),
+            lang=lang,
+        )
+    if retry.is_transient(exc) and not is_database_down(exc):
+        error_log.warning("request %s: database busy after every attempt: %s", request_id, exc)
+        if _wants_json(scope):
+            return JSONResponse({"detail": _("系统繁忙,请稍后重试。"), "request_id": request_id},
+                                status_code=503, headers={"Retry-After": "5"})
+        response = plain_page(
+            503,
+            _("系统繁忙"),
+            _("系统繁忙,您的操作没有完成,数据没有被修改。请稍后重试。"),
+            _("如问题持续,请将编号 {request_id} 告知系统管理员。").format(request_id=request_id),
+            lang=lang,
+        )
+        response.headers["Retry-After"] = "5"
+        return response
     if is_database_down(exc):
         error_log.warning("request %s: database unavailable: %s", request_id, exc)
         if _wants_json(scope):
@@ -148,3 +178,91 @@ class CatchErrorsMiddleware(HttpMiddleware):
                 raise
             request_id = (scope.get("state") or {}).get("request_id", "")
             await error_response(exc, request_id, scope)(scope, receive, send)
+
+
+# A request body up to this size is kept so that the request can be run again (forms are a few KB;
+# an uploaded import file larger than this is not run again: its upload page says what happened).
+MAX_REPLAYED_BODY = 1024 * 1024
+
+
+class ReplayMiddleware(HttpMiddleware):
+    """Runs a request again when it failed with a passing database error (a deadlock, a cluster node
+    leaving: ``crm_admin/retry.py``) before anything of its response was sent and before any of its
+    transactions committed — so that nothing it did is applied twice: a transaction that failed was
+    rolled back whole, audit rows included. Each run gets the same body, and the session (CSRF
+    token, messages shown once) and request state as they were when the request arrived.
+
+    Sits inside SQLAdmin's app, after the session and CSRF middlewares (the token is checked once)
+    and inside ``CatchErrorsMiddleware``, which shows the last attempt's error as a friendly page.
+    Work that retries itself (a form save) reaches here only after giving up, marked: not run again.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, complete = await _read_body(receive, MAX_REPLAYED_BODY)
+        if not complete:  # too large to keep: run once, the part read first and then the rest
+            await self.app(scope, _replay(body, receive, more=True), send)
+            return
+        session = scope.get("session")
+        session_before = copy.deepcopy(dict(session)) if isinstance(session, dict) else None
+        state_before = dict(scope.get("state") or {})
+        pol = retry.policy()
+        for number in range(1, pol.attempts + 1):
+            started = False
+
+            async def send_wrapper(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                await send(message)
+
+            with retry.attempt() as current:
+                try:
+                    await self.app(scope, _replay(body, receive), send_wrapper)
+                    return
+                except Exception as exc:
+                    if started or not retry.should_retry(exc, current, where="web", number=number, pol=pol):
+                        if started and retry.is_transient(exc):
+                            error_log.warning("request %s: database error after the response started: "
+                                              "not run again", state_before.get("request_id", ""))
+                        raise
+            if isinstance(session, dict) and session_before is not None:
+                session.clear()
+                session.update(copy.deepcopy(session_before))
+            state = scope.get("state")
+            if isinstance(state, dict):
+                state.clear()
+                state.update(state_before)
+            await anyio.sleep(pol.pause(number))
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body, and whether it is all of it (False: more than ``limit`` bytes, or the client
+    left; what was read is returned either way)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+        if size > limit:
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, receive: Receive, *, more: bool = False) -> Receive:
+    """A ``receive`` that gives ``body`` first, then passes on to the server's (the rest of the body
+    when ``more``, else the disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay

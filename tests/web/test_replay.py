@@ -1,0 +1,198 @@
+"""A request that meets a passing database error (a deadlock at commit, a cluster node leaving) is
+run again: the user sees the normal answer and the change exists once, audit row included; when every
+attempt fails, a friendly message and nothing written; a commit with an unknown outcome is not
+repeated."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from crm_admin import db, retry
+from crm_admin.audit.models import AuditLog
+from crm_admin.core.errors import BUSY_MESSAGE
+from crm_admin.followups.models import FollowUp
+from crm_admin.web.middleware import CatchErrorsMiddleware, ReplayMiddleware
+from tests.conftest import csrf_token
+from tests.core.faults import failing
+from tests.customers.conftest import form_token, make_customer, principal  # noqa: F401
+
+FAST = retry.Policy(attempts=3, first_pause=0.001, max_pause=0.002)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries() -> Any:
+    retry.set_policy(FAST)
+    retry.reset_counters()
+    yield
+    retry.set_policy(None)
+
+
+def _written(since: int) -> tuple[int, int]:
+    """Follow-ups, and audit rows written after the audit row ``since``."""
+    with db.session_factory()() as s:
+        rows = s.execute(select(func.count()).select_from(FollowUp)).scalar_one()
+        audits = s.execute(select(func.count()).select_from(AuditLog).where(AuditLog.id > since)).scalar_one()
+    return rows, audits
+
+
+def _last_audit() -> int:
+    with db.session_factory()() as s:
+        return int(s.execute(select(func.max(AuditLog.id))).scalar() or 0)
+
+
+@pytest.fixture
+def wang(make_user: Any, make_customer: Any, login_as: Any) -> tuple[Any, Any]:  # noqa: F811
+    make_user("wang")
+    customer = make_customer("甲客户", manager="wang")
+    return login_as("wang"), customer
+
+
+def _form_save(client: Any, customer: Any) -> Any:
+    return client.post("/admin/follow-up/create", data={
+        "customer": str(customer.id), "method": "phone", "content": "电话沟通",
+        "contacted_at": (dt.date.today() - dt.timedelta(days=1)).isoformat() + "T10:00",
+        "csrf_token": csrf_token(client)}, follow_redirects=False)
+
+
+def _page_save(client: Any, customer: Any) -> Any:
+    token = form_token(client.get(f"/admin/customer/360/{customer.id}").text)
+    return client.post(f"/admin/customer/360/{customer.id}/follow-up",
+                       data={"csrf_token": token, "method": "wechat", "content": "微信确认报价",
+                             "next_follow_up_at": ""}, follow_redirects=False)
+
+
+def test_form_save_deadlocked_at_commit_succeeds_once(monkeypatch: pytest.MonkeyPatch, wang: Any) -> None:
+    client, customer = wang
+    token_page = csrf_token(client)
+    assert token_page
+    since = _last_audit()
+    with failing(monkeypatch, commits=1, code=1213) as faults:
+        r = _form_save(client, customer)
+    assert r.status_code == 302, r.text[:500]
+    assert faults.raised == 1
+    assert _written(since) == (1, 1)  # one follow-up, one audit row
+    assert retry.counters()["retried@save:follow-up"] == 1
+
+
+def test_custom_page_deadlocked_at_commit_is_replayed_once(monkeypatch: pytest.MonkeyPatch, wang: Any) -> None:
+    client, customer = wang
+    since = _last_audit()
+    with failing(monkeypatch, commits=1, code=1213) as faults:
+        r = _page_save(client, customer)
+    assert r.status_code == 303 and "error=" not in r.headers["location"], r.headers.get("location")
+    assert faults.raised == 1
+    assert _written(since) == (1, 1)
+    assert retry.counters()["retried@web"] == 1
+    # the replayed request passed the CSRF check once and kept the session: the next one works too
+    assert _page_save(client, customer).status_code == 303
+    assert _written(since)[0] == 2
+
+
+def test_form_save_that_stays_deadlocked_says_so_and_writes_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                                    wang: Any) -> None:
+    client, customer = wang
+    since = _last_audit()
+    with failing(monkeypatch, commits=100, code=1213) as faults:
+        r = _form_save(client, customer)
+    assert r.status_code == 400 and BUSY_MESSAGE in r.text
+    assert "Traceback" not in r.text and "Deadlock" not in r.text
+    assert faults.raised == FAST.attempts  # the form save's own attempts; the request is not run again
+    assert _written(since) == (0, 0)
+
+
+def test_custom_page_that_stays_deadlocked_shows_a_friendly_page(monkeypatch: pytest.MonkeyPatch,
+                                                                 wang: Any) -> None:
+    client, customer = wang
+    token = form_token(client.get(f"/admin/customer/360/{customer.id}").text)
+    since = _last_audit()
+    with failing(monkeypatch, commits=100, code=1213) as faults:
+        r = client.post(f"/admin/customer/360/{customer.id}/follow-up",
+                        data={"csrf_token": token, "method": "wechat", "content": "微信确认报价",
+                              "next_follow_up_at": ""}, follow_redirects=False)
+    assert r.status_code == 503 and "系统繁忙" in r.text
+    assert "Traceback" not in r.text and "Deadlock" not in r.text
+    assert faults.raised == FAST.attempts
+    assert _written(since) == (0, 0)
+    assert retry.counters()["exhausted@web"] == 1
+
+
+def test_commit_with_unknown_outcome_is_not_replayed(monkeypatch: pytest.MonkeyPatch, wang: Any) -> None:
+    client, customer = wang
+    token = form_token(client.get(f"/admin/customer/360/{customer.id}").text)
+    with failing(monkeypatch, commits=1, code=2013) as faults:
+        r = client.post(f"/admin/customer/360/{customer.id}/follow-up",
+                        data={"csrf_token": token, "method": "wechat", "content": "微信确认报价",
+                              "next_follow_up_at": ""}, follow_redirects=False)
+    assert faults.raised == 1
+    assert r.status_code == 503 and "无法确定" in r.text
+    assert retry.counters()["outcome_unknown@web"] == 1
+
+
+def test_page_read_on_a_node_that_is_not_ready_is_replayed(monkeypatch: pytest.MonkeyPatch, wang: Any) -> None:
+    client, customer = wang
+    with failing(monkeypatch, statements=1, code=1047) as faults:
+        r = client.get(f"/admin/customer/360/{customer.id}")
+    assert faults.raised == 1
+    assert r.status_code == 200 and "甲客户" in r.text
+
+
+def test_readiness_reports_what_was_run_again(monkeypatch: pytest.MonkeyPatch, wang: Any) -> None:
+    client, customer = wang
+    with failing(monkeypatch, commits=1, code=1213):
+        _page_save(client, customer)
+    counts = client.get("/readyz").json()["db_retries"]
+    assert counts["retried"] == 1 and counts["retried:1213"] == 1
+
+
+# ----- the middleware on its own: the session as it came, the same body each time --------------
+
+def _app(fail_times: int) -> Starlette:
+    calls: list[bytes] = []
+
+    async def endpoint(request: Request) -> JSONResponse:
+        body = await request.body()
+        calls.append(body)
+        request.session["shown"] = request.session.pop("flash", None)
+        request.session.setdefault("log", []).append(len(calls))
+        if len(calls) <= fail_times:
+            from sqlalchemy.exc import OperationalError
+
+            raise OperationalError("COMMIT", {}, Exception(1213, "Deadlock found"))
+        return JSONResponse({"calls": len(calls), "bodies": [b.decode() for b in calls],
+                             "session": dict(request.session)})
+
+    async def seed(request: Request) -> JSONResponse:
+        request.session["flash"] = "已保存"
+        return JSONResponse({})
+
+    return Starlette(routes=[Route("/go", endpoint, methods=["POST"]), Route("/seed", seed)],
+                     middleware=[Middleware(CatchErrorsMiddleware),
+                                 Middleware(SessionMiddleware, secret_key="k" * 32),
+                                 Middleware(ReplayMiddleware)])
+
+
+def test_each_attempt_gets_the_same_body_and_the_session_as_it_came() -> None:
+    with TestClient(_app(fail_times=2)) as c:
+        c.get("/seed")
+        r = c.post("/go", content=b"a=1&b=2", headers={"content-type": "application/x-www-form-urlencoded"})
+    data = r.json()
+    assert data["calls"] == 3 and data["bodies"] == ["a=1&b=2"] * 3
+    # the message shown once was taken by the attempt that succeeded, not lost to the failed ones
+    assert data["session"] == {"shown": "已保存", "log": [3]}
+
+
+def test_after_the_last_attempt_the_error_page_is_friendly() -> None:
+    with TestClient(_app(fail_times=10)) as c:
+        r = c.post("/go", content=b"x", headers={"accept": "text/html"})
+    assert r.status_code == 503 and "系统繁忙" in r.text and "Deadlock" not in r.text
