@@ -19,6 +19,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -28,7 +29,7 @@ from sqlalchemy.orm import Session
 from crm_admin.core.context import Actor, acting_as, current_actor
 from crm_admin.core.errors import UserError, friendly_db_error
 from crm_admin.core.formatting import company_tz
-from crm_admin.db import transaction, utcnow
+from crm_admin.db import run_in_transaction, utcnow
 from crm_admin.scheduler.models import JobLease, JobRun
 from crm_admin.settings import get_settings
 
@@ -120,24 +121,33 @@ def holder_id() -> str:
 
 # ----- the lease -------------------------------------------------------------------------------
 
+# The lease is decided by the database alone, which is what keeps it right across app nodes on a
+# cluster: a conditional UPDATE (free, expired, or already ours) whose matched-row count says whether
+# this holder got it. Two nodes taking it at once on a Galera cluster both match locally; the second
+# commit fails certification (a deadlock error), is run again, and then matches nothing. Running
+# it again is harmless even if the first commit did take effect (the row is then ours, and matches).
 def acquire_lease(job: str, holder: str, now: dt.datetime, ttl: dt.timedelta = LEASE_TTL) -> bool:
     """Take ``job``'s lease if it is free or expired; True when this holder now has it."""
-    with transaction() as session:
-        if session.get(JobLease, job) is None:
-            try:
-                with session.begin_nested():
-                    session.add(JobLease(job=job))
-            except IntegrityError:  # another process created the row first
-                pass
-        got = _affected(session.execute(
-            update(JobLease)
-            .where(
-                JobLease.job == job,
-                or_(JobLease.expires_at.is_(None), JobLease.expires_at < now, JobLease.holder == holder),
-            )
-            .values(holder=holder, expires_at=now + ttl)
-            .execution_options(synchronize_session=False)
-        ))
+    return run_in_transaction(partial(_take_lease, job=job, holder=holder, now=now, ttl=ttl),
+                              where=f"lease:{job}", idempotent=True)
+
+
+def _take_lease(session: Session, *, job: str, holder: str, now: dt.datetime, ttl: dt.timedelta) -> bool:
+    if session.get(JobLease, job) is None:
+        try:
+            with session.begin_nested():
+                session.add(JobLease(job=job))
+        except IntegrityError:  # another process created the row first
+            pass
+    got = _affected(session.execute(
+        update(JobLease)
+        .where(
+            JobLease.job == job,
+            or_(JobLease.expires_at.is_(None), JobLease.expires_at < now, JobLease.holder == holder),
+        )
+        .values(holder=holder, expires_at=now + ttl)
+        .execution_options(synchronize_session=False)
+    ))
     return bool(got)
 
 
@@ -145,16 +155,20 @@ def release_lease(job: str, holder: str, *, succeeded_at: dt.datetime | None) ->
     values: dict[str, Any] = {"holder": None, "expires_at": None}
     if succeeded_at is not None:
         values["last_success_at"] = succeeded_at
-    with transaction() as session:
-        session.execute(
+    run_in_transaction(
+        lambda session: session.execute(
             update(JobLease).where(JobLease.job == job, JobLease.holder == holder).values(**values)
             .execution_options(synchronize_session=False)
-        )
+        ),
+        where=f"lease:{job}", idempotent=True,
+    )
 
 
 def last_success(job: str) -> dt.datetime | None:
-    with transaction() as session:
-        return session.execute(select(JobLease.last_success_at).where(JobLease.job == job)).scalar()
+    return run_in_transaction(
+        lambda session: session.execute(select(JobLease.last_success_at).where(JobLease.job == job)).scalar(),
+        where=f"lease:{job}", idempotent=True,
+    )
 
 
 # ----- running ---------------------------------------------------------------------------------
@@ -191,8 +205,11 @@ def run_job(
         ctx = JobContext(today=today, now=now, trigger=trigger)
         actor = current_actor() if trigger == "manual" else JOB_ACTOR
         try:
-            with acting_as(actor), transaction(long_running=True) as session:
-                outcome = spec.fn(session, ctx)
+            # run again on a passing database error: every job is idempotent (unique keys on what
+            # it creates, conditional updates), so even a commit whose outcome is unknown is safe
+            with acting_as(actor):
+                outcome = run_in_transaction(lambda session: spec.fn(session, ctx), where=f"job:{name}",
+                                             long_running=True, idempotent=True)
             status, detail, created = "success", outcome.detail, outcome.created
             if outcome.extra.get("status") == "skipped":
                 status = "skipped"
@@ -201,12 +218,10 @@ def run_job(
         except Exception as exc:  # recorded, never propagated into the scheduler thread
             log.exception("job %s failed", name)
             status, detail, created = "failed", _failure_reason(exc)[:2000], 0
-        with transaction() as session:
-            session.execute(
-                update(JobRun).where(JobRun.id == run_id).values(
-                    finished_at=utcnow(), status=status, created_count=created, detail=detail or None,
-                ).execution_options(synchronize_session=False)
-            )
+        finished = (update(JobRun).where(JobRun.id == run_id).values(
+            finished_at=utcnow(), status=status, created_count=created, detail=detail or None,
+        ).execution_options(synchronize_session=False))
+        run_in_transaction(lambda session: session.execute(finished), where=f"job:{name}", idempotent=True)
         return RunResult(name, status, created, detail, run_id)
     finally:
         release_lease(name, holder, succeeded_at=succeeded_at)
@@ -214,17 +229,21 @@ def run_job(
 
 def _start_run(name: str, trigger: str, today: dt.date, holder: str) -> int:
     """Record the run as started (and, since we hold the lease, one still marked running as cut off)."""
-    with transaction() as session:
-        session.execute(
-            update(JobRun).where(JobRun.job == name, JobRun.status == "running")
-            .values(status="failed", finished_at=utcnow(), detail="运行中断(进程退出或崩溃),已由后续运行接替。")
-            .execution_options(synchronize_session=False)
-        )
-        run = JobRun(job=name, run_key=f"{trigger}:{today.isoformat()}"[:64], started_at=utcnow(),
-                     status="running", host=holder[:128])
-        session.add(run)
-        session.flush()
-        return run.id
+    return run_in_transaction(partial(_record_start, name=name, trigger=trigger, today=today, holder=holder),
+                              where=f"job:{name}")
+
+
+def _record_start(session: Session, *, name: str, trigger: str, today: dt.date, holder: str) -> int:
+    session.execute(
+        update(JobRun).where(JobRun.job == name, JobRun.status == "running")
+        .values(status="failed", finished_at=utcnow(), detail="运行中断(进程退出或崩溃),已由后续运行接替。")
+        .execution_options(synchronize_session=False)
+    )
+    run = JobRun(job=name, run_key=f"{trigger}:{today.isoformat()}"[:64], started_at=utcnow(),
+                 status="running", host=holder[:128])
+    session.add(run)
+    session.flush()
+    return run.id
 
 
 def _failure_reason(exc: Exception) -> str:
@@ -245,11 +264,10 @@ def due_moment(spec: JobSpec, now: dt.datetime) -> dt.datetime:
 
 def failed_today(name: str, now: dt.datetime) -> int:
     start = dt.datetime.combine(business_day(now), dt.time.min, tzinfo=tz()).astimezone(dt.UTC)
-    with transaction() as session:
-        return int(session.execute(
-            select(func.count()).select_from(JobRun)
-            .where(JobRun.job == name, JobRun.status == "failed", JobRun.started_at >= start)
-        ).scalar_one())
+    return run_in_transaction(lambda session: int(session.execute(
+        select(func.count()).select_from(JobRun)
+        .where(JobRun.job == name, JobRun.status == "failed", JobRun.started_at >= start)
+    ).scalar_one()), where=f"job:{name}", idempotent=True)
 
 
 def catch_up(now: dt.datetime | None = None) -> list[RunResult]:
