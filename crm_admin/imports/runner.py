@@ -17,12 +17,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from crm_admin.core import audit
 from crm_admin.core.context import Actor, acting_as
 from crm_admin.core.errors import UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.ticker import Ticker
-from crm_admin.db import session_factory, transaction, utcnow
+from crm_admin.db import run_in_transaction, session_factory, transaction, utcnow
 from crm_admin.imports import chunks, spreadsheet, store
 from crm_admin.imports.reading import (
     MAX_ROWS,
@@ -205,40 +207,49 @@ def _apply(job: Job) -> None:
     if path is None:
         raise UserError(UPLOAD_GONE)
     error_path = chunks.temp_path("errors-", ".xlsx")
-    try:
+
+    def apply_once(session: Session) -> Job:
         book = ErrorBook(error_path, job.spec)
         ctx = _ctx(job)
         created = 0
-        with transaction() as session:
-            # one summary row instead of one audit row per imported record
-            session.info[audit.INFO_SILENT] = True
-            job.spec.begin(session, ctx)
-            try:
-                for batch in batches(read_rows(path, job.kind, job.spec)):
-                    job.spec.check(session, ctx, batch)
-                    good = [r for r in batch if not r.error]
-                    for row in batch:
-                        if row.error:
-                            book.add(row)
-                    if good:
-                        created += job.spec.apply(session, ctx, good)
-                    job.processed += len(batch)
-            finally:
-                book.close()
-            audit.record(
-                session, "import", resource=job.spec.resource, resource_id="",
-                changes={"file": job.filename, "rows": job.processed, "created": created,
-                         "rejected": book.count, "job": job.id},
-                detail=f"导入{job.spec.title}:文件“{job.filename}”,成功 {created} 行,未导入 {book.count} 行",
-            )
-            # the job's outcome commits with the rows, or neither does
-            done = Job(**{f: getattr(job, f) for f in job.__dataclass_fields__ if f != "principal"})
-            done.created, done.rejected, done.status, done.finished = created, book.count, "done", utcnow()
-            done.errors_size = chunks.store_file(session, job.id, chunks.ERRORS, error_path)
-            done.message = f"导入完成:成功 {created} 行" + (f",未导入 {book.count} 行(见错误表)。" if book.count else "。")
-            chunks.drop(session, job.id, chunks.UPLOAD)  # applied: the upload is not needed any more
-            if not store.write_state(done, "applying", session):
-                raise UserError("导入任务已过期被清理,没有任何数据被写入。请重新上传文件。")
+        job.processed = 0
+        # one summary row instead of one audit row per imported record
+        session.info[audit.INFO_SILENT] = True
+        job.spec.begin(session, ctx)
+        try:
+            for batch in batches(read_rows(path, job.kind, job.spec)):
+                job.spec.check(session, ctx, batch)
+                good = [r for r in batch if not r.error]
+                for row in batch:
+                    if row.error:
+                        book.add(row)
+                if good:
+                    created += job.spec.apply(session, ctx, good)
+                job.processed += len(batch)
+        finally:
+            book.close()
+        audit.record(
+            session, "import", resource=job.spec.resource, resource_id="",
+            changes={"file": job.filename, "rows": job.processed, "created": created,
+                     "rejected": book.count, "job": job.id},
+            detail=f"导入{job.spec.title}:文件“{job.filename}”,成功 {created} 行,未导入 {book.count} 行",
+        )
+        # the job's outcome commits with the rows, or neither does
+        done = Job(**{f: getattr(job, f) for f in job.__dataclass_fields__ if f != "principal"})
+        done.created, done.rejected, done.status, done.finished = created, book.count, "done", utcnow()
+        done.errors_size = chunks.store_file(session, job.id, chunks.ERRORS, error_path)
+        done.message = f"导入完成:成功 {created} 行" + (f",未导入 {book.count} 行(见错误表)。" if book.count else "。")
+        chunks.drop(session, job.id, chunks.UPLOAD)  # applied: the upload is not needed any more
+        if not store.write_state(done, "applying", session):
+            raise UserError("导入任务已过期被清理,没有任何数据被写入。请重新上传文件。")
+        return done
+
+    try:
+        # Run again from the file on a passing database error (a deadlock, a cluster node leaving).
+        # Safe even when a commit's outcome is unknown: the job's row moves from "applying" to "done"
+        # in the same transaction, so a second run after a first one that did commit is refused by
+        # that conditional update and rolled back whole.
+        done = run_in_transaction(apply_once, where=f"import:{job.spec.key}", idempotent=True)
         for key in ("created", "rejected", "errors_size", "message", "finished", "status"):
             setattr(job, key, getattr(done, key))
     finally:

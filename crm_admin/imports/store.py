@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from crm_admin.core.context import Actor
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
-from crm_admin.db import session_factory, transaction, utcnow
+from crm_admin.db import run_in_transaction, session_factory, transaction, utcnow
 from crm_admin.imports import chunks, registry
 from crm_admin.imports.models import ImportChunk, ImportJob
 from crm_admin.imports.spec import ImportSpec
@@ -234,20 +234,19 @@ def write_state(job: Job, expect: str, session: Session | None = None) -> bool:
     stmt = update(ImportJob).where(ImportJob.id == job.id, ImportJob.status == expect).values(**values)
     if session is not None:
         return _affected(session.execute(stmt)) == 1
-    with transaction() as own:
-        return _affected(own.execute(stmt)) == 1
+    return run_in_transaction(lambda own: _affected(own.execute(stmt)) == 1, where="import:state")
 
 
 def claim_for_apply(job_id: str, owner_id: int, actor: Actor) -> bool:
-    """Move a validated job with valid rows to "applying": True for exactly one caller."""
-    with transaction() as session:
-        return _affected(session.execute(
+    """Move a validated job with valid rows to "applying": True for exactly one caller (the
+    conditional UPDATE decides, on every node of a cluster alike)."""
+    return run_in_transaction(lambda session: _affected(session.execute(
             update(ImportJob)
             .where(ImportJob.id == job_id, ImportJob.owner_id == owner_id, ImportJob.status == "validated",
                    ImportJob.valid > 0)
             .values(status="applying", processed=0, finished_at=None, heartbeat_at=utcnow(), message="",
                     actor=_actor_dict(actor), runner=runner_id())
-            .execution_options(synchronize_session=False))) == 1
+            .execution_options(synchronize_session=False))) == 1, where="import:claim")
 
 
 def drop_upload(job_id: str) -> None:
