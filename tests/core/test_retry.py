@@ -16,6 +16,7 @@ from crm_admin.core import audit
 from crm_admin.core.context import SYSTEM, acting_as
 from crm_admin.core.errors import BUSY_MESSAGE, OUTCOME_UNKNOWN_MESSAGE, friendly_db_error
 from crm_admin.dictionary.models import DictType
+from tests.conftest import IS_MYSQL
 from tests.core.faults import failing
 
 FAST = retry.Policy(attempts=3, first_pause=0.001, max_pause=0.002)
@@ -157,3 +158,86 @@ def test_pauses_grow_and_stay_bounded() -> None:
         for _ in range(20):
             assert low <= pol.pause(number) <= high
     assert pol.pause(10) <= 1.0
+
+
+# ----- a real deadlock on MariaDB/MySQL: the driver's own exception is what the runner expects --------
+
+def _deadlock_pair(engine: Any) -> None:
+    from sqlalchemy import insert
+
+    from crm_admin.core.models import SysMeta
+
+    with engine.begin() as conn:
+        conn.execute(insert(SysMeta), [{"key": "dl_a", "value": 0}, {"key": "dl_b", "value": 0}])
+
+
+@pytest.mark.skipif(not IS_MYSQL, reason="MariaDB/MySQL only (set CRM_TEST_DATABASE_URL)")
+def test_a_real_deadlock_is_classified_and_run_again(engine: Any) -> None:
+    import threading
+
+    from sqlalchemy import update
+
+    from crm_admin.core.models import SysMeta
+
+    _deadlock_pair(engine)
+    both_locked = threading.Barrier(2, timeout=10)
+    errors: list[BaseException] = []
+    attempts = {"a": 0, "b": 0}
+
+    def work(name: str, first: str, second: str) -> None:
+        def unit(session: Session) -> None:
+            attempts[name] += 1
+            session.execute(update(SysMeta).where(SysMeta.key == first).values(value=SysMeta.value + 1))
+            if attempts[name] == 1:
+                both_locked.wait()  # each holds its first row: the second UPDATEs cross
+            session.execute(update(SysMeta).where(SysMeta.key == second).values(value=SysMeta.value + 1))
+
+        try:
+            db.run_in_transaction(unit, where="deadlock")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=("a", "dl_a", "dl_b")),
+               threading.Thread(target=work, args=("b", "dl_b", "dl_a"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert retry.counters().get("retried:1213", 0) == 1  # InnoDB chose one victim; it ran again
+    assert sorted(attempts.values()) == [1, 2]
+    with db.session_factory()() as s:
+        values = dict(s.execute(select(SysMeta.key, SysMeta.value).where(SysMeta.key.in_(["dl_a", "dl_b"]))).all())
+    assert values == {"dl_a": 2, "dl_b": 2}  # both units applied, each once
+
+
+@pytest.mark.skipif(not IS_MYSQL, reason="MariaDB/MySQL only (set CRM_TEST_DATABASE_URL)")
+def test_the_driver_reports_a_deadlock_as_1213(engine: Any) -> None:
+    import threading
+
+    import pymysql
+    from sqlalchemy import text
+
+    _deadlock_pair(engine)
+    both_locked = threading.Barrier(2, timeout=10)
+    caught: list[BaseException] = []
+
+    def cross(first: str, second: str) -> None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE sys_meta SET value = value + 1 WHERE `key` = :k"), {"k": first})
+                both_locked.wait()
+                conn.execute(text("UPDATE sys_meta SET value = value + 1 WHERE `key` = :k"), {"k": second})
+        except OperationalError as exc:
+            caught.append(exc)
+
+    threads = [threading.Thread(target=cross, args=("dl_a", "dl_b")),
+               threading.Thread(target=cross, args=("dl_b", "dl_a"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(caught) == 1
+    exc = caught[0]
+    assert isinstance(exc.orig, pymysql.err.OperationalError) and exc.orig.args[0] == 1213
+    assert retry.classify(exc) == "rolled_back"
