@@ -18,6 +18,8 @@ from crm_admin.core.formatting import to_local
 from crm_admin.settings import UnsafeSettings, get_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from crm_admin.backup import BackupInfo
 
 
@@ -34,8 +36,11 @@ def _prepare(*, seed: bool = True) -> str | None:
     upgrade(engine)
     if not seed:
         return None
-    with acting_as(SYSTEM), db.transaction() as session:
-        report = run_seed(session, admin_password=settings.admin_password or None)
+    # every transaction of the command line runs again on a passing database error (a deadlock, a
+    # cluster node leaving: crm_admin/retry.py)
+    with acting_as(SYSTEM):
+        report = db.run_in_transaction(
+            lambda session: run_seed(session, admin_password=settings.admin_password or None), where="cli:seed")
     if report.admin_password and not settings.admin_password:
         return report.admin_password
     if report.admin_password:
@@ -213,9 +218,10 @@ def create_user_cmd(username: str, password: str, real_name: str, roles: tuple[s
 
     _prepare()
     try:
-        with db.transaction() as session:
-            user = create_user(session, username=username, password=password, real_name=real_name,
-                               roles=list(roles), must_change_password=must_change)
+        user = db.run_in_transaction(
+            lambda session: create_user(session, username=username, password=password, real_name=real_name,
+                                        roles=list(roles), must_change_password=must_change),
+            where="cli:create-user")
     except UserError as exc:
         click.echo(f"创建失败:{exc.message}", err=True)
         sys.exit(1)
@@ -249,11 +255,15 @@ def manager_copies_cmd(fix: bool) -> None:
     from crm_admin.customers.models import manager_copy_differences
 
     _prepare(seed=False)
-    with acting_as(SYSTEM), db.transaction() as session:
-        differences = manager_copy_differences(session.connection(), fix=fix)
-        if fix and any(differences.values()):  # the repair is audited with it, in the same transaction
+    def check(session: Session) -> dict[str, int]:
+        found = manager_copy_differences(session.connection(), fix=fix)
+        if fix and any(found.values()):  # the repair is audited with it, in the same transaction
             audit.record(session, "update", resource="customer",
-                         changes={table: count for table, count in differences.items() if count})
+                         changes={table: count for table, count in found.items() if count})
+        return found
+
+    with acting_as(SYSTEM):
+        differences = db.run_in_transaction(check, where="cli:manager-copies")
     for table, count in differences.items():
         click.echo(f"  {table}: {count} 行不一致" + (",已改正" if fix and count else ""))
     if not any(differences.values()):
@@ -302,7 +312,7 @@ def reset_password_cmd(username: str, password: str | None) -> None:
     if problems:
         click.echo(f"密码不符合要求:{';'.join(problems)}", err=True)
         sys.exit(1)
-    with acting_as(SYSTEM), db.transaction() as session:
+    def reset(session: Session) -> None:
         user = session.execute(select(SysUser).where(SysUser.username == username)).scalar_one_or_none()
         if user is None:
             click.echo(f"用户不存在:{username}", err=True)
@@ -314,6 +324,9 @@ def reset_password_cmd(username: str, password: str | None) -> None:
         user.session_epoch = (user.session_epoch or 0) + 1  # signs out every open session
         audit.record(session, "password_reset", resource="user", resource_id=user.id,
                      detail="命令行重置密码")
+
+    with acting_as(SYSTEM):
+        db.run_in_transaction(reset, where="cli:reset-password")
     click.echo(f"已重置用户 {username} 的密码:{new_password}")
     click.echo("(此密码只显示这一次,登录后须修改)")
 
@@ -466,8 +479,9 @@ def demo_cmd(password: str | None, seed_value: int) -> None:
         click.echo(f"密码不符合要求:{';'.join(problems)}", err=True)
         sys.exit(1)
     try:
-        with acting_as(SYSTEM), db.transaction() as session:
-            report = load_demo(session, password=demo_password, seed=seed_value)
+        with acting_as(SYSTEM):
+            report = db.run_in_transaction(
+                lambda session: load_demo(session, password=demo_password, seed=seed_value), where="cli:demo")
     except DemoAlreadyLoaded as exc:
         click.echo(exc.message, err=True)
         sys.exit(1)

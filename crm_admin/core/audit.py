@@ -20,7 +20,7 @@ from sqlalchemy import Connection, event, inspect, select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, current_actor
-from crm_admin.db import Base, transaction, utcnow
+from crm_admin.db import Base, run_in_transaction, utcnow
 
 # Tables whose writes are bookkeeping rather than business changes.
 # Sign-in bookkeeping (sessions, lock-out counters) is audited as login/logout/lockout events instead.
@@ -191,10 +191,9 @@ def record(
 
 
 def record_now(action: str, **kwargs: Any) -> None:
-    """Write an audit row in a transaction of its own (events with no business change)."""
-
-    with transaction() as session:
-        record(session, action, **kwargs)
+    """Write an audit row in a transaction of its own (events with no business change), run again
+    on a passing database error (a deadlock on the chain head, a cluster node leaving)."""
+    run_in_transaction(lambda session: record(session, action, **kwargs), where="audit")
 
 
 @event.listens_for(Session, "after_flush")
