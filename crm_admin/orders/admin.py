@@ -25,7 +25,7 @@ from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmModelView, ReadOnlyModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
-from crm_admin.db import session_factory, transaction
+from crm_admin.db import run_in_transaction, session_factory
 from crm_admin.orders import service
 from crm_admin.orders.models import CustomerOrder, OrderItem
 
@@ -155,9 +155,11 @@ def _typed(raw: FormData) -> service.OrderInput:
 
 
 def _save(principal: Principal, data: service.OrderInput, order_id: int | None) -> int:
+    """Save the order with its lines, run again on a passing database error (crm_admin/retry.py); a
+    database error left after that becomes the form's message, like any other refusal."""
     try:
-        with transaction() as session:
-            return service.save_order(session, principal, data, order_id=order_id).id
+        return run_in_transaction(lambda session: service.save_order(session, principal, data, order_id=order_id).id,
+                                  where="save:order")
     except UserError:
         raise
     except StaleDataError:

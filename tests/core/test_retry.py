@@ -241,3 +241,34 @@ def test_the_driver_reports_a_deadlock_as_1213(engine: Any) -> None:
     exc = caught[0]
     assert isinstance(exc.orig, pymysql.err.OperationalError) and exc.orig.args[0] == 1213
     assert retry.classify(exc) == "rolled_back"
+
+
+@pytest.mark.skipif(not IS_MYSQL, reason="MariaDB/MySQL only (set CRM_TEST_DATABASE_URL)")
+def test_a_connection_killed_before_commit_is_run_again_on_a_fresh_one(engine: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """What a client of a node being shut down sees: its connection gone in the middle of a
+    transaction (the server rolled it back), the next attempt on a new connection."""
+    from sqlalchemy import text, update
+
+    from crm_admin.core.models import SysMeta
+
+    _deadlock_pair(engine)
+    attempts = 0
+
+    def unit(session: Session) -> None:
+        nonlocal attempts
+        attempts += 1
+        session.execute(update(SysMeta).where(SysMeta.key == "dl_a").values(value=SysMeta.value + 1))
+        if attempts == 1:
+            mine = int(session.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+            with engine.connect() as other:
+                other.execute(text(f"KILL {mine}"))
+        session.execute(update(SysMeta).where(SysMeta.key == "dl_b").values(value=SysMeta.value + 1))
+
+    db.run_in_transaction(unit, where="killed")
+    assert attempts == 2
+    codes = {k.split(":", 1)[1] for k in retry.counters() if k.startswith("retried:")}
+    assert codes and codes <= {"1927", "2006", "2013"}, retry.counters()
+    with db.session_factory()() as s:
+        values = dict(s.execute(select(SysMeta.key, SysMeta.value).where(SysMeta.key.in_(["dl_a", "dl_b"]))).all())
+    assert values == {"dl_a": 1, "dl_b": 1}  # the killed attempt left nothing
