@@ -217,8 +217,18 @@ def _on_commit(conn: Connection) -> None:
         a._committing.add(id(conn))
 
 
+# Errors after which the connection's server is not one to keep talking to: a node not ready (it
+# left the cluster, or is rejoining), a server shutting down, a connection killed. Treated like a lost
+# connection: it is dropped, with every pooled connection older than it, and the next attempt opens
+# a new one — through the load balancer, to a node that is ready.
+DROP_CONNECTION_CODES = frozenset({WSREP_NOT_READY, 1053, 1927})
+
+
 @event.listens_for(Engine, "handle_error")
 def _on_error(ctx: ExceptionContext) -> None:
+    args = getattr(ctx.original_exception, "args", ())
+    if args and args[0] in DROP_CONNECTION_CODES and not ctx.is_disconnect:
+        ctx.is_disconnect = True
     conn = ctx.connection
     if conn is None or ctx.statement is not None:
         return

@@ -272,3 +272,21 @@ def test_a_connection_killed_before_commit_is_run_again_on_a_fresh_one(engine: A
     with db.session_factory()() as s:
         values = dict(s.execute(select(SysMeta.key, SysMeta.value).where(SysMeta.key.in_(["dl_a", "dl_b"]))).all())
     assert values == {"dl_a": 1, "dl_b": 1}  # the killed attempt left nothing
+
+
+def test_a_node_that_is_not_ready_is_left_for_a_new_connection(monkeypatch: pytest.MonkeyPatch, engine: Any) -> None:
+    """1047 (WSREP not ready) keeps the connection's node answering 1047: the connection is dropped, so
+    the next attempt connects afresh (through the load balancer, to a node that is ready)."""
+    seen: list[OperationalError] = []
+
+    def work(session: Session) -> int:
+        try:
+            return _add_type(session)
+        except OperationalError as exc:
+            seen.append(exc)
+            raise
+
+    with acting_as(SYSTEM), failing(monkeypatch, statements=1, code=1047):
+        db.run_in_transaction(work, where="test")
+    assert len(seen) == 1 and seen[0].connection_invalidated
+    assert _counts() == (1, 1)
