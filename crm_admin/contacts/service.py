@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, select
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.contacts.models import Linkman
@@ -17,6 +17,7 @@ from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped, sees_several_users
 from crm_admin.customers.models import Customer
 from crm_admin.customers.service import MOBILE_RE, clean, is_email, is_phone, normalize_phone
+from crm_admin.db import utcnow
 
 GENDERS = Labels({"male": "男", "female": "女"})
 GENDER_VALUES = {"男": "male", "女": "female", "male": "male", "female": "female", "m": "male", "f": "female"}
@@ -64,11 +65,15 @@ def keep_single_primary(session: Session, obj: Linkman) -> None:
     """At most one primary contact per customer: marking one primary unmarks the others.
 
     Done through the ORM so each unmarked contact gets its own audit row; the customer row is
-    locked first so two contacts marked primary at the same moment cannot both win.
+    written first so two contacts marked primary at the same moment cannot both win. Written, not
+    only locked (``SELECT … FOR UPDATE``): on a cluster a row lock holds on one node only, while
+    two transactions writing the same row conflict on every node — the later commit fails as a
+    deadlock, is run again (crm_admin/retry.py), and then sees the other's primary contact.
     """
     if not obj.is_primary or obj.customer_id is None:
         return
-    session.execute(select(Customer.id).where(Customer.id == obj.customer_id).with_for_update())
+    customers: Any = Customer.__table__
+    session.execute(update(customers).where(customers.c.id == obj.customer_id).values(updated_at=utcnow()))
     stmt = select(Linkman).where(Linkman.customer_id == obj.customer_id, Linkman.is_primary.is_(True))
     if obj.id is not None:
         stmt = stmt.where(Linkman.id != obj.id)
