@@ -196,3 +196,69 @@ def test_after_the_last_attempt_the_error_page_is_friendly() -> None:
     with TestClient(_app(fail_times=10)) as c:
         r = c.post("/go", content=b"x", headers={"accept": "text/html"})
     assert r.status_code == 503 and "系统繁忙" in r.text and "Deadlock" not in r.text
+
+
+# ----- editing a customer (optimistic locking) -------------------------------------------------
+
+def _edit(client: Any, customer: Any, remark: str, version: str = "1") -> Any:
+    page = client.get(f"/admin/customer/edit/{customer.id}").text
+    return client.post(f"/admin/customer/edit/{customer.id}",
+                       data={"name": "甲客户", "status": "active", "version": version, "remark": remark,
+                             "csrf_token": form_token(page)}, follow_redirects=False)
+
+
+def test_customer_edit_deadlocked_at_commit_is_saved_once(monkeypatch: pytest.MonkeyPatch, wang: Any) -> None:
+    from crm_admin.customers.models import Customer
+
+    client, customer = wang
+    since = _last_audit()
+    with failing(monkeypatch, commits=1, code=1213) as faults:
+        r = _edit(client, customer, "重试后保存")
+    assert r.status_code == 302, r.text[:800]
+    assert faults.raised == 1
+    with db.session_factory()() as s:
+        row = s.get(Customer, customer.id)
+        assert row is not None and (row.remark, row.version) == ("重试后保存", 2)  # one update, not two
+        audits = s.execute(select(AuditLog.action, AuditLog.resource).where(AuditLog.id > since)).all()
+    assert audits == [("update", "customer")]
+
+
+def test_a_retried_save_still_refuses_a_concurrent_change(monkeypatch: pytest.MonkeyPatch, wang: Any,
+                                                          make_user: Any) -> None:
+    """Each attempt checks the submitted version against the row as it is then: a change committed by
+    someone else between the attempts is not overwritten."""
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.customers.models import Customer
+
+    client, customer = wang
+    page = client.get(f"/admin/customer/edit/{customer.id}").text
+
+    class SomeoneSavesMeanwhile(retry.Policy):
+        def pause(self, retry_number: int) -> float:
+            # between the failed attempt (rolled back) and the next one, another user saves
+            with acting_as(SYSTEM), db.transaction() as s:
+                row = s.get(Customer, customer.id)
+                assert row is not None
+                row.remark = "别人的修改"
+            return 0.0
+
+    retry.set_policy(SomeoneSavesMeanwhile(attempts=3))
+    with failing(monkeypatch, commits=1, code=1213) as faults:
+        r = client.post(f"/admin/customer/edit/{customer.id}",
+                        data={"name": "甲客户", "status": "active", "version": "1", "remark": "我的修改",
+                              "csrf_token": form_token(page)}, follow_redirects=False)
+    assert faults.raised == 1
+    assert r.status_code == 400 and "已被他人修改" in r.text
+    with db.session_factory()() as s:
+        row = s.get(Customer, customer.id)
+        assert row is not None and row.remark == "别人的修改"
+
+
+def test_form_save_whose_commit_outcome_is_unknown_says_so(monkeypatch: pytest.MonkeyPatch, wang: Any) -> None:
+    from crm_admin.core.errors import OUTCOME_UNKNOWN_MESSAGE
+
+    client, customer = wang
+    with failing(monkeypatch, commits=1, code=2013) as faults:
+        r = _edit(client, customer, "提交时断开")
+    assert faults.raised == 1  # not run again: the first commit may have been applied
+    assert r.status_code == 400 and OUTCOME_UNKNOWN_MESSAGE in r.text
