@@ -87,6 +87,11 @@ def classify(exc: BaseException) -> Kind | None:
     if code in ROLLED_BACK_CODES:
         return "rolled_back"
     if code in CONNECTION_CODES or exc.connection_invalidated:
+        # A server that does not answer within the read (or connect) timeout is frozen rather than
+        # gone: another attempt would wait as long again, so the error page comes at once instead
+        # (crm_admin/db.py bounds that wait). A connection cut by a node going down is retried.
+        if "timed out" in str(getattr(exc, "orig", exc)).lower():
+            return None
         return "connection"
     if isinstance(exc, OperationalError) and code is None:
         text = str(getattr(exc, "orig", exc)).lower()

@@ -290,3 +290,11 @@ def test_a_node_that_is_not_ready_is_left_for_a_new_connection(monkeypatch: pyte
         db.run_in_transaction(work, where="test")
     assert len(seen) == 1 and seen[0].connection_invalidated
     assert _counts() == (1, 1)
+
+
+def test_a_server_that_does_not_answer_is_not_waited_for_again() -> None:
+    """PyMySQL's read timeout is a 2013 too; another attempt would double the wait of a request to a
+    frozen server, so the friendly 503 comes after one wait (tests/web/test_frozen_database.py)."""
+    assert retry.classify(_operational(2013, "Lost connection to MySQL server during query (timed out)")) is None
+    assert retry.classify(_operational(2003, "Can't connect to MySQL server on 'db' (timed out)")) is None
+    assert retry.classify(_operational(2013, "Lost connection to MySQL server during query")) == "connection"
