@@ -35,7 +35,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -206,6 +206,18 @@ class attempt:
 
     def __exit__(self, *_exc: object) -> None:
         _attempts.reset(self._token)
+
+
+@contextlib.contextmanager
+def uncounted() -> Iterator[None]:
+    """Commits made inside do not count as changes of the enclosing attempts: for bookkeeping that
+    is harmless to repeat (a sign-in attempt counted for the per-address limit), so that it does not
+    keep the request it belongs to from being run again."""
+    token = _attempts.set(())
+    try:
+        yield
+    finally:
+        _attempts.reset(token)
 
 
 @event.listens_for(Engine, "begin")

@@ -13,6 +13,7 @@ import anyio
 from sqladmin.authentication import AuthenticationBackend
 from sqladmin.authorization import AuthorizationBackend
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -35,7 +36,7 @@ from crm_admin.core.formatting import format_datetime
 from crm_admin.core.permissions import ACTIONS
 from crm_admin.core.principal import Principal, load_principal
 from crm_admin.core.views import VIEW_RESOURCES, permission_action
-from crm_admin.db import session_factory, transaction, utcnow
+from crm_admin.db import run_in_transaction, session_factory, utcnow
 from crm_admin.settings import Settings
 
 SESSION_COOKIE = "crm_session"
@@ -206,19 +207,26 @@ def _attempted(action: str) -> str:
 
 
 def _check_login_sync(username: str, password: str, actor: Actor) -> tuple[int, int, str] | LoginResult:
-    with transaction() as session:
+    """The sign-in check, its audit row and the new session in one transaction, run again on a passing
+    database error (crm_admin/retry.py) without counting the attempt against the address again."""
+
+    def sign_in(session: Session) -> tuple[int, int, str] | LoginResult:
         result = check_login(session, username, password, actor)
         if result.user is None:
             return result
         token = start_session(session, result.user, actor)
         return result.user.id, result.user.session_epoch, token
 
+    return run_in_transaction(sign_in, where="login")
+
 
 def _end_session_sync(token: str, user_id: int, actor: Actor) -> None:
-    with transaction() as session:
+    def sign_out(session: Session) -> None:
         if token:
             end_session(session, token)
         audit.record(session, "logout", resource="user", resource_id=user_id, actor=actor)
+
+    run_in_transaction(sign_out, where="logout")
 
 
 def _load_user_sync(user_id: int) -> SysUser | None:

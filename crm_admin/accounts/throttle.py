@@ -39,6 +39,7 @@ from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from crm_admin import retry
 from crm_admin.accounts.models import LoginThrottle
 from crm_admin.db import transaction
 from crm_admin.settings import get_settings
@@ -112,7 +113,9 @@ def reset() -> None:
 def _allow_in_database(ip: str, window: Window, limit: int) -> bool:
     for attempt in range(1, _TRIES + 1):
         try:
-            with transaction() as session:
+            # a count repeated when the request is run again costs one attempt of the limit, nothing
+            # more: it does not keep the request from being run again (crm_admin/retry.py)
+            with retry.uncounted(), transaction() as session:
                 outcome = count_attempt(session, ip, window, limit)
         except IntegrityError:  # the same address's first attempt of the minute, at once elsewhere
             continue
@@ -171,7 +174,7 @@ def sweep(session: Session, minute: int, *, batch: int = SWEEP_BATCH) -> int:
 
 def _sweep_quietly(minute: int) -> None:
     try:
-        with transaction() as session:
+        with retry.uncounted(), transaction() as session:
             sweep(session, minute)
     except DBAPIError as exc:  # another node swept the same rows at once: the next sweep does it
         log.debug("login throttle: sweep skipped (%s)", exc.__class__.__name__)

@@ -298,3 +298,13 @@ def test_a_server_that_does_not_answer_is_not_waited_for_again() -> None:
     assert retry.classify(_operational(2013, "Lost connection to MySQL server during query (timed out)")) is None
     assert retry.classify(_operational(2003, "Can't connect to MySQL server on 'db' (timed out)")) is None
     assert retry.classify(_operational(2013, "Lost connection to MySQL server during query")) == "connection"
+
+
+def test_bookkeeping_commits_do_not_count_as_changes(engine: Any) -> None:
+    with retry.attempt() as current:
+        with retry.uncounted(), acting_as(SYSTEM), db.transaction() as session:
+            _add_type(session, "uncounted")
+        assert not current.changed_something
+        with acting_as(SYSTEM), db.transaction() as session:
+            _add_type(session, "counted")
+        assert current.changed_something

@@ -262,3 +262,33 @@ def test_form_save_whose_commit_outcome_is_unknown_says_so(monkeypatch: pytest.M
         r = _edit(client, customer, "提交时断开")
     assert faults.raised == 1  # not run again: the first commit may have been applied
     assert r.status_code == 400 and OUTCOME_UNKNOWN_MESSAGE in r.text
+
+
+def test_sign_in_deadlocked_at_commit_signs_in_once(monkeypatch: pytest.MonkeyPatch, make_user: Any,
+                                                    make_client: Any) -> None:
+    """The address's attempt is counted (its own transaction) before the sign-in's transaction fails
+    at commit; the sign-in runs again, the attempt is not counted again."""
+    from crm_admin.accounts import auth
+    from crm_admin.accounts.models import SysSession
+    from tests.conftest import PASSWORD, login
+
+    make_user("li")
+    client = make_client()
+    since = _last_audit()
+    with failing(monkeypatch) as faults:
+        real = auth.check_login
+
+        def check_login(*args: Any, **kwargs: Any) -> Any:
+            faults.commits = 1 if faults.raised == 0 else 0  # the sign-in's own commit fails once
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(auth, "check_login", check_login)
+        r = login(client, "li", PASSWORD)
+    assert r.status_code == 302, r.text[:500]
+    assert faults.raised == 1 and retry.counters()["retried@login"] == 1
+    with db.session_factory()() as s:
+        actions = s.execute(select(AuditLog.action).where(AuditLog.id > since,
+                                                          AuditLog.resource != "login_throttle")).scalars().all()
+        sessions = s.execute(select(func.count()).select_from(SysSession)).scalar_one()
+    assert actions == ["login"] and sessions == 1
+    assert client.get("/admin/customer/list").status_code == 200
