@@ -1,10 +1,10 @@
-"""Audit log: append-only, hash-chained record of who did what, when and from where."""
+"""Audit log: append-only record of who did what, when and from where, hash-chained once sealed."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, Boolean, Index, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_admin.db import Base, utcnow
@@ -26,8 +26,11 @@ class AuditLog(Base):
     changes: Mapped[dict | None] = mapped_column(JSON)
     detail: Mapped[str | None] = mapped_column(Text)
     success: Mapped[bool] = mapped_column(Boolean, default=True)
-    prev_hash: Mapped[str] = mapped_column(String(64), default="")
-    hash: Mapped[str] = mapped_column(String(64), default="")
+    # the hash chain, filled in by the sealer (core.audit.seal_pending) shortly after the commit:
+    # NULL while the row is not sealed yet
+    seal_seq: Mapped[int | None] = mapped_column(BigInteger)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -36,4 +39,6 @@ class AuditLog(Base):
         Index("ix_audit_log_user_id_occurred_at", "user_id", "occurred_at"),
         Index("ix_audit_log_action_occurred_at", "action", "occurred_at"),
         Index("ix_audit_log_resource_resource_id", "resource", "resource_id"),
+        # the chain's order; NULLs (the unsealed tail) come first in id order, which the sealer reads
+        Index("ux_audit_log_seal_seq", "seal_seq", unique=True),
     )

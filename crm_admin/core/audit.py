@@ -3,7 +3,11 @@
 Every ORM flush that creates, changes or deletes an audited row writes its audit rows on the same
 connection, inside the same transaction: a rolled-back change leaves no audit row, a committed one
 always has one. Events without a row change (login, export, permission_denied…) go through
-``record``. Rows are chained by SHA-256 so that an edited or removed row is detected by ``verify_chain``.
+``record``. Those rows are written unsealed: a business transaction reads and locks no shared row for
+the audit log, so writers never wait for each other here (nor conflict on a cluster). ``seal_pending``
+(the scheduler runs it every few seconds, on one node at a time) chains the committed rows by SHA-256
+in the order it seals them (``seal_seq``), so that an edited or removed sealed row is detected by
+``verify_chain``, which also reports the unsealed tail.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import decimal
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, event, inspect, select, update
+from sqlalchemy import Connection, event, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, current_actor
+from crm_admin.core.i18n import gettext as _
 from crm_admin.db import Base, run_in_transaction, utcnow
 
 # Tables whose writes are bookkeeping rather than business changes.
@@ -31,7 +36,11 @@ QUIET_COLUMNS = {
     "locked_until", "last_failed_login_at", "session_epoch", "name_key", "birthday_md", "customer_manager_id",
 }
 SECRET_COLUMNS = {"password_hash"}
-CHAIN_KEY = "audit_chain"
+# sys_meta: the seal_seq of the newest sealed row, written by the sealer only (never by a business
+# transaction), so that removing the last sealed rows is seen too.
+SEAL_KEY = "audit_seal"
+# unsealed rows older than this mean the sealing job is not running
+SEAL_STALE_AFTER = dt.timedelta(minutes=10)
 
 # session.info keys a service may set
 INFO_ACTION = "audit_action"  # e.g. "transfer": label the rows this unit of work writes
@@ -122,37 +131,18 @@ def _row_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def _lock_chain(conn: Connection) -> str:
-    """Serialise audit writers and return the hash of the newest row (the chain head)."""
-    table = Base.metadata.tables["audit_log"]
-    meta = Base.metadata.tables["sys_meta"]
-    got = conn.execute(
-        select(meta.c.value).where(meta.c.key == CHAIN_KEY).with_for_update()
-    ).first()
-    if got is None:
-        try:
-            with conn.begin_nested():
-                conn.execute(meta.insert().values(key=CHAIN_KEY, value=0))
-        except Exception:  # another process created it first
-            pass
-        conn.execute(select(meta.c.value).where(meta.c.key == CHAIN_KEY).with_for_update())
-    last = conn.execute(
-        select(table.c.hash).order_by(table.c.id.desc()).limit(1).with_for_update()
-    ).first()
-    return last[0] if last else ""
-
-
 def write_entries(conn: Connection, entries: Iterable[Entry], actor: Actor | None = None) -> int:
+    """Insert audit rows in the caller's transaction, unsealed: no shared row is read or locked here
+    (``seal_pending`` chains them once they are committed)."""
     entries = list(entries)
     if not entries:
         return 0
     actor = actor or current_actor()
-    prev = _lock_chain(conn)
     table = Base.metadata.tables["audit_log"]
-    meta = Base.metadata.tables["sys_meta"]
+    rows: list[dict[str, Any]] = []
     for e in entries:
         now = utcnow()
-        row: dict[str, Any] = {
+        rows.append({
             "occurred_at": now,
             "user_id": actor.user_id,
             "username": actor.username[:64],
@@ -164,14 +154,14 @@ def write_entries(conn: Connection, entries: Iterable[Entry], actor: Actor | Non
             "changes": _jsonable(e.changes) if e.changes is not None else None,
             "detail": e.detail,
             "success": e.success,
+            "prev_hash": None,
+            "hash": None,
+            "seal_seq": None,
             "created_at": now,
             "updated_at": now,
-        }
-        row["prev_hash"] = prev
-        row["hash"] = prev = _row_hash(prev, row)
-        conn.execute(table.insert().values(**row))
-    conn.execute(update(meta).where(meta.c.key == CHAIN_KEY).values(value=meta.c.value + len(entries)))
-    return len(entries)
+        })
+    conn.execute(table.insert(), rows)
+    return len(rows)
 
 
 def record(
@@ -192,7 +182,7 @@ def record(
 
 def record_now(action: str, **kwargs: Any) -> None:
     """Write an audit row in a transaction of its own (events with no business change), run again
-    on a passing database error (a deadlock on the chain head, a cluster node leaving)."""
+    on a passing database error (a deadlock, a cluster node leaving)."""
     run_in_transaction(lambda session: record(session, action, **kwargs), where="audit")
 
 
@@ -233,22 +223,205 @@ def _pk(obj: Any) -> str:
     return str(getattr(obj, "id", "") or "")
 
 
-def verify_chain(conn: Connection, batch: int = 5000) -> tuple[int, int | None]:
-    """Walk the chain in id order. Returns (rows checked, id of the first broken row or None)."""
+# ----- sealing: the hash chain, built after the fact by one sealer at a time ------------------------
+
+class SealConflict(RuntimeError):
+    """Another sealer sealed the same rows first; this pass changed nothing (the next one goes on)."""
+
+
+@dataclass(frozen=True)
+class SealResult:
+    sealed: int  # rows chained by this pass
+    head_seq: int  # seal_seq of the newest sealed row (0: none yet)
+
+
+Executor = Connection | Session
+
+
+def _recorded_head(db: Executor, *, lock: bool) -> int | None:
+    meta = Base.metadata.tables["sys_meta"]
+    stmt = select(meta.c.value).where(meta.c.key == SEAL_KEY)
+    return db.execute(stmt.with_for_update() if lock else stmt).scalar()
+
+
+def _seal_batch(db: Executor, batch: int) -> SealResult:
     table = Base.metadata.tables["audit_log"]
-    prev = ""
-    checked = 0
-    last_id = 0
+    meta = Base.metadata.tables["sys_meta"]
+    # Sealers queue here: only they ever write this row, and writing it first (a row lock on MariaDB,
+    # the write lock on SQLite) also makes what is read next the state committed by now, a concurrent
+    # sealer's rows included.
+    claimed = db.execute(update(meta).where(meta.c.key == SEAL_KEY).values(value=meta.c.value))
+    if not getattr(claimed, "rowcount", 0):
+        db.execute(meta.insert().values(key=SEAL_KEY, value=0))
+    recorded = _recorded_head(db, lock=True) or 0
+    head = db.execute(
+        select(table.c.seal_seq, table.c.hash).where(table.c.seal_seq.is_not(None))
+        .order_by(table.c.seal_seq.desc()).limit(1)
+    ).first()
+    last_seq, prev = (int(head[0]), str(head[1] or "")) if head else (0, "")
+    # Sealed rows missing at the end of the chain leave their numbers unused: verify_chain still
+    # sees the gap, instead of the chain silently going on from what is left.
+    seq = max(last_seq, int(recorded))
+    rows = db.execute(
+        select(table).where(table.c.seal_seq.is_(None)).order_by(table.c.id).limit(batch)
+    ).mappings().all()
+    for row in rows:
+        seq += 1
+        digest = _row_hash(prev, dict(row))
+        done = db.execute(
+            update(table).where(table.c.id == row["id"], table.c.seal_seq.is_(None))
+            .values(seal_seq=seq, prev_hash=prev, hash=digest)
+        )
+        if getattr(done, "rowcount", 1) != 1:
+            raise SealConflict(f"audit row {row['id']} was sealed by another sealer")
+        prev = digest
+    if rows:
+        db.execute(update(meta).where(meta.c.key == SEAL_KEY).values(value=seq))
+    return SealResult(len(rows), seq)
+
+
+def seal_pending(db: Executor, *, batch: int = 2000, limit: int | None = None) -> SealResult:
+    """Chain every committed unsealed audit row, in id order, after the newest sealed one.
+
+    Each row gets the next ``seal_seq`` and its hash (the previous sealed row's hash and its own
+    content). One transaction per ``batch`` rows on ``db``, committed here: this is a unit of work
+    of its own (the scheduler's sealing job, ``crm-admin audit seal``). The chain order is the seal
+    order, not the id order: a row committed after rows with higher ids (ids are handed out at insert,
+    and on a cluster interleaved between nodes) is simply sealed by a later pass. A second sealer
+    running at the same moment waits for the first (``sys_meta`` row ``audit_seal``), or, on another
+    cluster node, fails at commit and changes nothing (``seal_seq`` is unique).
+    """
+    total = 0
+    head = SealResult(0, 0)
     while True:
-        rows = conn.execute(
-            select(table).where(table.c.id > last_id).order_by(table.c.id).limit(batch)
+        size = batch if limit is None else min(batch, limit - total)
+        if size <= 0:
+            break
+        try:
+            head = _seal_batch(db, size)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        total += head.sealed
+        if head.sealed < size:
+            break
+    return SealResult(total, head.head_seq)
+
+
+@dataclass
+class ChainReport:
+    """What ``verify_chain`` found: the sealed part checked, and the unsealed tail."""
+
+    checked: int = 0  # sealed rows whose hash and link were checked
+    broken_id: int | None = None  # the first sealed row that does not fit the chain
+    problem: str | None = None  # changed / missing / missing_end (see ``describe_problem``)
+    missing: int = 0  # sealed rows missing (before broken_id, or at the end)
+    head_seq: int = 0  # the newest sealed row's number, as the sealer recorded it
+    unsealed: int = 0  # rows not sealed yet (the tail)
+    oldest_unsealed_at: dt.datetime | None = None
+    now: dt.datetime = field(default_factory=utcnow)
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+    @property
+    def tail_age(self) -> dt.timedelta | None:
+        if self.oldest_unsealed_at is None:
+            return None
+        return max(dt.timedelta(0), self.now - self.oldest_unsealed_at)
+
+    @property
+    def sealing_stalled(self) -> bool:
+        """Unsealed rows older than ``SEAL_STALE_AFTER``: the sealing job is not running."""
+        age = self.tail_age
+        return age is not None and age > SEAL_STALE_AFTER
+
+
+def unsealed_tail(db: Executor) -> tuple[int, dt.datetime | None]:
+    """How many audit rows are not sealed yet, and when the oldest of them was written."""
+    table = Base.metadata.tables["audit_log"]
+    count, oldest = db.execute(
+        select(func.count(), func.min(table.c.occurred_at)).where(table.c.seal_seq.is_(None))
+    ).one()
+    return int(count or 0), _as_utc(oldest)
+
+
+def _as_utc(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite hands aggregates back as text
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def verify_chain(db: Executor, batch: int = 5000) -> ChainReport:
+    """Walk the sealed rows in seal order and report the first one that breaks the chain: a changed
+    row (its hash does not match its content), removed rows (a gap in the seal numbers, or a link to
+    a hash that is not the previous row's), removed rows at the end (fewer than the sealer recorded).
+    Also counts the unsealed tail. One read transaction, so the walk sees one consistent state."""
+    table = Base.metadata.tables["audit_log"]
+    report = ChainReport(head_seq=int(_recorded_head(db, lock=False) or 0))
+    report.unsealed, report.oldest_unsealed_at = unsealed_tail(db)
+    prev = ""
+    last_seq = 0
+    while True:
+        rows = db.execute(
+            select(table).where(table.c.seal_seq > last_seq).order_by(table.c.seal_seq).limit(batch)
         ).mappings().all()
         if not rows:
-            return checked, None
+            break
         for row in rows:
             data = dict(row)
-            if data["prev_hash"] != prev or _row_hash(prev, data) != data["hash"]:
-                return checked, int(data["id"])
-            prev = data["hash"]
-            checked += 1
-            last_id = data["id"]
+            seq = int(data["seal_seq"])
+            if seq != last_seq + 1:
+                report.broken_id, report.problem, report.missing = int(data["id"]), "missing", seq - last_seq - 1
+                return report
+            if _row_hash(str(data["prev_hash"] or ""), data) != data["hash"]:
+                report.broken_id, report.problem = int(data["id"]), "changed"
+                return report
+            if data["prev_hash"] != prev:
+                report.broken_id, report.problem = int(data["id"]), "missing"
+                return report
+            prev = str(data["hash"])
+            last_seq = seq
+            report.checked += 1
+    if last_seq < report.head_seq:
+        report.problem, report.missing = "missing_end", report.head_seq - last_seq
+    return report
+
+
+def describe_problem(report: ChainReport) -> str:
+    """The verdict on the sealed part, for people (Chinese; English through the message catalog)."""
+    if report.problem is None:
+        return _("审计日志完整:已校验 {checked} 条已封存的记录。").format(checked=report.checked)
+    if report.problem == "changed":
+        return _("审计日志被篡改:第 {n} 条已封存的记录(id={id})的内容与封存时不同(该记录被修改)。").format(
+            n=report.checked + 1, id=report.broken_id)
+    if report.problem == "missing":
+        return _("审计日志被篡改:已封存的记录(id={id})之前缺少记录(有记录被删除,或被修改了封存信息)。").format(
+            id=report.broken_id)
+    return _("审计日志被篡改:最后 {n} 条已封存的记录不见了(被删除)。").format(n=report.missing)
+
+
+def describe_tail(report: ChainReport) -> str:
+    """The unsealed tail, for people: normal when small and recent, a warning when the job is not running."""
+    if not report.unsealed:
+        return _("未封存的尾部:无。")
+    age = report.tail_age or dt.timedelta(0)
+    seconds = int(age.total_seconds())
+    text = _("未封存的尾部:{n} 条记录,最早的写于 {age}前(封存任务每隔几秒把新记录接入哈希链)。").format(
+        n=report.unsealed, age=_duration(seconds))
+    if report.sealing_stalled:
+        text += _("超过 {minutes} 分钟仍未封存:封存任务没有运行,请检查定时任务(或运行 crm-admin audit seal)。").format(
+            minutes=int(SEAL_STALE_AFTER.total_seconds() // 60))
+    return text
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return _("{n} 秒").format(n=seconds)
+    if seconds < 7200:
+        return _("{n} 分钟").format(n=seconds // 60)
+    return _("{n} 小时").format(n=seconds // 3600)

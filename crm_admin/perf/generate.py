@@ -13,8 +13,9 @@ parents without a round trip. Rows of one customer are generated together, in id
 with their customer's manager (``customer_manager_id``, which the ORM would otherwise fill: see
 ``customers.models.CarriesCustomerManager``).
 
-The generated audit rows are hash-chained exactly as ``core.audit`` chains them (continuing from the
-current chain head), so ``verify_chain`` accepts the generated database; it costs ~2 µs per row.
+The generated audit rows are written sealed, hash-chained exactly as ``core.audit.seal_pending`` chains
+them (continuing from the newest sealed row), so ``verify_chain`` accepts the generated database; it
+costs ~2 µs per row.
 
 The data is a function of ``seed`` and ``scale`` only, except that dates are relative to the day of
 generation (birthdays today, tasks due this week), which is what the benchmark needs.
@@ -37,7 +38,7 @@ from sqlalchemy import Connection, Engine, create_engine, func, select, update
 from sqlalchemy.pool import NullPool
 
 from crm_admin.core import search
-from crm_admin.core.audit import CHAIN_KEY, _row_hash
+from crm_admin.core.audit import SEAL_KEY, _row_hash
 from crm_admin.core.permissions import bump_policy_version
 from crm_admin.core.security import hash_password
 from crm_admin.customers.codes import credit_code_check_char, org_code_check_char
@@ -326,6 +327,12 @@ def _advance_order_counters(conn: Connection, counters: dict[str, int], before: 
             conn.execute(update(meta).where(meta.c.key == order_no_key(month)).values(value=value))
         else:
             conn.execute(meta.insert().values(key=order_no_key(month), value=value))
+
+
+def _set_meta(conn: Connection, key: str, value: int) -> None:
+    meta = Base.metadata.tables["sys_meta"]
+    if not getattr(conn.execute(update(meta).where(meta.c.key == key).values(value=value)), "rowcount", 0):
+        conn.execute(meta.insert().values(key=key, value=value))
 
 
 def _skewed_owners(rng: random.Random, managers: list[int], total: int) -> list[int]:
@@ -685,14 +692,18 @@ def generate(
         w.flush()
         report.seconds_by_phase["customers"] = time.perf_counter() - phase
 
-        # ----- audit log, hash-chained from the current head -----------------------------------
+        # ----- audit log, sealed: hash-chained from the newest sealed row ------------------------
         phase = time.perf_counter()
         audit_t = Base.metadata.tables["audit_log"]
-        head = conn.execute(select(audit_t.c.hash).order_by(audit_t.c.id.desc()).limit(1)).scalar() or ""
+        newest = conn.execute(select(audit_t.c.seal_seq, audit_t.c.hash).where(audit_t.c.seal_seq.is_not(None))
+                              .order_by(audit_t.c.seal_seq.desc()).limit(1)).first()
+        recorded = conn.execute(select(meta.c.value).where(meta.c.key == SEAL_KEY)).scalar() or 0
+        seal_seq = max(int(newest[0]) if newest else 0, int(recorded))
+        head = str(newest[1] or "") if newest else ""
         aid = _next_id(conn, "audit_log")
         w.define("audit_log", ("id", "occurred_at", "user_id", "username", "ip", "user_agent", "action",
-                               "resource", "resource_id", "changes", "detail", "success", "prev_hash", "hash",
-                               "created_at", "updated_at"))
+                               "resource", "resource_id", "changes", "detail", "success", "seal_seq", "prev_hash",
+                               "hash", "created_at", "updated_at"))
         actors = [(uid, usernames[uid]) for uid in managers] * 4 + [(uid, usernames[uid]) for uid in admins]
         n_customers = plan.customers
         span = 365 * 86400
@@ -727,16 +738,17 @@ def generate(
             }
             digest = _row_hash(prev, row)
             at_s = ts(at)
+            seal_seq += 1
             w.add("audit_log", (aid, at_s, uid, username, "10.0.0.8", USER_AGENT, action, resource, rid,
                                 json.dumps(changes, ensure_ascii=False) if changes is not None else None,
-                                None, 1, prev, digest, at_s, at_s))
+                                None, 1, seal_seq, prev, digest, at_s, at_s))
             prev = digest
             aid += 1
             if (i + 1) % 20_000 == 0:
                 w.flush()
         w.flush()
         _advance_order_counters(conn, order_counters, counted_from)
-        conn.execute(update(meta).where(meta.c.key == CHAIN_KEY).values(value=meta.c.value + plan.audit_rows))
+        _set_meta(conn, SEAL_KEY, seal_seq)
         conn.commit()
         report.seconds_by_phase["audit_log"] = time.perf_counter() - phase
         report.seconds_by_phase["insert"] = w.seconds

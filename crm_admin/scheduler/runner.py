@@ -3,7 +3,8 @@
 Every app process runs a ``BackgroundScheduler``; the leases in ``scheduler.service`` make sure each
 job's daily run happens once across all of them. The catch-up (at start and every 15 minutes)
 runs any job whose time today has passed without a successful run — the server was down at 07:00,
-or the run failed — so a missed run is never lost.
+or the run failed — so a missed run is never lost. Frequent jobs (sealing the audit log, every few
+seconds) run on the process holding their lease (``service.run_periodic``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def build_scheduler(settings: Settings | None = None) -> BackgroundScheduler:
         _safe, IntervalTrigger(minutes=CATCH_UP_MINUTES), args=[service.catch_up], id="catch_up",
         name="补跑错过的任务", replace_existing=True,
     )
+    for name, periodic in service.periodic_jobs().items():
+        seconds = service.periodic_seconds(periodic)
+        scheduler.add_job(
+            _safe, IntervalTrigger(seconds=seconds), args=[service.run_periodic, name], id=f"every:{name}",
+            name=periodic.label, replace_existing=True, misfire_grace_time=max(1, seconds),
+        )
     return scheduler
 
 
@@ -79,6 +86,7 @@ def stop() -> None:
         if _scheduler is not None:
             _scheduler.shutdown(wait=False)
             _scheduler = None
+            _safe(service.release_periodic_leases)
 
 
 def running() -> bool:

@@ -93,8 +93,75 @@ def jobs() -> dict[str, JobSpec]:
 def _load_job_modules() -> None:
     # every model registered (the audit writer needs the whole metadata in a bare worker process)
     for module in ("crm_admin.models", "crm_admin.care.jobs", "crm_admin.churn.jobs", "crm_admin.scheduler.backup_job",
-                   "crm_admin.imports.jobs"):
+                   "crm_admin.imports.jobs", "crm_admin.audit.jobs"):
         importlib.import_module(module)
+
+
+# ----- frequent jobs (every few seconds) ---------------------------------------------------------
+# Housekeeping that runs all day on one process at a time (sealing the audit log). Its lease is kept
+# by the process that took it and renewed at each run, so the other processes only read it; it
+# lapses a minute or so after that process stops. Runs are not recorded in ``job_run`` (thousands
+# a day): what they do shows where it matters (the audit log page shows the unsealed tail).
+
+@dataclass(frozen=True)
+class PeriodicSpec:
+    name: str
+    label: str
+    fn: Callable[[], Any]
+    seconds_setting: str  # the Settings attribute holding the interval in seconds
+
+
+_PERIODIC: dict[str, PeriodicSpec] = {}
+
+
+def register_periodic(name: str, label: str, seconds_setting: str) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
+        _PERIODIC[name] = PeriodicSpec(name, label, fn, seconds_setting)
+        return fn
+
+    return wrap
+
+
+def periodic_jobs() -> dict[str, PeriodicSpec]:
+    _load_job_modules()
+    return dict(_PERIODIC)
+
+
+def periodic_seconds(spec: PeriodicSpec) -> int:
+    return max(1, int(getattr(get_settings(), spec.seconds_setting, 5) or 5))
+
+
+def periodic_lease_ttl(spec: PeriodicSpec) -> dt.timedelta:
+    return dt.timedelta(seconds=max(60, 6 * periodic_seconds(spec)))
+
+
+_process_holder: str | None = None
+
+
+def process_holder() -> str:
+    """This process's lease holder for the frequent jobs (the same for its whole life)."""
+    global _process_holder
+    if _process_holder is None:
+        _process_holder = holder_id()
+    return _process_holder
+
+
+def run_periodic(name: str, *, holder: str | None = None, now: dt.datetime | None = None) -> tuple[bool, Any]:
+    """Run the frequent job ``name`` if this process holds its lease or can take it.
+
+    Returns (ran, what the job returned)."""
+    spec = periodic_jobs()[name]
+    holder = holder or process_holder()
+    if not acquire_lease(name, holder, now or utcnow(), periodic_lease_ttl(spec)):
+        return False, None
+    with acting_as(JOB_ACTOR):
+        return True, spec.fn()
+
+
+def release_periodic_leases(holder: str | None = None) -> None:
+    """Hand the frequent jobs over at once (the scheduler is stopping) instead of after the TTL."""
+    for name in _PERIODIC:
+        release_lease(name, holder or process_holder(), succeeded_at=None)
 
 
 def job_time(spec: JobSpec) -> dt.time:

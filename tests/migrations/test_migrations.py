@@ -15,7 +15,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
 
 import crm_admin.models  # noqa: F401  (every table registered)
@@ -101,3 +101,37 @@ def test_mariadb_charset_and_casbin_collation(engine: Engine) -> None:
             "SELECT MAX(LENGTH(INDEX_NAME)) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()"
         )).scalar()
         assert longest <= 64
+
+
+def test_0016_an_existing_chain_verifies_after_the_upgrade(empty_engine: Engine) -> None:
+    """Rows chained by the old writer (in id order, under a lock) keep their hashes and take their
+    seal numbers in that order; the chain verifies, and new rows are sealed after it."""
+    import datetime as dt
+
+    from crm_admin.core import audit
+
+    upgrade(empty_engine, "0014")
+    table = Base.metadata.tables["audit_log"]
+    meta = Base.metadata.tables["sys_meta"]
+    prev = ""
+    with empty_engine.begin() as conn:
+        for i in range(5):
+            row = {"occurred_at": dt.datetime(2026, 1, 1, 8, i, tzinfo=dt.UTC), "user_id": None,
+                   "username": "old", "ip": "", "user_agent": "", "action": "export", "resource": "customer",
+                   "resource_id": str(i), "changes": {"n": i} if i % 2 else None, "detail": f"旧记录 {i}",
+                   "success": True}
+            digest = audit._row_hash(prev, row)
+            conn.execute(table.insert().values(**row, prev_hash=prev, hash=digest))
+            prev = digest
+        conn.execute(meta.insert().values(key="audit_chain", value=5))
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        report = audit.verify_chain(conn)
+        assert report.intact and report.checked == 5 and report.head_seq == 5 and report.unsealed == 0
+        keys = set(conn.execute(select(meta.c.key)).scalars())
+        assert "audit_chain" not in keys and "audit_seal" in keys
+    with empty_engine.begin() as conn:
+        audit.write_entries(conn, [audit.Entry("export", "customer", detail="升级后")])
+    with empty_engine.connect() as conn:
+        assert audit.seal_pending(conn).head_seq == 6
+        assert audit.verify_chain(conn).checked == 6
