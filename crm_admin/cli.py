@@ -466,13 +466,16 @@ def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | 
 @main.command("bench-writes", help="写入吞吐基准:多个客户经理同时保存联系记录,报告每秒保存数与 p95 耗时。")
 @click.option("--writers", default=32, show_default=True, type=int, help="同时写入的客户经理数(每人一个线程)")
 @click.option("--seconds", default=20.0, show_default=True, type=float, help="测量时长(秒)")
+@click.option("--processes", default=1, show_default=True, type=int,
+              help="把写入者分到几个进程(多进程时测的是数据库,而不是单个 Python 进程的上限)")
 @click.option("--seal-every", default=2.0, show_default=True, type=float,
               help="测量期间每隔几秒运行一次审计日志封存(0 为不运行)")
 @click.option("--prepare/--no-prepare", default=True, show_default=True,
               help="库中没有客户时先迁移并生成测试数据")
 @click.option("--scale", default=None, type=float,
               help="生成测试数据的规模(默认 0.02:36 个客户经理、4,000 个客户)")
-def bench_writes(writers: int, seconds: float, seal_every: float, prepare: bool, scale: float | None) -> None:
+def bench_writes(writers: int, seconds: float, processes: int, seal_every: float, prepare: bool,
+                 scale: float | None) -> None:
     import json
 
     from crm_admin.perf.write_bench import WRITE_BENCH_SCALE, run_write_bench
@@ -483,9 +486,10 @@ def bench_writes(writers: int, seconds: float, seal_every: float, prepare: bool,
 
         prepare_database(database_url, scale=scale or WRITE_BENCH_SCALE)
     db.configure(database_url, pool_size=writers + 2)
-    result = run_write_bench(writers=writers, seconds=seconds, seal_every=seal_every or None, progress=click.echo)
+    result = run_write_bench(writers=writers, seconds=seconds, processes=processes, seal_every=seal_every or None,
+                             progress=click.echo)
     summary = result.as_dict()
-    click.echo(f"{writers} 个写入者 {summary['seconds']} 秒:保存 {summary['saves']} 次,"
+    click.echo(f"{writers} 个写入者({processes} 个进程){summary['seconds']} 秒:保存 {summary['saves']} 次,"
                f"每秒 {summary['saves_per_second']} 次,p50 {summary['p50_ms']} ms,p95 {summary['p95_ms']} ms,"
                f"出错 {summary['errors']} 次")
     click.echo(json.dumps(summary, ensure_ascii=False))

@@ -39,6 +39,7 @@ class WriteBenchResult:
     latencies_ms: list[float] = field(default_factory=list)
     error_kinds: dict[str, int] = field(default_factory=dict)
     seal_passes: int = 0
+    processes: int = 1
 
     @property
     def saves_per_second(self) -> float:
@@ -52,7 +53,7 @@ class WriteBenchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "writers": self.writers, "seconds": round(self.seconds, 2), "saves": self.saves,
+            "writers": self.writers, "processes": self.processes, "seconds": round(self.seconds, 2), "saves": self.saves,
             "errors": self.errors, "error_kinds": dict(self.error_kinds),
             "saves_per_second": round(self.saves_per_second, 1),
             "p50_ms": round(self.percentile(50), 1), "p95_ms": round(self.percentile(95), 1),
@@ -71,7 +72,7 @@ def _writers(count: int) -> list[tuple[Any, list[int]]]:
     with db.session_factory()() as session:
         top: list[int] = [int(m) for m in session.execute(
             select(Customer.manager_id).where(Customer.manager_id.is_not(None))
-            .group_by(Customer.manager_id).order_by(func.count().desc()).limit(count)
+            .group_by(Customer.manager_id).order_by(func.count().desc(), Customer.manager_id).limit(count)
         ).scalars() if m is not None]
         if len(top) < count:
             raise RuntimeError(f"only {len(top)} managers own customers; {count} writers need as many")
@@ -84,30 +85,32 @@ def _writers(count: int) -> list[tuple[Any, list[int]]]:
     return [(users[mid], owned[mid]) for mid in top]
 
 
-def run_write_bench(
-    *,
-    writers: int = 32,
-    seconds: float = 20.0,
-    seal_every: float | None = None,
-    progress: Callable[[str], None] | None = None,
-    seed: int = 7,
-) -> WriteBenchResult:
-    """Save follow-ups from ``writers`` threads for ``seconds``; the configured database (``db``)."""
+@dataclass
+class _Part:
+    latencies_ms: list[float]
+    errors: dict[str, int]
+    seal_passes: int
+
+
+def _run_writers(indexes: list[int], total: int, *, seconds: float, start_at: float, seal_every: float | None,
+                 seed: int) -> _Part:
+    """The writers ``indexes`` (of the ``total`` busiest managers) as threads of this process, saving
+    from the wall-clock moment ``start_at`` for ``seconds``; saves finished after that do not count."""
     from crm_admin.core.context import Actor, acting_as
     from crm_admin.core.principal import load_principal
     from crm_admin.dictionary.service import entries
     from crm_admin.followups.service import log_follow_up
 
-    say = progress or (lambda _msg: None)
-    people = _writers(writers)
+    people = _writers(total)
     methods = [e.value for e in entries("follow_up_method")]
     with db.session_factory()() as session:
-        principals = [load_principal(session.connection(), user) for user, _ in people]
+        principals = {i: load_principal(session.connection(), people[i][0]) for i in indexes}
     lock = threading.Lock()
     latencies: list[float] = []
     errors: dict[str, int] = defaultdict(int)
-    start_gate = threading.Barrier(writers + 1)
     stop = threading.Event()
+    begin = time.perf_counter() + max(0.0, start_at - time.time())
+    deadline = begin + seconds
 
     def writer(index: int) -> None:
         user, customers = people[index]
@@ -116,7 +119,7 @@ def run_write_bench(
         actor = Actor(user_id=user.id, username=user.username, ip=f"10.1.0.{index + 1}", user_agent="write-bench")
         mine: list[float] = []
         failed: dict[str, int] = defaultdict(int)
-        start_gate.wait()
+        time.sleep(max(0.0, begin - time.perf_counter()))
         while not stop.is_set():
             began = time.perf_counter()
             try:
@@ -128,7 +131,9 @@ def run_write_bench(
                 code = getattr(getattr(exc, "orig", None), "args", [None])[:1]
                 failed[f"{type(exc).__name__}:{code[0] if code else ''}"] += 1
                 continue
-            mine.append((time.perf_counter() - began) * 1000)
+            finished = time.perf_counter()
+            if finished <= deadline:
+                mine.append((finished - began) * 1000)
         with lock:
             latencies.extend(mine)
             for key, n in failed.items():
@@ -148,18 +153,61 @@ def run_write_bench(
                 seal(conn)
             seal_passes += 1
 
-    threads = [threading.Thread(target=writer, args=(i,), name=f"bench-writer-{i}") for i in range(writers)]
+    threads = [threading.Thread(target=writer, args=(i,), name=f"bench-writer-{i}") for i in indexes]
     if seal_every:
         threads.append(threading.Thread(target=sealer, name="bench-sealer"))
     for t in threads:
         t.start()
-    say(f"{writers} 个写入者,测量 {seconds:g} 秒……")
-    start_gate.wait()
-    began = time.perf_counter()
-    time.sleep(seconds)
+    time.sleep(max(0.0, deadline - time.perf_counter()))
     stop.set()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - began
-    return WriteBenchResult(writers=writers, seconds=elapsed, saves=len(latencies), errors=sum(errors.values()),
-                            latencies_ms=latencies, error_kinds=dict(errors), seal_passes=seal_passes)
+    return _Part(latencies, dict(errors), seal_passes)
+
+
+def _child(url: str, indexes: list[int], total: int, seconds: float, start_at: float, seal_every: float | None,
+           seed: int) -> _Part:
+    """One process of a multi-process run (spawned: an engine of its own)."""
+    import crm_admin.models  # noqa: F401
+
+    db.configure(url, pool_size=len(indexes) + 2)
+    return _run_writers(indexes, total, seconds=seconds, start_at=start_at, seal_every=seal_every, seed=seed)
+
+
+def run_write_bench(
+    *,
+    writers: int = 32,
+    seconds: float = 20.0,
+    processes: int = 1,
+    seal_every: float | None = None,
+    progress: Callable[[str], None] | None = None,
+    seed: int = 7,
+) -> WriteBenchResult:
+    """Save follow-ups from ``writers`` threads for ``seconds`` on the configured database (``db``).
+
+    ``processes`` > 1 spreads the writers over that many processes, so that the client's own Python
+    (one interpreter lock per process) does not cap what the database could take."""
+    say = progress or (lambda _msg: None)
+    _writers(writers)  # enough managers, before anything starts
+    processes = max(1, min(processes, writers))
+    say(f"{writers} 个写入者({processes} 个进程),测量 {seconds:g} 秒……")
+    if processes == 1:
+        parts = [_run_writers(list(range(writers)), writers, seconds=seconds, start_at=time.time() + 1,
+                              seal_every=seal_every, seed=seed)]
+    else:
+        import multiprocessing
+
+        url = db.get_engine().url.render_as_string(hide_password=False)
+        start_at = time.time() + 5 + processes  # every process connected and ready by then
+        jobs = [(url, list(range(i, writers, processes)), writers, seconds, start_at,
+                 seal_every if i == 0 else None, seed) for i in range(processes)]
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            parts = pool.starmap(_child, jobs)
+    errors: dict[str, int] = defaultdict(int)
+    for part in parts:
+        for key, n in part.errors.items():
+            errors[key] += n
+    latencies = [ms for part in parts for ms in part.latencies_ms]
+    return WriteBenchResult(writers=writers, seconds=seconds, saves=len(latencies), errors=sum(errors.values()),
+                            latencies_ms=latencies, error_kinds=dict(errors),
+                            seal_passes=sum(p.seal_passes for p in parts), processes=processes)
