@@ -1,7 +1,8 @@
 """Audit log pages: the read-only log (filters in the URL) and the analysis page.
 
 No create, edit or delete route exists for anyone, administrators included; the rows are also
-hash-chained (``crm-admin audit verify``).
+hash-chained once sealed (``crm-admin audit verify``): the list says how far the chain goes and how
+many rows wait for the sealing job (a warning when they have waited too long).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.audit.models import AuditLog
+from crm_admin.core.audit import ChainReport, chain_status, describe_head, describe_tail
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today
 from crm_admin.core.i18n import Labels
 from crm_admin.core.params import parse_date, parse_id
@@ -79,7 +81,7 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
     column_labels = {
         "occurred_at": "时间", "user_id": "用户 ID", "username": "用户", "ip": "IP", "user_agent": "浏览器",
         "action": "操作", "resource": "资源", "resource_id": "记录", "changes": "变更内容", "detail": "说明",
-        "success": "成功", "prev_hash": "前序哈希", "hash": "哈希",
+        "success": "成功", "seal_seq": "封存序号", "prev_hash": "前序哈希", "hash": "哈希",
     }
     column_searchable_list = [AuditLog.username, AuditLog.detail]
     column_sortable_list = [AuditLog.occurred_at, AuditLog.username, AuditLog.action]
@@ -98,9 +100,12 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
         context = await super().list_context(request)
         q = request.query_params
         resources = {**RESOURCES, **_OTHER_RESOURCES}
+        chain = await anyio.to_thread.run_sync(_chain_status)
         return {**context, "af": {k: q.get(k, "")[:64] for k in self.FILTERS},
                 "af_actions": sorted(ACTION_LABELS.items(), key=lambda kv: kv[1]),
-                "af_resources": sorted(resources.items(), key=lambda kv: kv[1])}
+                "af_resources": sorted(resources.items(), key=lambda kv: kv[1]),
+                "chain_head": describe_head(chain), "chain_tail": describe_tail(chain),
+                "chain_stalled": chain.sealing_stalled}
 
     async def insert_model(self, request: Request, data: dict[str, Any]) -> Any:
         raise PermissionError("审计日志只读")
@@ -110,6 +115,11 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
 
     async def delete_model(self, request: Request, pk: Any) -> None:
         raise PermissionError("审计日志只读")
+
+
+def _chain_status() -> ChainReport:
+    with session_factory()() as session:
+        return chain_status(session)
 
 
 class AuditAnalysisPage(CrmBaseView):

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, event, func, inspect, select, update
+from sqlalchemy import Connection, bindparam, event, func, inspect, select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, current_actor
@@ -41,6 +41,7 @@ SECRET_COLUMNS = {"password_hash"}
 SEAL_KEY = "audit_seal"
 # unsealed rows older than this mean the sealing job is not running
 SEAL_STALE_AFTER = dt.timedelta(minutes=10)
+SEAL_STATEMENT_ROWS = 500  # rows sealed by one batch of statements
 
 # session.info keys a service may set
 INFO_ACTION = "audit_action"  # e.g. "transfer": label the rows this unit of work writes
@@ -226,7 +227,7 @@ def _pk(obj: Any) -> str:
 # ----- sealing: the hash chain, built after the fact by one sealer at a time ------------------------
 
 class SealConflict(RuntimeError):
-    """Another sealer sealed the same rows first; this pass changed nothing (the next one goes on)."""
+    """The rows being sealed changed under the sealer (removed meanwhile); this pass changed nothing."""
 
 
 @dataclass(frozen=True)
@@ -265,19 +266,36 @@ def _seal_batch(db: Executor, batch: int) -> SealResult:
     rows = db.execute(
         select(table).where(table.c.seal_seq.is_(None)).order_by(table.c.id).limit(batch)
     ).mappings().all()
+    seals: list[tuple[int, int, str, str]] = []  # (id, seal_seq, prev_hash, hash)
     for row in rows:
         seq += 1
         digest = _row_hash(prev, dict(row))
-        done = db.execute(
-            update(table).where(table.c.id == row["id"], table.c.seal_seq.is_(None))
-            .values(seal_seq=seq, prev_hash=prev, hash=digest)
-        )
-        if getattr(done, "rowcount", 1) != 1:
-            raise SealConflict(f"audit row {row['id']} was sealed by another sealer")
+        seals.append((int(row["id"]), seq, prev, digest))
         prev = digest
+    for start in range(0, len(seals), SEAL_STATEMENT_ROWS):
+        _write_seals(db, seals[start:start + SEAL_STATEMENT_ROWS])
     if rows:
         db.execute(update(meta).where(meta.c.key == SEAL_KEY).values(value=seq))
     return SealResult(len(rows), seq)
+
+
+def _write_seals(db: Executor, seals: list[tuple[int, int, str, str]]) -> None:
+    """Each row by its primary key, sent as one batch (executemany).
+
+    By primary key only, each row on its own: a condition on ``seal_seq`` or a list of ids lets
+    MariaDB scan (the NULL range of the index, or the whole table when it is small) and lock rows of
+    open business transactions, which would make the sealer wait for them (and them for it). Rows
+    sealed meanwhile by another sealer cannot be overwritten: sealers queue on the ``audit_seal``
+    row, and on a cluster the loser of two sealers fails at commit."""
+    table = Base.metadata.tables["audit_log"]
+    done = db.execute(
+        update(table).where(table.c.id == bindparam("b_id"))
+        .values(seal_seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")),
+        [{"b_id": i, "b_seq": seq, "b_prev": prev, "b_hash": digest} for i, seq, prev, digest in seals],
+    )
+    matched = getattr(done, "rowcount", -1)
+    if matched not in (-1, len(seals)):
+        raise SealConflict("audit rows went missing while being sealed")
 
 
 def seal_pending(db: Executor, *, batch: int = 2000, limit: int | None = None) -> SealResult:
@@ -348,6 +366,13 @@ def unsealed_tail(db: Executor) -> tuple[int, dt.datetime | None]:
     return int(count or 0), _as_utc(oldest)
 
 
+def chain_status(db: Executor) -> ChainReport:
+    """The chain's head and unsealed tail, without walking it (cheap: for a page)."""
+    report = ChainReport(head_seq=int(_recorded_head(db, lock=False) or 0))
+    report.unsealed, report.oldest_unsealed_at = unsealed_tail(db)
+    return report
+
+
 def _as_utc(value: Any) -> dt.datetime | None:
     if value is None:
         return None
@@ -403,6 +428,10 @@ def describe_problem(report: ChainReport) -> str:
         return _("审计日志被篡改:已封存的记录(id={id})之前缺少记录(有记录被删除,或被修改了封存信息)。").format(
             id=report.broken_id)
     return _("审计日志被篡改:最后 {n} 条已封存的记录不见了(被删除)。").format(n=report.missing)
+
+
+def describe_head(report: ChainReport) -> str:
+    return _("哈希链:已封存 {n} 条记录(完整校验:crm-admin audit verify)。").format(n=report.head_seq)
 
 
 def describe_tail(report: ChainReport) -> str:

@@ -267,3 +267,22 @@ def test_only_the_lease_holder_runs_the_sealing_job() -> None:
     assert ran and result.sealed == 1
     service.release_periodic_leases("node-b")
     assert _verify().intact
+
+
+def test_the_audit_list_shows_the_chain_and_its_unsealed_tail(admin_client: Any) -> None:
+    t = _audit()
+    _seal()
+    page = admin_client.get("/admin/audit-log/list")
+    assert page.status_code == 200
+    status = page.text.split('id="audit-chain-status"', 1)[1].split("</div>", 1)[0]
+    assert "哈希链:已封存" in status and "未封存的尾部" in status and "alert-warning" not in status
+    _write(1, "久未封存")
+    with db.get_engine().begin() as conn:
+        conn.execute(update(t).where(t.c.detail.like("久未封存%"))
+                     .values(occurred_at=db.utcnow() - dt.timedelta(hours=3)))
+    stale = admin_client.get("/admin/audit-log/list")
+    status = stale.text.split('id="audit-chain-status"', 1)[1].split("</div>", 1)[0]
+    assert "alert-warning" in status and "没有运行" in status and "3 小时前" in status
+    english = admin_client.get("/admin/audit-log/list?lang=en")
+    status = english.text.split('id="audit-chain-status"', 1)[1].split("</div>", 1)[0]
+    assert "Unsealed tail" in status and "the sealing job is not running" in status
