@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -135,3 +136,15 @@ def test_0016_an_existing_chain_verifies_after_the_upgrade(empty_engine: Engine)
     with empty_engine.connect() as conn:
         assert audit.seal_pending(conn).head_seq == 6
         assert audit.verify_chain(conn).checked == 6
+    # down and up again with a row not sealed yet: it stays unsealed, and is sealed after the others
+    with empty_engine.begin() as conn:
+        audit.write_entries(conn, [audit.Entry("export", "customer", detail="降级前未封存")])
+    with empty_engine.begin() as conn:
+        cfg = alembic_config(empty_engine.url.render_as_string(hide_password=False))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0014")
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        report = audit.verify_chain(conn)
+        assert report.intact and report.checked == 6 and report.unsealed == 1
+        assert audit.seal_pending(conn).head_seq == 7 and audit.verify_chain(conn).intact

@@ -34,10 +34,15 @@ meta = sa.table("sys_meta", sa.column("key", sa.String), sa.column("value", sa.I
 
 
 def _number_existing_rows() -> int:
-    """``seal_seq`` 1, 2, 3… in id order (the order they were chained in); returns how many."""
+    """``seal_seq`` 1, 2, 3… in id order (the order they were chained in); returns how many.
+
+    Rows without a hash (left by a downgrade while they were unsealed) stay unsealed: the sealer
+    chains them after the others."""
     bind = op.get_bind()
+    bind.execute(sa.update(audit).where(audit.c.hash == "").values(hash=None, prev_hash=None))
+    chained = audit.c.hash.is_not(None)
     low, high, count = bind.execute(sa.select(sa.func.min(audit.c.id), sa.func.max(audit.c.id),
-                                              sa.func.count())).one()
+                                              sa.func.count()).where(chained)).one()
     if not count:
         return 0
     if bind.dialect.name in ("mysql", "mariadb"):
@@ -46,11 +51,12 @@ def _number_existing_rows() -> int:
         for start in range(int(low), int(high) + 1, CHUNK):
             bind.exec_driver_sql(
                 "UPDATE audit_log SET seal_seq = (@crm_seal_seq := @crm_seal_seq + 1) "
-                "WHERE id >= %s AND id < %s ORDER BY id", (start, start + CHUNK))
+                "WHERE id >= %s AND id < %s AND hash IS NOT NULL ORDER BY id", (start, start + CHUNK))
     else:
-        older = sa.table("audit_log", sa.column("id", sa.Integer)).alias("older")
-        bind.execute(sa.update(audit).values(seal_seq=sa.select(sa.func.count()).select_from(older)
-                                             .where(older.c.id <= audit.c.id).scalar_subquery()))
+        older = sa.table("audit_log", sa.column("id", sa.Integer), sa.column("hash", sa.String)).alias("older")
+        bind.execute(sa.update(audit).where(chained).values(
+            seal_seq=sa.select(sa.func.count()).select_from(older)
+            .where(older.c.id <= audit.c.id, older.c.hash.is_not(None)).scalar_subquery()))
     return int(count)
 
 
