@@ -18,7 +18,8 @@ def audit() -> None:
     pass
 
 
-@audit.command(help="校验审计日志的哈希链(已封存的部分),报告第一处被篡改或删除的位置,以及尚未封存的尾部。")
+@audit.command(help="校验审计日志的哈希链(已封存的部分),报告第一处被篡改或删除的位置,以及尚未封存的尾部。"
+                    "退出码:0 完整;1 被篡改;2 有超过 10 分钟仍未封存的记录(封存任务没有运行)。")
 def verify() -> None:
     engine = db.configure(get_settings().database_url, long_running=True)
     with engine.connect() as conn:
