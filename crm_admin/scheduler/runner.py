@@ -55,7 +55,7 @@ def build_scheduler(settings: Settings | None = None) -> BackgroundScheduler:
         name="补跑错过的任务", replace_existing=True,
     )
     for name, periodic in service.periodic_jobs().items():
-        seconds = service.periodic_seconds(periodic)
+        seconds = service.periodic_seconds(periodic, settings)
         scheduler.add_job(
             _safe, IntervalTrigger(seconds=seconds), args=[service.run_periodic, name], id=f"every:{name}",
             name=periodic.label, replace_existing=True, misfire_grace_time=max(1, seconds),

@@ -127,8 +127,8 @@ def periodic_jobs() -> dict[str, PeriodicSpec]:
     return dict(_PERIODIC)
 
 
-def periodic_seconds(spec: PeriodicSpec) -> int:
-    return max(1, int(getattr(get_settings(), spec.seconds_setting, 5) or 5))
+def periodic_seconds(spec: PeriodicSpec, settings: Any = None) -> int:
+    return max(1, int(getattr(settings or get_settings(), spec.seconds_setting, 5) or 5))
 
 
 def periodic_lease_ttl(spec: PeriodicSpec) -> dt.timedelta:

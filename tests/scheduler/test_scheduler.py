@@ -180,3 +180,36 @@ def test_run_cut_off_by_a_crash_is_marked_failed_by_the_next_run() -> None:
         s.add(JobRun(job="care_plans", started_at=NOON, status="running", host="dead-host:1:x"))
     assert service.run_job("care_plans", today=DAY, now=NOON).status == "success"
     assert [r.status for r in _runs("care_plans")] == ["failed", "success"]
+
+
+def test_the_running_scheduler_seals_new_audit_rows_within_seconds() -> None:
+    """The frequent job as the app runs it: APScheduler's interval trigger, the lease, the job session."""
+    import time
+
+    from crm_admin.core import audit
+    from crm_admin.scheduler.runner import build_scheduler
+    from crm_admin.settings import get_settings
+
+    settings = get_settings().model_copy(update={"audit_seal_seconds": 1})
+    sched = build_scheduler(settings)
+    for job in sched.get_jobs():
+        if job.id != "every:audit_seal":
+            job.remove()
+    assert sched.get_job("every:audit_seal").trigger.interval == dt.timedelta(seconds=1)
+    audit.record_now("export", resource="customer", detail="等待封存")
+    sched.start()
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            with db.get_engine().connect() as conn:
+                if audit.unsealed_tail(conn)[0] == 0:
+                    break
+            time.sleep(0.2)
+    finally:
+        sched.shutdown(wait=True)
+        service.release_periodic_leases()
+    with db.get_engine().connect() as conn:
+        report = audit.verify_chain(conn)
+    assert report.intact and report.unsealed == 0 and report.checked >= 1
+    with db.session_factory()() as session:
+        assert session.get(JobLease, "audit_seal").holder is None  # handed over when the scheduler stops
