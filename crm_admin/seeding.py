@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import CasbinRule, SysMeta, SysRole, SysUser
 from crm_admin.accounts.service import create_user
+from crm_admin.core.audit import SEAL_KEY
 from crm_admin.core.permissions import bump_policy_version
 from crm_admin.dictionary.models import DictItem, DictType
 
@@ -61,7 +62,7 @@ def generate_password() -> str:
 
 def seed(session: Session, *, admin_password: str | None = None) -> SeedReport:
     report = SeedReport()
-    for key in ("policy_version", "audit_chain"):
+    for key in ("policy_version", SEAL_KEY):
         if session.get(SysMeta, key) is None:
             session.add(SysMeta(key=key, value=0))
     session.flush()
