@@ -70,11 +70,18 @@ def _sort_keys(stmt: Select[Any]) -> list[tuple[Any, bool]] | None:
     return keys
 
 
-def _with_tie_breaker(stmt: Select[Any], pk: Any) -> Select[Any]:
+def _with_tie_breaker(stmt: Select[Any], pk: Any, *, always: bool) -> Select[Any]:
     """Rows of equal sort value in the order of their id (in the direction of the last sort key), so
-    that a page holds the same rows however the database reads them."""
+    that a page holds the same rows however the database reads them — unless (``always`` False) the
+    sort is read from an index that orders equal values otherwise (``(order_date, status, amount)``):
+    the id would make the database sort the whole table instead of reading the index's first entries."""
     keys = _sort_keys(stmt)
     if keys is None or any(column.name == pk.name and column.table is pk.table for column, _ in keys):
+        return stmt
+    names = [column.name for column, _ in keys]
+    led = [[column.name for column in index.columns] for index in pk.table.indexes
+           if [column.name for column in index.columns][:len(names)] == names]
+    if not always and led and not any(columns in (names, [*names, pk.name]) for columns in led):
         return stmt
     descending = keys[-1][1] if keys else False
     return stmt.order_by(pk.desc() if descending else pk.asc())
@@ -124,16 +131,18 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
             raise HTTPException(status_code=400, detail="Invalid page or pageSize parameter")
         stmt = await self._filtered_query(request)
         pk_columns = list(view.pk_columns)
-        if len(pk_columns) == 1:
-            stmt = _with_tie_breaker(stmt, pk_columns[0])
         partition = self._owner_partition(request)
+        # a scope of owners' rows reached through another table is sorted by the database anyway
+        # (when it is not read owner by owner): ordering equal values by id costs nothing there
+        if len(pk_columns) == 1:
+            stmt = _with_tie_breaker(stmt, pk_columns[0], always=partition is not None)
         # the same filters, search and sort, limited by the owner each row names: for counting and
         # finding rows (one index range per owner); the rows shown are read through ``stmt``
         by_owner = stmt
         if partition is not None:
             by_owner = await self._filtered_query(_by_owner(request))
             if len(pk_columns) == 1:
-                by_owner = _with_tie_breaker(by_owner, pk_columns[0])
+                by_owner = _with_tie_breaker(by_owner, pk_columns[0], always=True)
 
         rows_stmt = stmt
         for relation in compat.list_relations(view):
