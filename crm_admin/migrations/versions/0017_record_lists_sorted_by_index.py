@@ -12,7 +12,10 @@ Contacts, care records and orders now also carry their customer's manager (``cus
 ``customers.models.CarriesCustomerManager``, as migration 0014 made follow-ups, opportunities and churn
 alerts do). With ``(customer_manager_id, <sort column>)`` each manager's first rows in the list's order
 are the start of one index range: the list page reads them manager by manager, merges them, and reads
-the rows shown through the customer scope (``core.listing``); its count reads the same ranges.
+the rows shown through the customer scope (``core.listing``); its count reads the same ranges. The churn
+handling page lists the open alerts, high risk first, newest first: ``(open_key, risk_level,
+detected_at)`` for everyone, and the team index of migration 0014 extended by ``detected_at``, give
+the first alerts of each level (of each manager) without sorting every open alert.
 
 The existing contacts, care records and orders take their customer's manager here (standard data set,
 MariaDB: 600,000 contacts, 800,000 care records, 400,000 orders), in chunks of ids.
@@ -40,7 +43,13 @@ INDEXES: tuple[tuple[str, str, list[str]], ...] = (
     ("linkman", "ix_linkman_customer_manager_id", ["customer_manager_id"]),
     ("customer_care", "ix_customer_care_customer_manager_id", ["customer_manager_id"]),
     ("customer_order", "ix_customer_order_customer_manager_id_order_date", ["customer_manager_id", "order_date"]),
+    ("churn_alert", "ix_churn_alert_open_key_risk_level_detected_at", ["open_key", "risk_level", "detected_at"]),
+    ("churn_alert", "ix_churn_alert_customer_manager_id_open_key_risk_detected_at",
+     ["customer_manager_id", "open_key", "risk_level", "detected_at"]),
 )
+# replaced by the one above, which serves its reads too
+REPLACED = ("churn_alert", "ix_churn_alert_customer_manager_id_open_key_risk_level",
+            ["customer_manager_id", "open_key", "risk_level"])
 CHUNK = 100_000  # rows by id per statement: bounded undo on MariaDB
 
 
@@ -70,9 +79,13 @@ def upgrade() -> None:
     for table, index, columns in INDEXES:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.create_index(index, columns, unique=False)
+    with op.batch_alter_table(REPLACED[0], schema=None) as batch_op:
+        batch_op.drop_index(REPLACED[1])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table(REPLACED[0], schema=None) as batch_op:
+        batch_op.create_index(REPLACED[1], REPLACED[2], unique=False)
     for table, index, _columns in reversed(INDEXES):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_index(index)
