@@ -10,6 +10,11 @@ row through Starlette's route search. ``CappedListMixin`` replaces ``list`` with
   "10,000+" instead of an exact number nobody reads;
 - for deep pages first reads only the primary keys of the page (an index-only scan), then loads
   those rows (a "deferred join");
+- for records that carry a copy of the owner their scope goes through (a follow-up carries its
+  customer's manager), finds a shallow page owner by owner — the first rows of each owner's
+  ``(owner, sort column)`` index range, merged — and counts by those ranges, then reads the page's
+  rows through the scope itself (``_per_owner_keys``); a team's list no longer sorts every record
+  of every customer of the team;
 - builds row URLs from one template per request (``CachedRowUrlsMixin``);
 - prepares the table's rows in Python (``list_rows``): the list template then only loops over plain
   values, instead of making ~20 awaited calls per row in Jinja's async mode (half of the page's CPU).
@@ -197,7 +202,7 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
         view = cast(Any, self)
         if principal is None or request.path_params.get("export_type") or getattr(view.model, "__scope__", "") == "owner":
             return None
-        return owner_partition(view.model, principal, "list", resource=getattr(view, "resource", None) or None)
+        return owner_partition(view.model, principal, "list")  # the scope ``list_query`` applies
 
     def _per_owner_keys(self, request: Request, by_owner: Select[Any], partition: tuple[Any, frozenset[int]] | None,
                         offset: int, page_size: int) -> Select[Any] | None:
