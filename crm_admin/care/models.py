@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.contacts.models import Linkman
-from crm_admin.customers.models import Customer, OfCustomer
+from crm_admin.customers.models import CarriesCustomerManager, Customer, OfCustomer
 from crm_admin.db import Base, Timestamped
 
 CARE_STATUSES = ("pending", "done", "cancelled")
@@ -38,7 +38,7 @@ class CarePlan(OfCustomer, Timestamped, Base):
     )
 
 
-class CustomerCare(OfCustomer, Timestamped, Base):
+class CustomerCare(OfCustomer, CarriesCustomerManager, Timestamped, Base):
     __tablename__ = "customer_care"
     __resource__ = "customer_care"
 
@@ -69,6 +69,8 @@ class CustomerCare(OfCustomer, Timestamped, Base):
         Index("ix_customer_care_due_date_manager_id_status", "due_date", "manager_id", "status"),
         # migration 0013: the completion rate of some managers reads only the period of each
         Index("ix_customer_care_manager_id_due_date_status", "manager_id", "due_date", "status"),
+        # migration 0017: the list (newest first, by id) per manager of a team
+        Index("ix_customer_care_customer_manager_id", "customer_manager_id"),
     )
 
 

@@ -91,6 +91,9 @@ def scan_birthdays(session: Session, today: dt.date) -> int:
             key,
             literal(now, type_=CustomerCare.__table__.c.created_at.type),
             literal(now, type_=CustomerCare.__table__.c.updated_at.type),
+            # the task carries its customer's manager (customers.models.CarriesCustomerManager); on MariaDB
+            # the INSERT … SELECT reads the customers with shared locks, so no transfer slips in between
+            Customer.manager_id,
         )
         .join(Customer, Customer.id == Linkman.customer_id)
         .where(Linkman.birthday_md.in_(birthday_keys(today)), Customer.status != "lost")
@@ -98,7 +101,7 @@ def scan_birthdays(session: Session, today: dt.date) -> int:
     created = _insert_ignoring_duplicates(
         session, CustomerCare.__table__,
         ["customer_id", "linkman_id", "care_type", "due_date", "status", "manager_id", "origin",
-         "task_key", "created_at", "updated_at"],
+         "task_key", "created_at", "updated_at", "customer_manager_id"],
         src,
     )
     if created:
@@ -138,6 +141,14 @@ def create_plan_tasks(session: Session, today: dt.date) -> int:
         step = max(int(p.interval_days or 1), 1)
         missed = (today - due).days // step + 1
         moves.append({"pid": p.id, "next": due + dt.timedelta(days=step * missed), "now": now})
+    # each task carries its customer's manager (customers.models.CarriesCustomerManager), read with shared
+    # locks so that no transfer slips in between
+    carried = dict(session.execute(
+        select(Customer.id, Customer.manager_id).where(Customer.id.in_(sorted({t["customer_id"] for t in tasks})))
+        .order_by(Customer.id).with_for_update(read=True)
+    ).tuples().all()) if tasks else {}
+    for task in tasks:
+        task["customer_manager_id"] = carried.get(task["customer_id"])
     created = 0
     table: Any = CustomerCare.__table__
     if session.get_bind().dialect.name == "sqlite":

@@ -59,9 +59,12 @@ class ChurnAlert(OfCustomer, CarriesCustomerManager, Timestamped, Base):
         Index("ix_churn_alert_status_detected_at", "status", "detected_at"),
         # the daily evaluation reads each rule's open alerts
         Index("ix_churn_alert_rule_id_open_key", "rule_id", "open_key"),
-        # migration 0014: a team's open alerts by risk level, one range per manager of the customers
-        Index("ix_churn_alert_customer_manager_id_open_key_risk_level", "customer_manager_id", "open_key",
-              "risk_level"),
+        # migration 0014: a team's open alerts by risk level, one range per manager of the customers;
+        # migration 0017: newest first within each (the handling page reads the first of each range)
+        Index("ix_churn_alert_customer_manager_id_open_key_risk_detected_at", "customer_manager_id",
+              "open_key", "risk_level", "detected_at"),
+        # migration 0017: everyone's open alerts, newest first within each risk level
+        Index("ix_churn_alert_open_key_risk_level_detected_at", "open_key", "risk_level", "detected_at"),
     )
 
 

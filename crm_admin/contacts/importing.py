@@ -128,6 +128,14 @@ class ContactImport(ImportSpec):
             # the imported primary contact replaces the existing one
             session.execute(update(Linkman).where(Linkman.customer_id.in_(sorted(new_primary)),
                                                   Linkman.is_primary.is_(True)).values(is_primary=False))
+        # each contact carries its customer's manager (customers.models.CarriesCustomerManager), read with
+        # shared locks so that no transfer slips in between
+        carried = dict(session.execute(
+            select(Customer.id, Customer.manager_id).where(Customer.id.in_(sorted({v["customer_id"] for v in payload})))
+            .order_by(Customer.id).with_for_update(read=True)
+        ).tuples().all())
+        for v in payload:
+            v["customer_manager_id"] = carried.get(v["customer_id"])
         # every row carries every column (NULLs written as NULLs): one multi-row INSERT per batch
         after = search.max_id(session.connection(), Linkman)
         session.execute(insert(Linkman).execution_options(render_nulls=True), payload)

@@ -8,11 +8,11 @@ from sqlalchemy import Boolean, Date, Index, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.core import search
-from crm_admin.customers.models import Customer, OfCustomer
+from crm_admin.customers.models import CarriesCustomerManager, Customer, OfCustomer
 from crm_admin.db import Base, Timestamped
 
 
-class Linkman(OfCustomer, Timestamped, Base):
+class Linkman(OfCustomer, CarriesCustomerManager, Timestamped, Base):
     __tablename__ = "linkman"
     __resource__ = "linkman"
 
@@ -33,6 +33,8 @@ class Linkman(OfCustomer, Timestamped, Base):
     __table_args__ = (
         Index("ix_linkman_customer_id", "customer_id"),
         Index("ix_linkman_birthday_md", "birthday_md"),
+        # migration 0017: the list (by id) per manager of a team
+        Index("ix_linkman_customer_manager_id", "customer_manager_id"),
     )
 
     def __str__(self) -> str:

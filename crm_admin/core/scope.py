@@ -99,6 +99,35 @@ def scoped[S: Select[*tuple[Any, ...]]](stmt: S, model: type, principal: Princip
     return stmt if clause is None else stmt.where(clause)
 
 
+def owner_partition(model: type, principal: Principal, action: str = VIEW, *,
+                    resource: str | None = None) -> tuple[Any, frozenset[int]] | None:
+    """How the rows of ``model`` within the scope divide among the users the scope covers:
+    ``(column, users)`` when each such row names one of ``users`` in ``column``; None for an unlimited
+    scope or a model whose rows name nobody. An "owner" row names its manager (``manager_id``, the
+    scope itself); a row of another kind may carry a copy of whom its scope goes through
+    (``__scope_owner__``: a follow-up carries its customer's manager). A copy serves to find and count
+    rows; the rows shown are still read through ``scoped``."""
+    kind = getattr(model, "__scope__", "")
+    column_name = "manager_id" if kind == "owner" else getattr(model, "__scope_owner__", "")
+    if not kind or not column_name:
+        return None
+    ids = _users(principal, resource or resource_of(model), action)
+    if ids is None:
+        return None
+    return getattr(model, column_name), ids
+
+
+def owner_scoped[S: Select[*tuple[Any, ...]]](stmt: S, model: type, principal: Principal, action: str = VIEW, *,
+                                               resource: str | None = None) -> S:
+    """``stmt`` limited by the owner each row names (``owner_partition``): the same rows as ``scoped``
+    where the copy a row carries is right (one index range per user), ``scoped`` where rows name nobody."""
+    partition = owner_partition(model, principal, action, resource=resource)
+    if partition is None:
+        return scoped(stmt, model, principal, action, resource=resource)
+    column, ids = partition
+    return stmt.where(_owned_by(column, ids))
+
+
 def in_scope(conn_or_session: Any, model: type, pk: Any, principal: Principal, action: str = VIEW, *,
              resource: str | None = None) -> bool:
     """Whether the row ``pk`` of ``model`` exists and ``principal`` may perform ``action`` on it (for

@@ -36,7 +36,7 @@ from crm_admin.core.errors import (
 from crm_admin.core.formatting import TYPE_FORMATTERS
 from crm_admin.core.forms import CrmForm, CrmModelConverter
 from crm_admin.core.i18n import tr
-from crm_admin.core.listing import CappedListMixin
+from crm_admin.core.listing import CappedListMixin, reads_by_owner
 from crm_admin.core.params import parse_id, parse_int, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import (
@@ -44,6 +44,7 @@ from crm_admin.core.scope import (
     assignable_ids,
     check_assignee,
     in_scope,
+    owner_scoped,
     scope_clause,
     scoped,
     sees_user,
@@ -395,6 +396,10 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
     def list_query(self, request: Request) -> Select[Any]:
         # the list and its export (which reads the list's statement) each have their permission's scope
         action = "export" if request.path_params.get("export_type") else "list"
+        if reads_by_owner(request):
+            # the list finds and counts a team's rows by the owner each carries; the rows it shows are
+            # read through this method's scope (core.listing)
+            return owner_scoped(super().list_query(request), self.model, principal_of(request), action)
         return scoped(super().list_query(request), self.model, principal_of(request), action)
 
     def details_query(self, request: Request) -> Select[Any]:

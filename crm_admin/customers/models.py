@@ -154,6 +154,9 @@ class CarriesCustomerManager:
     """
 
     customer_manager_id: Mapped[int | None] = mapped_column()
+    # whom the customer scope goes through, carried on the row (``core.scope.owner_partition``): list
+    # pages find a team's rows and count them by it, and read the rows shown through the customer scope
+    __scope_owner__ = "customer_manager_id"
 
 
 def carriers() -> list[type]:

@@ -43,4 +43,7 @@ class FollowUp(OfCustomer, CarriesCustomerManager, Timestamped, Base):
         # migration 0014: due follow-ups of a team, one range per manager of the customers
         Index("ix_follow_up_customer_manager_id_next_follow_up_at_covering", "customer_manager_id",
               "next_follow_up_at", "customer_id", "contacted_at"),
+        # migration 0017: the list, newest contact first, for everyone and per manager of a team
+        Index("ix_follow_up_contacted_at", "contacted_at"),
+        Index("ix_follow_up_customer_manager_id_contacted_at", "customer_manager_id", "contacted_at"),
     )

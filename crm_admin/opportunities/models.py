@@ -46,6 +46,9 @@ class SalesOpportunity(OfCustomer, CarriesCustomerManager, Timestamped, Base):
         # migration 0014: a team's pipeline and dashboard sums per stage, one range per manager
         Index("ix_sales_opportunity_customer_manager_id_status_stage_covering", "customer_manager_id", "status",
               "stage", "amount", "probability"),
+        # migration 0017: the list, newest first, for everyone and per manager of a team
+        Index("ix_sales_opportunity_created_at", "created_at"),
+        Index("ix_sales_opportunity_customer_manager_id_created_at", "customer_manager_id", "created_at"),
     )
 
     def __str__(self) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.core.scope import kind_clause, register_scope_kind
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import CarriesCustomerManager, Customer
 from crm_admin.db import ZERO, Base, Timestamped
 from crm_admin.products.models import Product
 
@@ -29,7 +29,7 @@ ORDER_STATUSES = ("draft", "confirmed", "completed", "cancelled")
 NO_DISCOUNT = Decimal("100.00")
 
 
-class CustomerOrder(Timestamped, Base):
+class CustomerOrder(CarriesCustomerManager, Timestamped, Base):
     __tablename__ = "customer_order"
     __resource__ = "order"
     __scope__ = "customer"
@@ -53,6 +53,8 @@ class CustomerOrder(Timestamped, Base):
     __table_args__ = (
         Index("ix_customer_order_customer_id_order_date", "customer_id", "order_date"),
         Index("ix_customer_order_order_date_status_amount", "order_date", "status", "amount"),
+        # migration 0017: the list (newest order first) per manager of a team
+        Index("ix_customer_order_customer_manager_id_order_date", "customer_manager_id", "order_date"),
     )
     __mapper_args__ = {"version_id_col": version}
 

@@ -9,8 +9,8 @@ Speed comes from writing plain multi-row INSERTs on one connection (``executeman
 objects, no per-row type processing, no flush listener, so the audit listener never sees these rows),
 committing every few thousand customers, with explicit primary keys so that children reference their
 parents without a round trip. Rows of one customer are generated together, in id order, so the
-``customer_id`` indexes grow at their right edge. Opportunities, follow-ups and churn alerts are written
-with their customer's manager (``customer_manager_id``, which the ORM would otherwise fill: see
+``customer_id`` indexes grow at their right edge. Contacts, opportunities, follow-ups, care records,
+orders and churn alerts are written with their customer's manager (``customer_manager_id``, which the ORM would otherwise fill: see
 ``customers.models.CarriesCustomerManager``).
 
 The generated audit rows are written sealed, hash-chained exactly as ``core.audit.seal_pending`` chains
@@ -497,7 +497,8 @@ def generate(
                               "last_contact_at", "last_order_at", "remark", "version", "created_at",
                               "updated_at"))
         w.define("linkman", ("id", "customer_id", "name", "gender", "position", "phone", "mobile", "email",
-                             "birthday", "birthday_md", "is_primary", "remark", "created_at", "updated_at"))
+                             "birthday", "birthday_md", "is_primary", "remark", "created_at", "updated_at",
+                             "customer_manager_id"))
         w.define("sales_opportunity", ("id", "customer_id", "title", "stage", "amount", "probability",
                                        "expected_close_date", "next_step", "next_follow_up_at", "manager_id",
                                        "status", "lost_reason", "version", "created_at", "updated_at",
@@ -509,9 +510,9 @@ def generate(
                                "customer_manager_id"))
         w.define("customer_care", ("id", "customer_id", "linkman_id", "care_type", "care_time", "due_date",
                                    "detail", "feedback", "status", "manager_id", "origin", "plan_id",
-                                   "task_key", "created_at", "updated_at"))
+                                   "task_key", "created_at", "updated_at", "customer_manager_id"))
         w.define("customer_order", ("id", "order_no", "customer_id", "order_date", "amount", "status",
-                                    "manager_id", "remark", "created_at", "updated_at"))
+                                    "manager_id", "remark", "created_at", "updated_at", "customer_manager_id"))
         w.define("order_item", ("id", "order_id", "product_id", "quantity", "unit_price", "created_at",
                                 "updated_at"))
         w.define("customer_transfer", ("id", "customer_id", "old_manager_id", "new_manager_id", "reason",
@@ -568,7 +569,7 @@ def generate(
                 w.add("linkman", (lm, cid, _name(rng), rng.choice("男女"), rng.choice(POSITIONS),
                                   _phone(rng) if rng.random() < 0.3 else None, _mobile(rng),
                                   None, f"{year:04d}-{month:02d}-{mday:02d}", month * 100 + mday,
-                                  1 if j == 0 else 0, None, created_s, created_s))
+                                  1 if j == 0 else 0, None, created_s, created_s, manager))
                 lm += 1
 
             opps: list[int] = []
@@ -631,7 +632,7 @@ def generate(
                                         care_time, due.isoformat(), rng.choice(CARE_TEXT),
                                         "客户表示感谢" if care_status == "done" else None, care_status, manager,
                                         origin, plan_id if origin == "plan" else None, None,
-                                        ts(stamp_at), ts(stamp_at)))
+                                        ts(stamp_at), ts(stamp_at), manager))
                 cc += 1
 
             last_order: dt.datetime | None = None
@@ -653,7 +654,7 @@ def generate(
                                          at.date().isoformat(),
                                          f"{total // 100}.{total % 100:02d}",
                                          rng.choice(("completed", "completed", "completed", "confirmed", "cancelled")),
-                                         manager, None, at_s, at_s))
+                                         manager, None, at_s, at_s, manager))
                 od += 1
 
             if rng.random() < plan.transfers_per_customer:

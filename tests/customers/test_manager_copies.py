@@ -106,7 +106,9 @@ def _as_counted(p: Any) -> dict[str, Any]:
 def assert_exact() -> dict[str, dict[str, Any]]:
     """No row's copy differs from its customer's manager, and every principal's numbers agree."""
     with db.get_engine().connect() as conn:
-        assert manager_copy_differences(conn) == {"churn_alert": 0, "follow_up": 0, "sales_opportunity": 0}
+        assert manager_copy_differences(conn) == {
+            "churn_alert": 0, "customer_care": 0, "customer_order": 0, "follow_up": 0, "linkman": 0,
+            "sales_opportunity": 0}
     numbers = {}
     for name in PRINCIPALS:
         p = principal_for(name)
@@ -345,6 +347,34 @@ def test_imported_customers_and_what_is_logged_on_them(world: World, tmp_path: A
                           next_follow_up_at=now)
     lead = assert_exact()["lead"]
     assert lead["stages"]["initial"] == (4, Decimal("2020.00"))
+
+
+def test_generated_care_tasks_and_imported_contacts_carry_the_manager(world: World, tmp_path: Any) -> None:
+    from crm_admin.care.models import CustomerCare
+    from crm_admin.care.service import create_plan_tasks, scan_birthdays
+    from crm_admin.contacts.importing import SPEC
+    from crm_admin.contacts.models import Linkman
+    from crm_admin.imports import runner
+    from tests.imports.jobs import workbook
+
+    today = local_today()
+    with acting_as(SYSTEM), db.transaction() as s:
+        s.execute(update(Linkman).where(Linkman.id == world.row("mgr_a", "linkman")).values(
+            birthday=dt.date(1990, today.month, min(today.day, 28)), birthday_md=today.month * 100 + min(today.day, 28)))
+    with acting_as(SYSTEM), db.transaction() as s:
+        assert scan_birthdays(s, today.replace(day=min(today.day, 28))) == 1
+        assert create_plan_tasks(s, today) == 3  # the world's plans are due today
+    p = principal_for("mgr_b")
+    path = tmp_path / "contacts.xlsx"
+    path.write_bytes(workbook(["客户名称", "姓名", "手机"], [["客户mgr_b有限公司", "导入联系人", "13900000012"]]))
+    job = runner.start_job(SPEC, p, Actor(p.id, p.username), path=str(path), filename="联系人.xlsx", run_async=False)
+    runner.apply_job(job, p, Actor(p.id, p.username), run_async=False)
+    assert job.status == "done" and job.created == 1, job.message
+    with db.session_factory()() as s:
+        for model in (CustomerCare, Linkman):
+            assert s.execute(select(func.count()).select_from(model).where(
+                model.customer_manager_id.is_(None))).scalar_one() == 0
+    assert_exact()
 
 
 @pytest.mark.cli_command("manager-copies")
