@@ -26,6 +26,8 @@ def verify() -> None:
         report = verify_chain(conn)
     click.echo(describe_problem(report), err=not report.intact)
     click.echo(describe_tail(report), err=report.sealing_stalled)
+    if report.sealing_stalled:
+        click.echo("立即封存:crm-admin audit seal", err=True)
     if not report.intact:
         sys.exit(1)
     if report.sealing_stalled:

@@ -431,7 +431,7 @@ def describe_problem(report: ChainReport) -> str:
 
 
 def describe_head(report: ChainReport) -> str:
-    return _("哈希链:已封存 {n} 条记录(完整校验:crm-admin audit verify)。").format(n=report.head_seq)
+    return _("哈希链:已封存 {n} 条记录(逐条完整校验在服务器上运行,见说明文档)。").format(n=report.head_seq)
 
 
 def describe_tail(report: ChainReport) -> str:
@@ -443,7 +443,7 @@ def describe_tail(report: ChainReport) -> str:
     text = _("未封存的尾部:{n} 条记录,最早的写于 {age}前(封存任务每隔几秒把新记录接入哈希链)。").format(
         n=report.unsealed, age=_duration(seconds))
     if report.sealing_stalled:
-        text += _("超过 {minutes} 分钟仍未封存:封存任务没有运行,请检查定时任务(或运行 crm-admin audit seal)。").format(
+        text += _("超过 {minutes} 分钟仍未封存:封存任务没有运行,请检查定时任务。").format(
             minutes=int(SEAL_STALE_AFTER.total_seconds() // 60))
     return text
 
