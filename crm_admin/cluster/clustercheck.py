@@ -3,7 +3,8 @@
 A TCP check (or HAProxy's ``mysql-check``) passes for a node that is still joining, is a blocked SST
 donor, or sits in a non-primary component after a network split — every one of them refuses or
 stalls the app's queries. This responder asks the node itself (``wsrep_local_state`` = 4 Synced,
-``wsrep_ready`` = ON, ``wsrep_cluster_status`` = Primary) on every check. Run one beside every
+``wsrep_ready`` = ON, ``wsrep_cluster_status`` = Primary; with ``--available-when-donor`` also
+2 Donor, which IST and mariabackup SST do not block) on every check. Run one beside every
 database server::
 
     python -m crm_admin.cluster.clustercheck --socket /run/mysqld/mysqld.sock --port 9200
@@ -58,16 +59,20 @@ class NodeProbe:
             self._conn = None
 
 
-def is_available(state: dict[str, str]) -> bool:
-    return (state.get("wsrep_local_state") == "4" and state.get("wsrep_ready") == "ON"
+def is_available(state: dict[str, str], *, when_donor: bool = False) -> bool:
+    """Synced, ready and in the primary component; with ``when_donor`` also while it serves a state
+    transfer (2 Donor/Desynced) — right for IST and for mariabackup SST, which do not block the donor,
+    wrong for rsync SST, which holds a global read lock."""
+    states = ("4", "2") if when_donor else ("4",)
+    return (state.get("wsrep_local_state") in states and state.get("wsrep_ready") == "ON"
             and state.get("wsrep_cluster_status") == "Primary")
 
 
-def make_handler(probe: NodeProbe) -> type[BaseHTTPRequestHandler]:
+def make_handler(probe: NodeProbe, *, when_donor: bool = False) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state = probe.state()
-            ok = is_available(state)
+            ok = is_available(state, when_donor=when_donor)
             body = (("Galera node is synced.\n" if ok else "Galera node is not synced.\n")
                     + "".join(f"{k}={v}\n" for k, v in sorted(state.items()))).encode()
             self.send_response(200 if ok else 503)
@@ -94,10 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--password", default="")
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--available-when-donor", action="store_true",
+                        help="a donor stays in the pool (only with mariabackup SST: rsync SST blocks the donor)")
     args = parser.parse_args(argv)
     probe = NodeProbe(socket=args.socket, host=args.host, port=args.db_port, user=args.user,
                       password=args.password)
-    server = ThreadingHTTPServer((args.bind, args.port), make_handler(probe))
+    server = ThreadingHTTPServer((args.bind, args.port), make_handler(probe, when_donor=args.available_when_donor))
     server.daemon_threads = True
     try:
         server.serve_forever()

@@ -38,7 +38,7 @@ from typing import Any
 import pymysql
 
 from crm_admin.cluster import local
-from crm_admin.cluster.load import Recorder, Writer, run_users, summarize
+from crm_admin.cluster.load import Recorder, Sample, Writer, run_users, summarize
 from crm_admin.perf.generate import admin_username, manager_username
 
 DRILLS = ("writer-kill", "app-kill", "restart-all", "backup")
@@ -187,10 +187,8 @@ class Drill:
 
     def report(self, writer: Writer, failure_at: float, end: float) -> dict[str, Any]:
         samples = self.rec.samples
-        fails = [s for s in samples if not s.ok and s.start >= failure_at - 1]
-        window = (max(s.start + s.seconds for s in fails) - min(s.start for s in fails)) if fails else 0.0
-        write_fails = [s for s in fails if s.name.startswith("write:")]
-        write_window = (max(s.start + s.seconds for s in write_fails) - min(s.start for s in write_fails)) if write_fails else 0.0
+        bursts = error_bursts([s for s in samples if not s.ok])
+        write_bursts = error_bursts([s for s in samples if not s.ok and s.name.startswith("write:")])
         steady_from = failure_at + 20
         return {
             "drill": self.label, "run_id": self.run_id, "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -199,7 +197,8 @@ class Drill:
             "around_failure": summarize(samples, failure_at, min(end, failure_at + 20)),
             "after_failure": summarize(samples, steady_from, end) if end > steady_from else None,
             "whole_run": summarize(samples, 0, end),
-            "error_window_s": round(window, 2), "write_error_window_s": round(write_window, 2),
+            "error_bursts": bursts, "error_window_s": max((b["seconds"] for b in bursts), default=0.0),
+            "write_error_window_s": max((b["seconds"] for b in write_bursts), default=0.0),
             "writes": {"sent": writer.sent, "acknowledged": writer.acked,
                        "failed": sum(1 for s in samples if s.name.startswith("write:") and not s.ok)},
             "failures": [{"t": round(s.start, 2), "seconds": round(s.seconds, 2), "request": s.name, "error": s.error}
@@ -208,6 +207,22 @@ class Drill:
             "scheduler": check_scheduler(self.paths),
             "cluster_after": local.status_data(),
         }
+
+
+def error_bursts(fails: list[Sample], gap: float = 5.0) -> list[dict[str, Any]]:
+    """Failed requests grouped into bursts (less than ``gap`` seconds apart): from the start of the
+    first to the end of the last failed request of each burst."""
+    bursts: list[dict[str, Any]] = []
+    for s in sorted(fails, key=lambda f: f.start):
+        end = s.start + s.seconds
+        if bursts and s.start - bursts[-1]["_end"] < gap:
+            b = bursts[-1]
+            b["_end"] = max(b["_end"], end)
+            b["failed"] += 1
+        else:
+            bursts.append({"from": round(s.start, 2), "_end": end, "failed": 1})
+    return [{"from": b["from"], "to": round(b["_end"], 2), "seconds": round(b["_end"] - b["from"], 2),
+             "failed": b["failed"]} for b in bursts]
 
 
 def _machine() -> dict[str, Any]:
@@ -397,6 +412,10 @@ def write_report(paths: local.Paths, data: dict[str, Any], out: Path | None) -> 
     return path
 
 
+def _bursts_text(bursts: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{b['from']}–{b['to']} s ({b['failed']} failed)" for b in bursts) or "none"
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [f"# Cluster drill: {data['drill']} ({data.get('when', '')})", ""]
     if data["drill"] == "scale":
@@ -411,7 +430,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [f"- users: {data['users']} (3–7 s think time) + 1 writer; machine: {data['machine']['cpu']}, "
               f"{data['machine']['cores']} cores",
               f"- acknowledged writes: {c['acknowledged']} ({c['by_kind']}); **lost: {c['lost']}**",
-              f"- error window: {data['error_window_s']} s (writes: {data['write_error_window_s']} s); "
+              f"- longest error burst: {data['error_window_s']} s (writes: {data['write_error_window_s']} s); bursts: "
+              f"{_bursts_text(data['error_bursts'])}; "
               f"writes failed: {data['writes']['failed']} of {data['writes']['sent']}",
               f"- scheduler: {'ok' if data['scheduler']['ok'] else 'PROBLEM'} "
               f"(duplicate successful runs: {data['scheduler']['days_with_two_successful_runs']}, duplicate care tasks: "

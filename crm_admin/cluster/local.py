@@ -250,7 +250,9 @@ def wait_for(what: str, check: Any, timeout: float, *, interval: float = 0.5) ->
 # ----- database nodes ----------------------------------------------------------------------------
 
 def sst_method() -> str:
-    return os.environ.get("CRM_CLUSTER_SST", "rsync")
+    """mariabackup when installed (the donor keeps serving), else rsync (the donor is read-locked)."""
+    default = "mariabackup" if shutil.which("mariadb-backup") and shutil.which("socat") else "rsync"
+    return os.environ.get("CRM_CLUSTER_SST", default)
 
 
 def db_user() -> str | None:
@@ -498,8 +500,9 @@ def database_url(paths: Paths, *, port: int = MYSQL_FRONT) -> str:
 def start_check(paths: Paths, node: DbNode) -> None:
     if read_pid(paths.check_pid(node)) is not None:
         return
+    donor = ["--available-when-donor"] if sst_method() == "mariabackup" else []
     spawn([sys.executable, "-m", "crm_admin.cluster.clustercheck", "--socket", str(paths.socket(node)),
-           "--port", str(node.check_port)], log=paths.node(node) / "clustercheck.log",
+           "--port", str(node.check_port), *donor], log=paths.node(node) / "clustercheck.log",
           pidfile=paths.check_pid(node), env=_python_env(), cwd=paths.node(node))
 
 
@@ -606,13 +609,17 @@ def haproxy_stats(paths: Paths) -> list[dict[str, str]]:
 
 
 def current_writer(paths: Paths) -> DbNode | None:
-    """The database node HAProxy sends new connections to: the stuck one, else the first one up."""
+    """The database node that takes the writes: the one up with the app's connections, else the one
+    the stick table names, else the first one up."""
     try:
         rows = [r for r in haproxy_stats(paths) if r["pxname"] == "mysql" and r["svname"].startswith("node")]
         table = haproxy_command(paths, "show table mysql")
     except Exception:
         return None
     up = {r["svname"]: r for r in rows if r["status"].startswith("UP")}
+    busiest = max(up.values(), key=lambda r: int(r["scur"] or 0), default=None)
+    if busiest is not None and int(busiest["scur"] or 0) > 0:
+        return DbNode(int(busiest["svname"][4:]))
     stuck = re.search(r"server_id=(\d+)", table)
     if stuck:
         for r in rows:
