@@ -12,6 +12,13 @@ is that old), every database other than
 MariaDB/MySQL (SQLite has no such time), and every number none of whose tables shows a time (TiDB
 answers the query but leaves ``UPDATE_TIME`` empty). Only numbers of the unscoped (everyone's) view are kept:
 they are the same for every administrator.
+
+On a MariaDB Galera cluster the time moves on every node, not only on the one that took the write:
+each node's applier commits the replicated rows through InnoDB, which stamps the table (checked on
+the three-node cluster of ``scripts/cluster.sh``: a write through node 1 showed the same new time on
+nodes 2 and 3 within the second; ``tests/cluster`` checks it again). After a fail-over the app reads
+another node's times, which differ from the ones it kept (or are NULL after that node restarted):
+the numbers are counted again, never served stale.
 """
 
 from __future__ import annotations
