@@ -176,6 +176,7 @@ class Writer:
         self.username, self.admin_user, self.customers = username, admin_user, customers
         self.transfer, self.care_type = transfer, care_type
         self.seq = 0
+        self.owner = 1  # which of transfer["managers"] has the customer now (index; set up with the second)
         self.acked = 0
         self.sent = 0
 
@@ -211,6 +212,9 @@ class Writer:
                         "/admin/care/manual", data=body, headers={"X-CSRF-Token": token}), _acknowledged)
                 else:
                     reply = await self._transfer(admin_http, admin_token, marker)
+                    if reply is not None and (_acknowledged(reply) or reply.status_code == 400):
+                        # moved (or, on a refusal, already moved by a write whose answer was lost)
+                        self.owner = 1 - self.owner
                 if reply is not None and _acknowledged(reply):
                     self._ack(kind, marker, start)
                 await asyncio.sleep(pause)
@@ -219,7 +223,7 @@ class Writer:
         """Move the drill's customer to the other manager (the version read from the form page)."""
         t = self.transfer
         cid = t["customer_id"]
-        target = t["managers"][self.seq // 4 % 2]
+        target = t["managers"][1 - self.owner]
         page = await self.rec.call("transfer_form", http.get(f"/admin/transfer?customer_id={cid}"), _ok200)
         match = re.search(rf'name="version_{cid}" value="(\d+)"', page.text if page is not None else "")
         if match is None:

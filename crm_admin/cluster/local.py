@@ -289,6 +289,7 @@ def write_cnf(paths: Paths, node: DbNode) -> None:
         f"ist.recv_addr={HOST}:{node.ist_port}",
         "gcache.size=256M",
         "pc.recovery=TRUE",
+        "gcache.recover=yes",  # after a crash the gcache still serves IST to the nodes that rejoin
         "evs.suspect_timeout=PT3S", "evs.inactive_timeout=PT6S", "evs.install_timeout=PT6S",
     ])
     sst_auth = f"wsrep_sst_auth=root:{paths.secret('db_root_password')}\n" if sst_method() == "mariabackup" else ""
@@ -373,18 +374,21 @@ def set_safe_to_bootstrap(paths: Paths, node: DbNode) -> None:
     path.write_text(re.sub(r"safe_to_bootstrap:\s*\d", "safe_to_bootstrap: 1", text))
 
 
-def recovered_seqno(paths: Paths, node: DbNode) -> int:
-    """The last committed position of a stopped node (``mariadbd --wsrep-recover``)."""
-    seqno = int(grastate(paths, node).get("seqno", "-1") or -1)
+def recovered_position(paths: Paths, node: DbNode) -> tuple[str, int]:
+    """The last committed position (uuid, seqno) of a stopped node: from ``grastate.dat`` after an
+    orderly shutdown, else from InnoDB (``mariadbd --wsrep-recover``, what ``galera_recovery`` does)."""
+    state = grastate(paths, node)
+    seqno = int(state.get("seqno", "-1") or -1)
     if seqno >= 0:
-        return seqno
+        return state.get("uuid", ""), seqno
     log = paths.node(node) / "recover.log"
     log.unlink(missing_ok=True)
+    give_to_db_user(paths.node(node))
     subprocess.run([MARIADBD, f"--defaults-file={paths.cnf(node)}", "--wsrep-recover",  # nosec B603
                     f"--log-error={log}"], check=False, timeout=120,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    found = re.findall(r"Recovered position: [0-9a-f-]+:(-?\d+)", log.read_text() if log.exists() else "")
-    return int(found[-1]) if found else -1
+    found = re.findall(r"Recovered position: ([0-9a-f-]+):(-?\d+)", log.read_text() if log.exists() else "")
+    return (found[-1][0], int(found[-1][1])) if found else ("", -1)
 
 
 def initialized(paths: Paths, node: DbNode) -> bool:
@@ -401,8 +405,11 @@ def install_db(paths: Paths, node: DbNode) -> None:
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_db(paths: Paths, node: DbNode, *, bootstrap: bool = False) -> None:
-    """Start ``node`` (the first node of a new cluster with ``bootstrap``) and wait until it is Synced."""
+def start_db(paths: Paths, node: DbNode, *, bootstrap: bool = False, position: tuple[str, int] | None = None) -> None:
+    """Start ``node`` (the first node of a new cluster with ``bootstrap``) and wait until it is Synced.
+
+    ``position``: the node's recovered position after a crash, passed on as ``--wsrep-start-position``
+    so that it bootstraps with, or joins from, what it really has (IST instead of a full copy)."""
     if node_pid(paths, node) is not None:
         return
     paths.node(node).mkdir(parents=True, exist_ok=True)
@@ -412,6 +419,8 @@ def start_db(paths: Paths, node: DbNode, *, bootstrap: bool = False) -> None:
     argv = [MARIADBD, f"--defaults-file={paths.cnf(node)}"]
     if bootstrap:
         argv.append("--wsrep-new-cluster")
+    if position and position[0] and position[1] >= 0:
+        argv.append(f"--wsrep-start-position={position[0]}:{position[1]}")
     say(f"  {node.name}: starting mariadbd on {HOST}:{node.port}" + (" (bootstrapping the cluster)" if bootstrap else ""))
     pid = spawn(argv, log=paths.node(node) / "mariadbd.out")
     wait_for(f"{node.name} to be Synced (see {paths.errlog(node)})",
@@ -439,36 +448,38 @@ def running_primary(paths: Paths) -> DbNode | None:
     return None
 
 
-def choose_bootstrap(paths: Paths) -> DbNode:
-    """The node a stopped cluster restarts from: the one marked safe, else the most advanced one."""
+def choose_bootstrap(paths: Paths) -> tuple[DbNode, dict[DbNode, tuple[str, int]]]:
+    """The node a stopped cluster restarts from: the one marked safe, else the most advanced one;
+    and every node's recovered position after a crash."""
     states = {node: grastate(paths, node) for node in DB_NODES if initialized(paths, node)}
     safe = [node for node, st in states.items() if st.get("safe_to_bootstrap") == "1"]
     if safe:
         say(f"  {safe[0].name} left the cluster last (safe_to_bootstrap: 1): it starts the cluster")
-        return safe[0]
-    positions = {node: recovered_seqno(paths, node) for node in states}
+        return safe[0], {}
+    positions = {node: recovered_position(paths, node) for node in states}
     say("  no node marked safe_to_bootstrap (the cluster stopped abruptly); recovered positions: "
-        + ", ".join(f"{n.name}={s}" for n, s in positions.items()))
-    best = max(positions, key=lambda n: (positions[n], -n.n))
+        + ", ".join(f"{n.name}={p[1]}" for n, p in positions.items()))
+    best = max(positions, key=lambda n: (positions[n][1], -n.n))
     set_safe_to_bootstrap(paths, best)
     say(f"  {best.name} is the most advanced: it starts the cluster")
-    return best
+    return best, positions
 
 
 def start_databases(paths: Paths) -> None:
     fresh = not any(initialized(paths, node) for node in DB_NODES)
     primary = running_primary(paths)
+    positions: dict[DbNode, tuple[str, int]] = {}
     if primary is None:
         if fresh:
             first = DB_NODES[0]
             install_db(paths, first)
         else:
-            first = choose_bootstrap(paths)
-        start_db(paths, first, bootstrap=True)
+            first, positions = choose_bootstrap(paths)
+        start_db(paths, first, bootstrap=True, position=positions.get(first))
         if fresh:
             create_accounts(paths, first)
     for node in DB_NODES:
-        start_db(paths, node)
+        start_db(paths, node, position=positions.get(node))
     wait_for("a cluster of 3 synced nodes",
              lambda: all(wsrep_status(paths, n).get("wsrep_cluster_size") == "3" and synced(paths, n)
                          for n in DB_NODES), BOOT_TIMEOUT)
@@ -541,8 +552,8 @@ listen mysql
 {db_servers}
 
 # The app: stateless nodes (the session is a signed cookie, scheduled jobs take database leases).
-# Only a refused connection is retried on another node; a request that reached a node is never
-# sent twice (a form post might have been saved).
+# Only a refused connection is retried, and on another node at once (redispatch on every retry);
+# a request that reached a node is never sent twice (a form post might have been saved).
 listen app
     bind {HOST}:{HTTP_FRONT}
     mode http
@@ -551,10 +562,11 @@ listen app
     option httpchk GET /healthz
     http-check expect status 200
     retry-on conn-failure
+    option redispatch 1
     timeout client 60s
     timeout server 60s
     timeout http-keep-alive 10s
-    default-server inter 1s fastinter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
+    default-server inter 1s fastinter 500ms fall 2 rise 2
 {app_servers}
 
 listen stats
