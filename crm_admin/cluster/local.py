@@ -742,6 +742,8 @@ def stop_app(paths: Paths, app: AppNode) -> bool:
 def up(apps: int | None = None) -> None:
     paths = Paths(cluster_dir())
     paths.root.mkdir(parents=True, exist_ok=True)
+    if db_user() not in (None, "root"):  # the server's account must reach its data directory (mktemp -d is 0700)
+        paths.root.chmod(paths.root.stat().st_mode | 0o711)
     nodes = app_nodes(apps)
     (paths.root / "apps").write_text(str(len(nodes)))
     say(f"Starting the crm-admin cluster in {paths.root}")
