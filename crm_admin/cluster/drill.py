@@ -368,6 +368,7 @@ async def scale(paths: local.Paths, *, users: int, seconds: float, think: tuple[
     for app in apps:
         local.wait_app(paths, app)
     local.start_haproxy(paths, apps)
+    (paths.root / "apps").write_text("3")
     setup = writer_setup(paths)
     results = {}
     for count in (1, 2, 3):

@@ -284,6 +284,7 @@ def give_to_db_user(path: Path) -> None:
 
 def write_cnf(paths: Paths, node: DbNode) -> None:
     members = ",".join(f"{HOST}:{n.group_port}" for n in DB_NODES)
+    (paths.node(node) / "tmp").mkdir(parents=True, exist_ok=True)  # own tmpdir: temporary tables of one server only
     options = ";".join([
         f"gmcast.listen_addr=tcp://{HOST}:{node.group_port}",
         f"ist.recv_addr={HOST}:{node.ist_port}",
@@ -307,6 +308,7 @@ collation-server=utf8mb4_unicode_ci
 innodb_buffer_pool_size=64M
 innodb_log_file_size=48M
 default_storage_engine=InnoDB
+tmpdir={paths.node(node) / "tmp"}
 binlog_format=ROW
 innodb_autoinc_lock_mode=2
 max_connections=300
@@ -519,7 +521,8 @@ def start_check(paths: Paths, node: DbNode) -> None:
 
 def haproxy_config(paths: Paths, apps: list[AppNode]) -> str:
     db_servers = "\n".join(
-        f"    server {n.name} {HOST}:{n.port} check port {n.check_port}" + ("" if i == 0 else " backup")
+        f"    server {n.name} {HOST}:{n.port} check port {n.check_port}"
+        + (" on-marked-up shutdown-backup-sessions" if i == 0 else " backup")
         for i, n in enumerate(DB_NODES))
     app_servers = "\n".join(f"    server {a.name} {HOST}:{a.port} check" for a in apps)
     return f"""# The local crm-admin cluster's load balancer (written by scripts/cluster.sh)
@@ -537,8 +540,11 @@ defaults
 # up only while its health responder says Synced (a joining node, a blocked donor or a node cut off
 # from the majority is out); when the writer goes down its connections are cut at once
 # (shutdown-sessions) so the app reconnects to the next one instead of waiting on a dead socket.
-# The stick table keeps the current writer after the old one comes back (no fail-back: that would
-# briefly have two writers).
+# When the first node is back, the stand-by's connections are cut as well (shutdown-backup-sessions):
+# new connections go to the first node again, and a pooled connection left on the stand-by would
+# make a second writer (Galera aborts one of two conflicting transactions: error 1213). A stick
+# table did not prevent that here (HAProxy 2.6: the table named the stand-by, new connections still
+# went to the first node once it was up).
 listen mysql
     bind {HOST}:{MYSQL_FRONT}
     mode tcp
@@ -546,8 +552,6 @@ listen mysql
     timeout server 8h
     option httpchk GET /
     http-check expect status 200
-    stick-table type integer size 1 expire 24d
-    stick on int(1)
     default-server inter 1s fastinter 500ms downinter 2s fall 2 rise 3 on-marked-down shutdown-sessions
 {db_servers}
 
@@ -622,21 +626,15 @@ def haproxy_stats(paths: Paths) -> list[dict[str, str]]:
 
 def current_writer(paths: Paths) -> DbNode | None:
     """The database node that takes the writes: the one up with the app's connections, else the one
-    the stick table names, else the first one up."""
+    HAProxy would choose (the first node, else the first backup up)."""
     try:
         rows = [r for r in haproxy_stats(paths) if r["pxname"] == "mysql" and r["svname"].startswith("node")]
-        table = haproxy_command(paths, "show table mysql")
     except Exception:
         return None
     up = {r["svname"]: r for r in rows if r["status"].startswith("UP")}
     busiest = max(up.values(), key=lambda r: int(r["scur"] or 0), default=None)
     if busiest is not None and int(busiest["scur"] or 0) > 0:
         return DbNode(int(busiest["svname"][4:]))
-    stuck = re.search(r"server_id=(\d+)", table)
-    if stuck:
-        for r in rows:
-            if r["sid"] == stuck.group(1) and r["svname"] in up:
-                return DbNode(int(r["svname"][4:]))
     for r in rows:
         if r["svname"] in up and r["bck"] == "0":
             return DbNode(int(r["svname"][4:]))
@@ -804,6 +802,14 @@ def destroy() -> None:
         say(f"Removed {paths.root}")
 
 
+def configured_apps(paths: Paths) -> int:
+    """How many app nodes the last ``up`` (or scale drill) put behind the balancer."""
+    try:
+        return int((paths.root / "apps").read_text())
+    except (OSError, ValueError):
+        return app_count()
+
+
 def status_data() -> dict[str, Any]:
     paths = Paths(cluster_dir())
     writer = current_writer(paths) if read_pid(paths.haproxy_pid) else None
@@ -818,7 +824,7 @@ def status_data() -> dict[str, Any]:
         })
     states = app_states(paths)
     apps = [{"app": a.name, "port": a.port, "pid": read_pid(paths.app_pid(a)), "lb": states.get(a.name, "-")}
-            for a in app_nodes(3) if paths.app(a).exists()]
+            for a in app_nodes(configured_apps(paths)) if paths.app(a).exists()]
     return {"dir": str(paths.root), "haproxy": read_pid(paths.haproxy_pid), "writer": writer.name if writer else None,
             "nodes": nodes, "apps": apps, "url": f"http://{HOST}:{HTTP_FRONT}/admin/"}
 
