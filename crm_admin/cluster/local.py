@@ -605,7 +605,10 @@ def start_haproxy(paths: Paths, apps: list[AppNode]) -> None:
         f"statistics http://{HOST}:{STATS_PORT}/")
     subprocess.run([haproxy_bin(), "-D", "-f", str(paths.haproxy_cfg)],  # nosec B603
                    check=True)
-    wait_for("haproxy to see a synced writer", lambda: current_writer(paths) is not None, 30)
+    # servers count as up before their first check: wait for the checks themselves
+    wait_for("haproxy to check the database nodes", lambda: all(
+        r["check_status"] == "L7OK" for r in haproxy_stats(paths)
+        if r["pxname"] == "mysql" and r["svname"].startswith("node")), 30)
 
 
 def haproxy_stats(paths: Paths) -> list[dict[str, str]]:
@@ -751,7 +754,11 @@ def up(apps: int | None = None) -> None:
     start_haproxy(paths, nodes)
     first_time = not (paths.root / "cli" / "prepared").exists()
     say("  database: migrating and seeding (crm-admin migrate, crm-admin seed)")
-    crm_admin(paths, "migrate")
+    for attempt in range(5):  # the front may still be settling right after the nodes joined
+        done = crm_admin(paths, "migrate", check=attempt == 4)
+        if done.returncode == 0:
+            break
+        time.sleep(2)
     crm_admin(paths, "seed")
     (paths.root / "cli" / "prepared").write_text("1")
     for app in nodes:
@@ -854,6 +861,6 @@ def _errors() -> Iterator[None]:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as exc:
-        print(f"error: {' '.join(map(str, exc.cmd))} failed (exit {exc.returncode})\n{exc.stderr or ''}",
-              file=sys.stderr)
+        output = "\n".join(str(part)[-3000:] for part in (exc.stdout, exc.stderr) if part)
+        print(f"error: {' '.join(map(str, exc.cmd))} failed (exit {exc.returncode})\n{output}", file=sys.stderr)
         sys.exit(1)
