@@ -50,7 +50,7 @@ NODE4 = local.DbNode(4)
 def ensure_data(paths: local.Paths, scale: float) -> None:
     """The generated users and customers the load signs in as (``crm-admin generate``), once."""
     node = first_synced(paths)
-    rows = local.mysql(paths, node, f"SELECT COUNT(*) FROM `{local.DB_NAME}`.sys_user WHERE username = 'mgr001'")
+    rows = db_rows(paths, node, "SELECT COUNT(*) FROM sys_user WHERE username = %s", manager_username(1))
     if rows and rows[0][0]:
         return
     local.say(f"  generating test data (crm-admin generate --scale {scale}) …")
@@ -64,12 +64,12 @@ def first_synced(paths: local.Paths) -> local.DbNode:
     raise local.ClusterError("no synced database node")
 
 
-def db_rows(paths: local.Paths, node: local.DbNode, sql: str) -> list[tuple[Any, ...]]:
+def db_rows(paths: local.Paths, node: local.DbNode, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     conn = pymysql.connect(unix_socket=str(paths.socket(node)), user="root", database=local.DB_NAME,
                            connect_timeout=5, read_timeout=60, autocommit=True)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, args or None)
             return list(cur.fetchall())
     finally:
         conn.close()
@@ -80,11 +80,11 @@ def writer_setup(paths: local.Paths) -> dict[str, Any]:
     managers by the administrator, and a care type."""
     node = first_synced(paths)
     manager = manager_username(1)
-    (uid,), = db_rows(paths, node, f"SELECT id FROM sys_user WHERE username = '{manager}'")
-    customers = [r[0] for r in db_rows(paths, node, f"SELECT id FROM customer WHERE manager_id = {uid} ORDER BY id LIMIT 50")]
-    others = [r[0] for r in db_rows(paths, node, f"SELECT id FROM sys_user WHERE username IN ('{manager_username(2)}', "
-                                                f"'{manager_username(3)}') ORDER BY username")]
-    (moved,), = db_rows(paths, node, f"SELECT MIN(id) FROM customer WHERE manager_id = {others[0]}")
+    (uid,), = db_rows(paths, node, "SELECT id FROM sys_user WHERE username = %s", manager)
+    customers = [r[0] for r in db_rows(paths, node, "SELECT id FROM customer WHERE manager_id = %s ORDER BY id LIMIT 50", uid)]
+    others = [r[0] for r in db_rows(paths, node, "SELECT id FROM sys_user WHERE username IN (%s, %s) ORDER BY username",
+                                    manager_username(2), manager_username(3))]
+    (moved,), = db_rows(paths, node, "SELECT MIN(id) FROM customer WHERE manager_id = %s", others[0])
     (care_type,), = db_rows(paths, node, "SELECT value FROM dict_item WHERE type_code = 'care_type' AND is_active = 1 "
                                          "ORDER BY sort, id LIMIT 1")
     managers = int(db_rows(paths, node, "SELECT COUNT(*) FROM sys_user WHERE username LIKE 'mgr%'")[0][0])
@@ -105,10 +105,10 @@ def check_writes(paths: local.Paths, run_id: str, acked_log: Path) -> dict[str, 
         if not (local.node_pid(paths, node) and local.synced(paths, node)):
             continue
         found: set[str] = set()
-        for sql in (f"SELECT content FROM follow_up WHERE content LIKE '{like}'",
-                    f"SELECT feedback FROM customer_care WHERE feedback LIKE '{like}'",
-                    f"SELECT reason FROM customer_transfer WHERE reason LIKE '{like}'"):
-            found.update(str(r[0]) for r in db_rows(paths, node, sql))
+        for sql in ("SELECT content FROM follow_up WHERE content LIKE %s",
+                    "SELECT feedback FROM customer_care WHERE feedback LIKE %s",
+                    "SELECT reason FROM customer_transfer WHERE reason LIKE %s"):
+            found.update(str(r[0]) for r in db_rows(paths, node, sql, like))
         missing = [a["marker"] for a in acked if a["marker"] not in found]
         result["nodes"][node.name] = {"found": len(found), "missing": len(missing), "missing_markers": missing[:20],
                                       "unacknowledged_but_saved": len(found - {a["marker"] for a in acked})}
