@@ -307,11 +307,12 @@ async def backup_restore(d: Drill) -> None:
         raise local.ClusterError("mariadb-backup is not installed (apt-get install -y mariadb-backup)")
     d.event(f"mariadb-backup --backup of {source.name} (hot, --galera-info) while the load runs")
     started = time.monotonic()
-    await _in_thread(_run, [tool, "--backup", f"--socket={paths.socket(source)}", "--user=root",
+    await _in_thread(_run, [tool, f"--defaults-file={paths.cnf(source)}", "--backup",
+                            f"--socket={paths.socket(source)}", "--user=root",
                             f"--target-dir={target}", "--galera-info"], paths.root / "backup" / f"{d.run_id}-backup.log")
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     d.event(f"backup done ({time.monotonic() - started:.1f} s, {size / 1e6:.0f} MB); --prepare")
-    await _in_thread(_run, [tool, "--prepare", f"--target-dir={target}"], paths.root / "backup" / f"{d.run_id}-prepare.log")
+    await _in_thread(_run, [tool, "--no-defaults", "--prepare", f"--target-dir={target}"], paths.root / "backup" / f"{d.run_id}-prepare.log")
     galera_info = (target / "mariadb_backup_galera_info")
     if not galera_info.exists():
         galera_info = target / "xtrabackup_galera_info"
@@ -322,7 +323,9 @@ async def backup_restore(d: Drill) -> None:
         await _in_thread(local.stop_db, paths, NODE4)
         shutil.rmtree(node_dir)
     node_dir.mkdir(parents=True)
-    await _in_thread(_run, [tool, "--copy-back", f"--target-dir={target}", f"--datadir={paths.datadir(NODE4)}"],
+    local.write_cnf(paths, NODE4)  # the new node's own settings, never the machine's /etc/mysql
+    await _in_thread(_run, [tool, f"--defaults-file={paths.cnf(NODE4)}", "--copy-back", f"--target-dir={target}",
+                            f"--datadir={paths.datadir(NODE4)}"],
                      paths.root / "backup" / f"{d.run_id}-copy-back.log")
     # the restored node knows its position: it asks the cluster for the rest only (IST)
     (paths.datadir(NODE4) / "grastate.dat").write_text(
