@@ -205,8 +205,24 @@ class Drill:
                          for s in samples if not s.ok][:200],
             "check": check_writes(self.paths, self.run_id, self.acked_log),
             "scheduler": check_scheduler(self.paths),
+            "app_db_retries": app_retries(self.paths),
             "cluster_after": local.status_data(),
         }
+
+
+def app_retries(paths: local.Paths) -> dict[str, Any]:
+    """What each app node ran again since it started (``db_retries`` of ``/readyz``, where the app
+    reports it)."""
+    import urllib.request
+
+    out: dict[str, Any] = {}
+    for app in local.app_nodes(local.configured_apps(paths)):
+        try:
+            with urllib.request.urlopen(f"http://{local.HOST}:{app.port}/readyz", timeout=3) as reply:  # nosec B310
+                out[app.name] = json.loads(reply.read()).get("db_retries")
+        except Exception as exc:
+            out[app.name] = f"unavailable: {type(exc).__name__}"
+    return out
 
 
 def error_bursts(fails: list[Sample], gap: float = 5.0) -> list[dict[str, Any]]:
@@ -446,6 +462,7 @@ def markdown(data: dict[str, Any]) -> str:
         if r:
             lines.append(f"| {phase} | {r['seconds']} | {r['requests']} | {r['throughput_rps']} | {r['p50_ms']} | "
                          f"{r['p95_ms']} | {r['errors']} |")
+    lines += ["", f"Run again by the app (db_retries of /readyz, per app node): {data.get('app_db_retries')}"]
     lines += ["", "Events:", ""] + [f"- {e['t']} s: {e['event']}" for e in data["events"]]
     if data.get("failures"):
         lines += ["", "Failed requests (time since the load began):", ""] + [
