@@ -32,6 +32,7 @@ ALLOWED: dict[tuple[str, str | None], str] = {
     ("crm_admin/cli.py", "/admin/"): "the address the server prints for its operator",
     ("crm_admin/perf", None): "the benchmark is an HTTP client of a running server",
     ("crm_admin/cluster/load.py", None): "the cluster drills' load is an HTTP client of the load balancer",
+    ("crm_admin/cluster/local.py", "/admin/"): "the address the local cluster prints for its operator",
 }
 
 PY_LINK = re.compile(r"""(?:^|["'=])(/admin/[^"'\s]*)""")
