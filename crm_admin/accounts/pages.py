@@ -127,12 +127,17 @@ def _list_users() -> list[dict[str, Any]]:
     with session_factory()() as session:
         paths = dept_paths(session)
         roles = dict(session.execute(select(SysRole.code, SysRole.name)).tuples().all())
-        users = session.execute(select(SysUser).order_by(SysUser.id)).scalars().all()
+        roles_of = service.roles_of_users(session)  # one query, not one per user
+        users = session.execute(select(
+            SysUser.id, SysUser.username, SysUser.real_name, SysUser.dept_id, SysUser.is_active,
+            SysUser.locked_until, SysUser.last_login_at, SysUser.must_change_password,
+        ).order_by(SysUser.id)).all()
+        now = dt.datetime.now(dt.UTC)
         return [{
             "id": u.id, "username": u.username, "real_name": u.real_name,
             "dept": paths.get(u.dept_id or 0, ""), "is_active": u.is_active,
-            "roles": [roles.get(r, r) for r in service.user_roles(session, u.id)],
-            "locked": bool(u.locked_until and u.locked_until > dt.datetime.now(dt.UTC)),
+            "roles": "、".join(roles.get(r, r) for r in roles_of.get(u.id, ())),
+            "locked": bool(u.locked_until and u.locked_until > now),
             "last_login_at": u.last_login_at, "must_change_password": u.must_change_password,
         } for u in users]
 

@@ -325,7 +325,20 @@ def _is_last_admin(session: Session, user_id: int) -> bool:
 def user_roles(session: Session, user_id: int) -> list[str]:
     return [v1.removeprefix("role:") for v1 in session.execute(
         select(CasbinRule.v1).where(CasbinRule.ptype == "g", CasbinRule.v0 == user_subject(user_id))
+        .order_by(CasbinRule.v1)
     ).scalars()]
+
+
+def roles_of_users(session: Session) -> dict[int, list[str]]:
+    """Every user's role codes (as ``user_roles`` gives them), read at once for a list of users."""
+    out: dict[int, list[str]] = {}
+    rows = session.execute(select(CasbinRule.v0, CasbinRule.v1).where(CasbinRule.ptype == "g")
+                           .order_by(CasbinRule.v0, CasbinRule.v1)).tuples()
+    for subject, role in rows:
+        user_id = subject.removeprefix("u:")
+        if user_id.isdigit() and user_subject(int(user_id)) == subject:
+            out.setdefault(int(user_id), []).append(role.removeprefix("role:"))
+    return out
 
 
 _SAME_PASSWORD = "crm_same_password_rehashed"  # session.info: users whose hash was only re-made

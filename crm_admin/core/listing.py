@@ -15,6 +15,10 @@ row through Starlette's route search. ``CappedListMixin`` replaces ``list`` with
   ``(owner, sort column)`` index range, merged — and counts by those ranges, then reads the page's
   rows through the scope itself (``_per_owner_keys``); a team's list no longer sorts every record
   of every customer of the team;
+- for records whose scope goes through other tables and that carry no copy of the owner (order lines:
+  through their order's customer), sorted by the primary key, reads the table in key order and checks
+  each row against the scope until the page is full (``_walked_keys``, MariaDB, bounded), instead of
+  collecting every row of a team's scope and sorting them;
 - builds row URLs from one template per request (``CachedRowUrlsMixin``);
 - prepares the table's rows in Python (``list_rows``): the list template then only loops over plain
   values, instead of making ~20 awaited calls per row in Jinja's async mode (half of the page's CPU).
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
+import anyio
 from markupsafe import Markup, escape
 from sqladmin.helpers import get_object_identifier
 from sqladmin.pagination import Pagination
@@ -41,7 +46,7 @@ from starlette.requests import Request
 
 from crm_admin.core import sqladmin_compat as compat
 from crm_admin.core.export import list_statement
-from crm_admin.core.scope import owner_partition
+from crm_admin.core.scope import owner_partition, scope_clause
 from crm_admin.core.search import highlight
 
 # The request state that makes a view's ``list_query`` limit rows by the owner each names
@@ -102,6 +107,11 @@ def _indexed_per_owner(table: Any, owner: Any, sort: Any, pk: Any) -> bool:
     return False
 
 
+# Rows MariaDB counts as examined for each row a walk reads (the row, then its IN (subquery) look-ups
+# through the order and the customer): measured ~3–4 for order lines.
+_EXAMINED_PER_ROW = 4
+
+
 @dataclass
 class CappedPagination(Pagination):
     """A page whose ``count`` may be a lower bound (``count_capped``)."""
@@ -126,6 +136,10 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
     # pages up to this many rows deep.
     per_owner_max_owners: ClassVar[int] = 64
     per_owner_max_rows: ClassVar[int] = 200
+    # A limited scope reached through other tables, sorted by the primary key alone: find the page's
+    # keys by reading the table in key order, each row checked against the scope, examining at most
+    # this many rows (0: never). A view turns it on where its rows carry no copy of their owner.
+    walk_max_examined: ClassVar[int] = 0
 
     async def list(self, request: Request) -> Pagination:
         view = cast(Any, self)
@@ -179,7 +193,13 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
         page = min(max(page, 1), Pagination.max_page(count, page_size))
         offset = (page - 1) * page_size
         per_owner = self._per_owner_keys(request, by_owner, partition, offset, page_size)
-        if per_owner is not None:
+        walked = None if per_owner is not None else await self._walked_keys(request, stmt, count, offset, page_size)
+        if walked is not None:
+            ids = walked
+            rows = list(await compat.run_query(view, rows_stmt.where(pk_columns[0].in_(ids)))) if ids else []
+            position = {key: n for n, key in enumerate(ids)}
+            rows.sort(key=lambda row: position[getattr(row, pk_columns[0].key)])
+        elif per_owner is not None:
             ids = list(await compat.run_query(view, per_owner))
             rows = list(await compat.run_query(view, rows_stmt.where(pk_columns[0].in_(ids)))) if ids else []
             position = {key: n for n, key in enumerate(ids)}
@@ -244,6 +264,56 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
         merged = union_all(*branches).subquery()
         merged_order = [merged.c.k] if sort.name == pk.name else [merged.c.s, merged.c.k]
         return select(merged.c.k).order_by(*(order(c) for c in merged_order)).limit(page_size).offset(offset)
+
+    async def _walked_keys(self, request: Request, stmt: Select[Any], count: int, offset: int,
+                           page_size: int) -> builtins.list[Any] | None:
+        """The keys of the page, found by reading the table in primary-key order and checking each row
+        against the scope (``stmt`` itself: its scope, filters and sort) until the page is full. Without
+        that, MariaDB collects every row of the scope first — all order lines of all customers of a
+        team, ~94,000 for a team of 21 managers — and sorts them for a page of 20 (~220 ms; walking:
+        ~2 ms). Walking suits a scope that covers a fair share of the table; a sparse one would read
+        much of it, so it is not tried when the count says the page lies further than
+        ``walk_max_examined`` rows, and it stops there anyway; the list is then read as before (None). None too where it does not apply: turned off, not MariaDB, an unlimited scope,
+        a search, a sort by anything but the primary key, a page deeper than ``per_owner_max_rows``."""
+        view = cast(Any, self)
+        principal = getattr(request.state, "principal", None)
+        pk_columns = list(view.pk_columns)
+        expected = min(page_size, count - offset)
+        if (not self.walk_max_examined or principal is None or len(pk_columns) != 1 or expected <= 0
+                or offset + page_size > self.per_owner_max_rows or request.query_params.get("search")
+                or request.path_params.get("export_type")):
+            return None
+        if stmt._distinct or stmt._group_by_clauses or stmt._having_criteria:  # as _sort_keys
+            return None
+        pk = pk_columns[0]
+        keys = _sort_keys(stmt)
+        if not keys or any(column.name != pk.name or column.table is not pk.table for column, _ in keys):
+            return None
+        if scope_clause(view.model, principal, "list") is None:
+            return None  # every row is in scope: the database reads the first keys of the table anyway
+        keys_stmt = (stmt.with_only_columns(pk).limit(page_size).offset(offset)
+                     .suffix_with(f"ROWS EXAMINED {int(self.walk_max_examined)}", dialect="mysql"))
+
+        def walk() -> builtins.list[Any] | None:
+            with view.session_maker() as session:
+                conn = session.connection()
+                if not getattr(conn.dialect, "is_mariadb", False):
+                    return None
+                # the scope's share of the table (its count over the highest key) says how far the walk
+                # goes for this page: a sparse scope would hit the bound, so it is not tried at all
+                highest = int(session.execute(select(func.max(pk))).scalar() or 0)
+                if _EXAMINED_PER_ROW * (offset + page_size) * highest > self.walk_max_examined * count:
+                    return None
+                compiled = keys_stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+                # check each row's IN (subquery) as it is read, in key order, rather than joining the
+                # subquery's rows first (semi-join, materialization) and sorting the result
+                sql = f"SET STATEMENT optimizer_switch='semijoin=off,materialization=off' FOR {compiled}"
+                return [row[0] for row in conn.exec_driver_sql(sql, compiled.params)]
+
+        ids = await anyio.to_thread.run_sync(walk)
+        if ids is None or len(ids) < expected:  # stopped before the page was full: read as before
+            return None
+        return ids
 
     async def _filtered_query(self, request: Request) -> Select[Any]:
         """The list's statement with the request's filters, sort and search (as SQLAdmin builds it)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -189,3 +190,40 @@ def test_role_scope_select_is_chinese_and_bumps_policy(admin_client: Any) -> Non
     with db.session_factory()() as session:
         assert Gate.current_version(session.connection()) > version
         assert session.get(SysRole, role.id).data_scope == "dept"
+
+
+def test_user_list_shows_every_users_roles_in_a_fixed_number_of_statements(
+        admin_client: Any, make_user: Any) -> None:
+    from sqlalchemy import event
+
+    def list_statements() -> tuple[str, int]:
+        statements: list[str] = []
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            statements.append(statement)
+
+        engine = db.get_engine()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            page = admin_client.get("/admin/users")
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert page.status_code == 200
+        return page.text, len(statements)
+
+    make_user("rolesa", ["manager"])
+    admin_client.get("/admin/users")  # warm
+    _, few = list_statements()
+    make_user("rolesb", ["sales_lead", "manager"])
+    make_user("rolesc", [])
+    for n in range(5):
+        make_user(f"rolesx{n}", ["manager"])
+    admin_client.get("/admin/users")  # warm again: new users changed the policy version
+    html, many = list_statements()
+    assert many == few  # the roles of all users are read at once, not per user
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r'<tr data-username="([^"]+)">\s*<td>.*?</td><td>.*?</td><td>.*?</td>\s*<td>(.*?)</td>', html, re.S)}
+    assert rows["rolesa"] == "客户经理"
+    assert rows["rolesb"] == "客户经理、销售主管"  # in role-code order, as the edit form lists them
+    assert rows["rolesc"] == ""
+    assert rows["admin"] == "系统管理员"
