@@ -1,4 +1,5 @@
-"""performance: the audit analysis page counts from daily totals kept by the sealer
+"""performance: the audit analysis page counts from daily totals kept by the sealer; the churn
+analysis page counts churn alerts in one index
 
 Revision ID: 0018
 Revises: 0017
@@ -11,6 +12,12 @@ transaction (``core.audit.count_daily``), and the page adds the unsealed tail co
 
 The existing sealed rows are counted here, while holding the ``audit_seal`` row (a sealer running
 meanwhile waits, then goes on from the counted state).
+
+The churn analysis page (流失分析) counts alerts by status, level, reason, manager and month of
+handling: ``(customer_manager_id, status, risk_level, reason, handled_at)`` holds every column it
+reads, and a team's alerts are one range of it per manager (``by_customer_manager``) instead of a probe
+per customer of the team; ``(status, risk_level, reason, customer_manager_id, handled_at)`` gives
+everyone's lost (or closed) alerts as one range.
 """
 
 from collections.abc import Sequence
@@ -27,6 +34,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_churn_alert_customer_manager_id_status", "churn_alert",
+                    ["customer_manager_id", "status", "risk_level", "reason", "handled_at"])
+    op.create_index("ix_churn_alert_status_risk_level", "churn_alert",
+                    ["status", "risk_level", "reason", "customer_manager_id", "handled_at"])
     op.create_table(
         "audit_daily",
         sa.Column("day", sa.Date(), nullable=False),
@@ -80,5 +91,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_churn_alert_status_risk_level", table_name="churn_alert")
+    op.drop_index("ix_churn_alert_customer_manager_id_status", table_name="churn_alert")
     op.drop_table("audit_daily_user")
     op.drop_table("audit_daily")
