@@ -16,7 +16,7 @@ from sqlalchemy import Select, func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditLog
+from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditDailyUserTotal, AuditLog
 from crm_admin.core.audit import ChainReport, chain_status, describe_head, describe_tail
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today
 from crm_admin.core.i18n import Labels
@@ -207,7 +207,10 @@ def _daily_counts(session: Any, params: dict[str, str]) -> Counts:
     """The sealed rows' counts from ``audit_daily``/``audit_daily_user``, plus the unsealed tail."""
     by_user = bool((params.get("user") or "").strip())
     totals = (AuditDailyUser if by_user else AuditDaily).__table__
-    users = AuditDailyUser.__table__
+    # the per-user counts of a period filtered by nothing else come from the smaller table
+    unfiltered = not any((params.get(k) or "").strip() for k in ("action", "resource")) and \
+        params.get("success") not in ("0", "1")
+    users = (AuditDailyUserTotal if unfiltered else AuditDailyUser).__table__
     n = func.sum(totals.c.n)
     per_day: Counter[Any] = Counter()
     per_user: Counter[str] = Counter()

@@ -77,3 +77,15 @@ class AuditDailyUser(Base):
         Index("ix_audit_daily_user_user_id_day", "user_id", "day"),
         Index("ix_audit_daily_user_username_day", "username", "day"),
     )
+
+
+class AuditDailyUserTotal(Base):
+    """Per company day and user, every action together (the per-user counts of an unfiltered period:
+    a month is a few thousand rows here, tens of thousands in ``audit_daily_user``)."""
+
+    __tablename__ = "audit_daily_user_total"
+
+    day: Mapped[dt.date] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), primary_key=True, default="")
+    user_id: Mapped[int] = mapped_column(primary_key=True, default=0, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)

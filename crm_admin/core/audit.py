@@ -31,7 +31,7 @@ from crm_admin.db import Base, run_in_transaction, utcnow
 
 # Tables whose writes are bookkeeping rather than business changes.
 # Sign-in bookkeeping (sessions, lock-out counters) is audited as login/logout/lockout events instead.
-UNAUDITED_TABLES = {"audit_log", "audit_daily", "audit_daily_user", "job_run", "job_lease", "sys_meta", "sys_session", "login_guard"}
+UNAUDITED_TABLES = {"audit_log", "audit_daily", "audit_daily_user", "audit_daily_user_total", "job_run", "job_lease", "sys_meta", "sys_session", "login_guard"}
 # Columns whose changes alone do not make an audit row (they are audited semantically, or noise).
 QUIET_COLUMNS = {
     "updated_at", "created_at", "version", "failed_logins", "last_login_at", "last_login_ip",
@@ -298,8 +298,8 @@ def daily_key(row: Mapping[str, Any], offset: dt.timedelta | None = None) -> Dai
 
 
 def count_daily(db: Executor, rows: Iterable[Any]) -> None:
-    """Add ``rows`` (being sealed, in the sealing transaction) to ``audit_daily`` and
-    ``audit_daily_user``. Only sealers write these tables, one at a time (they queue on the
+    """Add ``rows`` (being sealed, in the sealing transaction) to ``audit_daily``,
+    ``audit_daily_user`` and ``audit_daily_user_total``. Only sealers write these tables, one at a time (they queue on the
     ``audit_seal`` row), so an insert-or-add per key is enough."""
     offset = local_now().utcoffset() or dt.timedelta(0)
     per_user = Counter(daily_key(row, offset) for row in rows)
@@ -310,8 +310,10 @@ def add_daily_counts(db: Executor, per_user: Mapping[DailyKey, int]) -> None:
     if not per_user:
         return
     totals: Counter[tuple[dt.date, str, str, bool]] = Counter()
-    for (day, _user, _uid, action, resource, success), n in per_user.items():
+    user_totals: Counter[tuple[dt.date, str, int]] = Counter()
+    for (day, user, uid, action, resource, success), n in per_user.items():
         totals[(day, action, resource, success)] += n
+        user_totals[(day, user, uid)] += n
     _upsert(db, "audit_daily", [
         {"day": day, "action": action, "resource": resource, "success": success, "n": n}
         for (day, action, resource, success), n in totals.items()])
@@ -319,6 +321,8 @@ def add_daily_counts(db: Executor, per_user: Mapping[DailyKey, int]) -> None:
         {"day": day, "username": user, "user_id": uid, "action": action, "resource": resource,
          "success": success, "n": n}
         for (day, user, uid, action, resource, success), n in per_user.items()])
+    _upsert(db, "audit_daily_user_total", [
+        {"day": day, "username": user, "user_id": uid, "n": n} for (day, user, uid), n in user_totals.items()])
 
 
 def _upsert(db: Executor, name: str, values: list[dict[str, Any]]) -> None:

@@ -101,7 +101,7 @@ def test_counts_equal_a_recount_before_and_after_sealing_and_after_writes() -> N
 
 
 def test_daily_totals_count_exactly_the_sealed_rows() -> None:
-    from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditLog
+    from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditDailyUserTotal, AuditLog
 
     _write(200, seed=3)
     _seal(limit=111)
@@ -110,6 +110,7 @@ def test_daily_totals_count_exactly_the_sealed_rows() -> None:
         assert sealed == 111
         assert conn.execute(select(func.sum(AuditDaily.n))).scalar() == 111
         assert conn.execute(select(func.sum(AuditDailyUser.n))).scalar() == 111
+        assert conn.execute(select(func.sum(AuditDailyUserTotal.n))).scalar() == 111
 
 
 @pytest.mark.parametrize("user", ["alice", "11"])
