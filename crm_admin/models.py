@@ -1,7 +1,7 @@
 """Imports every model so that metadata (Alembic, tests) sees the whole schema."""
 
 from crm_admin.accounts.models import CasbinRule, SysDept, SysMeta, SysRole, SysUser
-from crm_admin.audit.models import AuditLog
+from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditDailyUserTotal, AuditLog
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.churn.models import ChurnAlert, ChurnRule
 from crm_admin.contacts.models import Linkman
@@ -27,7 +27,7 @@ for _table in Base.metadata.tables.values():
     _table.kwargs.setdefault("mysql_engine", "InnoDB")
 
 __all__ = [
-    "AuditLog", "Base", "CarePlan", "CasbinRule", "ChurnAlert", "ChurnRule", "Customer",
+    "AuditDaily", "AuditDailyUser", "AuditDailyUserTotal", "AuditLog", "Base", "CarePlan", "CasbinRule", "ChurnAlert", "ChurnRule", "Customer",
     "CustomerCare", "CustomerOrder", "CustomerTransfer", "DictItem", "DictType", "FollowUp",
     "ImportChunk", "ImportJob", "JobLease", "JobRun", "Linkman", "OrderItem", "Product", "SalesOpportunity", "SysDept",
     "SysMeta", "SysRole", "SysUser",

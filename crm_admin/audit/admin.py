@@ -8,6 +8,7 @@ many rows wait for the sealing job (a warning when they have waited too long).
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Any
 
 import anyio
@@ -15,7 +16,7 @@ from sqlalchemy import Select, func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from crm_admin.audit.models import AuditLog
+from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditDailyUserTotal, AuditLog
 from crm_admin.core.audit import ChainReport, chain_status, describe_head, describe_tail
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today
 from crm_admin.core.i18n import Labels
@@ -145,27 +146,102 @@ def _analysis(params: dict[str, str]) -> dict[str, Any]:
     def rows(stmt: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in session.execute(apply_filters(stmt, params)).all()]
 
+    # one read transaction: the daily counts and the unsealed tail come from the same state (a sealing
+    # pass commits both the seal and the counts at once)
     with session_factory()() as session:
-        day = local_date_sql(AuditLog.occurred_at)  # the company's days
-        per_day = rows(select(day, func.count()).group_by(day).order_by(day))
-        per_user = rows(select(AuditLog.username, func.count()).group_by(AuditLog.username)
-                        .order_by(func.count().desc()).limit(20))
-        per_action = rows(select(AuditLog.action, func.count()).group_by(AuditLog.action)
-                          .order_by(func.count().desc()))
+        if (params.get("record") or "").strip():  # one record's rows: few, through its index
+            counts = _direct_counts(rows)
+        else:
+            counts = _daily_counts(session, params)
         failed = rows(select(AuditLog.username, AuditLog.ip, func.count(), func.max(AuditLog.occurred_at))
                       .where(AuditLog.action.in_(("login_failed", "lockout")))
                       .group_by(AuditLog.username, AuditLog.ip).order_by(func.count().desc()).limit(20))
-        top_resources = rows(select(AuditLog.resource, func.count()).where(AuditLog.resource != "")
-                             .group_by(AuditLog.resource).order_by(func.count().desc()).limit(15))
         denied = rows(select(AuditLog.username, AuditLog.resource, func.count())
                       .where(AuditLog.action == "permission_denied")
                       .group_by(AuditLog.username, AuditLog.resource).order_by(func.count().desc()).limit(20))
+    per_day, per_user, per_action, top_resources = counts
+
     def peak(values: list[tuple[Any, ...]], idx: int = 1) -> int:
         return max([int(v[idx]) for v in values] or [1]) or 1
 
     return {"per_day": per_day, "per_user": per_user, "per_action": per_action, "failed": failed,
             "top_resources": top_resources, "denied": denied,
             "max_day": peak(per_day), "max_user": peak(per_user), "max_resource": peak(top_resources)}
+
+
+Counts = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def _direct_counts(rows: Any) -> Counts:
+    day = local_date_sql(AuditLog.occurred_at)  # the company's days
+    per_day = rows(select(day, func.count()).group_by(day).order_by(day))
+    per_user = rows(select(AuditLog.username, func.count()).group_by(AuditLog.username)
+                    .order_by(func.count().desc()).limit(20))
+    per_action = rows(select(AuditLog.action, func.count()).group_by(AuditLog.action)
+                      .order_by(func.count().desc()))
+    top_resources = rows(select(AuditLog.resource, func.count()).where(AuditLog.resource != "")
+                         .group_by(AuditLog.resource).order_by(func.count().desc()).limit(15))
+    return per_day, per_user, per_action, top_resources
+
+
+def _daily_filters(stmt: Select[Any], table: Any, params: dict[str, str], *, by_user: bool) -> Select[Any]:
+    """``apply_filters`` on a daily count table (no record filter: that one goes to ``audit_log``)."""
+    if by_user and (user := (params.get("user") or "").strip()):
+        user_id = parse_id(user) if user.isdigit() else None
+        stmt = stmt.where(table.c.user_id == user_id) if user_id is not None else stmt.where(
+            table.c.username == user[:64])
+    if action := (params.get("action") or "").strip():
+        stmt = stmt.where(table.c.action == action)
+    if resource := (params.get("resource") or "").strip():
+        stmt = stmt.where(table.c.resource == resource)
+    if since := parse_date(params.get("from")):
+        stmt = stmt.where(table.c.day >= since)
+    if until := parse_date(params.get("to")):
+        stmt = stmt.where(table.c.day <= until)
+    if params.get("success") in ("0", "1"):
+        stmt = stmt.where(table.c.success.is_(params.get("success") == "1"))
+    return stmt
+
+
+def _daily_counts(session: Any, params: dict[str, str]) -> Counts:
+    """The sealed rows' counts from ``audit_daily``/``audit_daily_user``, plus the unsealed tail."""
+    by_user = bool((params.get("user") or "").strip())
+    totals = (AuditDailyUser if by_user else AuditDaily).__table__
+    # the per-user counts of a period filtered by nothing else come from the smaller table
+    unfiltered = not any((params.get(k) or "").strip() for k in ("action", "resource")) and \
+        params.get("success") not in ("0", "1")
+    users = (AuditDailyUserTotal if unfiltered else AuditDailyUser).__table__
+    n = func.sum(totals.c.n)
+    per_day: Counter[Any] = Counter()
+    per_user: Counter[str] = Counter()
+    per_action: Counter[str] = Counter()
+    per_resource: Counter[str] = Counter()
+    for key, into in ((totals.c.day, per_day), (totals.c.action, per_action), (totals.c.resource, per_resource)):
+        stmt = _daily_filters(select(key, n).group_by(key), totals, params, by_user=by_user)
+        into.update({k: int(v) for k, v in session.execute(stmt).all()})
+    stmt = _daily_filters(select(users.c.username, func.sum(users.c.n)).group_by(users.c.username),
+                          users, params, by_user=True)
+    per_user.update({k: int(v) for k, v in session.execute(stmt).all()})
+    day = local_date_sql(AuditLog.occurred_at)
+    tail_stmt: Any = (
+        select(day, AuditLog.username, AuditLog.action, AuditLog.resource, func.count())
+        .where(AuditLog.seal_seq.is_(None)).group_by(day, AuditLog.username, AuditLog.action, AuditLog.resource))
+    tail = apply_filters(tail_stmt, params)
+    for d, username, action, resource, count in session.execute(tail).all():
+        if isinstance(d, str):  # SQLite hands dates back as text
+            d = dt.date.fromisoformat(d)
+        per_day[d] += count
+        per_user[username] += count
+        per_action[action] += count
+        per_resource[resource] += count
+    per_resource.pop("", None)
+
+    def top(counter: Counter[Any], limit: int | None = None) -> list[tuple[Any, ...]]:
+        ranked = sorted(((k, v) for k, v in counter.items() if v), key=lambda kv: (-kv[1], str(kv[0])))
+        return ranked[:limit] if limit else ranked
+
+    return (sorted((k, v) for k, v in per_day.items() if v), top(per_user, 20), top(per_action),
+            top(per_resource, 15))
 
 
 VIEWS = [AuditLogAdmin, AuditAnalysisPage]

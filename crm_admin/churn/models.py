@@ -65,6 +65,12 @@ class ChurnAlert(OfCustomer, CarriesCustomerManager, Timestamped, Base):
               "open_key", "risk_level", "detected_at"),
         # migration 0017: everyone's open alerts, newest first within each risk level
         Index("ix_churn_alert_open_key_risk_level_detected_at", "open_key", "risk_level", "detected_at"),
+        # migration 0018: the analysis page counts in an index alone: a team's alerts are one range of
+        # the first per manager, everyone's lost (or closed) alerts one range of the second
+        Index("ix_churn_alert_customer_manager_id_status", "customer_manager_id", "status", "risk_level",
+              "reason", "handled_at"),
+        Index("ix_churn_alert_status_risk_level", "status", "risk_level", "reason", "customer_manager_id",
+              "handled_at"),
     )
 
 

@@ -33,11 +33,11 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.churn.models import CHURN_METRICS, RISK_LEVELS, ChurnAlert, ChurnRule
 from crm_admin.core import audit
 from crm_admin.core.errors import Forbidden, NotFound, UserError
-from crm_admin.core.formatting import local_today, to_local
+from crm_admin.core.formatting import local_date_sql, local_today
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import owner_partition, scoped
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, by_customer_manager
 from crm_admin.db import utcnow
 from crm_admin.dictionary import service as dictionary
 from crm_admin.followups.models import FollowUp
@@ -456,29 +456,33 @@ class Analysis:
 
 
 def analysis(session: Session, principal: Principal, *, months: int = 12, today: dt.date | None = None) -> Analysis:
+    """Counts only, grouped by the database: the alerts of the scope are found by the manager each one
+    carries (``by_customer_manager``: one index range per manager of a team, counted in the index
+    ``(customer_manager_id, status, risk_level, reason, handled_at)``)."""
     today = today or local_today()
-    base = scoped(select(ChurnAlert.status, ChurnAlert.risk_level, func.count()), ChurnAlert, principal, "list", resource="churn_analysis")
+
+    def in_scope(stmt: Any) -> Any:
+        return by_customer_manager(stmt, ChurnAlert, principal, "list", resource="churn_analysis")
+
     by_status: Counter[str] = Counter()
     by_level: dict[str, dict[str, int]] = defaultdict(dict)
     open_by_level: Counter[str] = Counter()
-    for status, level, n in session.execute(base.group_by(ChurnAlert.status, ChurnAlert.risk_level)).all():
+    stmt = in_scope(select(ChurnAlert.status, ChurnAlert.risk_level, func.count()))
+    for status, level, n in session.execute(stmt.group_by(ChurnAlert.status, ChurnAlert.risk_level)).all():
         by_status[status] += n
         by_level[level][status] = n
         if status in ("open", "following"):
             open_by_level[level] += n
     reasons = session.execute(
-        scoped(select(ChurnAlert.reason, func.count()).where(ChurnAlert.status == "lost"), ChurnAlert, principal, "list", resource="churn_analysis")
+        in_scope(select(ChurnAlert.reason, func.count()).where(ChurnAlert.status == "lost"))
         .group_by(ChurnAlert.reason).order_by(func.count().desc())
     ).all()
+    lost_by = in_scope(select(ChurnAlert.customer_manager_id.label("manager_id"), func.count().label("n"))
+                       .where(ChurnAlert.status == "lost")).group_by(ChurnAlert.customer_manager_id).subquery()
     managers = session.execute(
-        scoped(
-            select(func.coalesce(func.nullif(SysUser.real_name, ""), SysUser.username), func.count())
-            .select_from(ChurnAlert)
-            .join(Customer, Customer.id == ChurnAlert.customer_id)
-            .outerjoin(SysUser, SysUser.id == Customer.manager_id)
-            .where(ChurnAlert.status == "lost"),
-            ChurnAlert, principal, "list", resource="churn_analysis",
-        ).group_by(SysUser.id, SysUser.real_name, SysUser.username).order_by(func.count().desc())
+        select(func.coalesce(func.nullif(SysUser.real_name, ""), SysUser.username), lost_by.c.n)
+        .select_from(lost_by).outerjoin(SysUser, SysUser.id == lost_by.c.manager_id)
+        .order_by(lost_by.c.n.desc(), lost_by.c.manager_id)
     ).all()
     first_month = (today.replace(day=1) - dt.timedelta(days=31 * (months - 1))).replace(day=1)
     since = dt.datetime.combine(first_month, dt.time.min, tzinfo=dt.UTC) - dt.timedelta(hours=14)
@@ -487,15 +491,18 @@ def analysis(session: Session, principal: Principal, *, months: int = 12, today:
     while m <= today:
         monthly[m.strftime("%Y-%m")] = [0, 0]
         m = (m + dt.timedelta(days=32)).replace(day=1)
+    day = local_date_sql(ChurnAlert.handled_at)
     closed = session.execute(
-        scoped(select(ChurnAlert.status, ChurnAlert.handled_at)
-               .where(ChurnAlert.status.in_(("lost", "retained")), ChurnAlert.handled_at >= since),
-               ChurnAlert, principal, "list", resource="churn_analysis")
+        in_scope(select(ChurnAlert.status, day, func.count())
+                 .where(ChurnAlert.status.in_(("lost", "retained")), ChurnAlert.handled_at >= since))
+        .group_by(ChurnAlert.status, day)
     ).all()
-    for status, handled_at in closed:
-        key = to_local(handled_at).strftime("%Y-%m") if handled_at else ""
+    for status, handled_on, n in closed:
+        if isinstance(handled_on, str):  # SQLite hands dates back as text
+            handled_on = dt.date.fromisoformat(handled_on)
+        key = handled_on.strftime("%Y-%m") if handled_on else ""
         if key in monthly:
-            monthly[key][0 if status == "lost" else 1] += 1
+            monthly[key][0 if status == "lost" else 1] += int(n)
     return Analysis(
         open_by_level=dict(open_by_level),
         by_status=dict(by_status),

@@ -16,7 +16,8 @@ import datetime as dt
 import decimal
 import hashlib
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +25,13 @@ from sqlalchemy import Connection, bindparam, event, func, inspect, select, upda
 from sqlalchemy.orm import Session
 
 from crm_admin.core.context import Actor, current_actor
+from crm_admin.core.formatting import local_now
 from crm_admin.core.i18n import gettext as _
 from crm_admin.db import Base, run_in_transaction, utcnow
 
 # Tables whose writes are bookkeeping rather than business changes.
 # Sign-in bookkeeping (sessions, lock-out counters) is audited as login/logout/lockout events instead.
-UNAUDITED_TABLES = {"audit_log", "job_run", "job_lease", "sys_meta", "sys_session", "login_guard"}
+UNAUDITED_TABLES = {"audit_log", "audit_daily", "audit_daily_user", "audit_daily_user_total", "job_run", "job_lease", "sys_meta", "sys_session", "login_guard"}
 # Columns whose changes alone do not make an audit row (they are audited semantically, or noise).
 QUIET_COLUMNS = {
     "updated_at", "created_at", "version", "failed_logins", "last_login_at", "last_login_ip",
@@ -276,7 +278,70 @@ def _seal_batch(db: Executor, batch: int) -> SealResult:
         _write_seals(db, seals[start:start + SEAL_STATEMENT_ROWS])
     if rows:
         db.execute(update(meta).where(meta.c.key == SEAL_KEY).values(value=seq))
+        count_daily(db, rows)
     return SealResult(len(rows), seq)
+
+
+# ----- daily counts of the sealed rows (the analysis page) ------------------------------------------
+
+DailyKey = tuple[dt.date, str, int, str, str, bool]  # day, username, user_id, action, resource, success
+
+
+def daily_key(row: Mapping[str, Any], offset: dt.timedelta | None = None) -> DailyKey:
+    """The counting key of one audit row: its company day (the fixed offset ``local_date_sql`` uses)."""
+    if offset is None:
+        offset = local_now().utcoffset() or dt.timedelta(0)
+    at = _as_utc(row["occurred_at"])
+    assert at is not None
+    return ((at + offset).date(), str(row["username"] or ""), int(row["user_id"] or 0), str(row["action"]),
+            str(row["resource"] or ""), bool(row["success"]))
+
+
+def count_daily(db: Executor, rows: Iterable[Any]) -> None:
+    """Add ``rows`` (being sealed, in the sealing transaction) to ``audit_daily``,
+    ``audit_daily_user`` and ``audit_daily_user_total``. Only sealers write these tables, one at a time (they queue on the
+    ``audit_seal`` row), so an insert-or-add per key is enough."""
+    offset = local_now().utcoffset() or dt.timedelta(0)
+    per_user = Counter(daily_key(row, offset) for row in rows)
+    add_daily_counts(db, per_user)
+
+
+def add_daily_counts(db: Executor, per_user: Mapping[DailyKey, int]) -> None:
+    if not per_user:
+        return
+    totals: Counter[tuple[dt.date, str, str, bool]] = Counter()
+    user_totals: Counter[tuple[dt.date, str, int]] = Counter()
+    for (day, user, uid, action, resource, success), n in per_user.items():
+        totals[(day, action, resource, success)] += n
+        user_totals[(day, user, uid)] += n
+    _upsert(db, "audit_daily", [
+        {"day": day, "action": action, "resource": resource, "success": success, "n": n}
+        for (day, action, resource, success), n in totals.items()])
+    _upsert(db, "audit_daily_user", [
+        {"day": day, "username": user, "user_id": uid, "action": action, "resource": resource,
+         "success": success, "n": n}
+        for (day, user, uid, action, resource, success), n in per_user.items()])
+    _upsert(db, "audit_daily_user_total", [
+        {"day": day, "username": user, "user_id": uid, "n": n} for (day, user, uid), n in user_totals.items()])
+
+
+def _upsert(db: Executor, name: str, values: list[dict[str, Any]]) -> None:
+    table = Base.metadata.tables[name]
+    dialect = (db.get_bind() if isinstance(db, Session) else db).dialect.name
+    stmt: Any
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        stmt = mysql_insert(table)
+        stmt = stmt.on_duplicate_key_update(n=table.c.n + stmt.inserted.n)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=[c.name for c in table.primary_key.columns],
+                                          set_={"n": table.c.n + stmt.excluded.n})
+    for start in range(0, len(values), SEAL_STATEMENT_ROWS):
+        db.execute(stmt, values[start:start + SEAL_STATEMENT_ROWS])
 
 
 def _write_seals(db: Executor, seals: list[tuple[int, int, str, str]]) -> None:

@@ -30,6 +30,7 @@ import os
 import random
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,8 @@ from sqlalchemy import Connection, Engine, create_engine, func, select, update
 from sqlalchemy.pool import NullPool
 
 from crm_admin.core import search
-from crm_admin.core.audit import SEAL_KEY, _row_hash
+from crm_admin.core.audit import SEAL_KEY, DailyKey, _row_hash, add_daily_counts, daily_key
+from crm_admin.core.formatting import local_now
 from crm_admin.core.permissions import bump_policy_version
 from crm_admin.core.security import hash_password
 from crm_admin.customers.codes import credit_code_check_char, org_code_check_char
@@ -711,6 +713,8 @@ def generate(
         at = now - dt.timedelta(seconds=span)
         step = span / plan.audit_rows
         prev = head
+        daily: Counter[DailyKey] = Counter()  # the sealer's daily counts (the audit analysis page)
+        offset = local_now().utcoffset() or dt.timedelta(0)
         for i in range(plan.audit_rows):
             at += dt.timedelta(seconds=step * 2 * rng.random())
             at = min(at, now)
@@ -738,6 +742,7 @@ def generate(
                 "detail": None, "success": True,
             }
             digest = _row_hash(prev, row)
+            daily[daily_key(row, offset)] += 1
             at_s = ts(at)
             seal_seq += 1
             w.add("audit_log", (aid, at_s, uid, username, "10.0.0.8", USER_AGENT, action, resource, rid,
@@ -750,6 +755,7 @@ def generate(
         w.flush()
         _advance_order_counters(conn, order_counters, counted_from)
         _set_meta(conn, SEAL_KEY, seal_seq)
+        add_daily_counts(conn, daily)
         conn.commit()
         report.seconds_by_phase["audit_log"] = time.perf_counter() - phase
         report.seconds_by_phase["insert"] = w.seconds
