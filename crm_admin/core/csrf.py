@@ -37,9 +37,10 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from crm_admin.core import audit, sqladmin_compat
+from crm_admin.core.asgi import read_body, replay_body
 from crm_admin.core.context import Actor
 from crm_admin.core.errors import plain_page
 from crm_admin.core.i18n import locale_from_cookie, translations_for
@@ -112,7 +113,7 @@ class CsrfMiddleware:
         if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             await self.refuse(scope, receive, send, "no token")
             return
-        body, complete = await _read_body(receive)
+        body, complete = await read_body(receive, MAX_BUFFERED_BODY)
         if not complete:
             await self.refuse(scope, receive, send, "body too large to check")
             return
@@ -120,7 +121,7 @@ class CsrfMiddleware:
         if not tokens_match(form_token, expected):
             await self.refuse(scope, receive, send, "bad form token" if form_token else "no token")
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, reason: str) -> None:
         request = Request(scope, receive)
@@ -148,45 +149,13 @@ def _home(request: Request) -> str:
         return "/admin/"
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks), False
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BUFFERED_BODY:
-            return b"", False
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-
-
-def _replay(body: bytes, receive: Receive | None = None) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        if receive is not None:  # after the body: the server's own messages (disconnect)
-            return await receive()
-        await anyio.sleep_forever()
-        return {"type": "http.disconnect"}  # pragma: no cover
-
-    return replay
-
-
 async def _form_token(scope: Scope, content_type: str, body: bytes) -> str | None:
     if content_type.startswith("application/x-www-form-urlencoded"):
         for key, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
             if key == FORM_FIELD:
                 return value
         return None
-    request = Request(scope, _replay(body))
+    request = Request(scope, replay_body(body))
     try:
         form = await request.form()
     except Exception:  # a malformed multipart body has no token we can trust

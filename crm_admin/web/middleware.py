@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from crm_admin import retry
-from crm_admin.core.asgi import HttpMiddleware
+from crm_admin.core.asgi import HttpMiddleware, read_body, replay_body
 from crm_admin.core.errors import plain_page
 from crm_admin.core.i18n import locale_from_cookie, translations_for
 
@@ -104,58 +104,56 @@ class RequestMiddleware(HttpMiddleware):
             )
 
 
+def _answer(scope: Scope, lang: str, request_id: str, status: int, *, detail: str, title: str, message: str,
+            hint: str, retry_after: str | None = None) -> Response:
+    """The error as JSON (an API-style client) or as a page, with the request id and ``Retry-After``."""
+    headers = {"Retry-After": retry_after} if retry_after else None
+    if _wants_json(scope):
+        return JSONResponse({"detail": detail, "request_id": request_id}, status_code=status, headers=headers)
+    response = plain_page(status, title, message, hint, lang=lang)
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
 def error_response(exc: BaseException, request_id: str, scope: Scope) -> Response:
     gettext, lang = _translator(scope)
     _ = gettext  # the catalogue extractor looks for _("…")
+    ask_admin = _("如问题持续,请将编号 {request_id} 告知系统管理员。").format(request_id=request_id)
     if retry.outcome_unknown(exc):
         error_log.warning("request %s: connection lost while committing: %s", request_id, exc)
-        if _wants_json(scope):
-            return JSONResponse({"detail": _("保存时与数据库的连接中断,无法确定操作是否已完成,请刷新后确认。"),
-                                 "request_id": request_id}, status_code=503)
-        return plain_page(
-            503,
-            _("无法确定操作是否完成"),
-            _("保存时与数据库的连接中断,无法确定您的操作是否已经完成。请刷新页面查看最新内容,确认没有保存后再重试。"),
-            _("如问题持续,请将编号 {request_id} 告知系统管理员。").format(request_id=request_id),
-            lang=lang,
+        return _answer(
+            scope, lang, request_id, 503,
+            detail=_("保存时与数据库的连接中断,无法确定操作是否已完成,请刷新后确认。"),
+            title=_("无法确定操作是否完成"),
+            message=_("保存时与数据库的连接中断,无法确定您的操作是否已经完成。请刷新页面查看最新内容,确认没有保存后再重试。"),
+            hint=ask_admin,
         )
     if retry.is_transient(exc) and not is_database_down(exc):
         error_log.warning("request %s: database busy after every attempt: %s", request_id, exc)
-        if _wants_json(scope):
-            return JSONResponse({"detail": _("系统繁忙,请稍后重试。"), "request_id": request_id},
-                                status_code=503, headers={"Retry-After": "5"})
-        response = plain_page(
-            503,
-            _("系统繁忙"),
-            _("系统繁忙,您的操作没有完成,数据没有被修改。请稍后重试。"),
-            _("如问题持续,请将编号 {request_id} 告知系统管理员。").format(request_id=request_id),
-            lang=lang,
+        return _answer(
+            scope, lang, request_id, 503,
+            detail=_("系统繁忙,请稍后重试。"),
+            title=_("系统繁忙"),
+            message=_("系统繁忙,您的操作没有完成,数据没有被修改。请稍后重试。"),
+            hint=ask_admin, retry_after="5",
         )
-        response.headers["Retry-After"] = "5"
-        return response
     if is_database_down(exc):
         error_log.warning("request %s: database unavailable: %s", request_id, exc)
-        if _wants_json(scope):
-            return JSONResponse({"detail": _("数据库暂时不可用,请稍后重试。"), "request_id": request_id},
-                                status_code=503, headers={"Retry-After": "10"})
-        response = plain_page(
-            503,
-            _("系统暂时不可用"),
-            _("数据库暂时无法连接,系统会在数据库恢复后自动恢复服务,请稍后刷新页面。"),
-            _("如问题持续,请将编号 {request_id} 告知系统管理员。").format(request_id=request_id),
-            lang=lang,
+        return _answer(
+            scope, lang, request_id, 503,
+            detail=_("数据库暂时不可用,请稍后重试。"),
+            title=_("系统暂时不可用"),
+            message=_("数据库暂时无法连接,系统会在数据库恢复后自动恢复服务,请稍后刷新页面。"),
+            hint=ask_admin, retry_after="10",
         )
-        response.headers["Retry-After"] = "10"
-        return response
     error_log.exception("request %s failed", request_id)
-    if _wants_json(scope):
-        return JSONResponse({"detail": _("系统内部错误"), "request_id": request_id}, status_code=500)
-    return plain_page(
-        500,
-        _("系统出错了"),
-        _("处理您的请求时发生了意外错误,您的数据没有被修改。请稍后重试。"),
-        _("如问题持续,请将错误编号 {request_id} 告知系统管理员。").format(request_id=request_id),
-        lang=lang,
+    return _answer(
+        scope, lang, request_id, 500,
+        detail=_("系统内部错误"),
+        title=_("系统出错了"),
+        message=_("处理您的请求时发生了意外错误,您的数据没有被修改。请稍后重试。"),
+        hint=_("如问题持续,请将错误编号 {request_id} 告知系统管理员。").format(request_id=request_id),
     )
 
 
@@ -198,9 +196,9 @@ class ReplayMiddleware(HttpMiddleware):
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, complete = await _read_body(receive, MAX_REPLAYED_BODY)
+        body, complete = await read_body(receive, MAX_REPLAYED_BODY)
         if not complete:  # too large to keep: run once, the part read first and then the rest
-            await self.app(scope, _replay(body, receive, more=True), send)
+            await self.app(scope, replay_body(body, receive, more=True), send)
             return
         session = scope.get("session")
         session_before = copy.deepcopy(dict(session)) if isinstance(session, dict) else None
@@ -217,7 +215,7 @@ class ReplayMiddleware(HttpMiddleware):
 
             with retry.attempt() as current:
                 try:
-                    await self.app(scope, _replay(body, receive), send_wrapper)
+                    await self.app(scope, replay_body(body, receive), send_wrapper)
                     return
                 except Exception as exc:
                     if started or not retry.should_retry(exc, current, where="web", number=number, pol=pol):
@@ -235,34 +233,3 @@ class ReplayMiddleware(HttpMiddleware):
             await anyio.sleep(pol.pause(number))
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    """The request body, and whether it is all of it (False: more than ``limit`` bytes, or the client
-    left; what was read is returned either way)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks), False
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-        if size > limit:
-            return b"".join(chunks), False
-
-
-def _replay(body: bytes, receive: Receive, *, more: bool = False) -> Receive:
-    """A ``receive`` that gives ``body`` first, then passes on to the server's (the rest of the body
-    when ``more``, else the disconnect)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay

@@ -10,11 +10,22 @@ from typing import Any
 
 import pytest
 
-from crm_admin import db
+from crm_admin import db, retry
 
 DEADLOCK_TEXT = "Deadlock found when trying to get lock; try restarting transaction"
 MESSAGES = {1213: DEADLOCK_TEXT, 1047: "WSREP has not yet prepared node for application use",
             2013: "Lost connection to MySQL server during query", 1205: "Lock wait timeout exceeded"}
+
+# Retries without waiting; a test module imports ``fast_retries`` (autouse) to run under it.
+FAST = retry.Policy(attempts=3, first_pause=0.001, max_pause=0.002)
+
+
+@pytest.fixture
+def fast_retries() -> Any:
+    retry.set_policy(FAST)
+    retry.reset_counters()
+    yield
+    retry.set_policy(None)
 
 
 @dataclass

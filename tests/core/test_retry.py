@@ -17,17 +17,9 @@ from crm_admin.core.context import SYSTEM, acting_as
 from crm_admin.core.errors import BUSY_MESSAGE, OUTCOME_UNKNOWN_MESSAGE, friendly_db_error
 from crm_admin.dictionary.models import DictType
 from tests.conftest import IS_MYSQL
-from tests.core.faults import failing
+from tests.core.faults import FAST, failing, fast_retries  # noqa: F401
 
-FAST = retry.Policy(attempts=3, first_pause=0.001, max_pause=0.002)
-
-
-@pytest.fixture(autouse=True)
-def fast_retries() -> Any:
-    retry.set_policy(FAST)
-    retry.reset_counters()
-    yield
-    retry.set_policy(None)
+pytestmark = pytest.mark.usefixtures("fast_retries")  # every test here retries without waiting
 
 
 def _add_type(session: Session, code: str = "retry_t") -> int:

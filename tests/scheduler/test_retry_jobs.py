@@ -18,18 +18,10 @@ from crm_admin.care.models import CustomerCare
 from crm_admin.scheduler import service
 from crm_admin.scheduler.models import JobLease
 from tests.conftest import TEST_DB_URL
-from tests.core.faults import failing
+from tests.core.faults import FAST, failing, fast_retries  # noqa: F401
 from tests.scheduler.test_scheduler import DAY, NOON, birthdays  # noqa: F401
 
-FAST = retry.Policy(attempts=3, first_pause=0.001, max_pause=0.002)
-
-
-@pytest.fixture(autouse=True)
-def fast_retries() -> Any:
-    retry.set_policy(FAST)
-    retry.reset_counters()
-    yield
-    retry.set_policy(None)
+pytestmark = pytest.mark.usefixtures("fast_retries")  # every test here retries without waiting
 
 
 def _cares() -> int:

@@ -24,18 +24,10 @@ from crm_admin.core.errors import BUSY_MESSAGE
 from crm_admin.followups.models import FollowUp
 from crm_admin.web.middleware import CatchErrorsMiddleware, ReplayMiddleware
 from tests.conftest import csrf_token
-from tests.core.faults import failing
+from tests.core.faults import FAST, failing, fast_retries  # noqa: F401
 from tests.customers.conftest import form_token, make_customer, principal  # noqa: F401
 
-FAST = retry.Policy(attempts=3, first_pause=0.001, max_pause=0.002)
-
-
-@pytest.fixture(autouse=True)
-def fast_retries() -> Any:
-    retry.set_policy(FAST)
-    retry.reset_counters()
-    yield
-    retry.set_policy(None)
+pytestmark = pytest.mark.usefixtures("fast_retries")  # every test here retries without waiting
 
 
 def _written(since: int) -> tuple[int, int]:
