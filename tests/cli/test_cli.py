@@ -248,12 +248,13 @@ def test_serve_with_two_workers_answers_small_requests_without_delay(tmp_path: P
         wait_for(f"http://127.0.0.1:{port}/healthz", proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # one kept-alive connection
         times = []
-        for _ in range(12):
+        for number in range(24):  # the first 12 only warm up (the other worker may still be starting)
             started = time.perf_counter()
             conn.request("GET", "/healthz")
             reply = conn.getresponse()
             assert reply.status == 200 and reply.read()
-            times.append(time.perf_counter() - started)
+            if number >= 12:
+                times.append(time.perf_counter() - started)
         conn.close()
     finally:
         stop_cli(proc)
