@@ -7,6 +7,7 @@ from the seeded state: rows written by a test are removed after it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -237,3 +238,21 @@ def login_as(make_client: Callable[[], Any]) -> Callable[..., Any]:
         return c
 
     return factory
+
+
+@contextlib.contextmanager
+def statements_sent() -> Iterator[list[str]]:
+    """The SQL statements the application's engine sends inside the ``with`` block, in order."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engine = db.get_engine()
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)

@@ -194,20 +194,11 @@ def test_role_scope_select_is_chinese_and_bumps_policy(admin_client: Any) -> Non
 
 def test_user_list_shows_every_users_roles_in_a_fixed_number_of_statements(
         admin_client: Any, make_user: Any) -> None:
-    from sqlalchemy import event
+    from tests.conftest import statements_sent
 
     def list_statements() -> tuple[str, int]:
-        statements: list[str] = []
-
-        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            statements.append(statement)
-
-        engine = db.get_engine()
-        event.listen(engine, "before_cursor_execute", count)
-        try:
+        with statements_sent() as statements:
             page = admin_client.get("/admin/users")
-        finally:
-            event.remove(engine, "before_cursor_execute", count)
         assert page.status_code == 200
         return page.text, len(statements)
 

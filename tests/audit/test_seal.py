@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from crm_admin import db
-from tests.conftest import IS_MYSQL
+from tests.conftest import IS_MYSQL, statements_sent
 
 
 def _audit() -> Any:
@@ -290,22 +290,11 @@ def test_the_audit_list_shows_the_chain_and_its_unsealed_tail(admin_client: Any)
 
 def test_a_save_reads_and_locks_no_shared_row_for_its_audit_rows() -> None:
     """What an audited save sends: its own rows only (no sys_meta, no FOR UPDATE, no read of audit_log)."""
-    from sqlalchemy import event
 
     from crm_admin.products.models import Product
 
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    engine = db.get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        with db.transaction() as session:
-            session.add(Product(code="P-SEAL-Q", name="只插入"))
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    with statements_sent() as seen, db.transaction() as session:
+        session.add(Product(code="P-SEAL-Q", name="只插入"))
     audit_sql = [s for s in seen if "audit_log" in s]
     assert len(audit_sql) == 1 and audit_sql[0].lstrip().upper().startswith("INSERT"), seen
     assert not [s for s in seen if "sys_meta" in s or "FOR UPDATE" in s.upper()], seen

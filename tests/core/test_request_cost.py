@@ -4,26 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
-
-from crm_admin import db
+from tests.conftest import statements_sent
 
 
 def test_per_request_auth_cost(make_user: Any, login_as: Any) -> None:
     make_user("cost1", ["manager"])
     c = login_as("cost1")
     c.get("/admin/customer/list")  # warm: permission set computed and cached for this policy version
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engine = db.get_engine()
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements_sent() as statements:
         assert c.get("/admin/customer/list").status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     meta = [s for s in statements if "FROM sys_meta" in s]
     identity = [s for s in statements if "sys_session" in s]
     print(f"\nrequest statements: {len(statements)}, identity: {len(identity)}, version checks: {len(meta)}")

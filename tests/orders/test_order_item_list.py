@@ -11,13 +11,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from starlette.requests import Request
 
 from crm_admin import db
 from crm_admin.core.context import SYSTEM, acting_as
 from crm_admin.core.listing import CappedListMixin
 from tests.company import World
+from tests.conftest import statements_sent
 
 
 @pytest.fixture
@@ -130,17 +131,9 @@ def test_a_walk_cut_short_reads_the_list_as_before(app: Any, lines: World, walke
 
 def test_the_walk_checks_every_line_against_the_scope(app: Any, lines: World) -> None:
     """The statement that finds the keys carries the scope itself (through the order's customer)."""
-    statements: list[str] = []
-
-    def keep(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
     engine = db.get_engine()
-    event.listen(engine, "before_cursor_execute", keep)
-    try:
+    with statements_sent() as statements:
         got, _count = _page(app, _principal("mgr_a"), "")
-    finally:
-        event.remove(engine, "before_cursor_execute", keep)
     assert got == _expected(_principal("mgr_a"), "")[0]
     walks = [s for s in statements if "ROWS EXAMINED" in s]
     if engine.dialect.name == "mysql":
