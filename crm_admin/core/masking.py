@@ -10,6 +10,10 @@ two records apart on the telephone ("138****1234") and never enough to use it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection
+from typing import Any
+
+from crm_admin.core.principal import Principal
 
 MASK = "*"
 _DIGITS = re.compile(r"\d")
@@ -71,3 +75,39 @@ def _collapse(text: str) -> str:
 def is_masked(value: str | None) -> bool:
     """Whether a value is shown masked (a form must never save it back over the real one)."""
     return bool(value) and MASK * 3 in str(value)
+
+
+# ----- whose personal data a viewer sees masked -------------------------------------------------
+# Without the permission "view sensitive fields" a viewer sees every customer's and contact's personal
+# data masked. With it, a module may still mask some customers (the public pool masks the customers in
+# a pool for everyone until one of them is claimed): it registers a rule here, so every page that shows
+# personal data asks one question and no page imports the pools module.
+
+SENSITIVE_PERMISSION = ("sensitive_data", "view")
+
+# rule(session, principal, customer_ids) -> the ids among them this rule masks for the principal
+MaskRule = Callable[[Any, Principal, Collection[int]], set[int]]
+_RULES: list[MaskRule] = []
+
+
+def register_customer_rule(rule: MaskRule) -> None:
+    """A module's rule for customers whose personal data is masked even for holders of the permission."""
+    if rule not in _RULES:
+        _RULES.append(rule)
+
+
+def sees_sensitive(principal: Principal) -> bool:
+    return principal.can(*SENSITIVE_PERMISSION)
+
+
+def customers_masked_for(session: Any, principal: Principal, customer_ids: Collection[int]) -> set[int]:
+    """Of ``customer_ids``, those whose (and whose contacts') personal data ``principal`` sees masked."""
+    ids = {int(i) for i in customer_ids if i is not None}
+    if not ids:
+        return set()
+    if not sees_sensitive(principal):
+        return ids
+    masked: set[int] = set()
+    for rule in _RULES:
+        masked |= rule(session, principal, ids)
+    return masked & ids

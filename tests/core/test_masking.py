@@ -15,3 +15,26 @@ def test_other_personal_values() -> None:
     assert mask_id_number("110101199003071234") == "110***********1234"
     assert mask_text("广东省深圳市南山区科技园1号") == "广东省深圳市****"
     assert is_masked(mask_phone("13812341234")) and not is_masked("13812341234")
+
+
+def test_without_the_permission_every_customer_is_masked_and_rules_add_to_it() -> None:
+    from crm_admin.core import masking
+    from crm_admin.core.principal import Principal
+
+    def someone(user_id: int, permissions: frozenset[tuple[str, str]]) -> Principal:
+        return Principal(id=user_id, username=f"u{user_id}", real_name="", dept_id=None, roles=frozenset(),
+                         scope="self", permissions=permissions, visible_user_ids=frozenset({user_id}))
+
+    holder = someone(1, frozenset({masking.SENSITIVE_PERMISSION}))
+    other = someone(2, frozenset())
+    assert masking.customers_masked_for(None, other, [1, 2]) == {1, 2}
+    assert masking.customers_masked_for(None, holder, [1, 2]) == set()
+
+    def odd_ones(session: object, principal: Principal, ids: object) -> set[int]:
+        return {i for i in ids if i % 2}  # type: ignore[attr-defined]
+
+    masking.register_customer_rule(odd_ones)
+    try:
+        assert masking.customers_masked_for(None, holder, [1, 2, 3]) == {1, 3}
+    finally:
+        masking._RULES.remove(odd_ones)
