@@ -8,6 +8,7 @@ from sqladmin.filters import StaticValuesFilter
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
+from starlette.responses import Response
 from wtforms import SelectField
 
 from crm_admin.contacts.models import Linkman
@@ -22,6 +23,8 @@ from crm_admin.core.errors import UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.formatting import local_today
 from crm_admin.core.i18n import blank_choice
+from crm_admin.core.masking import SENSITIVE_PERMISSION
+from crm_admin.core.routes import route
 from crm_admin.core.views import CrmModelView, scoped_ref
 from crm_admin.customers.models import Customer
 
@@ -79,6 +82,13 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
     form_overrides = {"gender": SelectField}
     form_args = {"gender": {"choices": gender_choices}}
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
+
+    # ----- personal data: one masked value shown in full, audited (core/personal.py) ------------
+    reveal_route = "admin:view-linkman-reveal"
+
+    @route("/reveal/{pk:int}", methods=["POST"], permission=SENSITIVE_PERMISSION, row=(Linkman, "pk"))
+    async def reveal(self, request: Request) -> Response:
+        return await self.reveal_response(request)
 
     def sort_query(self, stmt: Select[Any], request: Request) -> Select[Any]:
         """By birthday means by month and day (when to wish them well), not by year of birth."""

@@ -49,11 +49,21 @@ ACTION_RESOURCES: dict[str, frozenset[str]] = {
     "assign": frozenset({"customer"}),
     "import": frozenset({"customer", "linkman", "product"}),
 }
+# Resources that are one permission rather than a screen: only these actions apply to them.
+RESOURCE_ACTIONS: dict[str, frozenset[str]] = {
+    # see personal data (phones, e-mail, addresses) in full; without it they are shown masked (core/masking.py)
+    "sensitive_data": frozenset({"view"}),
+    # requests of a data subject about a contact: export what is held, erase (anonymise) it
+    "personal_data": frozenset({"export", "delete"}),
+}
 
 
 def applicable(resource: str, action: str) -> bool:
     only = ACTION_RESOURCES.get(action)
-    return only is None or resource in only
+    if only is not None and resource not in only:
+        return False
+    actions = RESOURCE_ACTIONS.get(resource)
+    return actions is None or action in actions
 
 # Every resource a permission can name, with its label in the policy editor.
 RESOURCES = Labels({
@@ -78,6 +88,8 @@ RESOURCES = Labels({
     "dict": "数据字典",
     "audit": "审计日志",
     "job": "定时任务",
+    "sensitive_data": "查看敏感信息",
+    "personal_data": "个人信息主体请求",
 })
 
 SCOPE_ORDER = ("self", "dept", "dept_tree", "all")
