@@ -457,7 +457,12 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
                            else (value, shown) for name, (value, shown) in details.items()}
                 values["page_reveal"] = await self.reveal_links(request, model, masked)
             values["page_details"] = details
+            values["page_links"] = self.detail_links(request, model)
         return values
+
+    def detail_links(self, request: Request, obj: Any) -> list[tuple[str, str]]:
+        """(address, text) of more buttons on a row's details page (a module's own pages for the row)."""
+        return []
 
     # ----- personal data: masked for whoever may not see it (core/masking.py) -------------------
     async def masked_page(self, request: Request, rows: Sequence[Any]) -> masking.MaskedRows:
