@@ -505,7 +505,8 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
         field = str(form.get("field", ""))[:64]
         pk = int(request.path_params["pk"])
         back = str(form.get("back", ""))
-        if not back.startswith("/admin/") or "//" in back or "\\" in back:
+        home = request.url_for("admin:index").path  # back only to a page of this site's admin
+        if not back.startswith(home) or "//" in back or "\\" in back:
             back = str(request.url_for("admin:details", identity=self.identity, pk=pk))
         label = str(sqladmin_compat.column_labels(self).get(field, field))
 

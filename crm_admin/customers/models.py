@@ -29,11 +29,13 @@ from crm_admin.core import masking, search
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import (
+    narrower_than_widest,
     owned_by,
     owner_clause,
     register_scope_kind,
     resource_of,
     sees_everyone,
+    sees_user,
 )
 from crm_admin.db import Base, Timestamped
 
@@ -123,14 +125,12 @@ def _outside_sensitive_scope(session: Session, principal: Principal, ids: Collec
     """The permission to see personal data has a data scope of its own (a lead may see the team's
     customers and their contacts' phones only for their own): customers managed by someone outside it
     are masked. Customers without a manager (a pool's) are left to the rules of whoever holds them."""
-    users = principal.users_for(*masking.SENSITIVE_PERMISSION)
-    if users is None:
-        return set()
-    widest = principal.visible_user_ids
-    if widest is not None and widest <= users:
+    resource, action = masking.SENSITIVE_PERMISSION
+    if not narrower_than_widest(principal, resource, action):
         return set()  # every customer the principal can reach is within the permission's scope
     rows = session.execute(select(Customer.id, Customer.manager_id).where(Customer.id.in_(sorted(ids)))).all()
-    return {cid for cid, manager_id in rows if manager_id is not None and manager_id not in users}
+    return {cid for cid, manager_id in rows
+            if manager_id is not None and not sees_user(principal, manager_id, resource, action)}
 
 
 masking.register_customer_rule(_outside_sensitive_scope)
