@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from crm_admin import retry
-from crm_admin.core import limits, search, sqladmin_compat, vocabulary
+from crm_admin.core import limits, recycling, search, sqladmin_compat, vocabulary
 from crm_admin.core.errors import (
     Conflict,
     Forbidden,
@@ -652,6 +652,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
             with transaction() as session:
                 obj = self._scoped_object(session, principal, pk, "delete")
                 self.before_delete(session, obj, request)
+                recycling.before_delete(session, obj)  # a customer, contact, opportunity, order: kept in the bin
                 session.delete(obj)
                 session.flush()
 
