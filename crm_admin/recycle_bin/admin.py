@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from crm_admin.core.errors import UserError
+from crm_admin.core.errors import UserError, friendly_db_error
 from crm_admin.core.formatting import format_datetime
 from crm_admin.core.i18n import tr
 from crm_admin.core.models import SysUser
@@ -19,7 +20,7 @@ from crm_admin.core.params import parse_id, parse_page
 from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
 from crm_admin.core.views import CrmBaseView, principal_of
-from crm_admin.db import session_factory, transaction
+from crm_admin.db import run_in_transaction, session_factory
 from crm_admin.recycle_bin import service
 from crm_admin.recycle_bin.models import RecycleEntry
 
@@ -73,10 +74,13 @@ def _chosen(principal: Principal, ids: list[int], action: str) -> list[dict[str,
 
 
 def _apply(principal: Principal, ids: list[int], action: str) -> list[RecycleEntry]:
-    with transaction() as session:
-        if action == "restore":
-            return service.restore_entries(session, principal, ids)
-        return service.purge_entries(session, principal, ids)
+    """Restore or purge as one unit of work, run again on a passing database error (a deadlock); a
+    refusal by the database (a unique value taken at the same moment) is a message, nothing changed."""
+    work = service.restore_entries if action == "restore" else service.purge_entries
+    try:
+        return run_in_transaction(lambda session: work(session, principal, ids), where=f"recycle_bin:{action}")
+    except SQLAlchemyError as exc:
+        raise UserError(friendly_db_error(exc)) from None
 
 
 def _posted_ids(form: FormData) -> list[int]:

@@ -160,17 +160,20 @@ def collect_rows(conn: Connection, table_name: str, record_id: int) -> dict[str,
         for kind in customer_records.kinds():
             table: Any = kind.model.__table__  # type: ignore[attr-defined]
             add(table, conn.execute(select(table).where(table.c.customer_id == record_id)).mappings())
+    cascades = [(table, fk) for table in tables.values() for fk in table.foreign_keys
+                if (fk.ondelete or "").upper() == "CASCADE" and fk.column.name == "id"]
+    asked: dict[Any, set[int]] = {}  # cascading key → parent ids already looked up
     grew = True
     while grew:  # rows deleted with rows already found, to any depth
         grew = False
-        for table in tables.values():
-            for fk in table.foreign_keys:
-                parent = fk.column.table.name
-                if (fk.ondelete or "").upper() != "CASCADE" or parent not in found or fk.column.name != "id":
-                    continue
-                for ids in _in_chunks(list(found[parent])):
-                    rows = conn.execute(select(table).where(fk.parent.in_(ids))).mappings()
-                    grew = add(table, rows) or grew
+        for table, fk in cascades:
+            parents = set(found.get(fk.column.table.name, ())) - asked.setdefault(fk, set())
+            if not parents:
+                continue
+            asked[fk] |= parents
+            for ids in _in_chunks(list(parents)):
+                rows = conn.execute(select(table).where(fk.parent.in_(ids))).mappings()
+                grew = add(table, rows) or grew
     return {name: list(rows.values()) for name, rows in found.items() if rows}
 
 
