@@ -68,7 +68,13 @@ def _(text: str) -> str:
 # ----- which records go to the bin ------------------------------------------------------------------
 
 def _tables() -> dict[str, Table]:
-    return Base.metadata.tables  # type: ignore[return-value]
+    """Every table a kept row may come from: the schema's, and those of the registered kinds (a kind
+    may live in a metadata of its own)."""
+    out: dict[str, Table] = dict(Base.metadata.tables)
+    for kind in customer_records.kinds():
+        table: Any = kind.model.__table__  # type: ignore[attr-defined]
+        out.setdefault(table.name, table)
+    return out
 
 
 def _model_of(table: str) -> Any:
