@@ -332,3 +332,29 @@ def test_the_bin_page_is_in_the_menu_and_purge_asks_first(world: World, admin_cl
     # the managers' menu shows the bin, the read-only user's does not
     assert "回收站" in login_as("mgr_a").get("/admin/").text
     assert "回收站" not in login_as("ro").get("/admin/").text
+
+
+def test_a_contact_is_not_restored_onto_a_customer_now_outside_the_restorers_scope(
+        world: World, login_as: Any) -> None:
+    a = login_as("mgr_a")
+    with acting_as(SYSTEM), db.transaction() as s:
+        lone = Linkman(customer_id=world.row("mgr_a", "customer"), name="转出前删除的联系人")
+        s.add(lone)
+        s.flush()
+        lone_id = lone.id
+    assert a.delete(f"/admin/linkman/delete?pks={lone_id}", headers={"X-CSRF-Token": csrf_token(a)}).status_code == 200
+    with db.transaction() as s:  # the customer goes to another team meanwhile
+        s.get(Customer, world.row("mgr_a", "customer")).manager_id = world.users["mgr_c"]
+    [entry] = entries()
+    before = every_row()
+    r = post_bin(a, "restore", [entry.id])
+    assert "不在您的数据范围内" in a.get(r.headers["location"]).text
+    assert every_row() == before and len(entries()) == 1
+
+
+def test_a_merge_does_not_put_the_merged_customer_in_the_bin(world: World, admin_client: Any) -> None:
+    from tests.customers.conftest import merge_through_preview
+
+    r = merge_through_preview(admin_client, world.row("mgr_a", "customer"), world.row("mgr_b", "customer"))
+    assert r.status_code == 303, r.text[:300]
+    assert entries() == []
