@@ -39,6 +39,8 @@ ACTIONS = Labels({
     "transfer": "转移",
     "assign": "分配",
     "merge": "合并",
+    "restore": "恢复",
+    "purge": "彻底删除",
 })
 # Actions that only make sense on some resources: one (resource, action) per business action (moving
 # customers is ``customer`` / ``transfer``, not ``transfer`` / ``transfer``). The grid offers them only
@@ -48,6 +50,8 @@ ACTION_RESOURCES: dict[str, frozenset[str]] = {
     "transfer": frozenset({"customer"}),
     "assign": frozenset({"customer"}),
     "import": frozenset({"customer", "linkman", "product"}),
+    "restore": frozenset({"recycle_bin"}),
+    "purge": frozenset({"recycle_bin"}),
 }
 # Resources that are one permission rather than a screen: only these actions apply to them.
 RESOURCE_ACTIONS: dict[str, frozenset[str]] = {
@@ -90,6 +94,7 @@ RESOURCES = Labels({
     "job": "定时任务",
     "sensitive_data": "查看敏感信息",
     "personal_data": "个人信息主体请求",
+    "recycle_bin": "回收站",
 })
 
 SCOPE_ORDER = ("self", "dept", "dept_tree", "all")

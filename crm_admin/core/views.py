@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin import retry
-from crm_admin.core import limits, masking, personal, search, sqladmin_compat, vocabulary
+from crm_admin.core import limits, masking, personal, recycling, search, sqladmin_compat, vocabulary
 from crm_admin.core.errors import (
     Conflict,
     Forbidden,
@@ -764,6 +764,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
             with transaction() as session:
                 obj = self._scoped_object(session, principal, pk, "delete")
                 self.before_delete(session, obj, request)
+                recycling.before_delete(session, obj)  # a customer, contact, opportunity, order: kept in the bin
                 session.delete(obj)
                 session.flush()
 

@@ -52,6 +52,7 @@ MODULES = (
     "care",
     "transfers",
     "churn",
+    "recycle_bin",
     "accounts",
     "dictionary",
     "audit",
