@@ -222,7 +222,7 @@ def disable(session: Session, user: SysUser, code: str, actor: Actor | None = No
                  detail="用户停用两步验证")
 
 
-def admin_reset(session: Session, user: SysUser) -> bool:
+def admin_reset(session: Session, user: SysUser, *, detail: str = "") -> bool:
     """An administrator removes the user's second factor (lost phone); the user's sessions end, and a
     user whose role requires one enrols again at the next sign-in. The caller checks the editor may
     manage this user. False when there was nothing to reset."""
@@ -230,7 +230,7 @@ def admin_reset(session: Session, user: SysUser) -> bool:
     _clear(session, user)
     user.session_epoch = (user.session_epoch or 0) + 1
     audit.record(session, "totp_reset", resource="user", resource_id=user.id,
-                 detail="管理员重置两步验证,用户登录会话已失效" if had else "管理员重置两步验证(该用户未启用)")
+                 detail=(detail or "管理员重置两步验证,用户登录会话已失效") if had else "重置两步验证(该用户未启用)")
     return had
 
 
