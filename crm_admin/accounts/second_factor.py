@@ -36,8 +36,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from markupsafe import Markup
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crm_admin.accounts.models import SysUser, UserRecoveryCode
 from crm_admin.accounts.service import FAILURE_MEMORY
@@ -256,10 +257,22 @@ def _require_current_code(session: Session, user: SysUser, code: str, actor: Act
     code = normalise(code)
     secret = decrypt_secret(user.id, user.totp_secret)
     step = matching_step(secret, code, after=user.totp_last_step) if secret and _CODE.match(code) else None
-    if step is None:
+    if step is None or not _claim_step(session, user, step):
         count_wrong_code(session, user, actor, detail=f"{doing}时验证码错误")
         raise UserError(WRONG_CODE_MESSAGE)
-    user.totp_last_step = step
+
+
+def _claim_step(session: Session, user: SysUser, step: int) -> bool:
+    """Record ``step`` as the last one used, unless it (or a later one) already is: one conditional
+    UPDATE, so that of two requests carrying the same code at once only one passes, on any database
+    (the row lock of the caller's ``FOR UPDATE`` is not taken on SQLite)."""
+    t = SysUser.__table__.c
+    claimed = session.execute(update(SysUser).where(
+        t.id == user.id, or_(t.totp_last_step.is_(None), t.totp_last_step < step)).values(totp_last_step=step))
+    if getattr(claimed, "rowcount", 0) != 1:
+        return False
+    set_committed_value(user, "totp_last_step", step)
+    return True
 
 
 def remaining_recovery_codes(session: Session, user_id: int) -> int:
@@ -290,16 +303,18 @@ def check_sign_in_code(session: Session, user: SysUser, code: str, actor: Actor)
     if _CODE.match(code):
         secret = decrypt_secret(user.id, user.totp_secret)
         step = matching_step(secret, code, after=user.totp_last_step) if secret else None
-        if step is not None:
-            user.totp_last_step = step
+        if step is not None and _claim_step(session, user, step):
             return CodeCheck(True, "totp")
     elif len(code) == 10:
         for row in session.execute(select(UserRecoveryCode).where(
                 UserRecoveryCode.user_id == user.id, UserRecoveryCode.used_at.is_(None))).scalars():
             if verify_password(row.code_hash, code):
-                row.used_at = now
-                session.flush()
-                return CodeCheck(True, "recovery")
+                # used once, whatever runs at the same moment: the row changes only while still unused
+                claimed = session.execute(update(UserRecoveryCode).where(
+                    UserRecoveryCode.id == row.id, UserRecoveryCode.used_at.is_(None)).values(used_at=now))
+                if getattr(claimed, "rowcount", 0) == 1:
+                    return CodeCheck(True, "recovery")
+                break
     until = count_wrong_code(session, user, actor, detail="动态验证码或恢复码错误")
     if until is not None:
         return CodeCheck(False, message=LOCKED_MESSAGE, locked_until=until)

@@ -420,3 +420,30 @@ def test_admin_signs_in_with_a_code_when_the_admin_role_requires_it(admin_client
     secret, _codes = enrol(client, clock)
     clock.step()
     assert sign_in(make_client(), "admin", clock.code(secret), ADMIN_PASSWORD).status_code == 302
+
+
+def test_the_same_code_sent_twice_at_once_signs_in_once(enrolled: dict[str, Any], clock: Clock) -> None:
+    """Two requests with the same code at the same moment (two nodes, two tabs): the user row is locked
+    while the code is checked, so exactly one passes."""
+    import threading
+
+    from crm_admin.accounts.auth import _check_code_sync
+    from crm_admin.core.context import Actor
+
+    user = _user("tfa_user")
+    code = clock.code(enrolled["secret"])
+    results: list[Any] = []
+    start = threading.Barrier(2)
+
+    def attempt() -> None:
+        start.wait()
+        results.append(_check_code_sync(user.id, user.session_epoch, code, Actor(None, "", "10.0.0.9", "", "")))
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    passed = [r for r in results if isinstance(r, tuple)]
+    refused = [r for r in results if isinstance(r, second_factor.CodeCheck) and not r.ok]
+    assert len(passed) == 1 and len(refused) == 1, results
