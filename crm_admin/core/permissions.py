@@ -146,6 +146,8 @@ class Grants:
     permissions: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     # (resource, action) → the widest scope any of the user's roles grants it with
     scopes: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # one of the user's roles requires signing in with a second factor (``sys_role.require_totp``)
+    second_factor_required: bool = False
 
 
 class Gate:
@@ -154,6 +156,7 @@ class Gate:
         self._version: int | None = None
         self._enforcer: casbin.Enforcer | None = None
         self._role_scopes: dict[str, str] = {}
+        self._second_factor_roles: frozenset[str] = frozenset()
         self._cache: dict[int, Grants] = {}
 
     @staticmethod
@@ -164,9 +167,12 @@ class Gate:
         return int(value or 0)
 
     def _reload(self, conn: Connection, version: int) -> None:
-        roles = conn.execute(select(SysRole.code, SysRole.data_scope, SysRole.is_active)).all()
-        active = {code for code, _scope, is_active in roles if is_active}
-        self._role_scopes = {code: scope for code, scope, is_active in roles if is_active}
+        roles = conn.execute(select(SysRole.code, SysRole.data_scope, SysRole.is_active,
+                                    SysRole.require_totp)).all()
+        active = {code for code, _scope, is_active, _totp in roles if is_active}
+        self._role_scopes = {code: scope for code, scope, is_active, _totp in roles if is_active}
+        self._second_factor_roles = frozenset(code for code, _scope, is_active, totp in roles
+                                              if is_active and totp)
         lines: list[list[str]] = []
         rows = conn.execute(select(CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3))
         for ptype, v0, v1, v2, v3 in rows:
@@ -214,7 +220,8 @@ class Gate:
             perms = frozenset(scopes)
             scope = widest_scope(set(scopes.values())) if scopes else widest_scope(
                 {self._role_scopes.get(r, "self") for r in roles})
-            grants = Grants(roles=roles, scope=scope, permissions=perms, scopes=scopes)
+            grants = Grants(roles=roles, scope=scope, permissions=perms, scopes=scopes,
+                            second_factor_required=bool(roles & self._second_factor_roles))
             self._cache[user_id] = grants
             return grants
 
