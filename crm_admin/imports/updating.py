@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from crm_admin.core.errors import UserError
+from crm_admin.core.i18n import gettext as _
 from crm_admin.core.principal import Principal
 from crm_admin.imports import chunks
 from crm_admin.imports.spec import REJECT, UNCHANGED, UPDATE, ImportSpec, Planned, Row
@@ -42,27 +43,27 @@ def update_options(spec: ImportSpec, principal: Principal, *, match_by: str, col
     picked = list(dict.fromkeys(c.strip() for c in columns if c and c.strip()))
     if not spec.match_keys:
         if match_by or picked or blank_clears:
-            raise UserError(f"导入{spec.title}不支持更新已有记录。")
+            raise UserError(_("导入{title}不支持更新已有记录。").format(title=_(spec.title)))
         return {}
     if not match_by:
         if picked:
-            raise UserError("勾选了要更新的列,但没有选择如何匹配已有记录:请选择匹配方式,或取消勾选。")
+            raise UserError(_("勾选了要更新的列,但没有选择如何匹配已有记录:请选择匹配方式,或取消勾选。"))
         if blank_clears:
-            raise UserError("“空白单元格清空该字段”只用于更新已有记录:请选择匹配方式,或取消勾选。")
+            raise UserError(_("“空白单元格清空该字段”只用于更新已有记录:请选择匹配方式,或取消勾选。"))
         return {}
     if match_by not in spec.match_keys:
-        raise UserError("匹配方式无效,请重新选择。")
+        raise UserError(_("匹配方式无效,请重新选择。"))
     if not principal.can(spec.resource, "edit"):
-        raise UserError(f"您没有修改{spec.title}的权限,不能用导入更新已有{spec.title}。")
+        raise UserError(_("您没有修改{title}的权限,不能用导入更新已有{title}。").format(title=_(spec.title)))
     if not picked:
-        raise UserError("请至少勾选一个要更新的列。")
+        raise UserError(_("请至少勾选一个要更新的列。"))
     unknown = [c for c in picked if c not in spec.updatable]
     if unknown:
-        raise UserError(f"要更新的列“{unknown[0][:32]}”无效,请重新选择。")
+        raise UserError(_("要更新的列“{column}”无效,请重新选择。").format(column=unknown[0][:32]))
     key = spec.match_keys[match_by]
     if key in picked:
         header = spec.header_of(key)
-        raise UserError(f"按{header}匹配时不能同时更新{header},请取消勾选该列。")
+        raise UserError(_("按{column}匹配时不能同时更新{column},请取消勾选该列。").format(column=_(header)))
     ordered = [c for c in spec.updatable if c in picked]
     return {"match_by": match_by, "update_columns": ordered, "blank_clears": bool(blank_clears)}
 
