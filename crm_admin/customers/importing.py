@@ -302,7 +302,14 @@ class CustomerImport(ImportSpec):
         for key in ctx.update_columns:
             if key == "manager":
                 continue
-            value = self._cell(row, key)
+            try:
+                value = self._cell(row, key)
+            except RowError:
+                # a disabled dictionary item the customer already has may stay, as in the form
+                if key not in service.DICT_FIELDS or before[key] is None or row.text(key) not in (
+                        before[key], dict_label(service.DICT_FIELDS[key], before[key])):
+                    raise
+                value = before[key]
             if value is None and not (ctx.blank_clears and key not in self.never_cleared):
                 continue  # a blank cell leaves the field as it is
             after[key] = value

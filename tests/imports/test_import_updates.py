@@ -321,3 +321,14 @@ def test_upload_form_offers_the_choices(world: World, login_as: Any) -> None:
     notes = load_workbook(io.BytesIO(template.content)).worksheets[1]
     text = " ".join(str(c) for row in notes.iter_rows(values_only=True) for c in row if c)
     assert "客户编号" in text and "空白单元格清空该字段" in text
+
+
+def test_choices_and_refusals_in_english(world: World, login_as: Any) -> None:
+    client = login_as("mgr_a")
+    page = client.get("/admin/import/customer", params={"lang": "en"}).text
+    assert "Match by customer code" in page and "A blank cell clears the field" in page
+    response = _upload(client, ["客户名称"], [["英文有限公司"]], match_by="credit_code",
+                       update_columns=["credit_code"])
+    assert response.status_code == 400
+    assert "When matching by Unified social credit code, Unified social credit code itself cannot be updated" \
+        in response.text
