@@ -17,7 +17,8 @@ import decimal
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +186,18 @@ def record(
     """Write one audit row in ``session``'s transaction (commits with it, rolls back with it)."""
     entry = Entry(action, resource, str(resource_id or ""), changes, detail, success)
     write_entries(session.connection(), [entry], actor)
+
+
+@contextmanager
+def itemised(session: Session) -> Iterator[None]:
+    """Inside, every flush of ``session`` writes its audit rows row by row even when the unit of work
+    is ``INFO_SILENT`` (an import that creates silently and updates with the form's field-level diff)."""
+    silent = session.info.pop(INFO_SILENT, None)
+    try:
+        yield
+    finally:
+        if silent is not None:
+            session.info[INFO_SILENT] = silent
 
 
 def record_now(action: str, **kwargs: Any) -> None:

@@ -9,14 +9,13 @@ from urllib.parse import urlencode
 from markupsafe import Markup
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import get_history
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from wtforms import HiddenField, SelectField
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import customer_records, search
+from crm_admin.core import search
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
 from crm_admin.core.masking import SENSITIVE_PERMISSION
@@ -141,21 +140,9 @@ class CustomerAdmin(CrmModelView, model=Customer):
     # ----- writes ------------------------------------------------------------------------------
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        previous = {}
-        watched = False
-        if not is_created:
-            for key in ("industry", "source", "level", "name", "phone", "credit_code"):
-                hist = get_history(obj, key)
-                previous[key] = hist.deleted[0] if hist.deleted else getattr(obj, key)
-                watched = watched or bool(hist.added and hist.deleted and hist.added[0] != hist.deleted[0])
         self._settle_manager(session, obj, is_created, request)
-        if not is_created:
-            self._hand_over_if_reassigned(session, obj, request)
-        service.validate_customer(obj, previous=previous)
-        if is_created:
-            obj.code = service.next_customer_codes(session)[0]
-        if is_created or watched:
-            service.check_duplicates(session, obj, principal_of(request))
+        # the one path of every customer save (an import that updates goes through it too)
+        service.before_save(session, principal_of(request), obj, is_created=is_created)
 
     def _settle_manager(self, session: Session, obj: Any, is_created: bool, request: Request) -> None:
         """The form sets the ``manager`` relationship, which wins over ``manager_id`` at flush.
@@ -185,22 +172,6 @@ class CustomerAdmin(CrmModelView, model=Customer):
         else:  # naming someone else: the one rule for whom work may be given to
             obj.manager = check_assignee(session, principal, chosen_id, field="manager")
         obj.manager_id = chosen_id
-
-    @staticmethod
-    def _hand_over_if_reassigned(session: Session, obj: Any, request: Request) -> None:
-        """A new manager chosen in the form (only users with ``assign`` get here): the open work follows
-        and the change is recorded as a transfer, as on the transfer page."""
-        hist = get_history(obj, "manager_id")
-        if not hist.added:
-            return
-        before = hist.deleted[0] if hist.deleted else None
-        after = int(obj.manager_id) if obj.manager_id not in (None, "") else None
-        if after == before:
-            return
-        user = session.get(SysUser, after) if after is not None else None
-        if after is not None and user is None:
-            raise UserError("所选的客户经理不存在。", field="manager")
-        customer_records.manager_changed(session, principal_of(request), obj, before, user)
 
     def before_delete(self, session: Session, obj: Any, request: Request) -> None:
         counts = service.dependent_counts(session, obj.id)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import get_history
 
 from crm_admin.accounts.models import SysMeta, SysUser
 from crm_admin.core import audit, customer_records, recycling, search
@@ -213,6 +214,53 @@ def validate_customer(obj: Any, *, previous: dict[str, Any] | None = None) -> No
     if obj.website and not WEBSITE_RE.match(obj.website):
         raise UserError("网站地址格式不正确。", field="website")
     obj.name_key = name_key(obj.name)
+
+
+# Fields whose change makes a save look for duplicates again
+WATCHED_FIELDS = ("name", "phone", "credit_code")
+
+
+def before_save(session: Session, principal: Principal, obj: Customer, *, is_created: bool,
+                duplicates_checked: bool = False) -> None:
+    """What every save of a customer goes through, in the caller's transaction — the customer form and
+    an import that updates existing customers alike: a changed manager hands the open work over as a
+    transfer does; the values are checked and normalised (``validate_customer``; a disabled dictionary
+    value the customer already had may stay); a new customer gets its code; a new or renamed customer
+    (name, phone, credit code) must not duplicate another one. ``duplicates_checked``: the caller has
+    looked for duplicates of many customers at once (an import, in batches).
+
+    The caller has set the new values on ``obj`` (a loaded row: ``version`` guards the update); the
+    audit row (field-level diff) is written by the flush."""
+    previous: dict[str, Any] = {}
+    watched = False
+    if not is_created:
+        for key in ("industry", "source", "level", *WATCHED_FIELDS):
+            hist = get_history(obj, key)
+            previous[key] = hist.deleted[0] if hist.deleted else getattr(obj, key)
+            if key in WATCHED_FIELDS:
+                watched = watched or bool(hist.added and hist.deleted and hist.added[0] != hist.deleted[0])
+        hand_over_if_reassigned(session, principal, obj)
+    validate_customer(obj, previous=previous)
+    if is_created:
+        obj.code = next_customer_codes(session)[0]
+    if not duplicates_checked and (is_created or watched):
+        check_duplicates(session, obj, principal)
+
+
+def hand_over_if_reassigned(session: Session, principal: Principal, obj: Customer) -> None:
+    """A new manager set on a customer (by someone who may assign): the open work follows and the
+    change is recorded as a transfer, as on the transfer page."""
+    hist = get_history(obj, "manager_id")
+    if not hist.added:
+        return
+    before = hist.deleted[0] if hist.deleted else None
+    after = int(obj.manager_id) if obj.manager_id not in (None, "") else None
+    if after == before:
+        return
+    user = session.get(SysUser, after) if after is not None else None
+    if after is not None and user is None:
+        raise UserError("所选的客户经理不存在。", field="manager")
+    customer_records.manager_changed(session, principal, obj, before, user)
 
 
 # ----- duplicates ----------------------------------------------------------------------------

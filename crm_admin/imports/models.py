@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -39,6 +39,11 @@ class ImportJob(Base):
     valid: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[int] = mapped_column(Integer, default=0)
+    # an import that updates existing rows (migration 0022): rows it updates, rows matched that would not
+    # change, and the dry run's plan (per-row outcome, the matched rows' versions) kept as chunks
+    updated: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    unchanged: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    plan_size: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(String(1000), default="")
     upload_size: Mapped[int] = mapped_column(Integer, default=0)
     errors_size: Mapped[int | None] = mapped_column(Integer)  # the error workbook's chunks, when written
@@ -58,6 +63,6 @@ class ImportChunk(Base):
 
     job_id: Mapped[str] = mapped_column(String(32), ForeignKey("import_job.id", ondelete="CASCADE"),
                                         primary_key=True)
-    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # upload / errors
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # upload / errors / plan
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     data: Mapped[bytes] = mapped_column(BLOB)

@@ -14,11 +14,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from crm_admin.core.context import current_actor
 from crm_admin.core.errors import UserError
 from crm_admin.core.export import attachment
+from crm_admin.core.params import parse_int
 from crm_admin.core.routes import route
 from crm_admin.core.scope import assignable_users, check_assignee
 from crm_admin.core.views import CrmBaseView, principal_of
 from crm_admin.db import session_factory
-from crm_admin.imports import chunks, registry, runner, store, workbooks
+from crm_admin.imports import chunks, registry, runner, store, updating, workbooks
 from crm_admin.imports.reading import MAX_UPLOAD_BYTES
 from crm_admin.imports.spec import ImportSpec
 
@@ -85,7 +86,10 @@ class ImportView(CrmBaseView):
                 error, status = "请选择要上传的文件。", 400
             else:
                 try:
-                    options: dict[str, Any] = {}
+                    options: dict[str, Any] = updating.update_options(
+                        spec, principal, match_by=str(form.get("match_by", ""))[:32],
+                        columns=[str(c)[:32] for c in form.getlist("update_columns")][:50],
+                        blank_clears=bool(form.get("blank_clears")))
                     manager = str(form.get("manager_id", "")).strip()
                     if manager and spec.key == "customer":
                         user_id = await anyio.to_thread.run_sync(_assign_to, principal, manager)
@@ -108,6 +112,8 @@ class ImportView(CrmBaseView):
             "jobs": [j.as_dict() for j in jobs],
             "csrf_token": str(request.session.get("csrf", "")),
             "max_mb": MAX_UPLOAD_BYTES // 1024 // 1024,
+            "match_choices": updating.match_choices(spec) if principal.can(spec.resource, "edit") else [],
+            "update_choices": updating.update_choices(spec),
         }
         return await self.templates.TemplateResponse(request, "imports/page.html", context, status_code=status)
 
@@ -128,8 +134,16 @@ class ImportView(CrmBaseView):
     @route("/import/job/{job_id:str}", identity="import-job", permission=ANY_IMPORT)
     async def job_page(self, request: Request) -> Response:
         job = await _job(request)
-        context = {"title": f"导入{job.spec.title}", "job": job.as_dict(),
-                   "csrf_token": str(request.session.get("csrf", ""))}
+        context: dict[str, Any] = {"title": f"导入{job.spec.title}", "job": job.as_dict(),
+                                   "csrf_token": str(request.session.get("csrf", "")), "plan": None}
+        if job.plan_size is not None and job.status not in store.RUNNING:
+            # the dry run's plan of an updating import: every row's outcome, a page at a time
+            show = request.query_params.get("show", "")
+            show = show if show in updating.OUTCOME_LABELS else ""
+            page = parse_int(request.query_params.get("page")) or 1
+            rows, pages = await anyio.to_thread.run_sync(updating.plan_page, job.id, show, page)
+            context["plan"] = {"rows": rows, "pages": pages, "page": min(max(page, 1), pages), "show": show,
+                               "outcomes": list(updating.OUTCOME_LABELS.items())}
         return await self.templates.TemplateResponse(request, "imports/job.html", context)
 
     @route("/import/job/{job_id:str}/status", identity="import-job-status", permission=ANY_IMPORT)

@@ -78,10 +78,12 @@ def _normal_header(text: Any) -> str:
 
 
 def read_rows(path: str, kind: str, spec: ImportSpec,
-              sized: Callable[[int | None], None] | None = None) -> Iterator[Row]:
+              sized: Callable[[int | None], None] | None = None, options: dict[str, Any] | None = None,
+              ) -> Iterator[Row]:
     """Rows of the first sheet keyed by the spec's columns (matched by header); blank rows skipped.
 
-    ``sized`` is told the estimated number of data rows when the reading starts."""
+    ``sized`` is told the estimated number of data rows when the reading starts; ``options``: the job's
+    (an import that updates needs other columns than one that creates: ``spec.required_columns``)."""
     if sized is not None:
         lines = estimate_rows(path, kind)
         sized(lines - 1 if lines and lines > 1 else None)  # the header row is not data
@@ -99,7 +101,7 @@ def read_rows(path: str, kind: str, spec: ImportSpec,
         col = by_header.get(_normal_header(text))
         if col is not None and col.key not in {c.key for c in positions.values()}:
             positions[i] = col
-    missing = [c.header for c in spec.columns if c.required and c not in positions.values()]
+    missing = [c.header for c in spec.required_columns(options or {}) if c not in positions.values()]
     if missing:
         raise UserError(f"表头缺少必填列:{'、'.join(missing)}。请使用下载的模板(第一行为表头)。")
     number = 1
@@ -122,13 +124,13 @@ def batches(rows: Iterator[Row], size: int = BATCH) -> Iterator[list[Row]]:
         yield batch
 
 
-def refuse_past_cap(path: str, kind: str, spec: ImportSpec) -> None:
+def refuse_past_cap(path: str, kind: str, spec: ImportSpec, options: dict[str, Any] | None = None) -> None:
     """More lines than the cap may still be fewer rows (blank rows, texts over several lines):
     count the rows that hold something, without checking them, and stop one past the cap."""
     if kind == "xlsx":
         if xlsx.xlsx_rows_with_values(path, MAX_ROWS + 2) > MAX_ROWS + 1:  # and the header
             raise spreadsheet.too_many_rows()
         return
-    for count, _row in enumerate(read_rows(path, kind, spec), 1):
+    for count, _row in enumerate(read_rows(path, kind, spec, options=options), 1):
         if count > MAX_ROWS:
             raise spreadsheet.too_many_rows()

@@ -25,7 +25,7 @@ from crm_admin.core.errors import UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.ticker import Ticker
 from crm_admin.db import run_in_transaction, session_factory, transaction, utcnow
-from crm_admin.imports import chunks, spreadsheet, store
+from crm_admin.imports import chunks, spreadsheet, store, updating
 from crm_admin.imports.reading import (
     MAX_ROWS,
     batches,
@@ -34,7 +34,19 @@ from crm_admin.imports.reading import (
     refuse_past_cap,
     sniff,
 )
-from crm_admin.imports.spec import ImportContext, ImportSpec
+from crm_admin.imports.spec import (
+    CREATE,
+    LOST_MATCH,
+    NEW_MATCH,
+    REJECT,
+    STALE_MATCH,
+    UNCHANGED,
+    UPDATE,
+    ImportContext,
+    ImportSpec,
+    Planned,
+    Row,
+)
 from crm_admin.imports.store import Job
 from crm_admin.imports.workbooks import ErrorBook
 
@@ -78,7 +90,8 @@ def apply_job(job: Job, principal: Principal, actor: Actor, *, run_async: bool =
         raise UserError("没有可导入的有效行。")
     fresh = store.get_job(job.id, principal)
     if fresh is not None:
-        for key in ("processed", "total", "valid", "rejected", "created", "upload_size", "errors_size", "started"):
+        for key in ("processed", "total", "valid", "rejected", "created", "updated", "unchanged", "upload_size",
+                    "errors_size", "plan_size", "started"):
             setattr(job, key, getattr(fresh, key))
     job.status, job.processed, job.finished, job.message = "applying", 0, None, ""
     job.principal, job.actor = principal, actor
@@ -167,39 +180,72 @@ def _ctx(job: Job) -> ImportContext:
 
 def _validate(job: Job, path: str) -> None:
     error_path = chunks.temp_path("errors-", ".xlsx")
+    plan_path = chunks.temp_path("errors-", ".plan") if updating.updating(job.options) else None
     try:
         book = ErrorBook(error_path, job.spec)
+        plan = updating.PlanWriter(plan_path) if plan_path else None
         ctx = _ctx(job)
         valid = 0
         try:
             lines = estimate_rows(path, job.kind)
             job.total = lines - 1 if lines and lines > 1 else None  # the header row is not data
             if lines and lines > MAX_ROWS + 1:
-                refuse_past_cap(path, job.kind, job.spec)
+                refuse_past_cap(path, job.kind, job.spec, job.options)
             with session_factory()() as session:
                 job.spec.begin(session, ctx)
-                for batch in batches(read_rows(path, job.kind, job.spec)):
+                for batch in batches(read_rows(path, job.kind, job.spec, options=job.options)):
                     if job.processed + len(batch) > MAX_ROWS:
                         raise spreadsheet.too_many_rows()
                     job.spec.check(session, ctx, batch)
                     for row in batch:
                         if row.error:
                             book.add(row)
+                        elif row.action == UNCHANGED:
+                            job.unchanged += 1
                         else:
                             valid += 1
+                            job.updated += row.action == UPDATE
+                        if plan is not None:
+                            plan.add(row)
                     job.processed += len(batch)
                     job.valid, job.rejected = valid, book.count
         finally:
             book.close()
+            if plan is not None:
+                plan.close()
         job.total = job.processed
         if job.processed == 0:
             raise UserError("表格中除表头外没有数据行。")
         with transaction() as session:
             job.errors_size = chunks.store_file(session, job.id, chunks.ERRORS, error_path)
+            if plan_path:
+                job.plan_size = chunks.store_file(session, job.id, updating.PLAN, plan_path)
     finally:
         chunks.remove(error_path)
+        chunks.remove(plan_path)
     job.status = "validated"
-    job.message = f"共 {job.processed} 行:可导入 {job.valid} 行,有问题 {job.rejected} 行。"
+    if plan_path:
+        job.message = (f"共 {job.processed} 行:新建 {job.valid - job.updated} 行,更新 {job.updated} 行,"
+                       f"无变化 {job.unchanged} 行,有问题 {job.rejected} 行。")
+    else:
+        job.message = f"共 {job.processed} 行:可导入 {job.valid} 行,有问题 {job.rejected} 行。"
+
+
+def _against_plan(ctx: ImportContext, rows: list[Row]) -> None:
+    """An updating import's apply: a row whose match is not what the dry run showed is refused (the
+    existing row changed, was deleted or left the scope, or a row that created now matches one)."""
+    assert ctx.planned is not None
+    for row in rows:
+        if row.error:
+            continue
+        was = ctx.planned.get(row.number) or Planned(REJECT, None, None)
+        if row.action in (UPDATE, UNCHANGED):  # only a change the dry run showed is made
+            if was.action not in (UPDATE, UNCHANGED) or was.target != row.target:
+                row.error = NEW_MATCH
+            elif was.version != row.version:
+                row.error = STALE_MATCH.format(before=was.version, now=row.version)
+        elif row.action == CREATE and was.action in (UPDATE, UNCHANGED):
+            row.error = LOST_MATCH
 
 
 def _apply(job: Job) -> None:
@@ -208,37 +254,61 @@ def _apply(job: Job) -> None:
         raise UserError(UPLOAD_GONE)
     error_path = chunks.temp_path("errors-", ".xlsx")
 
+    update = updating.updating(job.options)
+    planned = updating.planned(job.id) if update and job.plan_size is not None else None
+    if update and planned is None:
+        raise UserError(UPLOAD_GONE)
+
     def apply_once(session: Session) -> Job:
         book = ErrorBook(error_path, job.spec)
         ctx = _ctx(job)
-        created = 0
+        ctx.planned = planned
+        written = updated = unchanged = 0
         job.processed = 0
-        # one summary row instead of one audit row per imported record
+        # one summary row instead of one audit row per created record (an update writes the field-level
+        # diff the customer form writes: the importer asks for it)
         session.info[audit.INFO_SILENT] = True
         job.spec.begin(session, ctx)
         try:
-            for batch in batches(read_rows(path, job.kind, job.spec)):
+            for batch in batches(read_rows(path, job.kind, job.spec, options=job.options)):
                 job.spec.check(session, ctx, batch)
-                good = [r for r in batch if not r.error]
+                if planned is not None:
+                    _against_plan(ctx, batch)
+                good = [r for r in batch if not r.error and r.action != UNCHANGED]
+                if good:
+                    written += job.spec.apply(session, ctx, good)  # may still refuse a row (locked, stale)
                 for row in batch:
                     if row.error:
                         book.add(row)
-                if good:
-                    created += job.spec.apply(session, ctx, good)
+                    elif row.action == UPDATE:
+                        updated += 1
+                    elif row.action == UNCHANGED:
+                        unchanged += 1
                 job.processed += len(batch)
         finally:
             book.close()
-        audit.record(
-            session, "import", resource=job.spec.resource, resource_id="",
-            changes={"file": job.filename, "rows": job.processed, "created": created,
-                     "rejected": book.count, "job": job.id},
-            detail=f"导入{job.spec.title}:文件“{job.filename}”,成功 {created} 行,未导入 {book.count} 行",
-        )
+        created = written - updated
+        summary: dict[str, Any] = {"file": job.filename, "rows": job.processed, "created": created,
+                                   "rejected": book.count, "job": job.id}
+        detail = f"导入{job.spec.title}:文件“{job.filename}”,成功 {written} 行,未导入 {book.count} 行"
+        if update:
+            summary.update(updated=updated, unchanged=unchanged, match_by=job.options.get("match_by"),
+                           update_columns=job.options.get("update_columns"))
+            detail = (f"导入{job.spec.title}:文件“{job.filename}”,新建 {created} 行,更新 {updated} 行,"
+                      f"无变化 {unchanged} 行,未导入 {book.count} 行")
+        audit.record(session, "import", resource=job.spec.resource, resource_id="", changes=summary,
+                     detail=detail)
         # the job's outcome commits with the rows, or neither does
         done = Job(**{f: getattr(job, f) for f in job.__dataclass_fields__ if f != "principal"})
         done.created, done.rejected, done.status, done.finished = created, book.count, "done", utcnow()
+        done.updated, done.unchanged = updated, unchanged
         done.errors_size = chunks.store_file(session, job.id, chunks.ERRORS, error_path)
-        done.message = f"导入完成:成功 {created} 行" + (f",未导入 {book.count} 行(见错误表)。" if book.count else "。")
+        if update:
+            done.message = (f"导入完成:新建 {created} 行,更新 {updated} 行,无变化 {unchanged} 行"
+                            + (f",未导入 {book.count} 行(见错误表)。" if book.count else "。"))
+        else:
+            done.message = f"导入完成:成功 {created} 行" + (
+                f",未导入 {book.count} 行(见错误表)。" if book.count else "。")
         chunks.drop(session, job.id, chunks.UPLOAD)  # applied: the upload is not needed any more
         if not store.write_state(done, "applying", session):
             raise UserError("导入任务已过期被清理,没有任何数据被写入。请重新上传文件。")
@@ -250,7 +320,7 @@ def _apply(job: Job) -> None:
         # in the same transaction, so a second run after a first one that did commit is refused by
         # that conditional update and rolled back whole.
         done = run_in_transaction(apply_once, where=f"import:{job.spec.key}", idempotent=True)
-        for key in ("created", "rejected", "errors_size", "message", "finished", "status"):
+        for key in ("created", "updated", "unchanged", "rejected", "errors_size", "message", "finished", "status"):
             setattr(job, key, getattr(done, key))
     finally:
         chunks.remove(path)

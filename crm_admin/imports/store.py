@@ -71,9 +71,12 @@ class Job:
     valid: int = 0
     rejected: int = 0
     created: int = 0
+    updated: int = 0
+    unchanged: int = 0
     message: str = ""
     upload_size: int = 0
     errors_size: int | None = None
+    plan_size: int | None = None
     started: dt.datetime = field(default_factory=utcnow)
     heartbeat: dt.datetime = field(default_factory=utcnow)
     finished: dt.datetime | None = None
@@ -84,7 +87,8 @@ class Job:
             "id": self.id, "resource": self.spec.key, "title": self.spec.title, "filename": self.filename,
             "status": self.status, "status_label": STATUS_LABELS.get(self.status, self.status),
             "processed": self.processed, "total": self.total, "valid": self.valid,
-            "rejected": self.rejected, "created": self.created, "message": self.message,
+            "rejected": self.rejected, "created": self.created, "updated": self.updated,
+            "unchanged": self.unchanged, "message": self.message, "has_plan": self.plan_size is not None,
             "has_errors": bool(self.errors_size is not None and self.rejected),
             "running": self.status in RUNNING,
             "seconds": round(((self.finished or utcnow()) - self.started).total_seconds(), 1),
@@ -137,7 +141,8 @@ def _from_row(row: ImportJob) -> Job | None:
               actor=Actor(user_id=a.get("user_id"), username=str(a.get("username", "")), ip=str(a.get("ip", "")),
                           user_agent=str(a.get("user_agent", "")), request_id=str(a.get("request_id", ""))),
               options=dict(row.options or {}), status=row.status, processed=row.processed, total=row.total,
-              valid=row.valid, rejected=row.rejected, created=row.created, message=row.message,
+              valid=row.valid, rejected=row.rejected, created=row.created, updated=row.updated or 0,
+              unchanged=row.unchanged or 0, message=row.message, plan_size=row.plan_size,
               upload_size=row.upload_size, errors_size=row.errors_size, started=row.started_at,
               heartbeat=row.heartbeat_at, finished=row.finished_at)
     if job.stale:
@@ -153,8 +158,9 @@ def _report_lost(job: Job) -> None:
         # the process stopped after the import's transaction committed, before the row said so
         job.status = "done"
         job.created, job.rejected = int(committed.get("created") or 0), int(committed.get("rejected") or 0)
+        job.updated = int(committed.get("updated") or 0)
         job.errors_size = None
-        job.message = f"导入完成:成功 {job.created} 行" + (
+        job.message = f"导入完成:成功 {job.created + job.updated} 行" + (
             f",未导入 {job.rejected} 行(服务在导入结束时重启,错误表未能保存,可重新上传原文件查看)。"
             if job.rejected else "。")
     else:
@@ -229,8 +235,9 @@ def write_state(job: Job, expect: str, session: Session | None = None) -> bool:
 
     ``session``: inside the caller's transaction (the apply writes "done" with the imported rows)."""
     values = {k: getattr(job, k) for k in PROGRESS}
-    values.update(status=job.status, created=job.created, message=job.message[:1000],
-                  errors_size=job.errors_size, finished_at=job.finished, heartbeat_at=utcnow())
+    values.update(status=job.status, created=job.created, updated=job.updated, unchanged=job.unchanged,
+                  message=job.message[:1000], errors_size=job.errors_size, plan_size=job.plan_size,
+                  finished_at=job.finished, heartbeat_at=utcnow())
     stmt = update(ImportJob).where(ImportJob.id == job.id, ImportJob.status == expect).values(**values)
     if session is not None:
         return _affected(session.execute(stmt)) == 1

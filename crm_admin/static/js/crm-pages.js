@@ -55,6 +55,8 @@
       byId('apply-form').hidden = !(j.status === 'validated' && j.valid > 0);
       byId('errors-link').hidden = !(j.has_errors && !j.running);
       if (j.running) setTimeout(poll, 800);
+      // a dry run that planned updates: the page shows its plan once it has one
+      else if (j.has_plan && root.getAttribute('data-reload')) window.location.reload();
     }
     function poll() {
       fetch(statusUrl, { headers: { 'Accept': 'application/json' }, credentials: 'same-origin' })
