@@ -1,7 +1,7 @@
 """import jobs that update existing customers: counts and the dry run's plan
 
 Revision ID: 0022
-Revises: 0018
+Revises: 0020
 
 An import may match existing rows (a customer by its credit code or its code) and update the columns
 the user picked. The job keeps, beside ``created``, how many rows it updates and how many match a row
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0022"
-down_revision: str | None = "0018"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
