@@ -31,7 +31,7 @@ from crm_admin.accounts.service import (
 )
 from crm_admin.core import audit
 from crm_admin.core.asgi import HttpMiddleware
-from crm_admin.core.context import Actor, set_actor
+from crm_admin.core.context import Actor, set_actor, set_principal
 from crm_admin.core.errors import plain_page
 from crm_admin.core.formatting import format_datetime
 from crm_admin.core.permissions import ACTIONS
@@ -193,6 +193,7 @@ class CrmAuthentication(AuthenticationBackend):
         request.state.user = user
         request.state.principal = principal
         set_actor(request_actor(request, user))
+        set_principal(principal)
         if user.must_change_password and not request.url.path.startswith(_PASSWORD_EXEMPT):
             return RedirectResponse(PASSWORD_PAGE, status_code=302)
         if principal.second_factor_required and user.totp_enabled_at is None:

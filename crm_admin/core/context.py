@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,16 @@ def acting_as(actor: Actor) -> Iterator[Actor]:
         yield actor
     finally:
         _current.reset(token)
+
+
+# The signed-in user's principal for the request being served (None for jobs and the CLI): read by the
+# shared machinery that SQLAdmin calls without the request (the search of a list page).
+_principal: ContextVar[Any] = ContextVar("crm_principal", default=None)
+
+
+def current_principal() -> Any:
+    return _principal.get()
+
+
+def set_principal(principal: Any) -> None:
+    _principal.set(principal)

@@ -57,6 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, attributes
 
 from crm_admin import db
+from crm_admin.core import context, masking
 from crm_admin.core.models import SearchDoc, SearchGram
 
 # The longest text searched (longer input is cut) and the fewest digits a digit search needs.
@@ -583,7 +584,17 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
     model_: Any = model
     sparse: list[Select[Any]] = []
     dense: list[ColumnElement[bool]] = []
-    for branch in _branches(text):
+    hidden = _personal_digits_hidden(spec)
+    if hidden and re.fullmatch(r"[\d\s\-+()]+", text):
+        # Someone who sees phone numbers masked must not find a record by one either: digits are
+        # looked for in the columns shown to them (a code, a name) and nowhere else.
+        shown = [f for f in (*spec.names, *spec.digits) if f not in hidden]
+        digits = digits_of(text) if len(digits_of(text)) >= MIN_DIGITS else text
+        dense.extend(getattr(model_, f).like(_like_contains(digits), escape="\\") for f in shown)
+        branches: list[_Branch] = []
+    else:
+        branches = _branches(text)
+    for branch in branches:
         if not branch.grams:
             continue
         counted = sorted((_postings(conn, spec.kind, g), i, g) for i, g in enumerate(branch.grams))
@@ -617,6 +628,15 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
     if not conditions:
         return false()
     return conditions[0] if len(conditions) == 1 else or_(*conditions)
+
+
+def _personal_digits_hidden(spec: Searchable) -> frozenset[str]:
+    """The digit columns of ``spec`` the current viewer sees masked (core/masking.py), so not searched."""
+    viewer = context.current_principal()
+    if viewer is None or masking.sees_sensitive(viewer):
+        return frozenset()
+    personal = masking.personal_data(spec.model)
+    return frozenset(f for f in spec.digits if personal is not None and f in personal.fields)
 
 
 def match_now(model: type, term: str | None) -> ColumnElement[bool] | None:
