@@ -73,6 +73,9 @@ def test_chain_verify_detects_tampering(admin_client: Any, tamper: str) -> None:
     from crm_admin.audit.models import AuditLog
     from crm_admin.core import audit
 
+    # what the test database was seeded with is sealed first: the tail is then only the rows below,
+    # seconds old however long the run has taken so far
+    assert run_cli("audit", "seal").exit_code == 0
     for i in range(3):
         audit.record_now("export", resource="customer", detail=f"第 {i} 次")
     tail = run_cli("audit", "verify")  # written, not sealed yet: intact, with a recent unsealed tail
