@@ -39,6 +39,8 @@ ACTIONS = Labels({
     "transfer": "转移",
     "assign": "分配",
     "merge": "合并",
+    "claim": "领取",
+    "return": "退回",
 })
 # Actions that only make sense on some resources: one (resource, action) per business action (moving
 # customers is ``customer`` / ``transfer``, not ``transfer`` / ``transfer``). The grid offers them only
@@ -46,7 +48,9 @@ ACTIONS = Labels({
 ACTION_RESOURCES: dict[str, frozenset[str]] = {
     "merge": frozenset({"customer"}),
     "transfer": frozenset({"customer"}),
-    "assign": frozenset({"customer"}),
+    "assign": frozenset({"customer", "pool"}),
+    "claim": frozenset({"pool"}),
+    "return": frozenset({"pool"}),
     "import": frozenset({"customer", "linkman", "product"}),
 }
 
@@ -66,6 +70,7 @@ RESOURCES = Labels({
     "customer_care": "客户关怀",
     "care_plan": "关怀计划",
     "transfer": "客户转移",
+    "pool": "公海",
     "product": "产品",
     "order": "订单",
     "churn_rule": "流失预警规则",

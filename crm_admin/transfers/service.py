@@ -274,7 +274,7 @@ def transfer_query(principal: Principal, flt: TransferFilter | None = None) -> S
         )
         .join(Customer, Customer.id == CustomerTransfer.customer_id)
         .outerjoin(old, old.id == CustomerTransfer.old_manager_id)
-        .join(new, new.id == CustomerTransfer.new_manager_id)
+        .outerjoin(new, new.id == CustomerTransfer.new_manager_id)  # none: returned to a public pool
         .outerjoin(op, op.id == CustomerTransfer.operator_id)
     )
     stmt = scoped(stmt, CustomerTransfer, principal, "list")

@@ -1,0 +1,427 @@
+"""Public pools (公海): return customers to a pool, claim (领取) and assign (分配) them from it.
+
+Exactly once under concurrency: a customer leaves a pool by one conditional UPDATE (``WHERE id IN …
+AND pool_id = ? AND manager_id IS NULL``) whose row count decides; of two users claiming the same
+customer at once one gets it, the other a message. A user's holding and daily claim limits are
+counted while that user's ``sys_user`` row is locked (a write to it), so two claims by the same user
+at once are counted one after the other. Every move writes a ``customer_transfer`` row (the manager's
+history), a ``customer_pool_log`` row (the pool's history, daily counts, the report) and an audit row,
+hands what follows the manager over (``core.customer_records.hand_over_open_work``) and keeps the
+records that carry the customer's manager equal to it (``follow_customers``), all in the caller's
+transaction. Services never commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from crm_admin.accounts.models import CasbinRule, SysDept, SysRole, SysUser
+from crm_admin.core import audit, customer_records
+from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
+from crm_admin.core.formatting import day_start_utc, local_today, to_local
+from crm_admin.core.principal import Principal
+from crm_admin.core.scope import ASSIGN as ASSIGN_PURPOSE
+from crm_admin.core.scope import check_assignee, scoped
+from crm_admin.customers.models import Customer, follow_customers
+from crm_admin.db import utcnow
+from crm_admin.pools.models import (
+    ASSIGN,
+    CLAIM,
+    RECLAIM,
+    RETURN,
+    CustomerPool,
+    CustomerPoolAccess,
+    CustomerPoolLimit,
+    CustomerPoolLog,
+)
+from crm_admin.transfers.models import CustomerTransfer
+
+RESOURCE = "pool"
+REASON_MIN = 2
+REASON_MAX = 500
+MAX_BATCH = 500  # customers per claim, assignment or return
+CLAIM_REASON = "从公海领取"
+ASSIGN_REASON = "从公海分配"
+RETURN_PREFIX = "退回公海:"
+RECLAIM_PREFIX = "自动回收:"
+
+
+@dataclass
+class PoolResult:
+    pool_id: int
+    customers: list[int] = field(default_factory=list)
+    # what followed the manager: hand-over key ("care_tasks") → rows
+    handed_over: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.customers)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A user's limits on a pool (None: unlimited)."""
+
+    hold: int | None
+    daily: int | None
+
+
+# ----- who may use a pool ------------------------------------------------------------------------
+
+def manages_pools(principal: Principal) -> bool:
+    """Administrators of pools see every pool, active or not, and its customers."""
+    return principal.can(RESOURCE, "edit")
+
+
+def _dept_and_ancestors(session: Session, dept_id: int | None) -> set[int]:
+    if dept_id is None:
+        return set()
+    parents = dict(session.execute(select(SysDept.id, SysDept.parent_id)).tuples().all())
+    found: set[int] = set()
+    current: int | None = dept_id
+    while current is not None and current not in found:
+        found.add(current)
+        current = parents.get(current)
+    return found
+
+
+def usable_pools(session: Session, principal: Principal, action: str = "list") -> list[CustomerPool]:
+    """The pools ``principal`` may use for ``action`` (list, view, claim, assign, return), by name:
+    every pool for who manages pools (active ones only for claim, assign, return); otherwise the
+    active pools whose access rows let the user in (none: open to everyone)."""
+    if not principal.can(RESOURCE, action):
+        return []
+    stmt = select(CustomerPool).order_by(CustomerPool.name, CustomerPool.id)
+    if manages_pools(principal):
+        if action in ("claim", "assign", "return"):
+            stmt = stmt.where(CustomerPool.is_active.is_(True))
+        return list(session.execute(stmt).scalars())
+    pools = list(session.execute(stmt.where(CustomerPool.is_active.is_(True))).scalars())
+    if not pools:
+        return []
+    rules: dict[int, list[tuple[int | None, int | None]]] = {}
+    for pool_id, dept_id, role_id in session.execute(
+        select(CustomerPoolAccess.pool_id, CustomerPoolAccess.dept_id, CustomerPoolAccess.role_id)
+        .where(CustomerPoolAccess.pool_id.in_([p.id for p in pools]))
+    ):
+        rules.setdefault(pool_id, []).append((dept_id, role_id))
+    if not rules:
+        return pools
+    depts = _dept_and_ancestors(session, principal.dept_id)
+    role_ids = set(session.execute(select(SysRole.id).where(SysRole.code.in_(sorted(principal.roles)))).scalars())
+    out = []
+    for pool in pools:
+        listed = rules.get(pool.id)
+        if not listed:
+            out.append(pool)
+            continue
+        want_depts = {d for d, _r in listed if d is not None}
+        want_roles = {r for _d, r in listed if r is not None}
+        if (not want_depts or depts & want_depts) and (not want_roles or role_ids & want_roles):
+            out.append(pool)
+    return out
+
+
+def usable_pool(session: Session, principal: Principal, pool_id: Any, action: str = "list") -> CustomerPool:
+    """The pool ``pool_id`` if ``principal`` may use it for ``action``; NotFound otherwise (as if it
+    did not exist)."""
+    try:
+        wanted = int(str(pool_id).strip())
+    except (TypeError, ValueError):
+        raise NotFound("公海不存在或您无权访问。") from None
+    for pool in usable_pools(session, principal, action):
+        if pool.id == wanted:
+            return pool
+    raise NotFound("公海不存在或您无权访问。")
+
+
+# ----- limits --------------------------------------------------------------------------------------
+
+def _most_generous(values: list[int | None]) -> int | None:
+    if not values or any(v is None for v in values):
+        return None
+    return max(v for v in values if v is not None)
+
+
+def limits_for(session: Session, pool: CustomerPool, user_id: int) -> Limits:
+    """The user's limits on ``pool``: per role, the role's row or else the pool's default; of several
+    roles the most generous (an unlimited one wins). A user without roles has the pool's defaults."""
+    codes = _role_codes(session, user_id)
+    roles = dict(session.execute(select(SysRole.code, SysRole.id).where(SysRole.code.in_(sorted(codes)))).tuples().all())
+    rows = {r.role_id: r for r in session.execute(
+        select(CustomerPoolLimit).where(CustomerPoolLimit.pool_id == pool.id,
+                                        CustomerPoolLimit.role_id.in_(sorted(roles.values())))
+    ).scalars()} if roles else {}
+    if not roles:
+        return Limits(pool.hold_limit, pool.daily_claim_limit)
+    hold: list[int | None] = []
+    daily: list[int | None] = []
+    for role_id in roles.values():
+        row = rows.get(role_id)
+        hold.append(row.hold_limit if row is not None else pool.hold_limit)
+        daily.append(row.daily_claim_limit if row is not None else pool.daily_claim_limit)
+    return Limits(_most_generous(hold), _most_generous(daily))
+
+
+def _role_codes(session: Session, user_id: int) -> set[str]:
+    subjects = session.execute(
+        select(CasbinRule.v1).where(CasbinRule.ptype == "g", CasbinRule.v0 == f"u:{user_id}")
+    ).scalars()
+    return {str(s).removeprefix("role:") for s in subjects}
+
+
+def held_count(session: Session, user_id: int) -> int:
+    return int(session.execute(select(func.count()).select_from(Customer).where(Customer.manager_id == user_id))
+               .scalar_one())
+
+
+def claimed_today(session: Session, pool_id: int, user_id: int, now: dt.datetime | None = None) -> int:
+    """Customers ``user_id`` claimed from the pool since the start of the company day (Asia/Shanghai)."""
+    start = day_start_utc(local_today()) if now is None else _company_day_start(now)
+    return int(session.execute(
+        select(func.count()).select_from(CustomerPoolLog).where(
+            CustomerPoolLog.user_id == user_id, CustomerPoolLog.kind == CLAIM,
+            CustomerPoolLog.at >= start, CustomerPoolLog.pool_id == pool_id)
+    ).scalar_one())
+
+
+def _company_day_start(now: dt.datetime) -> dt.datetime:
+    return day_start_utc(to_local(now).date())
+
+
+def _lock_user(session: Session, user_id: int) -> None:
+    """Hold the user's row until the end of the transaction: claims by the same user queue here (a
+    write, so that SQLite takes its write lock now too)."""
+    session.execute(update(SysUser).where(SysUser.id == user_id).values(updated_at=SysUser.updated_at))
+
+
+def _check_limits(session: Session, pool: CustomerPool, user: SysUser, adding: int, *, daily: bool,
+                  now: dt.datetime) -> None:
+    limits = limits_for(session, pool, user.id)
+    if limits.hold is not None:
+        held = held_count(session, user.id)
+        if held + adding > limits.hold:
+            left = max(limits.hold - held, 0)
+            raise UserError(
+                f"{user} 已负责 {held} 个客户,在公海“{pool.name}”的持有上限为 {limits.hold} 个,"
+                f"本次最多还能再领取 {left} 个。", field="customer_id")
+    if daily and limits.daily is not None:
+        done = claimed_today(session, pool.id, user.id, now)
+        if done + adding > limits.daily:
+            left = max(limits.daily - done, 0)
+            raise UserError(
+                f"今天已从公海“{pool.name}”领取 {done} 个客户,每日领取上限为 {limits.daily} 个,"
+                f"今天最多还能再领取 {left} 个。", field="customer_id")
+
+
+# ----- moving customers out of a pool ----------------------------------------------------------------
+
+def _ids(customer_ids: Iterable[Any]) -> list[int]:
+    ids: set[int] = set()
+    for value in customer_ids:
+        try:
+            ids.add(int(str(value).strip()))
+        except (TypeError, ValueError):
+            raise UserError("所选客户无效,请刷新页面后重试。", field="customer_id") from None
+    if not ids:
+        raise UserError("请至少选择一个客户。", field="customer_id")
+    if len(ids) > MAX_BATCH:
+        raise UserError(f"一次最多处理 {MAX_BATCH} 个客户。", field="customer_id")
+    return sorted(ids)
+
+
+def _take(session: Session, principal: Principal, pool: CustomerPool, ids: list[int], user: SysUser,
+          kind: str, reason: str, now: dt.datetime) -> PoolResult:
+    """Give ``ids`` (all in ``pool``) to ``user``: all of them or none."""
+    in_pool = dict(session.execute(
+        select(Customer.id, Customer.name).where(Customer.id.in_(ids), Customer.pool_id == pool.id)
+    ).tuples().all())
+    if len(in_pool) != len(ids):
+        raise NotFound("所选客户已不在该公海中(可能刚被他人领取或分配),请刷新页面后重试。")
+    moved = session.execute(
+        update(Customer)
+        .where(Customer.id.in_(ids), Customer.pool_id == pool.id, Customer.manager_id.is_(None))
+        .values(manager_id=user.id, pool_id=None, pool_entered_at=None, version=Customer.version + 1,
+                updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if int(moved.rowcount or 0) != len(ids):  # type: ignore[attr-defined]
+        # someone else took one of them between the read above and this update: nothing is kept
+        raise Conflict("所选客户刚刚已被他人领取或分配,本次操作未执行,请刷新页面后重试。")
+    follow_customers(session.connection(), ids)
+    session.execute(insert(CustomerTransfer), [
+        {"customer_id": i, "old_manager_id": None, "new_manager_id": user.id, "reason": reason,
+         "transferred_at": now, "operator_id": principal.id, "created_at": now, "updated_at": now}
+        for i in ids
+    ])
+    session.execute(insert(CustomerPoolLog), [
+        {"customer_id": i, "pool_id": pool.id, "kind": kind, "user_id": user.id, "operator_id": principal.id,
+         "reason": reason, "at": now, "created_at": now, "updated_at": now}
+        for i in ids
+    ])
+    handed = customer_records.hand_over_open_work(session, ids, user.id, now)
+    verb = "领取" if kind == CLAIM else f"分配给 {user}"
+    audit.write_entries(session.connection(), [
+        audit.Entry(kind, "customer", str(i),
+                    {"pool_id": pool.id, "manager_id": [None, user.id], "pool": pool.name, "reason": reason},
+                    f"从公海“{pool.name}”{verb}客户“{in_pool[i]}”(联系方式随之可见)")
+        for i in ids
+    ])
+    if any(handed.values()):
+        audit.record(session, kind, resource="customer", resource_id=",".join(map(str, ids))[:64],
+                     changes={"customers": ids, "new_manager_id": user.id, **handed},
+                     detail=f"随客户移交的工作:{handed}")
+    return PoolResult(pool_id=pool.id, customers=ids, handed_over=handed)
+
+
+def claim_customers(
+    session: Session,
+    principal: Principal,
+    *,
+    pool_id: int,
+    customer_ids: Iterable[Any],
+    now: dt.datetime | None = None,
+) -> PoolResult:
+    """``principal`` claims (领取) ``customer_ids`` from the pool: all of them or none, within the
+    claimer's holding limit and daily claim limit; of two claims of one customer at once exactly one
+    succeeds, the other raises Conflict."""
+    if not principal.can(RESOURCE, "claim"):
+        raise Forbidden("您没有从公海领取客户的权限。")
+    ids = _ids(customer_ids)
+    pool = usable_pool(session, principal, pool_id, "claim")
+    now = now or utcnow()
+    user = session.get(SysUser, principal.id)
+    if user is None or not user.is_active:
+        raise Forbidden("您的账号已停用。")
+    _lock_user(session, user.id)
+    _check_limits(session, pool, user, len(ids), daily=True, now=now)
+    return _take(session, principal, pool, ids, user, CLAIM, CLAIM_REASON, now)
+
+
+def assign_from_pool(
+    session: Session,
+    principal: Principal,
+    *,
+    pool_id: int,
+    customer_ids: Iterable[Any],
+    user_id: Any,
+    now: dt.datetime | None = None,
+) -> PoolResult:
+    """A lead or an administrator gives (分配) ``customer_ids`` from the pool to ``user_id``, someone
+    within their ``customer`` / ``assign`` scope who may own customers. The assignee's holding limit
+    applies; the daily claim limit does not (it limits what one takes oneself)."""
+    if not principal.can(RESOURCE, "assign"):
+        raise Forbidden("您没有从公海分配客户的权限。")
+    ids = _ids(customer_ids)
+    pool = usable_pool(session, principal, pool_id, "assign")
+    if user_id in (None, ""):
+        raise UserError("请选择要分配给的客户经理。", field="user_id")
+    user = check_assignee(session, principal, user_id, purpose=ASSIGN_PURPOSE, field="user_id")
+    now = now or utcnow()
+    _lock_user(session, user.id)
+    _check_limits(session, pool, user, len(ids), daily=False, now=now)
+    return _take(session, principal, pool, ids, user, ASSIGN, ASSIGN_REASON, now)
+
+
+# ----- moving customers into a pool -------------------------------------------------------------
+
+def clean_reason(reason: str | None) -> str:
+    text = (reason or "").strip()
+    if len(text) < REASON_MIN:
+        raise UserError(f"请填写退回原因(至少 {REASON_MIN} 个字)。", field="reason")
+    if len(text) > REASON_MAX:
+        raise UserError(f"退回原因不能超过 {REASON_MAX} 个字。", field="reason")
+    return text
+
+
+def put_in_pool(
+    session: Session,
+    *,
+    pool: CustomerPool,
+    customers: list[tuple[int, int | None]],
+    kind: str,
+    reason: str,
+    operator_id: int | None,
+    now: dt.datetime,
+) -> PoolResult:
+    """Move ``customers`` — (id, its manager now), already locked and checked by the caller — into
+    ``pool``: no manager, a transfer row to nobody ("退回公海:…" / "自动回收:…"), a pool log row, the
+    open work handed over as the customer form does when the manager is removed (pending care tasks and
+    open work keep no owner until someone claims the customer), one audit row per customer labelled
+    ``kind`` (RETURN or RECLAIM). For the reclaim job too (``operator_id`` None)."""
+    if kind not in (RETURN, RECLAIM):
+        raise ValueError(f"not a way into a pool: {kind!r}")
+    if not customers:
+        return PoolResult(pool_id=pool.id)
+    ids = sorted(i for i, _m in customers)
+    olds = dict(customers)
+    prefix = RETURN_PREFIX if kind == RETURN else RECLAIM_PREFIX
+    moved = session.execute(
+        update(Customer).where(Customer.id.in_(ids), Customer.pool_id.is_(None))
+        .values(manager_id=None, pool_id=pool.id, pool_entered_at=now, version=Customer.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if int(moved.rowcount or 0) != len(ids):  # type: ignore[attr-defined]
+        raise Conflict("所选客户刚刚已被他人放入公海,本次操作未执行,请刷新页面后重试。")
+    follow_customers(session.connection(), ids)
+    session.execute(insert(CustomerTransfer), [
+        {"customer_id": i, "old_manager_id": olds[i], "new_manager_id": None, "reason": (prefix + reason)[:500],
+         "transferred_at": now, "operator_id": operator_id, "created_at": now, "updated_at": now}
+        for i in ids
+    ])
+    session.execute(insert(CustomerPoolLog), [
+        {"customer_id": i, "pool_id": pool.id, "kind": kind, "user_id": olds[i], "operator_id": operator_id,
+         "reason": reason[:500], "at": now, "created_at": now, "updated_at": now}
+        for i in ids
+    ])
+    handed = customer_records.hand_over_open_work(session, ids, None, now)
+    label = "退回" if kind == RETURN else "自动回收"
+    audit.write_entries(session.connection(), [
+        audit.Entry(kind, "customer", str(i),
+                    {"pool_id": pool.id, "manager_id": [olds[i], None], "pool": pool.name, "reason": reason},
+                    f"客户{label}公海“{pool.name}”:{reason}"[:1000])
+        for i in ids
+    ])
+    if any(handed.values()):
+        audit.record(session, kind, resource="customer", resource_id=",".join(map(str, ids))[:64],
+                     changes={"customers": ids, "pool_id": pool.id, **handed},
+                     detail=f"退回公海时移交的工作:{handed}")
+    return PoolResult(pool_id=pool.id, customers=ids, handed_over=handed)
+
+
+def return_to_pool(
+    session: Session,
+    principal: Principal,
+    *,
+    pool_id: int,
+    customer_ids: Iterable[Any],
+    reason: str | None,
+    now: dt.datetime | None = None,
+) -> PoolResult:
+    """Return (退回) ``customer_ids`` — customers within the principal's ``pool`` / ``return`` scope —
+    to a pool the principal may use, with a reason (2–500 characters): all of them or none."""
+    if not principal.can(RESOURCE, "return"):
+        raise Forbidden("您没有把客户退回公海的权限。")
+    ids = _ids(customer_ids)
+    text = clean_reason(reason)
+    if pool_id in (None, ""):
+        raise UserError("请选择要退回的公海。", field="pool_id")
+    pool = usable_pool(session, principal, pool_id, "return")
+    rows = session.execute(
+        scoped(select(Customer.id, Customer.name, Customer.manager_id, Customer.pool_id)
+               .where(Customer.id.in_(ids)), Customer, principal, "return", resource=RESOURCE)
+        .order_by(Customer.id).with_for_update()
+    ).all()
+    if len(rows) != len(ids):
+        raise NotFound("所选客户不存在、已被转移,或不在您的数据范围内,请刷新页面后重试。")
+    for row in rows:
+        if row.pool_id is not None:
+            raise UserError(f"客户“{row.name}”已在公海中。", field="customer_id")
+    return put_in_pool(session, pool=pool, customers=[(r.id, r.manager_id) for r in rows], kind=RETURN,
+                       reason=text, operator_id=principal.id, now=now or utcnow())
