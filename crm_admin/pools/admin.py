@@ -109,14 +109,12 @@ def _customer_page(principal: Principal, pool_id: int, customer_id: int) -> dict
 
 
 def _claim(principal: Principal, pool_id: int, ids: list[str]) -> service.PoolResult:
-    with transaction() as session:
-        _pool_or_404(session, principal, pool_id, "list")
+    with transaction() as session:  # the service's first statement is its lock (no read before it)
         return service.claim_customers(session, principal, pool_id=pool_id, customer_ids=ids)
 
 
 def _assign(principal: Principal, pool_id: int, ids: list[str], user_id: str) -> service.PoolResult:
-    with transaction() as session:
-        _pool_or_404(session, principal, pool_id, "list")
+    with transaction() as session:  # the service's first statement is its lock (no read before it)
         return service.assign_from_pool(session, principal, pool_id=pool_id, customer_ids=ids,
                                         user_id=user_id or None)
 

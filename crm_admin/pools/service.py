@@ -26,6 +26,7 @@ from crm_admin.contacts.models import Linkman
 from crm_admin.core import audit, customer_records, masking, search
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today, to_local
+from crm_admin.core.params import parse_id
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import ASSIGN as ASSIGN_PURPOSE
 from crm_admin.core.scope import check_assignee, scoped
@@ -199,7 +200,9 @@ def _company_day_start(now: dt.datetime) -> dt.datetime:
 
 def _lock_user(session: Session, user_id: int) -> None:
     """Hold the user's row until the end of the transaction: claims by the same user queue here (a
-    write, so that SQLite takes its write lock now too)."""
+    write, so that SQLite takes its write lock now too). It must come before the transaction's first
+    read: on MariaDB (REPEATABLE READ) that read fixes the snapshot the limits are counted in, which
+    must include what the claim queued behind committed."""
     session.execute(update(SysUser).where(SysUser.id == user_id).values(updated_at=SysUser.updated_at))
 
 
@@ -303,12 +306,12 @@ def claim_customers(
     if not principal.can(RESOURCE, "claim"):
         raise Forbidden("您没有从公海领取客户的权限。")
     ids = _ids(customer_ids)
+    _lock_user(session, principal.id)
     pool = usable_pool(session, principal, pool_id, "claim")
     now = now or utcnow()
     user = session.get(SysUser, principal.id)
     if user is None or not user.is_active:
         raise Forbidden("您的账号已停用。")
-    _lock_user(session, user.id)
     _check_limits(session, pool, user, len(ids), daily=True, now=now)
     return _take(session, principal, pool, ids, user, CLAIM, CLAIM_REASON, now)
 
@@ -328,12 +331,14 @@ def assign_from_pool(
     if not principal.can(RESOURCE, "assign"):
         raise Forbidden("您没有从公海分配客户的权限。")
     ids = _ids(customer_ids)
-    pool = usable_pool(session, principal, pool_id, "assign")
     if user_id in (None, ""):
         raise UserError("请选择要分配给的客户经理。", field="user_id")
+    wanted = parse_id(user_id)
+    if wanted is not None:
+        _lock_user(session, wanted)
+    pool = usable_pool(session, principal, pool_id, "assign")
     user = check_assignee(session, principal, user_id, purpose=ASSIGN_PURPOSE, field="user_id")
     now = now or utcnow()
-    _lock_user(session, user.id)
     _check_limits(session, pool, user, len(ids), daily=False, now=now)
     return _take(session, principal, pool, ids, user, ASSIGN, ASSIGN_REASON, now)
 
