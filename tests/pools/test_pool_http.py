@@ -297,3 +297,23 @@ def test_one_user_claiming_twice_at_once_stays_within_the_daily_limit(team: dict
     results = _at_once([(team["ca"], url, {"customer_id": c1.id}), (login_as("mgr_a"), url, {"customer_id": c2.id})])
     assert sorted(r.status_code for r in results) == [303, 400], [(r.status_code, r.text[:300]) for r in results]
     assert _count(Customer, Customer.manager_id == team["a"].id) == 1
+
+
+def test_pool_customers_leave_only_by_claim_or_assignment(team: dict[str, Any], admin_client: Any) -> None:
+    pool = pf.pool()
+    cust = pf.pooled(pool.id, "公海里的客户")
+    # the transfer page neither offers nor moves it
+    assert "公海里的客户" not in admin_client.get("/admin/transfer").text
+    r = _post(admin_client, "/admin/transfer/submit", {"customer_id": cust.id, "new_manager_id": team["a"].id,
+                                                       "reason": "直接转移"})
+    assert r.status_code == 404
+    # the customer form refuses a manager for it
+    form = admin_client.get(f"/admin/customer/edit/{cust.id}")
+    version = re.search(r'name="version"[^>]*value="(\d+)"', form.text) or re.search(
+        r'value="(\d+)"[^>]*name="version"', form.text)
+    r = _post(admin_client, f"/admin/customer/edit/{cust.id}", {
+        "name": "公海里的客户", "status": "potential", "manager": team["a"].id,
+        "version": version.group(1) if version else "1"})
+    assert "请到公海页面领取或分配" in r.text
+    c = f.get(Customer, cust.id)
+    assert (c.manager_id, c.pool_id) == (None, pool.id)
