@@ -1,6 +1,5 @@
 """The pool log as records of a customer: each move in or out of a public pool on the 360° timeline, and
-the 360° page's "退回公海" form (posted to the pools' return page, since the customer leaves the
-manager's scope once returned)."""
+the 360° page's way to "退回公海" (the pools' return page with the customer chosen)."""
 
 from __future__ import annotations
 
@@ -18,10 +17,8 @@ from crm_admin.core.customer_records import (
     of_customer,
     register,
 )
-from crm_admin.core.scope import in_scope
-from crm_admin.customers.models import Customer
 from crm_admin.pools.models import LOG_KIND_LABELS, CustomerPool, CustomerPoolLog
-from crm_admin.pools.service import RESOURCE, usable_pools
+from crm_admin.pools.service import RESOURCE
 
 KIND = _("公海")
 
@@ -38,13 +35,10 @@ def _page(session: Session, customer: VisibleCustomer, limit: int) -> Contributi
         for log, name in rows
     ]
     sections = []
-    principal = customer.principal
-    if principal.can(RESOURCE, "return"):
-        in_pool = session.execute(select(Customer.pool_id).where(Customer.id == customer.id)).scalar()
-        if in_pool is None and in_scope(session, Customer, customer.id, principal, "return", resource=RESOURCE):
-            pools = [(p.id, p.name) for p in usable_pools(session, principal, "return")]
-            if pools:
-                sections.append(Section(FORMS, "pools/360_return.html", {"pools": pools}))
+    if customer.principal.can(RESOURCE, "return"):
+        # a link to the return page with this customer chosen (which checks the scope and offers the
+        # pools): no statement of its own on every 360° page
+        sections.append(Section(FORMS, "pools/360_return.html", {}))
     return Contribution(sections=sections, timeline=timeline)
 
 
