@@ -100,6 +100,11 @@ def test_manager_returns_and_another_claims(team: dict[str, Any]) -> None:
     assert page.status_code == 200 and "退回测试公司" in page.text and "华东公海" in page.text
     r = _post(team["ca"], "/admin/pools/return", {"customer_id": cust.id, "pool_id": pool.id, "reason": "x"})
     assert r.status_code == 400 and "请填写退回原因" in r.text
+    r = _post(team["ca"], "/admin/pools/return", {"customer_id": cust.id, "pool_id": "", "reason": "原因足够长"})
+    assert r.status_code == 400 and "请选择要退回的公海" in r.text
+    r = _post(team["ca"], "/admin/pools/return", {"customer_id": "99999999999999999999", "pool_id": pool.id,
+                                                   "reason": "原因足够长"})
+    assert r.status_code == 400 and "所选客户无效" in r.text
     assert f.get(Customer, cust.id).manager_id == team["a"].id
     r = _post(team["ca"], "/admin/pools/return", {"customer_id": cust.id, "pool_id": pool.id,
                                                    "reason": "客户长期联系不上"})
