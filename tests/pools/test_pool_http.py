@@ -227,6 +227,12 @@ def test_report_counts(team: dict[str, Any], admin_client: Any) -> None:
                                                    "reason": "批量退回"})
     assert r.status_code == 303
     assert _post(team["cb"], f"/admin/pools/{pool.id}/claim", {"customer_id": [mine[0].id, mine[1].id]}).status_code == 303
+    # the plain transfer list and its details render a transfer to nobody (a return)
+    listing = admin_client.get("/admin/customer-transfer/list")
+    assert listing.status_code == 200 and "退回公海:批量退回" in listing.text
+    with db.session_factory()() as s:
+        returned = s.execute(select(CustomerTransfer.id).where(CustomerTransfer.new_manager_id.is_(None))).scalars().first()
+    assert admin_client.get(f"/admin/customer-transfer/details/{returned}").status_code == 200
     import datetime as dt
 
     from crm_admin.core.formatting import local_today
