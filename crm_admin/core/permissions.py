@@ -41,6 +41,8 @@ ACTIONS = Labels({
     "merge": "合并",
     "restore": "恢复",
     "purge": "彻底删除",
+    "claim": "领取",
+    "return": "退回",
 })
 # Actions that only make sense on some resources: one (resource, action) per business action (moving
 # customers is ``customer`` / ``transfer``, not ``transfer`` / ``transfer``). The grid offers them only
@@ -48,7 +50,9 @@ ACTIONS = Labels({
 ACTION_RESOURCES: dict[str, frozenset[str]] = {
     "merge": frozenset({"customer"}),
     "transfer": frozenset({"customer"}),
-    "assign": frozenset({"customer"}),
+    "assign": frozenset({"customer", "pool"}),
+    "claim": frozenset({"pool"}),
+    "return": frozenset({"pool"}),
     "import": frozenset({"customer", "linkman", "product"}),
     "restore": frozenset({"recycle_bin"}),
     "purge": frozenset({"recycle_bin"}),
@@ -80,6 +84,7 @@ RESOURCES = Labels({
     "customer_care": "客户关怀",
     "care_plan": "关怀计划",
     "transfer": "客户转移",
+    "pool": "公海",
     "product": "产品",
     "order": "订单",
     "churn_rule": "流失预警规则",

@@ -257,6 +257,9 @@ def hand_over_if_reassigned(session: Session, principal: Principal, obj: Custome
     after = int(obj.manager_id) if obj.manager_id not in (None, "") else None
     if after == before:
         return
+    if obj.pool_id is not None:
+        # a customer in a public pool leaves it by a claim or an assignment (their limits, the pool's log)
+        raise UserError("该客户在公海中,请到公海页面领取或分配。", field="manager")
     user = session.get(SysUser, after) if after is not None else None
     if after is not None and user is None:
         raise UserError("所选的客户经理不存在。", field="manager")

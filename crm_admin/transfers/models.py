@@ -20,14 +20,15 @@ class CustomerTransfer(OfCustomer, Timestamped, Base):
     __scope__ = "transfer"
 
     old_manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
-    new_manager_id: Mapped[int] = mapped_column(ForeignKey("sys_user.id"))
+    # None: the customer went to a public pool (crm_admin/pools)
+    new_manager_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
     reason: Mapped[str] = mapped_column(String(500))
     transferred_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     operator_id: Mapped[int | None] = mapped_column(ForeignKey("sys_user.id"))
 
     customer: Mapped[Customer] = relationship(lazy="raise")
     old_manager: Mapped[SysUser | None] = relationship(foreign_keys=[old_manager_id], lazy="raise")
-    new_manager: Mapped[SysUser] = relationship(foreign_keys=[new_manager_id], lazy="raise")
+    new_manager: Mapped[SysUser | None] = relationship(foreign_keys=[new_manager_id], lazy="raise")
     operator: Mapped[SysUser | None] = relationship(foreign_keys=[operator_id], lazy="raise")
 
     __table_args__ = (

@@ -51,6 +51,7 @@ MODULES = (
     "products",
     "care",
     "transfers",
+    "pools",
     "churn",
     "recycle_bin",
     "accounts",

@@ -2,7 +2,7 @@
 with the rows that went with it, and can be put back exactly as it was
 
 Revision ID: 0020
-Revises: 0018
+Revises: 0019
 
 ``recycle_bin``: one row per deleted record — what it was (resource, id, a label, its customer), whose
 scope it is in (the customer's manager when it was deleted), who deleted it and when, when it expires,
@@ -17,7 +17,7 @@ from alembic import op
 import crm_admin.db
 
 revision: str = "0020"
-down_revision: str | None = "0018"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,100 @@
+"""The pool services called directly: claim, assign, return, limits (HTTP paths: test_pool_http.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from crm_admin import db
+from crm_admin.accounts.models import SysUser
+from crm_admin.care.models import CustomerCare
+from crm_admin.core.errors import Conflict, NotFound, UserError
+from crm_admin.core.principal import load_principal
+from crm_admin.customers.models import Customer
+from crm_admin.opportunities.models import SalesOpportunity
+from crm_admin.pools import service
+from crm_admin.pools.models import CustomerPoolLog
+from crm_admin.transfers.models import CustomerTransfer
+from tests.care import factories as f
+from tests.pools import factories as pf
+
+
+def _principal(user_id: int) -> Any:
+    with db.session_factory()() as s:
+        return load_principal(s.connection(), s.get(SysUser, user_id))
+
+
+def _run(fn: Any, **kw: Any) -> Any:
+    with db.transaction() as s:
+        return fn(s, **kw)
+
+
+def _count(model: type, *where: Any) -> int:
+    with db.session_factory()() as s:
+        return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
+
+
+def test_return_then_claim_moves_customer_and_work(make_user: Any) -> None:
+    a = make_user("pa")
+    b = make_user("pb")
+    pool = pf.pool("华东公海")
+    cust = f.customer(a.id, "退回测试公司")
+    task = f.care(cust.id, a.id)
+    opp = f.opportunity(cust.id, a.id)
+
+    res = _run(service.return_to_pool, principal=_principal(a.id), pool_id=pool.id,
+               customer_ids=[cust.id], reason="长期联系不上")
+    assert res.customers == [cust.id]
+    c = f.get(Customer, cust.id)
+    assert c.manager_id is None and c.pool_id == pool.id and c.pool_entered_at is not None
+    assert f.get(CustomerCare, task.id).manager_id is None
+    assert f.get(SalesOpportunity, opp.id).customer_manager_id is None
+    with db.session_factory()() as s:
+        t = s.execute(select(CustomerTransfer)).scalar_one()
+    assert t.old_manager_id == a.id and t.new_manager_id is None and t.reason == "退回公海:长期联系不上"
+
+    res = _run(service.claim_customers, principal=_principal(b.id), pool_id=pool.id, customer_ids=[cust.id])
+    c = f.get(Customer, cust.id)
+    assert c.manager_id == b.id and c.pool_id is None
+    assert f.get(SalesOpportunity, opp.id).customer_manager_id == b.id
+    assert _count(CustomerPoolLog) == 2
+    assert _count(CustomerTransfer, CustomerTransfer.reason == "从公海领取") == 1
+    with pytest.raises(NotFound):
+        _run(service.claim_customers, principal=_principal(a.id), pool_id=pool.id, customer_ids=[cust.id])
+
+
+def test_reason_is_required(make_user: Any) -> None:
+    a = make_user("pa")
+    pool = pf.pool()
+    cust = f.customer(a.id)
+    for bad in ("", " x ", "长" * 501):
+        with pytest.raises(UserError):
+            _run(service.return_to_pool, principal=_principal(a.id), pool_id=pool.id,
+                 customer_ids=[cust.id], reason=bad)
+    assert f.get(Customer, cust.id).manager_id == a.id
+
+
+def test_limits(make_user: Any) -> None:
+    a = make_user("pa")
+    pool = pf.pool(hold_limit=10, daily_claim_limit=2)
+    custs = [pf.pooled(pool.id) for _ in range(3)]
+    with pytest.raises(UserError, match="每日领取上限"):
+        _run(service.claim_customers, principal=_principal(a.id), pool_id=pool.id,
+             customer_ids=[c.id for c in custs])
+    _run(service.claim_customers, principal=_principal(a.id), pool_id=pool.id, customer_ids=[custs[0].id])
+    pf.limit(pool.id, "manager", hold=1)
+    with pytest.raises(UserError, match="持有上限"):
+        _run(service.claim_customers, principal=_principal(a.id), pool_id=pool.id, customer_ids=[custs[1].id])
+    assert f.get(Customer, custs[1].id).pool_id == pool.id
+
+
+def test_conflict_when_taken_meanwhile(make_user: Any) -> None:
+    a = make_user("pa")
+    pool = pf.pool()
+    cust = pf.pooled(pool.id)
+    with db.transaction() as s:
+        s.execute(Customer.__table__.update().where(Customer.id == cust.id).values(manager_id=a.id))
+    with pytest.raises(Conflict):
+        _run(service.claim_customers, principal=_principal(a.id), pool_id=pool.id, customer_ids=[cust.id])
