@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm.util import identity_key
 
 from crm_admin.core import masking
 from crm_admin.core.i18n import Labels
@@ -98,7 +99,7 @@ class CustomerPoolLog(OfCustomer, Timestamped, Base):
 
 def _masked_in_pools(session: Any, _principal: Principal, customer_ids: Collection[int]) -> set[int]:
     """Customers in a pool whose ``mask_contacts`` is on are masked for everyone until claimed."""
-    ids = sorted(customer_ids)
+    ids = sorted(_maybe_in_a_pool(session, customer_ids))
     out: set[int] = set()
     for start in range(0, len(ids), 1000):
         out.update(session.execute(
@@ -106,6 +107,20 @@ def _masked_in_pools(session: Any, _principal: Principal, customer_ids: Collecti
             .where(Customer.id.in_(ids[start:start + 1000]), CustomerPool.mask_contacts.is_(True))
         ).scalars())
     return out
+
+
+def _maybe_in_a_pool(session: Any, customer_ids: Collection[int]) -> list[int]:
+    """The ids not already known (loaded in ``session``) to be outside every pool: a page showing
+    customers it has loaded (the 360° page, a details page) costs no statement for the rule."""
+    identity_map = getattr(session, "identity_map", None)
+    if identity_map is None:
+        return list(customer_ids)
+    unknown = []
+    for customer_id in customer_ids:
+        loaded = identity_map.get(identity_key(Customer, customer_id))
+        if loaded is None or loaded.pool_id is not None:
+            unknown.append(customer_id)
+    return unknown
 
 
 masking.register_customer_rule(_masked_in_pools)
