@@ -51,6 +51,7 @@ MODULES = (
     "products",
     "care",
     "transfers",
+    "reclaim",
     "churn",
     "accounts",
     "dictionary",
