@@ -124,7 +124,7 @@ class ReclaimPreviewPage(CrmBaseView):
     category = CATEGORY
     resource = "reclaim_rule"
 
-    @route("/reclaim/preview", identity="reclaim-preview", permission=("reclaim_rule", "view"))
+    @route("/reclaim-rule/preview", identity="reclaim-preview", permission=("reclaim_rule", "view"))
     async def preview_page(self, request: Request) -> Response:
         rule_id = parse_id(request.query_params.get("rule"))
         data = await run_sync(_preview, rule_id)
@@ -149,7 +149,7 @@ class UpcomingReclaimPage(CrmBaseView):
     category = CATEGORY
     resource = "customer"
 
-    @route("/reclaim/upcoming", identity="reclaim-upcoming", permission=("customer", "list"))
+    @route("/customer/reclaim-upcoming", identity="reclaim-upcoming", permission=("customer", "list"))
     async def upcoming_page(self, request: Request) -> Response:
         data = await run_sync(_upcoming, principal_of(request))
         ctx = base_context(request, "即将被回收的客户", **data)

@@ -32,11 +32,13 @@ def rule(pool_id: int, *, name: str = "", active: bool = True, **kw: Any) -> Rec
 
 
 def customer(manager_id: int | None, *, contact: float | None = None, order: float | None = None,
-             created: float = 400, **kw: Any) -> Any:
-    """A customer whose last follow-up / order were ``contact`` / ``order`` days before NOW."""
-    return f.customer(manager_id, created_at=days_ago(created),
-                      last_contact_at=days_ago(contact) if contact is not None else None,
-                      last_order_at=days_ago(order) if order is not None else None, **kw)
+             created: float = 400, base: dt.datetime = NOW, **kw: Any) -> Any:
+    """A customer whose last follow-up / order were ``contact`` / ``order`` days before ``base``."""
+    def ago(n: float) -> dt.datetime:
+        return base - dt.timedelta(days=n)
+
+    return f.customer(manager_id, created_at=ago(created), last_contact_at=ago(contact) if contact is not None else None,
+                      last_order_at=ago(order) if order is not None else None, **kw)
 
 
 def due_ids(rules: list[ReclaimRule] | None = None, at: dt.datetime = NOW) -> dict[int, str]:
