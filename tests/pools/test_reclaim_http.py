@@ -66,7 +66,7 @@ def test_preview_page_shows_count_and_reasons(admin_client: Any, make_user: Any)
         assert admin_client.get(f"/admin/reclaim-rule/preview?rule={q}").status_code == 200
 
 
-class f:  # noqa: N801  (a tiny reader beside the factories)
+class f:
     @staticmethod
     def get_customer(pk: int) -> Any:
         from crm_admin.customers.models import Customer
