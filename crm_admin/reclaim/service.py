@@ -261,6 +261,20 @@ def evaluate(session: Session, rules: Sequence[ReclaimRule], at: dt.datetime, *,
     return out
 
 
+def standard_rules() -> list[ReclaimRule]:
+    """The rules the benchmark evaluates on a database that has none enabled (never saved): one per
+    customer level with a follow-up and an order condition and both protections, and an any-level
+    order rule."""
+    rules = [ReclaimRule(name=f"{level} 级 {days} 天未跟进", pool_id=None, level=level, days_without_follow_up=days,
+                         days_without_order=365, warn_days=7, protect_from_stage="negotiation",
+                         protect_pending_care=True, priority=10 + i, is_active=True)
+             for i, (level, days) in enumerate((("A", 90), ("B", 60), ("C", 45), ("D", 30)))]
+    rules.append(ReclaimRule(name="所有等级 180 天未下单", pool_id=None, level=None, days_without_follow_up=None,
+                             days_without_order=180, warn_days=7, protect_from_stage="contract",
+                             protect_pending_care=False, priority=50, is_active=True))
+    return rules
+
+
 # ----- the preview -------------------------------------------------------------------------------
 
 @dataclass

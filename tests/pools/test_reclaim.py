@@ -335,3 +335,15 @@ def test_dry_run_changes_nothing(mgr: Any, pool: Any) -> None:
     assert f.get(Customer, c.id).manager_id == mgr.id
     assert count(ReclaimDay) == 0
     assert count(CustomerCare) == 0
+
+
+def test_bench_times_the_evaluation_of_every_rule(mgr: Any, pool: Any) -> None:
+    """``crm-admin bench --jobs`` row: the standard rules when none is enabled, the enabled ones otherwise."""
+    from crm_admin.perf import bench
+
+    customer(mgr.id, contact=400, order=400, level="D")
+    row = bench._time_job(db.get_engine(), bench.reclaim_evaluation)
+    assert row["status"] == "ok" and "D 级 30 天未跟进" in row["result"]
+    rule(pool.id, name="唯一规则")
+    row = bench._time_job(db.get_engine(), bench.reclaim_evaluation)
+    assert row["status"] == "ok" and "唯一规则" in row["result"] and "D 级" not in row["result"]
