@@ -69,7 +69,7 @@ PRIORITY_MAX = 9999
 NAME_MAX = 64
 REMARK_MAX = 500
 PREVIEW_ROWS = 100
-BATCH = 200  # customers moved per transaction by the daily job
+BATCH = pools.MAX_BATCH  # customers moved per transaction by the daily job (500: the pools' own bound)
 CATCH_UP_DAYS = 31  # missed days recorded as covered by a run, at most this far back
 REASON_PREFIX = pools.RECLAIM_PREFIX  # "自动回收:", written by the pools' return path
 
