@@ -32,7 +32,7 @@ ACTION_LABELS = Labels({
     "export": "导出", "policy_change": "权限变更", "permission_denied": "越权访问",
     "password_change": "修改密码", "password_reset": "重置密码", "user_enable": "启用用户",
     "user_disable": "停用用户", "user_unlock": "解除锁定", "merge": "合并客户", "run_job": "运行定时任务",
-    "reclaim": "自动回收",
+    "claim": "领取公海客户", "assign": "分配公海客户", "return": "退回公海", "reclaim": "自动回收",
 })
 # what an audit row may name besides the resources a permission names
 _OTHER_RESOURCES = Labels({"csrf": "安全令牌校验", "import": "数据导入", "saved_query": "常用查询", "session": "登录会话"})

@@ -81,6 +81,7 @@ class CustomerAdmin(CrmModelView, model=Customer):
         "phone": "电话", "email": "邮箱", "website": "网站", "manager": "客户经理",
         "last_contact_at": "最近联系", "last_order_at": "最近下单", "remark": "备注",
         "created_at": "创建时间", "updated_at": "更新时间", "version": "版本",
+        "pool_id": "所在公海(编号)", "pool_entered_at": "进入公海时间",
     }
     column_dict_types = {"industry": "industry", "source": "customer_source", "level": "customer_level"}
     column_choice_labels = {"status": STATUS_LABELS}
@@ -102,6 +103,7 @@ class CustomerAdmin(CrmModelView, model=Customer):
         Customer.last_order_at: lambda m, a: format_local(m.last_order_at),
         Customer.created_at: lambda m, a: format_local(m.created_at),
         Customer.updated_at: lambda m, a: format_local(m.updated_at),
+        Customer.pool_entered_at: lambda m, a: format_local(m.pool_entered_at),
     }
     column_searchable_list = [Customer.name, Customer.code, Customer.credit_code]
     column_sortable_list = [Customer.name, Customer.created_at, Customer.last_contact_at]
@@ -196,6 +198,9 @@ class CustomerAdmin(CrmModelView, model=Customer):
         after = int(obj.manager_id) if obj.manager_id not in (None, "") else None
         if after == before:
             return
+        if obj.pool_id is not None:
+            # a customer in a public pool leaves it by a claim or an assignment (their limits, the pool's log)
+            raise UserError("该客户在公海中,请到公海页面领取或分配。", field="manager")
         user = session.get(SysUser, after) if after is not None else None
         if after is not None and user is None:
             raise UserError("所选的客户经理不存在。", field="manager")

@@ -64,6 +64,8 @@ def filter_panel(principal: Principal, params: QueryParams) -> dict[str, Any]:
         "message": params.get("message", ""),
         "can_merge": principal.can("customer", "merge"),
         "cq_can_import": principal.can("customer", "import"),
+        # the selected customers go to the public pools' return page (crm_admin/pools)
+        "cq_can_return": principal.can("pool", "return"),
     }
 
 

@@ -59,7 +59,7 @@ def _user_label(user: object) -> str:
 
 def _pick_customers(session: Any, principal: Principal, q: str, manager_id: int | None,
                     preselect: list[int]) -> list[dict[str, Any]]:
-    stmt = scoped(select(Customer), Customer, principal, "transfer")
+    stmt = scoped(select(Customer).where(Customer.pool_id.is_(None)), Customer, principal, "transfer")
     if q and (found := search.match(session.connection(), Customer, q)) is not None:
         stmt = stmt.where(found)
     if manager_id:

@@ -165,7 +165,9 @@ def _lock_customers(session: Session, principal: Principal, ids: list[int], targ
     """The customers, locked in id order (two batches overlapping cannot deadlock), each checked on
     its locked, current version: a customer just moved away is no longer the operator's."""
     rows = list(session.execute(
-        scoped(select(Customer).where(Customer.id.in_(ids)), Customer, principal, "transfer")
+        # a customer in a public pool leaves it by a claim or an assignment (crm_admin/pools)
+        scoped(select(Customer).where(Customer.id.in_(ids), Customer.pool_id.is_(None)), Customer, principal,
+               "transfer")
         .order_by(Customer.id)
         .with_for_update()
     ).scalars().all())

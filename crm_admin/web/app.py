@@ -51,6 +51,7 @@ MODULES = (
     "products",
     "care",
     "transfers",
+    "pools",
     "reclaim",
     "churn",
     "accounts",

@@ -43,7 +43,26 @@ def _posts(world: World, owner: str = "mgr_b") -> list[tuple[str, str, dict[str,
          {"customer": theirs["customer"], "item_id": theirs["order_item"], **line}),
         ("my order with their order's line", f"/admin/customer-order/{my_order}/form",
          {"customer": mine, "item_id": theirs["order_item"], **line}),
+        ("return their customer to a public pool", "/admin/pools/return",
+         {"customer_id": theirs["customer"], "pool_id": _pool(), "reason": "越界退回"}),
     ]
+
+
+def _pool() -> str:
+    """A public pool open to everyone (made once per test)."""
+    from sqlalchemy import select
+
+    from crm_admin import db
+    from crm_admin.pools.models import CustomerPool
+
+    with db.transaction() as session:
+        found = session.execute(select(CustomerPool.id)).scalar()
+        if found is None:
+            pool = CustomerPool(name="越界测试公海")
+            session.add(pool)
+            session.flush()
+            found = pool.id
+        return str(found)
 
 
 def _product() -> str:
@@ -56,7 +75,7 @@ def _product() -> str:
         return str(session.execute(select(Product.id).order_by(Product.id)).scalars().first())
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_a_posted_id_outside_the_scope_is_refused(world: World, login_as: Any, index: int) -> None:
     label, url, data = _posts(world)[index]
     client = login_as("mgr_a")
@@ -67,7 +86,7 @@ def test_a_posted_id_outside_the_scope_is_refused(world: World, login_as: Any, i
     assert snapshot() == before, label
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_the_same_post_with_own_ids_is_accepted(world: World, login_as: Any, index: int) -> None:
     """The control: each refusal above is the scope's, not a malformed request's."""
     label, url, data = _posts(world, owner="mgr_a")[index]

@@ -110,8 +110,9 @@ def downgrade() -> None:
     with op.batch_alter_table("customer_transfer", schema=None) as batch_op:
         batch_op.alter_column("new_manager_id", existing_type=sa.Integer(), nullable=False)
     with op.batch_alter_table("customer", schema=None) as batch_op:
-        batch_op.drop_index("ix_customer_pool_id_pool_entered_at")
+        # the foreign key first: MariaDB keeps the index it uses
         batch_op.drop_constraint(op.f("fk_customer_pool_id"), type_="foreignkey")
+        batch_op.drop_index("ix_customer_pool_id_pool_entered_at")
         batch_op.drop_column("pool_entered_at")
         batch_op.drop_column("pool_id")
     op.drop_table("customer_pool_log")

@@ -167,6 +167,23 @@
     });
   })();
 
+  // A link that takes the rows checked in a list along (customers/list.html → 退回公海): each checked
+  // row's id is added to its address as ``<data-with-selected>=<id>``.
+  (function () {
+    Array.prototype.forEach.call(document.querySelectorAll('a[data-with-selected]'), function (link) {
+      link.addEventListener('click', function () {
+        var name = link.getAttribute('data-with-selected');
+        var url = new URL(link.href, window.location.href);
+        url.searchParams.delete(name);
+        Array.prototype.forEach.call(document.querySelectorAll('.select-box:checked'), function (box) {
+          var pk = box.previousElementSibling;
+          if (pk && pk.value) url.searchParams.append(name, pk.value);
+        });
+        link.href = url.toString();
+      });
+    });
+  })();
+
   // "→ 可左右滚动" (list tables, the pipeline, the policy grid): shown above a box only while the box
   // is wider than the window shows, so a column out of sight is not taken for a missing one.
   (function () {
