@@ -24,7 +24,7 @@ from crm_admin.dictionary.service import DictSelectField
 from crm_admin.reclaim import service
 from crm_admin.reclaim.models import ReclaimRule
 
-CATEGORY = "公海"
+CATEGORY = "客户管理"  # beside the pools' own page (公海客户)
 
 
 def _level(m: Any, _a: Any = None) -> str:
