@@ -53,7 +53,7 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CustomerCare
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.principal import Principal
-from crm_admin.core.scope import scoped
+from crm_admin.core.scope import owner_clause
 from crm_admin.customers.models import Customer
 from crm_admin.db import utcnow
 from crm_admin.dictionary import service as dictionary
@@ -70,6 +70,7 @@ NAME_MAX = 64
 REMARK_MAX = 500
 PREVIEW_ROWS = 100
 BATCH = pools.MAX_BATCH  # customers moved per transaction by the daily job (500: the pools' own bound)
+CHECK_CHUNK = 100  # ids per look-up by primary key (small enough that the server reads them by key)
 CATCH_UP_DAYS = 31  # missed days recorded as covered by a run, at most this far back
 REASON_PREFIX = pools.RECLAIM_PREFIX  # "自动回收:", written by the pools' return path
 
@@ -361,41 +362,80 @@ def _days_left(now: dt.datetime, starts: Iterable[dt.datetime | None], days: int
     return max(0, math.ceil((start + dt.timedelta(days=days) - now).total_seconds() / 86400))
 
 
+def _received_between(start: dt.datetime, end: dt.datetime) -> list[ColumnElement[bool]]:
+    """The customer came to its current manager in [start, end) by a transfer, or by a claim or an
+    assignment: each read from its table's time index (a short range), not customer by customer."""
+    transferred = select(CustomerTransfer.customer_id).where(
+        CustomerTransfer.transferred_at >= start, CustomerTransfer.transferred_at < end,
+        CustomerTransfer.new_manager_id.is_not(None))
+    claimed = select(CustomerPoolLog.customer_id).where(
+        CustomerPoolLog.at >= start, CustomerPoolLog.at < end, CustomerPoolLog.kind.in_((CLAIM, ASSIGN)))
+    return [Customer.id.in_(transferred), Customer.id.in_(claimed)]
+
+
+def _clock_within(column: Any, start: dt.datetime, end: dt.datetime) -> list[ColumnElement[bool]]:
+    """The clock (the latest of ``column``, creation, receipt) lies in [start, end), as conditions each
+    led by one indexed range (the clock is one of them; the others lie before ``end``), read one by one."""
+    before_end = [or_(column.is_(None), column < end), Customer.created_at < end, not_(_received_since(end))]
+    leads = [column >= start, Customer.created_at >= start, *_received_between(start, end)]
+    return [and_(lead, *before_end) for lead in leads]
+
+
+def window_queries(rule: ReclaimRule, now: dt.datetime) -> list[tuple[str, Select[Any]]]:
+    """(reason, ``SELECT customer.id``) of the customers ``rule``'s conditions will reach within its
+    warning days but do not reach now: each clock in the window [now − N, now − N + K), read as a short
+    range of its index rather than every neglected customer."""
+    base = _owned_in_level(rule)
+    unprotected = [not_(p) for p in _protected(rule)]
+    out = []
+    ahead = dt.timedelta(days=rule.warn_days)
+    for days, column, text in ((rule.days_without_follow_up, Customer.last_contact_at, follow_up_text),
+                               (rule.days_without_order, Customer.last_order_at, order_text)):
+        if not days:
+            continue
+        start = now - dt.timedelta(days=days)
+        for clock in _clock_within(column, start, start + ahead):
+            out.append((text(days), select(Customer.id).where(*base, clock, *unprotected)))
+    return out
+
+
 def upcoming(session: Session, principal: Principal, now: dt.datetime | None = None, *,
              limit: int = 100, mine_only: bool = False) -> tuple[int, list[Upcoming]]:
     """Customers within ``principal``'s scope that an enabled rule will reclaim within its warning days
     (not due yet): (how many, the first ``limit`` by days left)."""
     now = now or utcnow()
-    rules = [r for r in enabled_rules(session) if r.warn_days]
+    enabled = enabled_rules(session)
+    rules = [r for r in enabled if r.warn_days]
     if not rules:
         return 0, []
-    visible = scoped(select(Customer.id), Customer, principal, "list")
-    within: Any = Customer.id.in_(visible.scalar_subquery())
-    if mine_only:
-        within = Customer.manager_id == principal.id
-    due_now = {cid for r in evaluate(session, enabled_rules(session), now, within=within) for cid in r.due}
+    # whose customers: the owner alone, or the managers the scope reaches (one index range per manager)
+    within: Any = Customer.manager_id == principal.id if mine_only else \
+        owner_clause(Customer.manager_id, principal, resource="customer", action="list")
     soon: dict[int, tuple[ReclaimRule, str]] = {}
     for rule in _ordered(rules):
-        for cid, why in _due_under(session, rule, now + dt.timedelta(days=rule.warn_days), within).items():
-            if cid not in due_now and cid not in soon:
-                soon[cid] = (rule, why)
+        found: dict[int, list[str]] = {}
+        for reason, stmt in window_queries(rule, now):
+            for cid in session.execute(stmt.where(within)).scalars():
+                if reason not in found.setdefault(int(cid), []):
+                    found[int(cid)].append(reason)
+        for cid, reasons in found.items():
+            soon.setdefault(cid, (rule, "、".join(reasons)))
+    # one condition in its window but another already met (or another rule's): reclaimed tonight, so
+    # no warning. Decided here from each candidate's clocks and protections, read by primary key in a
+    # few statements, by the same rules as the SQL of ``condition_queries``.
+    facts, received, care, stages = _candidate_facts(session, sorted(soon))
+    late = {r.id: set(_late_stages(r.protect_from_stage)) for r in enabled}
+    for cid in list(soon):
+        fact = facts.get(cid)
+        if fact is None or any(_due_now(r, fact, received.get(cid), cid in care, stages.get(cid, set()),
+                                        late[r.id], now) for r in enabled):
+            soon.pop(cid)
     if not soon:
         return 0, []
-    ids = sorted(soon)[:5000]  # the days left of at most this many (an administrator's whole company)
-    facts = {r.id: r for r in session.execute(
-        select(Customer.id, Customer.code, Customer.name, Customer.created_at, Customer.last_contact_at,
-               Customer.last_order_at, func.coalesce(func.nullif(SysUser.real_name, ""), SysUser.username)
-               .label("manager"))
-        .outerjoin(SysUser, SysUser.id == Customer.manager_id).where(Customer.id.in_(ids))
-    ).all()}
-    received = _last_received(session, ids)
     pools_by_id = dict(session.execute(select(CustomerPool.id, CustomerPool.name)).tuples().all())
     rows = []
-    for cid in ids:
-        fact = facts.get(cid)
-        if fact is None:
-            continue
-        rule, why = soon[cid]
+    for cid, (rule, why) in soon.items():
+        fact = facts[cid]
         lefts = []
         if rule.days_without_follow_up:
             lefts.append(_days_left(now, (fact.last_contact_at, fact.created_at, received.get(cid)),
@@ -407,6 +447,50 @@ def upcoming(session: Session, principal: Principal, now: dt.datetime | None = N
                              why, rule.name, pools_by_id.get(rule.pool_id, "")))
     rows.sort(key=lambda u: (u.days_left, u.customer_id))
     return len(soon), rows[:limit]
+
+
+def _candidate_facts(session: Session, ids: list[int]) -> tuple[dict[int, Any], dict[int, dt.datetime],
+                                                                 set[int], dict[int, set[str]]]:
+    """Of ``ids``: the customer's columns, when its manager received it, whether it has a pending care
+    task, the stages of its open opportunities — in chunks read by key."""
+    facts: dict[int, Any] = {}
+    received: dict[int, dt.datetime] = {}
+    care: set[int] = set()
+    stages: dict[int, set[str]] = {}
+    for start in range(0, len(ids), CHECK_CHUNK):
+        part = ids[start:start + CHECK_CHUNK]
+        facts.update({r.id: r for r in session.execute(
+            select(Customer.id, Customer.code, Customer.name, Customer.level, Customer.manager_id, Customer.pool_id,
+                   Customer.created_at, Customer.last_contact_at, Customer.last_order_at,
+                   func.coalesce(func.nullif(SysUser.real_name, ""), SysUser.username).label("manager"))
+            .outerjoin(SysUser, SysUser.id == Customer.manager_id).where(Customer.id.in_(part))
+        ).all()})
+        received.update(_last_received(session, part))
+        care.update(session.execute(select(CustomerCare.customer_id).where(
+            CustomerCare.customer_id.in_(part), CustomerCare.status == "pending")).scalars())
+        for cid, stage in session.execute(select(SalesOpportunity.customer_id, SalesOpportunity.stage).where(
+                SalesOpportunity.customer_id.in_(part), SalesOpportunity.status == "open")).tuples():
+            stages.setdefault(cid, set()).add(stage)
+    return facts, received, care, stages
+
+
+def _before(cutoff: dt.datetime, *starts: dt.datetime | None) -> bool:
+    """The clock — the latest of ``starts`` — lies before ``cutoff`` (``_clock_before`` in Python)."""
+    return max(s for s in starts if s is not None) < cutoff
+
+
+def _due_now(rule: ReclaimRule, fact: Any, received: dt.datetime | None, pending_care: bool, stages: set[str],
+             late: set[str], now: dt.datetime) -> bool:
+    """Whether ``rule`` reclaims the customer ``fact`` at ``now`` (what ``condition_queries`` select)."""
+    if fact.manager_id is None or fact.pool_id is not None or (rule.level and fact.level != rule.level):
+        return False
+    if (rule.protect_pending_care and pending_care) or (late and stages & late):
+        return False
+    return bool(
+        (rule.days_without_follow_up and _before(now - dt.timedelta(days=rule.days_without_follow_up),
+                                                 fact.last_contact_at, fact.created_at, received))
+        or (rule.days_without_order and _before(now - dt.timedelta(days=rule.days_without_order),
+                                                fact.last_order_at, fact.created_at, received)))
 
 
 # ----- the daily run -----------------------------------------------------------------------------

@@ -347,3 +347,28 @@ def test_bench_times_the_evaluation_of_every_rule(mgr: Any, pool: Any) -> None:
     rule(pool.id, name="唯一规则")
     row = bench._time_job(db.get_engine(), bench.reclaim_evaluation)
     assert row["status"] == "ok" and "唯一规则" in row["result"] and "D 级" not in row["result"]
+
+
+def test_the_warning_decides_due_now_as_the_selection_does(mgr: Any, pool: Any, make_user: Any) -> None:
+    """The warning list tells due-now customers apart from its candidates' clocks in Python: it must
+    agree with the SQL selection on every kind of customer."""
+    other = make_user("rc_agree")
+    rules = [rule(pool.id, name="跟进", level="A", protect_from_stage="negotiation", days_without_order=200),
+             rule(pool.id, name="下单", priority=5, days_without_follow_up=None, days_without_order=90,
+                  protect_pending_care=False)]
+    made = [customer(mgr.id, contact=c, order=o, created=cr, level=lv)
+            for c in (None, 10, 31, 95) for o in (None, 20, 100, 300) for cr in (5, 40, 400) for lv in ("A", "B")]
+    late, cared, moved = made[5], made[7], made[9]
+    f.opportunity(late.id, mgr.id, stage="contract")
+    f.care(cared.id, mgr.id, status="pending")
+    f.add(CustomerTransfer(customer_id=moved.id, old_manager_id=other.id, new_manager_id=mgr.id, reason="调整",
+                           transferred_at=days_ago(2), operator_id=None))
+    ids = [c.id for c in made]
+    with db.session_factory()() as s:
+        loaded = service.enabled_rules(s)
+        facts, received, care, stages = service._candidate_facts(s, ids)
+        late_stages = {r.id: set(service._late_stages(r.protect_from_stage)) for r in loaded}
+        in_python = {cid for cid in ids if any(service._due_now(r, facts[cid], received.get(cid), cid in care,
+                                                                 stages.get(cid, set()), late_stages[r.id], NOW)
+                                                for r in loaded)}
+    assert in_python == set(due_ids(rules)) and in_python
