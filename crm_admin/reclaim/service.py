@@ -70,7 +70,7 @@ NAME_MAX = 64
 REMARK_MAX = 500
 PREVIEW_ROWS = 100
 BATCH = pools.MAX_BATCH  # customers moved per transaction by the daily job (500: the pools' own bound)
-CHECK_CHUNK = 100  # ids per look-up by primary key (small enough that the server reads them by key)
+CHECK_CHUNK = 1000  # ids per look-up by key
 CATCH_UP_DAYS = 31  # missed days recorded as covered by a run, at most this far back
 REASON_PREFIX = pools.RECLAIM_PREFIX  # "自动回收:", written by the pools' return path
 
