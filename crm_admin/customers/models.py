@@ -83,8 +83,10 @@ class Customer(Timestamped, Base):
         # migration 0005 (performance): the combined query and the dashboard's at-risk list
         Index("ix_customer_industry_level_status_created_at", "industry", "level", "status", "created_at"),
         Index("ix_customer_manager_id_status_last_contact_at", "manager_id", "status", "last_contact_at"),
-        # migration 0019 (public pools): a pool's customers, longest or newest in the pool first
-        Index("ix_customer_pool_id_pool_entered_at", "pool_id", "pool_entered_at"),
+        # migration 0019 (public pools): a pool's customers, longest or newest in the pool first; the
+        # pool page's filters and counts read the index alone
+        Index("ix_customer_pool_id_pool_entered_at_covering", "pool_id", "pool_entered_at", "id", "industry", "level",
+              "region"),
     )
 
     def __str__(self) -> str:

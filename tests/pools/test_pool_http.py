@@ -317,3 +317,54 @@ def test_pool_customers_leave_only_by_claim_or_assignment(team: dict[str, Any], 
     assert "请到公海页面领取或分配" in r.text
     c = f.get(Customer, cust.id)
     assert (c.manager_id, c.pool_id) == (None, pool.id)
+
+
+def test_pool_page_costs_the_same_statements_whatever_its_rows(team: dict[str, Any]) -> None:
+    from tests.conftest import statements_sent
+
+    pool = pf.pool()
+    for i in range(3):
+        cust = pf.pooled(pool.id, f"少量{i}")
+        f.add(CustomerPoolLog(customer_id=cust.id, pool_id=pool.id, kind="return", user_id=team["a"].id,
+                              operator_id=team["a"].id, reason="退回"))
+    client = team["cb"]
+    client.get(f"/admin/pools/{pool.id}")  # warm-up (policy, dictionaries)
+    with statements_sent() as few:
+        assert client.get(f"/admin/pools/{pool.id}").status_code == 200
+    for i in range(30):
+        cust = pf.pooled(pool.id, f"大量{i}")
+        f.add(CustomerPoolLog(customer_id=cust.id, pool_id=pool.id, kind="reclaim", user_id=team["b"].id,
+                              reason="自动回收"))
+    with statements_sent() as many:
+        page = client.get(f"/admin/pools/{pool.id}")
+    assert page.status_code == 200 and "大量29" in page.text
+    assert len(many) == len(few), "\n".join(many)
+
+
+def test_masking_rule_follows_the_pool_setting(team: dict[str, Any]) -> None:
+    from crm_admin.core.masking import customers_masked_for
+    from tests.pools.test_service import _principal
+
+    masked_pool = pf.pool("隐藏公海", mask_contacts=True)
+    open_pool = pf.pool("公开公海", mask_contacts=False)
+    a, b = pf.pooled(masked_pool.id), pf.pooled(open_pool.id)
+    mine = f.customer(team["a"].id)
+    from crm_admin.pools.models import _masked_in_pools
+
+    with db.session_factory()() as s:
+        principal = _principal(team["b"].id)
+        assert _masked_in_pools(s, principal, [a.id, b.id, mine.id]) == {a.id}
+        # whatever else masks (the sensitive-data permission), a masked pool's customer is masked
+        assert a.id in customers_masked_for(s, principal, [a.id, b.id, mine.id])
+    # claimed: the pool rule no longer masks it
+    assert _post(team["cb"], f"/admin/pools/{masked_pool.id}/claim", {"customer_id": a.id}).status_code == 303
+    with db.session_factory()() as s:
+        assert _masked_in_pools(s, _principal(team["b"].id), [a.id]) == set()
+
+
+def test_menu_entry_for_those_who_may_use_pools(team: dict[str, Any], login_as: Any, make_user: Any) -> None:
+    assert "公海客户" in team["ca"].get("/admin/pools").text
+    make_user("ro_p", ["readonly"])
+    ro = login_as("ro_p")
+    assert "公海客户" not in ro.get("/admin/").text
+    assert ro.get("/admin/pools").status_code == 403

