@@ -566,7 +566,7 @@ def move_batch(session: Session, rule: ReclaimRule, reasons: dict[int, str], now
     ).tuples().all())
     still = _due_under(session, rule, now, Customer.id.in_(ids))
     pool = session.get(CustomerPool, rule.pool_id)
-    if pool is None or not still:
+    if pool is None or not pool.is_active or not still:  # a pool closed since the rule was enabled takes no one
         return 0
     by_reason: dict[str, list[int]] = {}
     for cid, why in still.items():

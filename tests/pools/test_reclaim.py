@@ -372,3 +372,14 @@ def test_the_warning_decides_due_now_as_the_selection_does(mgr: Any, pool: Any, 
                                                                  stages.get(cid, set()), late_stages[r.id], NOW)
                                                 for r in loaded)}
     assert in_python == set(due_ids(rules)) and in_python
+
+
+def test_a_pool_closed_after_the_rule_was_enabled_takes_no_one(mgr: Any, pool: Any) -> None:
+    from crm_admin.pools.models import CustomerPool
+
+    rule(pool.id)
+    c = customer(mgr.id, contact=40)
+    with db.transaction() as s:
+        s.get(CustomerPool, pool.id).is_active = False  # type: ignore[union-attr]
+    assert run().moved == 0
+    assert f.get(Customer, c.id).manager_id == mgr.id
