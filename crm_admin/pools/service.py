@@ -230,10 +230,10 @@ def _check_limits(session: Session, pool: CustomerPool, user: SysUser, adding: i
 def _ids(customer_ids: Iterable[Any]) -> list[int]:
     ids: set[int] = set()
     for value in customer_ids:
-        try:
-            ids.add(int(str(value).strip()))
-        except (TypeError, ValueError):
-            raise UserError("所选客户无效,请刷新页面后重试。", field="customer_id") from None
+        parsed = parse_id(str(value).strip())
+        if parsed is None:
+            raise UserError("所选客户无效,请刷新页面后重试。", field="customer_id")
+        ids.add(parsed)
     if not ids:
         raise UserError("请至少选择一个客户。", field="customer_id")
     if len(ids) > MAX_BATCH:
@@ -420,7 +420,7 @@ def return_to_pool(
         raise Forbidden("您没有把客户退回公海的权限。")
     ids = _ids(customer_ids)
     text = clean_reason(reason)
-    if pool_id in (None, ""):
+    if not pool_id:
         raise UserError("请选择要退回的公海。", field="pool_id")
     pool = usable_pool(session, principal, pool_id, "return")
     rows = session.execute(

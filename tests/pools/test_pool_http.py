@@ -100,6 +100,11 @@ def test_manager_returns_and_another_claims(team: dict[str, Any]) -> None:
     assert page.status_code == 200 and "退回测试公司" in page.text and "华东公海" in page.text
     r = _post(team["ca"], "/admin/pools/return", {"customer_id": cust.id, "pool_id": pool.id, "reason": "x"})
     assert r.status_code == 400 and "请填写退回原因" in r.text
+    r = _post(team["ca"], "/admin/pools/return", {"customer_id": cust.id, "pool_id": "", "reason": "原因足够长"})
+    assert r.status_code == 400 and "请选择要退回的公海" in r.text
+    r = _post(team["ca"], "/admin/pools/return", {"customer_id": "99999999999999999999", "pool_id": pool.id,
+                                                   "reason": "原因足够长"})
+    assert r.status_code == 400 and "所选客户无效" in r.text
     assert f.get(Customer, cust.id).manager_id == team["a"].id
     r = _post(team["ca"], "/admin/pools/return", {"customer_id": cust.id, "pool_id": pool.id,
                                                    "reason": "客户长期联系不上"})
@@ -222,6 +227,12 @@ def test_report_counts(team: dict[str, Any], admin_client: Any) -> None:
                                                    "reason": "批量退回"})
     assert r.status_code == 303
     assert _post(team["cb"], f"/admin/pools/{pool.id}/claim", {"customer_id": [mine[0].id, mine[1].id]}).status_code == 303
+    # the plain transfer list and its details render a transfer to nobody (a return)
+    listing = admin_client.get("/admin/customer-transfer/list")
+    assert listing.status_code == 200 and "退回公海:批量退回" in listing.text
+    with db.session_factory()() as s:
+        returned = s.execute(select(CustomerTransfer.id).where(CustomerTransfer.new_manager_id.is_(None))).scalars().first()
+    assert admin_client.get(f"/admin/customer-transfer/details/{returned}").status_code == 200
     import datetime as dt
 
     from crm_admin.core.formatting import local_today
@@ -319,9 +330,12 @@ def test_pool_customers_leave_only_by_claim_or_assignment(team: dict[str, Any], 
     assert (c.manager_id, c.pool_id) == (None, pool.id)
 
 
-def test_pool_page_costs_the_same_statements_whatever_its_rows(team: dict[str, Any]) -> None:
+def test_pool_page_costs_the_same_statements_whatever_its_rows(team: dict[str, Any],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.conftest import statements_sent
 
+    # the dictionary re-checks its version every 2 s: not part of the page's cost
+    monkeypatch.setattr("crm_admin.dictionary.service._CHECK_EVERY", 3600.0)
     pool = pf.pool()
     for i in range(3):
         cust = pf.pooled(pool.id, f"少量{i}")
