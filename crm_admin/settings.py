@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     # Days a deleted customer, contact, opportunity or order stays in the recycle bin (回收站) before the
     # daily job purges it for good
     recycle_bin_days: int = Field(default=30, ge=1, le=3650)
+    job_reclaim_time: str = Field(default="01:30", pattern=r"^\d{1,2}:\d{2}$")
     # Seconds between two passes of the audit log's sealer (chains the newest audit rows)
     audit_seal_seconds: int = Field(default=5, ge=1, le=600)
     backup_dir: Path | None = None

@@ -85,6 +85,7 @@ RESOURCES = Labels({
     "care_plan": "关怀计划",
     "transfer": "客户转移",
     "pool": "公海",
+    "reclaim_rule": "回收规则",
     "product": "产品",
     "order": "订单",
     "churn_rule": "流失预警规则",

@@ -14,7 +14,7 @@ from crm_admin.core.formatting import format_money as fmt_money
 from crm_admin.core.i18n import Labels
 from crm_admin.core.pages import base_context, run_sync
 from crm_admin.core.principal import Principal
-from crm_admin.dashboard import service
+from crm_admin.dashboard import blocks, service
 from crm_admin.db import session_factory
 from crm_admin.dictionary import service as dictionary
 
@@ -42,6 +42,8 @@ def _data(principal: Principal) -> dict[str, Any]:
         "alerts_total": sum(board.alerts_open.values()),
         "failed_logins": [{**f, "occurred_at": fmt_dt(f["occurred_at"])} for f in board.failed_logins],
         "order_amount_month": fmt_money(board.totals.get("order_amount_month", 0)),
+        # what business modules add (dashboard/blocks.py), each read within the principal's scope
+        "blocks": blocks.filled(session_factory(), principal),
     }
 
 

@@ -758,6 +758,16 @@ def _export(base_url: str, server_pid: int | None, path: str) -> dict[str, Any]:
             "server_rss_growth_mb": round(peak[0] - before, 1)}
 
 
+def reclaim_evaluation(session: Any) -> dict[str, int]:
+    """Every reclaim rule evaluated over the whole database, as the daily job does before it moves
+    anyone: the enabled rules, or a standard set (one per level with both conditions and both
+    protections, and an any-level order rule). Rule name → customers it would reclaim."""
+    from crm_admin.reclaim import service as reclaim
+
+    rules = reclaim.enabled_rules(session) or reclaim.standard_rules()
+    return {r.name: r.count for r in reclaim.evaluate(session, rules, dt.datetime.now(dt.UTC))}
+
+
 def run_jobs(database_url: str, *, data_dir: Path, workers: int | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     say = progress or (lambda _m: None)
@@ -766,7 +776,7 @@ def run_jobs(database_url: str, *, data_dir: Path, workers: int | None = None,
     engine = create_engine(database_url, poolclass=NullPool)
     today = dt.date.today()
     jobs: dict[str, Any] = {}
-    targets = {"birthday_scan": 5.0, "care_plan_scan": 5.0, "churn_evaluation": 30.0}
+    targets = {"birthday_scan": 5.0, "care_plan_scan": 5.0, "churn_evaluation": 30.0, "reclaim_evaluation": 30.0}
     try:
         from crm_admin.care.service import create_plan_tasks, scan_birthdays
 
@@ -780,6 +790,7 @@ def run_jobs(database_url: str, *, data_dir: Path, workers: int | None = None,
         jobs["churn_evaluation"] = _time_job(engine, lambda s: evaluate(s, today))
     except ImportError as exc:
         jobs["churn_evaluation"] = {"status": "skipped", "note": str(exc)}
+    jobs["reclaim_evaluation"] = _time_job(engine, reclaim_evaluation)
     engine.dispose()
     for key, target in targets.items():
         if key in jobs and jobs[key].get("status") == "ok":

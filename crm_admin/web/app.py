@@ -52,6 +52,7 @@ MODULES = (
     "care",
     "transfers",
     "pools",
+    "reclaim",
     "churn",
     "recycle_bin",
     "accounts",

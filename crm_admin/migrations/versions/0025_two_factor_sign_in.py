@@ -1,7 +1,7 @@
 """two-factor sign-in: TOTP per user, one-time recovery codes, roles that require it
 
 Revision ID: 0025
-Revises: 0022
+Revises: 0024
 
 - ``sys_user.totp_secret``: the user's TOTP secret (RFC 6238), encrypted (AES-GCM, key derived from
   the signing key; ``accounts/second_factor.py``); set while enrolling, in force once
@@ -19,7 +19,7 @@ from alembic import op
 import crm_admin.db
 
 revision: str = "0025"
-down_revision: str | None = "0022"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
