@@ -444,11 +444,11 @@ class CustomerImport(ImportSpec):
     def apply(self, session: Session, ctx: ImportContext, rows: list[Row]) -> int:
         creates = [r for r in rows if r.action == CREATE]
         updates = [r for r in rows if r.action == UPDATE]
-        return (self._create(session, creates) if creates else 0) + (
+        return (self._insert_new(session, creates) if creates else 0) + (
             self._update_rows(session, ctx, updates) if updates else 0)
 
     @staticmethod
-    def _create(session: Session, rows: list[Row]) -> int:
+    def _insert_new(session: Session, rows: list[Row]) -> int:
         codes = service.next_customer_codes(session, len(rows))
         now = utcnow()
         payload = []

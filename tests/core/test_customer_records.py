@@ -160,7 +160,7 @@ def test_every_process_finds_the_same_kinds() -> None:
             "print(' '.join(k.key for k in r.kinds()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["linkman", "follow_up", "opportunity", "order", "customer_care", "care_plan", "transfer",
-                   "churn_alert"]
+                   "pool_log", "churn_alert"]
 
 
 def test_a_kind_is_registered_once() -> None:
