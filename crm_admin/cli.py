@@ -245,7 +245,7 @@ def search_index_cmd() -> None:
 
 
 @main.command("manager-copies",
-              help="核对销售机会、联系记录、流失预警、联系人、关怀记录、订单上记录的客户经理是否都与其客户当前的客户经理一致"
+              help="核对销售机会、联系记录、流失预警、联系人、关怀记录、关怀计划、订单上记录的客户经理是否都与其客户当前的客户经理一致"
                    "(销售主管的首页、销售漏斗、记录列表和流失预警处理页按它查找和统计);有不一致时退出码为 1,--fix 改正。")
 @click.option("--fix", is_flag=True, help="改正不一致的行")
 def manager_copies_cmd(fix: bool) -> None:

@@ -18,7 +18,7 @@ CARE_STATUSES = ("pending", "done", "cancelled")
 CARE_ORIGINS = ("birthday", "plan", "manual")
 
 
-class CarePlan(OfCustomer, Timestamped, Base):
+class CarePlan(OfCustomer, CarriesCustomerManager, Timestamped, Base):
     __tablename__ = "care_plan"
     __resource__ = "care_plan"
 
@@ -36,6 +36,8 @@ class CarePlan(OfCustomer, Timestamped, Base):
     __table_args__ = (
         Index("ix_care_plan_customer_id", "customer_id"),
         Index("ix_care_plan_is_active_next_date", "is_active", "next_date"),
+        # migration 0023: a team's plans, counted and listed (by id) per manager
+        Index("ix_care_plan_customer_manager_id", "customer_manager_id"),
     )
 
 

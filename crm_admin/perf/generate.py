@@ -506,7 +506,8 @@ def generate(
                                        "status", "lost_reason", "version", "created_at", "updated_at",
                                        "customer_manager_id"))
         w.define("care_plan", ("id", "customer_id", "linkman_id", "care_type", "interval_days", "next_date",
-                               "manager_id", "is_active", "remark", "created_at", "updated_at"))
+                               "manager_id", "is_active", "remark", "created_at", "updated_at",
+                               "customer_manager_id"))
         w.define("follow_up", ("id", "customer_id", "linkman_id", "opportunity_id", "manager_id", "method",
                                "content", "contacted_at", "next_follow_up_at", "created_at", "updated_at",
                                "customer_manager_id"))
@@ -595,7 +596,7 @@ def generate(
                 plan_id = cp
                 w.add("care_plan", (cp, cid, rng.choice(linkmen), rng.choice(care_types),
                                     rng.choice((30, 90, 180)), (today + dt.timedelta(days=rng.randrange(-3, 30))).isoformat(),
-                                    manager, 1, None, created_s, created_s))
+                                    manager, 1, None, created_s, created_s, manager))
                 cp += 1
 
             last_contact: dt.datetime | None = None
