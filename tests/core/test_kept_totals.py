@@ -23,7 +23,7 @@ from crm_admin.opportunities.service import PipelineFilter, open_by_stage, pipel
 from tests.care import factories as f
 from tests.cli.runner import run_cli
 from tests.company import World
-from tests.conftest import csrf_token
+from tests.conftest import IS_MYSQL, csrf_token
 from tests.customers.conftest import form_token, principal_for
 
 
@@ -207,3 +207,64 @@ def test_the_check_command_finds_and_recounts_totals_changed_behind_the_applicat
         assert s.execute(select(func.count()).select_from(AuditLog).where(
             AuditLog.detail.like("重新计数汇总%"))).scalar_one() == 2
     assert _kept(CareTaskDayTotal) > 0
+
+
+@pytest.mark.skipif(not IS_MYSQL, reason="MariaDB/MySQL only (set CRM_TEST_DATABASE_URL)")
+def test_concurrent_writes_to_the_same_groups_stay_exact(world: World) -> None:
+    """Four threads at once move opportunities between the same stages, close care tasks of the same day
+    and manager, and transfer a customer back and forth: each group's row is added to, never written
+    over, so the totals still equal a direct count (deadlocks, if any, are retried)."""
+    import threading
+
+    from crm_admin.care.service import record_feedback
+    from crm_admin.opportunities.service import move_stage
+    from crm_admin.transfers.service import transfer_customers
+
+    today = local_today()
+    cid = world.row("mgr_a", "customer")
+    mid = world.users["mgr_a"]
+    opps = [f.opportunity(cid, mid, amount=f"{100 + n}.25").id for n in range(8)]
+    cares = [f.care(cid, mid, due_date=today, care_time=dt.datetime.now(dt.UTC), detail="已执行").id
+             for _ in range(8)]
+    admin = principal_for("admin")
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            with acting_as(Actor(admin.id, admin.username)):
+                _work(n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def move(opp_id: int, stage: str) -> None:
+        def unit(s: Any) -> None:
+            move_stage(s, admin, opportunity_id=opp_id, stage=stage)
+        db.run_in_transaction(unit, where="test")
+
+    def close(care_id: int) -> None:
+        def unit(s: Any) -> None:
+            record_feedback(s, admin, care_id, feedback="好", status="done")
+        db.run_in_transaction(unit, where="test")
+
+    def transfer(target: str) -> None:
+        def unit(s: Any) -> None:
+            transfer_customers(s, admin, customer_ids=[cid], new_manager_id=world.users[target], reason="来回")
+        db.run_in_transaction(unit, where="test")
+
+    def _work(n: int) -> None:
+        for stage in ("proposal", "contract", "initial"):
+            for opp_id in opps[n::4]:
+                move(opp_id, stage)
+        for care_id in cares[n::4]:
+            close(care_id)
+        if n == 0:
+            for target in ("mgr_c", "mgr_a"):
+                transfer(target)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert_exact()
