@@ -362,6 +362,31 @@ def reset_password_cmd(username: str, password: str | None) -> None:
     click.echo("(此密码只显示这一次,登录后须修改)")
 
 
+@main.command("reset-two-factor", help="重置用户的两步验证(手机和恢复码都丢失时使用):验证器和恢复码作废,"
+                                       "登录会话失效;如其角色要求两步验证,下次登录时须重新设置。")
+@click.argument("username")
+def reset_two_factor_cmd(username: str) -> None:
+    from sqlalchemy import select
+
+    from crm_admin.accounts import second_factor
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.core.context import SYSTEM, acting_as
+
+    _prepare(seed=False)
+
+    def reset(session: Session) -> bool:
+        user = session.execute(select(SysUser).where(SysUser.username == username)
+                               .with_for_update()).scalar_one_or_none()
+        if user is None:
+            click.echo(f"用户不存在:{username}", err=True)
+            sys.exit(1)
+        return second_factor.admin_reset(session, user, detail="命令行重置两步验证,用户登录会话已失效")
+
+    with acting_as(SYSTEM):
+        had = db.run_in_transaction(reset, where="cli:reset-two-factor")
+    click.echo(f"已重置用户 {username} 的两步验证。" if had else f"用户 {username} 未启用两步验证,无需重置。")
+
+
 @main.command("backup", help="把整个数据库一致地备份到一个文件并校验它;--verify 只校验已有的备份文件。")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="备份文件(默认:备份目录下的 crm-日期-时间.sqlite3/.sql;以 .gz 结尾则压缩)")

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     job_churn_evaluation_time: str = Field(default="02:30", pattern=r"^\d{1,2}:\d{2}$")
     job_backup_time: str = Field(default="03:00", pattern=r"^\d{1,2}:\d{2}$")
     job_import_cleanup_time: str = Field(default="04:00", pattern=r"^\d{1,2}:\d{2}$")
+    job_recycle_purge_time: str = Field(default="04:10", pattern=r"^\d{1,2}:\d{2}$")
+    # Days a deleted customer, contact, opportunity or order stays in the recycle bin (回收站) before the
+    # daily job purges it for good
+    recycle_bin_days: int = Field(default=30, ge=1, le=3650)
     # Seconds between two passes of the audit log's sealer (chains the newest audit rows)
     audit_seal_seconds: int = Field(default=5, ge=1, le=600)
     backup_dir: Path | None = None

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from wtforms import SelectField
 
+from crm_admin.accounts import second_factor
 from crm_admin.accounts.models import CasbinRule, SysDept, SysRole, SysUser
 from crm_admin.accounts.pages import PolicyPage, UsersPage, dept_paths
 from crm_admin.accounts.policy import (
@@ -36,7 +37,7 @@ from crm_admin.core.permissions import ACTIONS, RESOURCES, SCOPE_LABELS, bump_po
 from crm_admin.core.routes import SIGNED_IN, route
 from crm_admin.core.scope import sees_everyone
 from crm_admin.core.views import CrmModelView, ReadOnlyModelView, principal_of
-from crm_admin.db import session_factory, transaction
+from crm_admin.db import run_in_transaction, session_factory, transaction
 
 
 class UserAdmin(CrmModelView, model=SysUser):
@@ -50,10 +51,10 @@ class UserAdmin(CrmModelView, model=SysUser):
         "username": "用户名", "real_name": "姓名", "dept": "部门", "phone": "电话", "email": "邮箱",
         "is_active": "启用", "must_change_password": "须修改密码", "failed_logins": "连续失败次数",
         "locked_until": "锁定至", "last_login_at": "最近登录", "last_login_ip": "最近登录 IP",
-        "last_failed_login_at": "最近登录失败",
+        "last_failed_login_at": "最近登录失败", "totp_enabled_at": "两步验证启用时间",
         "created_at": "创建时间", "updated_at": "更新时间",
     }
-    column_details_exclude_list = ["password_hash", "session_epoch"]
+    column_details_exclude_list = ["password_hash", "session_epoch", "totp_secret", "totp_last_step"]
     form_columns = ["real_name", "dept", "phone", "email", "is_active"]
     can_create = False
     can_delete = False
@@ -111,16 +112,18 @@ class RoleAdmin(CrmModelView, model=SysRole):
     name_plural = "角色管理"
     icon = "fa-solid fa-user-shield"
     category = "系统管理"
-    column_list = [SysRole.code, SysRole.name, SysRole.data_scope, SysRole.is_active]
+    column_list = [SysRole.code, SysRole.name, SysRole.data_scope, SysRole.is_active, SysRole.require_totp]
     column_formatters_detail = column_formatters = {
         "code": lambda m, a: code_cell(m.code),
         "data_scope": lambda m, a: SCOPE_LABELS.get(m.data_scope, m.data_scope),
     }
     column_labels = {"code": "角色编码", "name": "角色名称", "data_scope": "数据范围", "is_active": "启用",
-                     "remark": "备注", "created_at": "创建时间", "updated_at": "更新时间"}
+                     "require_totp": "须两步验证", "remark": "备注", "created_at": "创建时间", "updated_at": "更新时间"}
     form_excluded_columns = ["created_at", "updated_at"]
     form_overrides = {"data_scope": SelectField}
-    form_args = {"data_scope": {"choices": SCOPE_LABELS.choices, "label": "数据范围"}}
+    form_args = {"data_scope": {"choices": SCOPE_LABELS.choices, "label": "数据范围"},
+                 "require_totp": {"label": "须两步验证",
+                                  "description": "该角色的用户登录时须输入手机验证器的动态验证码;尚未设置的用户登录后须先完成设置。"}}
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
@@ -267,3 +270,84 @@ def _change_password_sync(user_id: int, old: str, new: str, confirm: str) -> int
 
 
 VIEWS.append(PasswordView)
+
+
+class TwoFactorView(BaseView):
+    """Every signed-in user's own second factor: set it up (scan, confirm a code, keep the recovery
+    codes), make new recovery codes, or turn it off (with a current code). A user whose role requires
+    one is sent here after the password and can open nothing else until it is set up."""
+
+    name = "两步验证"
+    icon = "fa-solid fa-shield-halved"
+    identity = "account-two-factor"
+
+    def is_visible(self, request: Request) -> bool:
+        return False
+
+    def is_accessible(self, request: Request) -> bool:
+        return getattr(request.state, "principal", None) is not None
+
+    @route("/account/two-factor", methods=["GET", "POST"], identity="account-two-factor", permission=SIGNED_IN)
+    async def two_factor(self, request: Request) -> Response:
+        principal = principal_of(request)
+        user_id = request.state.user.id
+        context: dict[str, Any] = {"title": "两步验证", "required": principal.second_factor_required}
+        status = 200
+        if request.method == "POST":
+            form = await request.form()
+            op = str(form.get("op") or "")[:16]
+            code = str(form.get("code") or "")[:64]
+            try:
+                context.update(await anyio.to_thread.run_sync(_two_factor_op_sync, user_id, op, code))
+            except UserError as exc:
+                context["error"] = exc.message
+                status = 400
+        context.update(await anyio.to_thread.run_sync(_two_factor_context, user_id))
+        return await self.templates.TemplateResponse(request, "accounts/two_factor.html", context,
+                                                     status_code=status)
+
+
+def _two_factor_context(user_id: int) -> dict[str, Any]:
+    with session_factory()() as session:
+        user = session.get(SysUser, user_id)
+        if user is None:
+            raise UserError("用户不存在。")
+        return {
+            "enabled": second_factor.is_enabled(user), "enabled_at": user.totp_enabled_at,
+            "remaining": second_factor.remaining_recovery_codes(session, user.id),
+            "enrolment": second_factor.pending_enrolment(user),
+        }
+
+
+def _two_factor_op_sync(user_id: int, op: str, code: str) -> dict[str, Any]:
+    """One change of the user's own second factor. A wrong code is refused, and still counted (with
+    its audit row) towards the lock-out: the transaction commits what the refusal wrote."""
+
+    def change(session: Session) -> dict[str, Any] | UserError:
+        user = session.get(SysUser, user_id, with_for_update=True)
+        if user is None:
+            return UserError("用户不存在。")
+        try:
+            if op == "start":
+                second_factor.begin_enrolment(session, user)
+                return {}
+            if op == "confirm":
+                return {"codes": second_factor.confirm_enrolment(session, user, code),
+                        "notice": "两步验证已启用。请妥善保存下方恢复码,它们只显示这一次。"}
+            if op == "recovery":
+                return {"codes": second_factor.regenerate_recovery_codes(session, user, code),
+                        "notice": "已生成新的恢复码,原恢复码已作废。请妥善保存,它们只显示这一次。"}
+            if op == "disable":
+                second_factor.disable(session, user, code)
+                return {"notice": "两步验证已停用。"}
+        except UserError as exc:
+            return exc
+        return UserError("未知的操作。")
+
+    outcome = run_in_transaction(change, where="two-factor")
+    if isinstance(outcome, UserError):
+        raise outcome
+    return outcome
+
+
+VIEWS.append(TwoFactorView)

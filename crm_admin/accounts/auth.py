@@ -19,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from crm_admin.accounts import throttle
+from crm_admin.accounts import second_factor, throttle
 from crm_admin.accounts.models import SysSession, SysUser
 from crm_admin.accounts.service import (
     LoginResult,
     check_login,
+    complete_login,
     end_session,
     session_token_hash,
     start_session,
@@ -43,6 +44,9 @@ SESSION_COOKIE = "crm_session"
 PASSWORD_PAGE = "/admin/account/password"
 # Paths a user who must change their password may still open.
 _PASSWORD_EXEMPT = (PASSWORD_PAGE, "/admin/logout", "/admin/statics", "/admin/crm-static")
+# the own-account page where a second factor is set up (accounts/admin.py TwoFactorView)
+ENROL_ROUTE = "admin:view-account-two-factor"
+PENDING_EXPIRED_MESSAGE = "验证已超时或已失效,请重新输入用户名和密码。"
 
 
 def client_ip(request: Request) -> str:
@@ -73,32 +77,82 @@ class CrmAuthentication(AuthenticationBackend):
 
     async def login(self, request: Request) -> Response | bool:
         form = await request.form()
+        step = str(form.get("step", ""))
+        if step == "cancel":  # "sign in as someone else" on the code page
+            request.session.pop(second_factor.PENDING_KEY, None)
+            return RedirectResponse(request.url_for("admin:login"), status_code=302)
+        if step == "code":
+            return await self._second_step(request, str(form.get("code", ""))[:64])
         username = str(form.get("username", ""))[:64]
         password = str(form.get("password", ""))[:256]
         actor = request_actor(request)
-        limit = self.settings.login_ip_max_per_minute
-        # counted in the database or Redis, shared by every node: blocking, so in a worker thread
-        if not await anyio.to_thread.run_sync(lambda: throttle.allow(actor.ip, limit=limit)):
-            await anyio.to_thread.run_sync(
-                lambda: audit.record_now("login_failed", resource="user", detail=f"该 IP 登录尝试过于频繁(用户名:{username})",
-                                         success=False, actor=replace(actor, username=username.strip()[:64]))
-            )
-            page = plain_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
-                                 f'<a href="{html.escape(str(request.url_for("admin:login")))}">返回登录页</a>')
-            page.headers["Retry-After"] = "60"
-            return page
+        refused = await self._throttled(request, actor, username)
+        if refused is not None:
+            return refused
         outcome = await anyio.to_thread.run_sync(_check_login_sync, username, password, actor)
         if isinstance(outcome, LoginResult):
             request.state.login_error = outcome.message
             if outcome.locked_until is not None:
                 request.state.login_error_args = {"until": format_datetime(outcome.locked_until)}
             return False
-        user_id, epoch, token = outcome
+        if isinstance(outcome, dict):
+            # the password was right and the user has a second factor: no session yet, only the signed,
+            # short-lived pending state; the login page now asks for the code
+            request.session.clear()
+            request.session.update({second_factor.PENDING_KEY: outcome, "csrf": secrets.token_urlsafe(32)})
+            return RedirectResponse(request.url_for("admin:login"), status_code=302)
+        self._start(request, *outcome)
+        return True
+
+    async def _second_step(self, request: Request, code: str) -> Response | bool:
+        pending = second_factor.read_pending(request.session.get(second_factor.PENDING_KEY))
+        if pending is None:
+            request.session.pop(second_factor.PENDING_KEY, None)
+            request.state.login_error = PENDING_EXPIRED_MESSAGE
+            return False
+        request.state.second_factor = True
+        actor = request_actor(request)
+        refused = await self._throttled(request, actor, f"#{pending[0]}")
+        if refused is not None:
+            return refused
+        outcome = await anyio.to_thread.run_sync(_check_code_sync, *pending, code, actor)
+        if outcome is None:  # signed out everywhere, password changed, reset, locked or disabled meanwhile
+            request.session.pop(second_factor.PENDING_KEY, None)
+            request.state.second_factor = False
+            request.state.login_error = PENDING_EXPIRED_MESSAGE
+            return False
+        if isinstance(outcome, second_factor.CodeCheck):
+            request.state.login_error = outcome.message
+            if outcome.locked_until is not None:
+                request.session.pop(second_factor.PENDING_KEY, None)
+                request.state.second_factor = False
+                request.state.login_error_args = {"until": format_datetime(outcome.locked_until)}
+            return False
+        self._start(request, *outcome)
+        return True
+
+    @staticmethod
+    def _start(request: Request, user_id: int, epoch: int, token: str) -> None:
         request.session.clear()
         now = int(time.time())
         request.session.update({"uid": user_id, "epoch": epoch, "sid": token, "iat": now, "seen": now,
                                 "csrf": secrets.token_urlsafe(32)})
-        return True
+
+    async def _throttled(self, request: Request, actor: Actor, username: str) -> Response | None:
+        """The 429 page when the address has tried too often in the last minute (passwords and codes
+        alike); None while it may go on."""
+        limit = self.settings.login_ip_max_per_minute
+        # counted in the database or Redis, shared by every node: blocking, so in a worker thread
+        if await anyio.to_thread.run_sync(lambda: throttle.allow(actor.ip, limit=limit)):
+            return None
+        await anyio.to_thread.run_sync(
+            lambda: audit.record_now("login_failed", resource="user", detail=f"该 IP 登录尝试过于频繁(用户名:{username})",
+                                     success=False, actor=replace(actor, username=username.strip()[:64]))
+        )
+        page = plain_page(429, "登录尝试过于频繁", "来自您所在网络的登录尝试过于频繁,请一分钟后再试。",
+                             f'<a href="{html.escape(str(request.url_for("admin:login")))}">返回登录页</a>')
+        page.headers["Retry-After"] = "60"
+        return page
 
     async def logout(self, request: Request) -> Response | bool:
         uid = request.session.get("uid")
@@ -141,7 +195,26 @@ class CrmAuthentication(AuthenticationBackend):
         set_actor(request_actor(request, user))
         if user.must_change_password and not request.url.path.startswith(_PASSWORD_EXEMPT):
             return RedirectResponse(PASSWORD_PAGE, status_code=302)
+        if principal.second_factor_required and user.totp_enabled_at is None:
+            # a role of the user requires a second factor: nothing but enrolling until there is one
+            enrol = request.url_for(ENROL_ROUTE).path
+            if not request.url.path.startswith((enrol, *_PASSWORD_EXEMPT[1:])):
+                return RedirectResponse(enrol, status_code=302)
         return True
+
+
+def mark_pending_sign_in(request: Request) -> bool:
+    """On the login page: True (and ``request.state.second_factor`` set) when the browser is half-way
+    through signing in, so the page asks for the code; an expired pending state is dropped."""
+    value = request.session.get(second_factor.PENDING_KEY)
+    if value is None:
+        return False
+    if second_factor.read_pending(value) is None:
+        request.session.pop(second_factor.PENDING_KEY, None)
+        request.state.login_error = PENDING_EXPIRED_MESSAGE
+        return False
+    request.state.second_factor = True
+    return True
 
 
 class CrmAuthorization(AuthorizationBackend):
@@ -206,18 +279,45 @@ def _attempted(action: str) -> str:
     return ACTIONS.source.get(code, code) if code else "打开"
 
 
-def _check_login_sync(username: str, password: str, actor: Actor) -> tuple[int, int, str] | LoginResult:
+def _check_login_sync(username: str, password: str,
+                      actor: Actor) -> tuple[int, int, str] | dict[str, int | str] | LoginResult:
     """The sign-in check, its audit row and the new session in one transaction, run again on a passing
-    database error (crm_admin/retry.py) without counting the attempt against the address again."""
+    database error (crm_admin/retry.py) without counting the attempt against the address again.
+    A user with a second factor gets no session yet: the pending state to sign (a dict) instead."""
 
-    def sign_in(session: Session) -> tuple[int, int, str] | LoginResult:
+    def sign_in(session: Session) -> tuple[int, int, str] | dict[str, int | str] | LoginResult:
         result = check_login(session, username, password, actor)
         if result.user is None:
             return result
+        if result.second_factor:
+            return second_factor.pending_state(result.user)
         token = start_session(session, result.user, actor)
         return result.user.id, result.user.session_epoch, token
 
     return run_in_transaction(sign_in, where="login")
+
+
+def _check_code_sync(user_id: int, epoch: int, code: str,
+                     actor: Actor) -> tuple[int, int, str] | second_factor.CodeCheck | None:
+    """The second step: the code checked on the locked user row (so a code passes once), the
+    ``login`` audit row and the new session in one transaction. None when the pending sign-in no
+    longer holds (the user's session version moved, the account was disabled or the factor removed)."""
+
+    def verify(session: Session) -> tuple[int, int, str] | second_factor.CodeCheck | None:
+        user = session.get(SysUser, user_id, with_for_update=True)
+        if (user is None or not user.is_active or (user.session_epoch or 0) != epoch
+                or not second_factor.is_enabled(user)):
+            return None
+        checked = second_factor.check_sign_in_code(session, user, code, actor)
+        if not checked.ok:
+            return checked
+        how = "动态验证码" if checked.method == "totp" else (
+            f"恢复码,剩余 {second_factor.remaining_recovery_codes(session, user.id)} 个")
+        complete_login(session, user, actor, detail=f"两步验证通过({how})")
+        token = start_session(session, user, actor)
+        return user.id, user.session_epoch, token
+
+    return run_in_transaction(verify, where="login")
 
 
 def _end_session_sync(token: str, user_id: int, actor: Actor) -> None:

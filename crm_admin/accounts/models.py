@@ -12,9 +12,10 @@ from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_admin.core.models import DATA_SCOPES, CasbinRule, SysDept, SysMeta, SysRole, SysUser
-from crm_admin.db import Base
+from crm_admin.db import Base, Timestamped
 
-__all__ = ["DATA_SCOPES", "CasbinRule", "LoginGuard", "LoginThrottle", "SysDept", "SysMeta", "SysRole", "SysSession", "SysUser"]
+__all__ = ["DATA_SCOPES", "CasbinRule", "LoginGuard", "LoginThrottle", "SysDept", "SysMeta", "SysRole", "SysSession", "SysUser",
+           "UserRecoveryCode"]
 
 
 class SysSession(Base):
@@ -68,3 +69,18 @@ class LoginThrottle(Base):
     ip: Mapped[str] = mapped_column(String(64), primary_key=True)
     minute: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UserRecoveryCode(Timestamped, Base):
+    """A one-time recovery code of a user's second factor (``accounts/second_factor.py``).
+
+    Shown once when made; only its argon2 hash is kept (the password hasher). A code signs in once:
+    ``used_at`` is set in the same transaction as the sign-in. Making new codes or resetting the
+    second factor removes the user's old ones.
+    """
+
+    __tablename__ = "user_recovery_code"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("sys_user.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    used_at: Mapped[dt.datetime | None]

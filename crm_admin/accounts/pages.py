@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from crm_admin.accounts import policy as policy_service
-from crm_admin.accounts import service
+from crm_admin.accounts import second_factor, service
 from crm_admin.accounts.models import SysDept, SysRole, SysUser
 from crm_admin.core import audit
 from crm_admin.core.errors import UserError
@@ -158,7 +158,8 @@ def _load_user_form(user_id: int) -> dict[str, Any] | None:
             return None
         return {
             "user": {"id": user.id, "username": user.username, "is_active": user.is_active,
-                     "must_change_password": user.must_change_password},
+                     "must_change_password": user.must_change_password,
+                     "totp_enabled_at": user.totp_enabled_at, "totp_pending": user.totp_secret is not None},
             "form": {"real_name": user.real_name, "phone": user.phone or "", "email": user.email or "",
                      "dept_id": str(user.dept_id or "")},
             "user_roles": service.user_roles(session, user.id),
@@ -205,6 +206,12 @@ def _edit_user_sync(principal: Principal, user_id: int, op: str, form: FormData)
                 raise UserError("两次输入的新密码不一致。")
             service.reset_password(session, principal, user, password)
             return "密码已重置,该用户下次登录时须修改密码。"
+        if op == "reset_2fa":
+            service.check_manage_user(session, principal, user)
+            if user.id == principal.id:
+                raise UserError("不能在此重置您自己的两步验证,请在“两步验证”页面用当前验证码停用。")
+            second_factor.admin_reset(session, user)
+            return "已重置该用户的两步验证,其登录会话已失效;如其角色要求两步验证,下次登录时须重新设置。"
         if op == "unlock":
             service.check_manage_user(session, principal, user)
             user.locked_until = None

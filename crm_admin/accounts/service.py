@@ -42,6 +42,7 @@ class LoginResult:
     user: SysUser | None
     message: str = ""
     locked_until: dt.datetime | None = None
+    second_factor: bool = False  # the password was right; the code of the second factor is asked next
 
 
 def create_user(
@@ -131,20 +132,33 @@ def check_login(session: Session, username: str, password: str, actor: Actor) ->
             return LoginResult(None, LOCKED_MESSAGE, locked_until=guard.locked_until)
         return LoginResult(None, LOGIN_FAILED_MESSAGE)
     assert user is not None
-    user.failed_logins = 0
-    user.locked_until = None
-    user.last_failed_login_at = None
-    user.last_login_at = now
-    user.last_login_ip = actor.ip[:64]
     if needs_rehash(user.password_hash):
         # the same password under the current hashing parameters: not a password change, so the user's
         # other sessions stay signed in
         session.info.setdefault(_SAME_PASSWORD, set()).add(user.id)
         user.password_hash = hash_password(password)
-    audit.record(session, "login", resource="user", resource_id=user.id,
+    if user.totp_enabled_at is not None:
+        # half-way: the failure count stays as it is (a known password must not clear the count of
+        # wrong codes), and nobody is signed in until the code (accounts/second_factor.py)
+        audit.record(session, "login_pending", resource="user", resource_id=user.id, actor=attempt,
+                     detail=f"密码正确,等待两步验证(用户名:{name})")
+        session.flush()
+        return LoginResult(user, second_factor=True)
+    complete_login(session, user, actor)
+    return LoginResult(user)
+
+
+def complete_login(session: Session, user: SysUser, actor: Actor, *, detail: str | None = None) -> None:
+    """The user is signed in (password, and the second factor when enrolled): counters cleared, the
+    time and address kept, the ``login`` audit row. The caller starts the session and commits."""
+    user.failed_logins = 0
+    user.locked_until = None
+    user.last_failed_login_at = None
+    user.last_login_at = utcnow()
+    user.last_login_ip = actor.ip[:64]
+    audit.record(session, "login", resource="user", resource_id=user.id, detail=detail,
                  actor=Actor(user.id, user.username, actor.ip, actor.user_agent, actor.request_id))
     session.flush()  # the session cookie is given the epoch as it will be committed
-    return LoginResult(user)
 
 
 def _guard_of_unknown(session: Session, name: str, now: dt.datetime) -> LoginGuard:

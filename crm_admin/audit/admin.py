@@ -32,6 +32,11 @@ ACTION_LABELS = Labels({
     "export": "导出", "policy_change": "权限变更", "permission_denied": "越权访问",
     "password_change": "修改密码", "password_reset": "重置密码", "user_enable": "启用用户",
     "user_disable": "停用用户", "user_unlock": "解除锁定", "merge": "合并客户", "run_job": "运行定时任务",
+    # personal data (core/personal.py, contacts/subject.py)
+    "reveal": "查看完整个人信息", "subject_export": "导出个人信息", "erase": "匿名化个人信息",
+    "restore": "从回收站恢复", "purge": "彻底删除",
+    "login_pending": "密码正确待两步验证", "totp_enable": "启用两步验证", "totp_disable": "停用两步验证",
+    "totp_reset": "重置两步验证", "totp_recovery_codes": "重新生成恢复码",
 })
 # what an audit row may name besides the resources a permission names
 _OTHER_RESOURCES = Labels({"csrf": "安全令牌校验", "import": "数据导入", "saved_query": "常用查询", "session": "登录会话"})

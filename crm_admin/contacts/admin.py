@@ -7,9 +7,12 @@ from typing import Any
 from sqladmin.filters import StaticValuesFilter
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from wtforms import SelectField
 
+from crm_admin.contacts import subject
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import (
     GENDERS,
@@ -18,12 +21,17 @@ from crm_admin.contacts.service import (
     upcoming_birthday_order,
     validate_linkman,
 )
-from crm_admin.core.errors import UserError
-from crm_admin.core.export import format_local
+from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.export import attachment, format_local
 from crm_admin.core.formatting import local_today
 from crm_admin.core.i18n import blank_choice
-from crm_admin.core.views import CrmModelView, scoped_ref
+from crm_admin.core.masking import SENSITIVE_PERMISSION
+from crm_admin.core.pages import run_sync, url_path
+from crm_admin.core.principal import Principal
+from crm_admin.core.routes import route
+from crm_admin.core.views import CrmModelView, principal_of, scoped_ref
 from crm_admin.customers.models import Customer
+from crm_admin.db import session_factory, transaction
 
 
 def gender_choices() -> list[tuple[str, str]]:
@@ -80,6 +88,72 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
     form_args = {"gender": {"choices": gender_choices}}
     form_ajax_refs = {"customer": scoped_ref(Customer, ["name", "code"])}
 
+    # ----- personal data: one masked value shown in full, audited (core/personal.py) ------------
+    reveal_route = "admin:view-linkman-reveal"
+
+    @route("/reveal/{pk:int}", methods=["POST"], permission=SENSITIVE_PERMISSION, row=(Linkman, "pk"))
+    async def reveal(self, request: Request) -> Response:
+        return await self.reveal_response(request)
+
+    # ----- requests of a data subject: export what is held, erase it (contacts/subject.py) -------
+    def detail_links(self, request: Request, obj: Any) -> list[tuple[str, str]]:
+        principal = principal_of(request)
+        if principal.can(subject.RESOURCE, "export") or principal.can(subject.RESOURCE, "delete"):
+            return [(str(request.url_for("admin:view-linkman-subject_request", pk=obj.id)), "个人信息主体请求")]
+        return []
+
+    @route("/subject/{pk:int}", permission=((subject.RESOURCE, "export"), (subject.RESOURCE, "delete")),
+           row=(Linkman, "pk"))
+    async def subject_request(self, request: Request) -> Response:
+        return await self._subject_page(request, int(request.path_params["pk"]))
+
+    async def _subject_page(self, request: Request, pk: int, *, error: str = "", message: str = "",
+                            status: int = 200) -> Response:
+        principal = principal_of(request)
+        action = "export" if principal.can(subject.RESOURCE, "export") else "delete"
+        try:
+            held = await run_sync(_holding, principal, pk, action)
+        except NotFound:
+            raise HTTPException(status_code=404, detail="记录不存在或您无权访问。") from None
+        context = {
+            "title": "个人信息主体请求", "pk": pk, "held": held, "summary": list(subject.summary_rows(held)),
+            "can_export": principal.can(subject.RESOURCE, "export"),
+            "can_erase": principal.can(subject.RESOURCE, "delete") and not held.anonymised,
+            "error": error, "message": message or request.query_params.get("message", "")[:200],
+        }
+        return await self.templates.TemplateResponse(request, "contacts/subject.html", context, status_code=status)
+
+    @route("/subject/{pk:int}/export", methods=["POST"], permission=(subject.RESOURCE, "export"),
+           row=(Linkman, "pk"))
+    async def subject_export(self, request: Request) -> Response:
+        form = await request.form()
+        pk = int(request.path_params["pk"])
+        fmt = str(form.get("fmt", ""))[:8]
+        try:
+            content, media, filename = await run_sync(_export, principal_of(request), pk, fmt)
+        except NotFound:
+            raise HTTPException(status_code=404, detail="记录不存在或您无权访问。") from None
+        except UserError as exc:
+            return await self._subject_page(request, pk, error=exc.message, status=exc.status_code)
+        return Response(content, media_type=media,
+                        headers={"Content-Disposition": attachment(filename), "Cache-Control": "no-store"})
+
+    @route("/subject/{pk:int}/erase", methods=["POST"], permission=(subject.RESOURCE, "delete"),
+           row=(Linkman, "pk"))
+    async def subject_erase(self, request: Request) -> Response:
+        form = await request.form()
+        pk = int(request.path_params["pk"])
+        if str(form.get("understood", "")) != "1":
+            return await self._subject_page(request, pk, error="请勾选“我已了解匿名化不可恢复”后再提交。", status=400)
+        try:
+            await run_sync(_erase, principal_of(request), pk, str(form.get("confirm_name", ""))[:128])
+        except NotFound:
+            raise HTTPException(status_code=404, detail="记录不存在或您无权访问。") from None
+        except UserError as exc:
+            return await self._subject_page(request, pk, error=exc.message, status=exc.status_code)
+        url = url_path(request, "admin:view-linkman-subject_request", pk=pk, query={"message": "联系人的个人信息已匿名化。"})
+        return RedirectResponse(url, status_code=303)
+
     def sort_query(self, stmt: Select[Any], request: Request) -> Select[Any]:
         """By birthday means by month and day (when to wish them well), not by year of birth."""
         if request.query_params.get("sortBy") == "birthday":
@@ -94,6 +168,21 @@ class LinkmanAdmin(CrmModelView, model=Linkman):
             raise UserError("请选择所属客户。", field="customer")
         validate_linkman(obj)
         keep_single_primary(session, obj)
+
+
+def _holding(principal: Principal, pk: int, action: str) -> subject.Holding:
+    with session_factory()() as session:
+        return subject.holding(session, principal, pk, action=action)
+
+
+def _export(principal: Principal, pk: int, fmt: str) -> tuple[bytes, str, str]:
+    with transaction() as session:
+        return subject.export_subject(session, principal, pk, fmt)
+
+
+def _erase(principal: Principal, pk: int, confirm_name: str) -> subject.Erasure:
+    with transaction() as session:
+        return subject.erase_subject(session, principal, pk, confirm_name)
 
 
 VIEWS = [LinkmanAdmin]

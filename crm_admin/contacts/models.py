@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import Boolean, Date, Index, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from crm_admin.core import search
+from crm_admin.core import masking, search
 from crm_admin.customers.models import CarriesCustomerManager, Customer, OfCustomer
 from crm_admin.db import Base, Timestamped
 
@@ -45,3 +45,7 @@ class Linkman(OfCustomer, CarriesCustomerManager, Timestamped, Base):
 
 # found by any part of the name, its pinyin, and any 4+ digits (core/search.py)
 search.register(Linkman, kind=2, names=("name",), digits=("mobile", "phone"))
+
+# a contact's personal data, shown masked as its customer's is (core/masking.py)
+masking.register_personal(Linkman, customer_key="customer_id", phone=masking.mask_phone,
+                          mobile=masking.mask_phone, email=masking.mask_email)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import create_linkman
+from crm_admin.core import masking
 from crm_admin.core.customer_records import (
     SIDE,
     Contribution,
@@ -30,8 +31,12 @@ def _page(session: Session, customer: VisibleCustomer, _limit: int) -> Contribut
     contacts = session.execute(
         of_customer(select(Linkman), Linkman, customer).order_by(Linkman.is_primary.desc(), Linkman.id)
     ).scalars().all()
+    masked = masking.masked_rows(session, customer.principal, Linkman, contacts)
+    shown = [{"id": p.id, "name": p.name, "is_primary": p.is_primary, "position": p.position,
+              "mobile": masked.shown(p, "mobile"), "phone": masked.shown(p, "phone"),
+              "email": masked.shown(p, "email"), "birthday": p.birthday} for p in contacts]
     return Contribution(sections=[Section(SIDE, "contacts/360_contacts.html", {
-        "contacts": contacts, "can_add": customer.principal.can("linkman", "create"),
+        "contacts": shown, "can_add": customer.principal.can("linkman", "create"),
     })])
 
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import aliased, joinedload, selectinload
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from crm_admin.core import audit, sqladmin_compat, vocabulary
+from crm_admin.core import audit, masking, sqladmin_compat, vocabulary
 from crm_admin.core.context import current_actor
 from crm_admin.core.formatting import DATETIME_FORMAT, format_datetime, local_now
 from crm_admin.core.xlsxstream import xlsx_stream
@@ -259,9 +259,11 @@ def converter(view: Any, prop: str) -> Callable[[Any], Any]:
     return plain
 
 
-def column_rows(view: Any, stmt: Select[Any], props: list[str]) -> tuple[Select[Any], Callable[[Any], list[Any]]] | None:
+def column_rows(view: Any, stmt: Select[Any], props: list[str], extra: tuple[Any, ...] = ()
+                ) -> tuple[Select[Any], Callable[[Any], list[Any]]] | None:
     """The statement narrowed to the exported columns (many-to-one relations joined for their
-    display fields) and a row → cells function; None when a column needs the ORM object."""
+    display fields) and a row → cells function; None when a column needs the ORM object. The
+    ``extra`` columns are read too, their values appended to each row's cells."""
     if getattr(view, "export_formatters", None):
         return None
     model = view.model
@@ -292,12 +294,14 @@ def column_rows(view: Any, stmt: Select[Any], props: list[str]) -> tuple[Select[
             readers.append(partial(_read_relation, i, fields))
         else:
             return None
+    first_extra = len(cols)
+    cols.extend(extra)
     narrowed = stmt.with_only_columns(*cols, maintain_column_froms=True)
     for alias, onclause in joins:
         narrowed = narrowed.outerjoin(alias, onclause)
 
     def row(values: Any) -> list[Any]:
-        return [read(values) for read in readers]
+        return [read(values) for read in readers] + list(values[first_extra:])
 
     return narrowed, row
 
@@ -314,6 +318,41 @@ def iter_column_rows(stmt: Select[Any], row: Callable[[Any], list[Any]]) -> Iter
     with session_factory()() as session:
         for values in session.execute(stmt.execution_options(yield_per=BATCH)):
             yield row(values)
+
+
+def masked_export_rows(rows: Iterator[list[Any]], shapes: dict[int, masking.Shape], principal: Any, *,
+                       per_row: bool) -> Iterator[list[Any]]:
+    """The exported rows with their personal cells masked as the user sees them on the list. Without
+    the permission every row is masked (no database work); a holder's rows carry their customer's id as
+    a last cell, and the customers masked for them are asked once per batch of rows."""
+
+    def masked(values: list[Any]) -> list[Any]:
+        for i, shape in shapes.items():
+            if isinstance(values[i], str) and values[i]:
+                values[i] = shape(values[i])
+        return values
+
+    if not per_row:
+        for values in rows:
+            yield masked(values)
+        return
+    batch: list[list[Any]] = []
+
+    def flush() -> Iterator[list[Any]]:
+        ids = {values[-1] for values in batch if values[-1] is not None}
+        with session_factory()() as session:  # not the streaming connection
+            hidden = masking.customers_masked_for(session, principal, ids)
+        for values in batch:
+            cid = values.pop()
+            yield masked(values) if cid in hidden else values
+        batch.clear()
+
+    for values in rows:
+        batch.append(values)
+        if len(batch) >= BATCH:
+            yield from flush()
+    if batch:
+        yield from flush()
 
 
 async def export_response(view: Any, request: Request, export_type: str) -> StreamingResponse:
@@ -342,14 +381,23 @@ async def export_response(view: Any, request: Request, export_type: str) -> Stre
         )
     )
 
-    fast = column_rows(view, base, props)
+    principal = getattr(req.state, "principal", None)
+    personal = masking.personal_data(view.model) if principal is not None else None
+    shapes = {i: personal.fields[p] for i, p in enumerate(props) if personal and p in personal.fields}
+    # a holder of the permission may still see some customers masked (a rule): each row's customer is read
+    per_row = bool(shapes) and principal is not None and masking.sees_sensitive(principal)
+    extra = (getattr(view.model, personal.customer_key),) if per_row and personal else ()
+    fast = column_rows(view, base, props, extra)
     if fast is not None:
         rows = iter_column_rows(*fast)
     else:
         def row(obj: Any) -> list[Any]:
-            return [cell_value(view, obj, p) for p in props]
+            cells = [cell_value(view, obj, p) for p in props]
+            return [*cells, personal.customer_of(obj)] if per_row and personal else cells
 
         rows = iter_rows(stmt, row)
+    if shapes:
+        rows = masked_export_rows(rows, shapes, principal, per_row=per_row)
     stamp = local_now().strftime("%Y%m%d-%H%M%S")  # the company's clock, as the user reads it
     filename = f"{view.name_plural}-{stamp}.{export_type}"
     return spreadsheet_response(export_type, str(view.name_plural), [h for _, h in columns], rows, filename)

@@ -326,12 +326,16 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
         query = f"?{request.url.query}" if request.url.query else ""
         term = request.query_params.get("search") or request.query_params.get("q") or ""
         marked = view.highlight_columns() if term and hasattr(view, "highlight_columns") else frozenset()
+        # personal data the user may not see in full: one question for the page (core/masking.py)
+        masked = await view.masked_page(request, rows) if hasattr(view, "masked_page") else None
         out = []
         for row in rows:
             pk = get_object_identifier(row)
             cells: builtins.list[Markup] = []
             for name in compat.list_prop_names(view):
                 value, formatted = await view.get_list_value(row, name, request)
+                if masked and masked.masks(row, name):
+                    formatted = masked.shown(row, name, value)
                 if name in marked and not isinstance(formatted, Markup):
                     cells.append(highlight(formatted, term))  # the part the search matched, marked
                 else:

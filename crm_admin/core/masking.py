@@ -10,7 +10,8 @@ two records apart on the telephone ("138****1234") and never enough to use it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from crm_admin.core.principal import Principal
@@ -111,3 +112,107 @@ def customers_masked_for(session: Any, principal: Principal, customer_ids: Colle
     for rule in _RULES:
         masked |= rule(session, principal, ids)
     return masked & ids
+
+
+# ----- which columns hold personal data, and the page's one question ----------------------------
+# Each module names its personal columns once (the customer's phone, a contact's mobile …) with the
+# shape each is masked in and the attribute that names the customer the row belongs to. Every path that
+# shows rows of such a model — a list page, a details page, an export, an edit form, the 360° page —
+# asks ``masked_rows`` once for all its rows (one ``customers_masked_for`` per page, not per row).
+
+Shape = Callable[[str | None], str | None]
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    model: type
+    fields: Mapping[str, Shape]  # column → how it looks masked
+    customer_key: str  # the attribute holding the customer's id ("id" on the customer itself)
+
+    def customer_of(self, row: Any) -> int | None:
+        value = getattr(row, self.customer_key, None)
+        return int(value) if value is not None else None
+
+
+_PERSONAL: dict[type, PersonalData] = {}
+
+
+def register_personal(model: type, *, customer_key: str, **fields: Shape) -> PersonalData:
+    """``model``'s personal columns and their masked shapes (``phone=mask_phone``)."""
+    spec = PersonalData(model, dict(fields), customer_key)
+    _PERSONAL[model] = spec
+    return spec
+
+
+def personal_data(model: type) -> PersonalData | None:
+    return _PERSONAL.get(model)
+
+
+def personal_models() -> list[PersonalData]:
+    return list(_PERSONAL.values())
+
+
+def masked_value(model: type, field: str, value: Any) -> Any:
+    """``value`` of ``model.field`` as it is shown masked (unchanged for a column that is not personal)."""
+    spec = _PERSONAL.get(model)
+    shape = spec.fields.get(field) if spec else None
+    if shape is None or value is None or not isinstance(value, str):
+        return value
+    return shape(value)
+
+
+@dataclass(frozen=True)
+class MaskedRows:
+    """Which rows of one page a viewer sees masked, and how a cell of them reads."""
+
+    spec: PersonalData | None
+    customer_ids: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.spec and self.customer_ids)
+
+    def is_masked(self, row: Any) -> bool:
+        return self.spec is not None and self.spec.customer_of(row) in self.customer_ids
+
+    def masks(self, row: Any, field: str) -> bool:
+        return self.spec is not None and field in self.spec.fields and self.is_masked(row)
+
+    def shown(self, row: Any, field: str, value: Any = None) -> Any:
+        """The value of ``field`` of ``row`` as the viewer sees it (``value``: the value to show,
+        default the row's own)."""
+        if value is None:
+            value = getattr(row, field, None)
+        if not self.masks(row, field):
+            return value
+        return masked_value(self.spec.model, field, value) if self.spec else value
+
+
+NOTHING_MASKED = MaskedRows(None)
+
+
+def masked_rows(session: Any, principal: Principal, model: type, rows: Iterable[Any]) -> MaskedRows:
+    """The rows of ``model`` whose personal data ``principal`` sees masked: one question for the page.
+    ``session`` may be a callable returning one (opened only when a registered rule needs it)."""
+    spec = _PERSONAL.get(model)
+    if spec is None:
+        return NOTHING_MASKED
+    ids = {cid for cid in (spec.customer_of(r) for r in rows) if cid is not None}
+    if not ids:
+        return MaskedRows(spec)
+    if not sees_sensitive(principal):
+        return MaskedRows(spec, frozenset(ids))
+    if not _RULES:
+        return MaskedRows(spec)
+    if callable(session):
+        with session() as opened:
+            return MaskedRows(spec, frozenset(customers_masked_for(opened, principal, ids)))
+    return MaskedRows(spec, frozenset(customers_masked_for(session, principal, ids)))
+
+
+def unchanged_if_masked(model: type, field: str, posted: Any, current: Any) -> bool:
+    """Whether a value posted in a form is the masked form of the stored one (the form showed it
+    masked and the user left it alone): the stored value stays. A masked-looking value that is not
+    the stored one's mask is refused by the caller, never saved."""
+    if not isinstance(posted, str) or not is_masked(posted):
+        return False
+    return bool(current) and masked_value(model, field, current) == posted

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Connection,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     UniqueConstraint,
+    false,
     update,
 )
 from sqlalchemy.dialects import mysql
@@ -68,6 +70,12 @@ class SysUser(Timestamped, Base):
     last_login_ip: Mapped[str | None] = mapped_column(String(64))
     # Bumped whenever roles, password or status change: stale sessions are refused on the next request.
     session_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    # Two-factor sign-in (accounts/second_factor.py): the TOTP secret, encrypted with a key derived from
+    # the signing key (set while enrolling, before ``totp_enabled_at``); the last time step a code was
+    # accepted for, so that a code is never accepted twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    totp_enabled_at: Mapped[dt.datetime | None]
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     dept: Mapped[SysDept | None] = relationship(foreign_keys=[dept_id], lazy="raise")
 
@@ -84,6 +92,8 @@ class SysRole(Timestamped, Base):
     data_scope: Mapped[str] = mapped_column(String(16), default="self")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     remark: Mapped[str | None] = mapped_column(String(255))
+    # its users must sign in with a second factor (and enrol one before doing anything else)
+    require_totp: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     def __str__(self) -> str:
         return self.name

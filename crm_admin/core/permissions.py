@@ -39,6 +39,8 @@ ACTIONS = Labels({
     "transfer": "转移",
     "assign": "分配",
     "merge": "合并",
+    "restore": "恢复",
+    "purge": "彻底删除",
 })
 # Actions that only make sense on some resources: one (resource, action) per business action (moving
 # customers is ``customer`` / ``transfer``, not ``transfer`` / ``transfer``). The grid offers them only
@@ -48,12 +50,24 @@ ACTION_RESOURCES: dict[str, frozenset[str]] = {
     "transfer": frozenset({"customer"}),
     "assign": frozenset({"customer"}),
     "import": frozenset({"customer", "linkman", "product"}),
+    "restore": frozenset({"recycle_bin"}),
+    "purge": frozenset({"recycle_bin"}),
+}
+# Resources that are one permission rather than a screen: only these actions apply to them.
+RESOURCE_ACTIONS: dict[str, frozenset[str]] = {
+    # see personal data (phones, e-mail, addresses) in full; without it they are shown masked (core/masking.py)
+    "sensitive_data": frozenset({"view"}),
+    # requests of a data subject about a contact: export what is held, erase (anonymise) it
+    "personal_data": frozenset({"export", "delete"}),
 }
 
 
 def applicable(resource: str, action: str) -> bool:
     only = ACTION_RESOURCES.get(action)
-    return only is None or resource in only
+    if only is not None and resource not in only:
+        return False
+    actions = RESOURCE_ACTIONS.get(resource)
+    return actions is None or action in actions
 
 # Every resource a permission can name, with its label in the policy editor.
 RESOURCES = Labels({
@@ -78,6 +92,9 @@ RESOURCES = Labels({
     "dict": "数据字典",
     "audit": "审计日志",
     "job": "定时任务",
+    "sensitive_data": "查看敏感信息",
+    "personal_data": "个人信息主体请求",
+    "recycle_bin": "回收站",
 })
 
 SCOPE_ORDER = ("self", "dept", "dept_tree", "all")
@@ -129,6 +146,8 @@ class Grants:
     permissions: frozenset[tuple[str, str]] = field(default_factory=frozenset)
     # (resource, action) → the widest scope any of the user's roles grants it with
     scopes: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # one of the user's roles requires signing in with a second factor (``sys_role.require_totp``)
+    second_factor_required: bool = False
 
 
 class Gate:
@@ -137,6 +156,7 @@ class Gate:
         self._version: int | None = None
         self._enforcer: casbin.Enforcer | None = None
         self._role_scopes: dict[str, str] = {}
+        self._second_factor_roles: frozenset[str] = frozenset()
         self._cache: dict[int, Grants] = {}
 
     @staticmethod
@@ -147,9 +167,12 @@ class Gate:
         return int(value or 0)
 
     def _reload(self, conn: Connection, version: int) -> None:
-        roles = conn.execute(select(SysRole.code, SysRole.data_scope, SysRole.is_active)).all()
-        active = {code for code, _scope, is_active in roles if is_active}
-        self._role_scopes = {code: scope for code, scope, is_active in roles if is_active}
+        roles = conn.execute(select(SysRole.code, SysRole.data_scope, SysRole.is_active,
+                                    SysRole.require_totp)).all()
+        active = {code for code, _scope, is_active, _totp in roles if is_active}
+        self._role_scopes = {code: scope for code, scope, is_active, _totp in roles if is_active}
+        self._second_factor_roles = frozenset(code for code, _scope, is_active, totp in roles
+                                              if is_active and totp)
         lines: list[list[str]] = []
         rows = conn.execute(select(CasbinRule.ptype, CasbinRule.v0, CasbinRule.v1, CasbinRule.v2, CasbinRule.v3))
         for ptype, v0, v1, v2, v3 in rows:
@@ -197,7 +220,8 @@ class Gate:
             perms = frozenset(scopes)
             scope = widest_scope(set(scopes.values())) if scopes else widest_scope(
                 {self._role_scopes.get(r, "self") for r in roles})
-            grants = Grants(roles=roles, scope=scope, permissions=perms, scopes=scopes)
+            grants = Grants(roles=roles, scope=scope, permissions=perms, scopes=scopes,
+                            second_factor_required=bool(roles & self._second_factor_roles))
             self._cache[user_id] = grants
             return grants
 

@@ -25,6 +25,8 @@ class Principal:
     # (resource, action) → its scope, and each scope the principal holds → the users it reaches
     scopes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     reach: Mapping[str, frozenset[int] | None] = field(default_factory=dict)
+    # a role of the user requires a second factor: without one enrolled, the user may only enrol
+    second_factor_required: bool = False
 
     @property
     def display_name(self) -> str:
@@ -96,4 +98,5 @@ def load_principal(conn: Connection, user: SysUser) -> Principal:
         visible_user_ids=reach[grants.scope],
         scopes=grants.scopes,
         reach=reach,
+        second_factor_required=grants.second_factor_required,
     )

@@ -160,6 +160,17 @@ def sees_user(principal: Principal, user_id: int | None, resource: str | None = 
     return ids is None or (user_id is not None and user_id in ids)
 
 
+def narrower_than_widest(principal: Principal, resource: str, action: str = VIEW) -> bool:
+    """Whether some owner the principal reaches through their widest scope is outside the scope of the
+    permission (resource, action): a lead who sees the team's customers but holds a permission for
+    their own only. False when the permission reaches at least as far as any other."""
+    ids = _users(principal, resource, action)
+    if ids is None:
+        return False
+    widest = principal.visible_user_ids
+    return widest is None or not widest <= ids
+
+
 def sees_several_users(principal: Principal, resource: str | None = None, action: str = VIEW) -> bool:
     """Whether the scope covers other people than the principal (a "by manager" picker makes sense)."""
     ids = _users(principal, resource, action)

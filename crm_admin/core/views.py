@@ -9,7 +9,7 @@ and turns database refusals into messages a salesperson understands.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -23,9 +23,10 @@ from sqlalchemy.orm import MANYTOONE, Session
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 
 from crm_admin import retry
-from crm_admin.core import limits, search, sqladmin_compat, vocabulary
+from crm_admin.core import limits, masking, personal, recycling, search, sqladmin_compat, vocabulary
 from crm_admin.core.errors import (
     Conflict,
     Forbidden,
@@ -241,6 +242,9 @@ class CrmBaseView(ScopedAccess, BaseView):
         return self.has_permission(request, "list")
 
 
+# the attribute of an opened row naming the personal fields its edit form shows masked
+_MASKED_FIELDS = "_crm_masked_fields"
+
 # the bookkeeping columns every table has, named the same way on every details page
 DEFAULT_LABELS = {"created_at": "创建时间", "updated_at": "更新时间"}
 
@@ -445,9 +449,121 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
         if model is not None:
             values["page_can_edit"] = await self.check_can_edit(request, model)
             values["page_can_delete"] = await self.check_can_delete(request, model)
-            values["page_details"] = {name: await self.get_detail_value(model, name, request)
-                                      for name in sqladmin_compat.details_prop_names(self)}
+            details = {name: await self.get_detail_value(model, name, request)
+                       for name in sqladmin_compat.details_prop_names(self)}
+            masked = await self.masked_page(request, [model])
+            if masked:
+                details = {name: (value, masked.shown(model, name, value)) if masked.masks(model, name)
+                           else (value, shown) for name, (value, shown) in details.items()}
+                values["page_reveal"] = await self.reveal_links(request, model, masked)
+            values["page_details"] = details
+            values["page_links"] = self.detail_links(request, model)
         return values
+
+    def detail_links(self, request: Request, obj: Any) -> list[tuple[str, str]]:
+        """(address, text) of more buttons on a row's details page (a module's own pages for the row)."""
+        return []
+
+    # ----- personal data: masked for whoever may not see it (core/masking.py) -------------------
+    async def masked_page(self, request: Request, rows: Sequence[Any]) -> masking.MaskedRows:
+        """Which of a page's rows the user sees masked: one question for the whole page (no database
+        work at all for a user without the permission, who sees every row masked)."""
+        if masking.personal_data(self.model) is None or not rows:
+            return masking.NOTHING_MASKED
+        principal = principal_of(request)
+        if not masking.sees_sensitive(principal):
+            return masking.masked_rows(None, principal, self.model, rows)
+        return await anyio.to_thread.run_sync(masking.masked_rows, session_factory(), principal, self.model, rows)
+
+    async def reveal_links(self, request: Request, obj: Any, masked: masking.MaskedRows) -> dict[str, str]:
+        """Field → where its "show in full" button posts, for a holder of the permission who sees the
+        row masked by a rule (a view whose module offers the reveal names the route)."""
+        principal = principal_of(request)
+        if not self.reveal_route or not masking.sees_sensitive(principal):
+            return {}
+        spec = masking.personal_data(self.model)
+        fields = [name for name in (spec.fields if spec else ()) if masked.masks(obj, name) and getattr(obj, name, None)]
+        if not fields:
+            return {}
+
+        def allowed() -> bool:
+            with session_factory()() as session:
+                return personal.may_reveal(session, principal, self.model, obj.id)
+
+        if not await anyio.to_thread.run_sync(allowed):
+            return {}
+        url = str(request.url_for(self.reveal_route, pk=obj.id))
+        return dict.fromkeys(fields, url)
+
+    # the route (``admin:…`` name) that reveals one masked value of this view's rows, when there is one
+    reveal_route: ClassVar[str] = ""
+
+    async def reveal_response(self, request: Request) -> Response:
+        """The body of a view's reveal route (declared by its module with the permission and the row):
+        the one value asked for, on a page that is not cached, audited."""
+        form = await request.form()
+        field = str(form.get("field", ""))[:64]
+        pk = int(request.path_params["pk"])
+        back = str(form.get("back", ""))
+        home = request.url_for("admin:index").path  # back only to a page of this site's admin
+        if not back.startswith(home) or "//" in back or "\\" in back:
+            back = str(request.url_for("admin:details", identity=self.identity, pk=pk))
+        label = str(sqladmin_compat.column_labels(self).get(field, field))
+
+        def run() -> tuple[str, str]:
+            with transaction() as session:
+                value = personal.reveal(session, principal_of(request), self.model, pk, field, label=label)
+                record = session.get(self.model, pk)
+                return value, str(record)
+
+        try:
+            value, record = await anyio.to_thread.run_sync(run)
+        except NotFound:
+            raise HTTPException(status_code=404, detail="记录不存在或您无权访问。") from None
+        except UserError as exc:
+            raise HTTPException(status_code=400, detail=exc.message) from None
+        context = {"title": tr("查看完整信息"), "record": record, "field_label": label, "value": value,
+                   "back": back}
+        response = await self.templates.TemplateResponse(request, "crm/revealed.html", context)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def get_object_for_edit(self, request: Request) -> Any:
+        """The row the edit form opens; its personal data is shown in the form as the user sees it
+        elsewhere (masked, when masked), and a masked value posted back unchanged keeps the stored one
+        (``_keep_masked``)."""
+        if not self.valid_identifier(request.path_params.get("pk", "")):
+            return None
+        obj = await super().get_object_for_edit(request)
+        if obj is not None:
+            masked = await self.masked_page(request, [obj])
+            obj.__dict__[_MASKED_FIELDS] = frozenset(
+                name for name in (masked.spec.fields if masked.spec else ()) if masked.masks(obj, name))
+        return obj
+
+    async def get_form_data_for_edit(self, obj: Any) -> dict[str, Any]:
+        data = await super().get_form_data_for_edit(obj)
+        for name in obj.__dict__.get(_MASKED_FIELDS, ()):
+            if name in data:
+                data[name] = masking.masked_value(self.model, name, data[name])
+        return data
+
+    def _keep_masked(self, obj: Any, data: dict[str, Any], is_created: bool) -> None:
+        """A personal value posted exactly as it was shown masked leaves the stored value alone; any
+        other masked-looking value is refused (a mask is never saved over a real value)."""
+        spec = masking.personal_data(self.model)
+        if spec is None:
+            return
+        labels = sqladmin_compat.column_labels(self)
+        for name in spec.fields:
+            posted = data.get(name)
+            if not isinstance(posted, str) or not masking.is_masked(posted):
+                continue
+            if not is_created and masking.unchanged_if_masked(self.model, name, posted, getattr(obj, name, None)):
+                data.pop(name)
+                continue
+            label = str(labels.get(name, name))
+            raise UserError(f"“{label}”是脱敏显示的值,不能保存:请保持原样不改,或填写完整的新值。", field=name)
 
     async def _refuse_missing(self, model: Any) -> None:
         if model is None:
@@ -583,11 +699,6 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
         except (TypeError, ValueError):  # a malformed primary key opens nothing
             return None
 
-    async def get_object_for_edit(self, request: Request) -> Any:
-        if not self.valid_identifier(request.path_params.get("pk", "")):
-            return None
-        return await super().get_object_for_edit(request)
-
     def _scoped_object(self, session: Session, principal: Principal, pk: str, action: str) -> Any:
         """The row ``pk`` names, if ``principal`` may ``action`` it; NotFound otherwise."""
         if not self.valid_identifier(pk):
@@ -624,6 +735,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
             else:
                 obj = self._scoped_object(session, principal, pk, "edit")
             self.check_foreign_keys(session, data, request)
+            self._keep_masked(obj, data, pk is None)
             self.check_version(obj, data, pk is None)
             data = self._without_blank_owner(data, pk is None)
             owner_before = getattr(obj, "manager_id", None)
@@ -652,6 +764,7 @@ class CrmModelView(ScopedAccess, CappedListMixin, ModelView, metaclass=_CrmModel
             with transaction() as session:
                 obj = self._scoped_object(session, principal, pk, "delete")
                 self.before_delete(session, obj, request)
+                recycling.before_delete(session, obj)  # a customer, contact, opportunity, order: kept in the bin
                 session.delete(obj)
                 session.flush()
 

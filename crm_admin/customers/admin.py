@@ -19,6 +19,7 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.core import customer_records, search
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.masking import SENSITIVE_PERMISSION
 from crm_admin.core.pages import run_sync, url_path
 from crm_admin.core.routes import route
 from crm_admin.core.scope import check_assignee
@@ -224,6 +225,13 @@ class CustomerAdmin(CrmModelView, model=Customer):
         except NotFound:  # another user's query, or none: as if it did not exist
             raise HTTPException(status_code=404, detail="该查询不存在或不属于您。") from None
         return RedirectResponse(_list_url(request), status_code=302)
+
+    # ----- personal data: one masked value shown in full, audited (core/personal.py) ------------
+    reveal_route = "admin:view-customer-reveal"
+
+    @route("/reveal/{pk:int}", methods=["POST"], permission=SENSITIVE_PERMISSION, row=(Customer, "pk"))
+    async def reveal(self, request: Request) -> Response:
+        return await self.reveal_response(request)
 
     # ----- 360° page ---------------------------------------------------------------------------
     @route("/360/{pk:int}", permission=("customer", "view"), row=(Customer, "pk"))

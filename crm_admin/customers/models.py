@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import (
@@ -26,15 +26,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import search, totals
+from crm_admin.core import masking, search, totals
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import (
+    narrower_than_widest,
     owned_by,
     owner_clause,
     register_scope_kind,
     resource_of,
     sees_everyone,
+    sees_user,
 )
 from crm_admin.db import Base, Timestamped
 
@@ -114,6 +116,25 @@ register_scope_kind("customer", _reached_through_customer)
 
 # found by any part of the name, its pinyin, and any 4+ digits (core/search.py)
 search.register(Customer, kind=1, names=("name",), digits=("phone", "code"), prefixes=("code", "credit_code"))
+
+# personal data shown masked to whoever may not see it in full (core/masking.py)
+masking.register_personal(Customer, customer_key="id", phone=masking.mask_phone, email=masking.mask_email,
+                          address=masking.mask_text)
+
+
+def _outside_sensitive_scope(session: Session, principal: Principal, ids: Collection[int]) -> set[int]:
+    """The permission to see personal data has a data scope of its own (a lead may see the team's
+    customers and their contacts' phones only for their own): customers managed by someone outside it
+    are masked. Customers without a manager (a pool's) are left to the rules of whoever holds them."""
+    resource, action = masking.SENSITIVE_PERMISSION
+    if not narrower_than_widest(principal, resource, action):
+        return set()  # every customer the principal can reach is within the permission's scope
+    rows = session.execute(select(Customer.id, Customer.manager_id).where(Customer.id.in_(sorted(ids)))).all()
+    return {cid for cid, manager_id in rows
+            if manager_id is not None and not sees_user(principal, manager_id, resource, action)}
+
+
+masking.register_customer_rule(_outside_sensitive_scope)
 
 
 class OfCustomer:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crm_admin.core import customer_records
+from crm_admin.core import customer_records, masking, personal
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.formatting import format_datetime
 from crm_admin.core.principal import Principal
@@ -22,6 +22,7 @@ from crm_admin.db import session_factory, transaction
 from crm_admin.dictionary.service import label
 
 TIMELINE_LIMIT = 50  # entries per kind of record
+PERSONAL_FIELDS = ("address", "phone", "email")  # the profile's personal data (shown masked when masked)
 
 # the customer's own action; every other one is registered by the module it belongs to
 DELETE = ("customer", "delete", "客户已删除。")
@@ -72,8 +73,16 @@ def load_360(principal: Principal, customer_id: int) -> dict[str, Any] | None:
         for e in entries:
             user_ids.update(e.handed or ())
         people = service.manager_names(session, [i for i in user_ids if i])
+        # the profile's personal data as this user may see it, and which masked values they may show
+        masked = masking.masked_rows(session, principal, Customer, [customer])
+        shown = {name: masked.shown(customer, name) for name in PERSONAL_FIELDS}
+        revealable = [name for name in PERSONAL_FIELDS if masked.masks(customer, name) and getattr(customer, name)]
+        if revealable and not personal.may_reveal(session, principal, Customer, customer.id):
+            revealable = []
         return {
             "customer": customer,
+            "personal": shown,
+            "revealable": revealable,
             "manager_name": people.get(customer.manager_id or 0, ""),
             "status_label": STATUS_LABELS.get(customer.status, customer.status),
             "industry_label": label("industry", customer.industry),

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from starlette.datastructures import QueryParams
 
+from crm_admin.core import masking
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.formatting import format_datetime
 from crm_admin.core.i18n import Labels, gettext
@@ -139,11 +140,17 @@ def merge_preview(principal: Principal, keep: str, drop: str) -> dict[str, Any]:
         plan = service.plan_merge(session, principal, keep_id=keep_id, drop_id=drop_id)
         managers = service.manager_names(session, [plan.keep.manager_id or 0, plan.drop.manager_id or 0])
         changed = {**plan.filled, **plan.later}
+        # personal data as the user sees it elsewhere (masked when masked for either customer)
+        masked = masking.masked_rows(session, principal, Customer, [plan.keep, plan.drop])
         fields = []
         for key, text in _MERGE_ROWS:
-            kept = _shown(plan.keep, key, managers)
-            result = _shown_value(key, changed[key]) if key in changed else kept
-            fields.append({"key": key, "label": text, "kept": kept, "dropped": _shown(plan.drop, key, managers),
+            kept = masked.shown(plan.keep, key, _shown(plan.keep, key, managers))
+            dropped = masked.shown(plan.drop, key, _shown(plan.drop, key, managers))
+            if key in changed:
+                result = masked.shown(plan.drop, key, _shown_value(key, changed[key]))
+            else:
+                result = kept
+            fields.append({"key": key, "label": text, "kept": kept, "dropped": dropped,
                            "result": result, "from_dropped": key in changed})
         state = plan.state
         return {

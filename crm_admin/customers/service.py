@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysMeta, SysUser
-from crm_admin.core import audit, customer_records, search
+from crm_admin.core import audit, customer_records, recycling, search
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import local_now
 from crm_admin.core.params import parse_id, parse_int
@@ -315,10 +315,13 @@ def delete_blocker_message(customer: Customer, counts: list[tuple[str, int]]) ->
 
 
 def delete_customer(session: Session, customer: Customer, *, cascade: bool = False) -> list[tuple[str, int]]:
-    """Delete ``customer``; with dependents only when ``cascade`` is chosen explicitly (audited row by row)."""
+    """Delete ``customer``; with dependents only when ``cascade`` is chosen explicitly (audited row by row).
+    A copy of everything deleted goes to the recycle bin first (``core.recycling``). A merge deletes the
+    merged customer without it: its records live on, moved to the kept customer."""
     counts = dependent_counts(session, customer.id)
     if counts and not cascade:
         raise UserError(delete_blocker_message(customer, counts))
+    recycling.before_delete(session, customer)  # the customer and every row that goes with it: kept in the bin
     customer_records.delete_records(session, customer.id)  # kinds that do not block go with the customer
     session.delete(customer)
     session.flush()

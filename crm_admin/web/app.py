@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from crm_admin import db, retry
-from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization
+from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization, mark_pending_sign_in
 from crm_admin.core import csrf, customer_records, formatting, i18n, params, search, sqladmin_compat
 from crm_admin.core.errors import UserError
 from crm_admin.imports import registry as import_registry
@@ -52,6 +52,7 @@ MODULES = (
     "care",
     "transfers",
     "churn",
+    "recycle_bin",
     "accounts",
     "dictionary",
     "audit",
@@ -113,6 +114,12 @@ class CrmAdmin(Admin):
                                              sqladmin_compat.original_templates_loader()])
         install_template_globals(templates.env)
         return CrmTemplates(templates.env)
+
+    async def login(self, request: Request) -> Response:
+        """The sign-in page; half-way through a sign-in with a second factor it asks for the code."""
+        if request.method == "GET":
+            mark_pending_sign_in(request)
+        return await super().login(request)
 
     @login_required
     async def create(self, request: Request) -> Response:

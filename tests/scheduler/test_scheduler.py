@@ -134,12 +134,14 @@ def test_failed_run_is_recorded_and_leaves_nothing_half_done(birthdays: int, mon
 def test_catch_up_runs_missed_jobs_once(birthdays: int) -> None:
     # 12:00 Shanghai: every daily time (02:30 … 07:05) has passed, nothing ran today
     first = {r.job: r for r in service.catch_up(NOON)}
-    assert set(first) == {"birthday_scan", "care_plans", "churn_evaluation", "backup", "import_cleanup"}
+    assert set(first) == {"birthday_scan", "care_plans", "churn_evaluation", "backup", "import_cleanup",
+                          "recycle_purge"}
     assert first["birthday_scan"].created == birthdays
     assert service.catch_up(NOON + dt.timedelta(minutes=15)) == []
-    # before the daily time nothing is due (02:30, 03:00 and 04:00 have passed)
+    # before the daily time nothing is due (02:30, 03:00, 04:00 and 04:10 have passed)
     early = dt.datetime(2026, 4, 19, 21, 0, tzinfo=dt.UTC)  # 05:00 on the 20th in Shanghai
-    assert {r.job for r in service.catch_up(early)} == {"churn_evaluation", "backup", "import_cleanup"}
+    assert {r.job for r in service.catch_up(early)} == {"churn_evaluation", "backup", "import_cleanup",
+                                                         "recycle_purge"}
 
 
 def test_scheduler_is_built_from_settings() -> None:
@@ -148,7 +150,7 @@ def test_scheduler_is_built_from_settings() -> None:
     sched = build_scheduler()
     ids = {j.id for j in sched.get_jobs()}
     assert ids == {"daily:birthday_scan", "daily:care_plans", "daily:churn_evaluation", "daily:backup",
-                   "daily:import_cleanup", "catch_up", "every:audit_seal"}
+                   "daily:import_cleanup", "daily:recycle_purge", "catch_up", "every:audit_seal"}
     seal = sched.get_job("every:audit_seal")
     assert seal.trigger.interval == dt.timedelta(seconds=5)  # CRM_AUDIT_SEAL_SECONDS
     assert service.job_time(service.jobs()["birthday_scan"]) == dt.time(7, 0)

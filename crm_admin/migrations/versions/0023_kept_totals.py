@@ -2,7 +2,7 @@
 tasks and contacts' birthdays by the manager each carries
 
 Revision ID: 0023
-Revises: 0018
+Revises: 0025
 
 The administrator's pipeline added up all 180,000 open opportunities on every visit (one pass of a
 covering index, ~60 ms of SQL); the care workbench counted everyone's 60,000 pending tasks per day and
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0023"
-down_revision: str | None = "0018"
+down_revision: str | None = "0025"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
