@@ -9,6 +9,7 @@ expressions over one row, integers — money as cents — so that sums are exact
   contributions before (locked, ``FOR UPDATE``) and after the flush, and adds the difference to the
   totals — whatever the code around it believed the old values were (``_before_flush``/``_after_flush``);
 - a plain UPDATE of such rows goes through ``updating`` (the same, for the rows it matches);
+- a plain INSERT of rows known by id (the recycle bin putting rows back) is followed by ``added``;
 - an INSERT … SELECT that adds rows of known key values is followed by ``recount``: the groups it may
   have touched are counted again from the table under shared locks and written over;
 - ``rebuild`` fills them from scratch (a migration, ``crm-admin generate``), ``differences`` compares
@@ -189,6 +190,13 @@ def updating(conn: Connection, model: type, where: ColumnElement[bool]) -> Itera
     for t in kept:
         after = _read(conn, t, before[t.name].keys(), lock=False)
         apply(conn, t, _difference(before[t.name], after))
+
+
+def added(conn: Connection, model: type, ids: Iterable[int]) -> None:
+    """After a plain INSERT of ``model``'s rows ``ids`` (rows put back with their ids, and so known one by
+    one): their contributions are added to every totals of ``model``."""
+    for t in _BY_MODEL.get(model, []):
+        apply(conn, t, _difference({}, _read(conn, t, ids, lock=False)))
 
 
 def recount(conn: Connection, model: type, groups: Callable[[Any], ColumnElement[bool]]) -> None:

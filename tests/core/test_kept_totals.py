@@ -268,3 +268,22 @@ def test_concurrent_writes_to_the_same_groups_stay_exact(world: World) -> None:
         t.join()
     assert not errors, errors
     assert_exact()
+
+
+def test_records_deleted_to_the_recycle_bin_and_restored_keep_the_counts(world: World, tasks: dict[str, int],
+                                                                        admin_client: Any) -> None:
+    from tests.recycle_bin.test_recycle_bin import delete_customer_360, entries, post_bin
+
+    r = admin_client.delete(f"/admin/sales-opportunity/delete?pks={world.row('mgr_b', 'opportunity')}",
+                            headers={"X-CSRF-Token": csrf_token(admin_client)})
+    assert r.status_code == 200, r.text[:300]
+    assert delete_customer_360(admin_client, world.row("mgr_a", "customer"), "客户mgr_a有限公司").status_code == 303
+    assert f.get(CustomerCare, tasks["mgr_a_late"]) is None
+    assert_exact()
+    r = post_bin(admin_client, "restore", [e.id for e in entries()])
+    assert r.status_code == 303 and "error" not in r.headers["location"], r.headers["location"]
+    assert f.get(CustomerCare, tasks["mgr_a_late"]) is not None
+    assert_exact()
+    with db.session_factory()() as s:
+        sums = open_by_stage(s, principal_for("lead"))
+    assert sums["initial"].count == 2
