@@ -100,7 +100,7 @@ class CareTaskDayTotal(Base):
 DAY_TOTALS = totals.register(totals.Totals(
     name="care_task_day_total", model=CustomerCare, table=CareTaskDayTotal.__table__,
     keys=("status", "due_date", "manager_id"), count="task_count", zero_for_null=frozenset({"manager_id"}),
-    watched=("status", "due_date", "manager_id"),
+    watched=("status", "due_date", "manager_id", "manager"),
 ))
 
 

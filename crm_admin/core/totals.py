@@ -265,7 +265,10 @@ _NEW = "crm_totals_new"
 
 
 def _changed(obj: Any, names: Sequence[str]) -> bool:
-    return any(attributes.get_history(obj, name).has_changes() for name in names)
+    # without loading anything (relationships raise on a lazy load): a relationship set to another object
+    # changes its key column only during the flush, so the relationship is watched as well
+    return any(attributes.get_history(obj, name, passive=attributes.PASSIVE_NO_INITIALIZE).has_changes()
+               for name in names)
 
 
 @event.listens_for(Session, "before_flush")

@@ -99,5 +99,5 @@ OPEN_TOTALS = totals.register(totals.Totals(
     sums=(("amount_cents", lambda t: cents(t.c.amount)),
           ("weighted_cents", lambda t: cents(t.c.amount) * t.c.probability)),
     counted=lambda t: t.c.status == "open", zero_for_null=frozenset({"customer_manager_id"}),
-    watched=("status", "stage", "amount", "probability", "customer_id", "customer_manager_id"),
+    watched=("status", "stage", "amount", "probability", "customer_id", "customer", "customer_manager_id"),
 ))

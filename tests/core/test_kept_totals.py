@@ -287,3 +287,19 @@ def test_records_deleted_to_the_recycle_bin_and_restored_keep_the_counts(world: 
     with db.session_factory()() as s:
         sums = open_by_stage(s, principal_for("lead"))
     assert sums["initial"].count == 2
+
+
+def test_a_relationship_set_to_another_object_moves_the_row_between_groups(world: World,
+                                                                         tasks: dict[str, int]) -> None:
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.customers.models import Customer
+
+    with acting_as(SYSTEM), db.transaction() as s:
+        opp = s.get(SalesOpportunity, world.row("mgr_a", "opportunity"))
+        care = s.get(CustomerCare, tasks["mgr_a_soon"])
+        assert opp is not None and care is not None
+        opp.customer = s.get(Customer, world.row("mgr_c", "customer"))  # the key is set by the flush
+        care.manager = s.get(SysUser, world.users["mgr_c"])
+    assert f.get(SalesOpportunity, world.row("mgr_a", "opportunity")).customer_manager_id == world.users["mgr_c"]
+    assert f.get(CustomerCare, tasks["mgr_a_soon"]).manager_id == world.users["mgr_c"]
+    assert_exact()
