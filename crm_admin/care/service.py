@@ -22,7 +22,6 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    union_all,
     update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -40,7 +39,6 @@ from crm_admin.core.principal import Principal
 from crm_admin.core.scope import (
     in_scope,
     owner_clause,
-    owner_partition,
     scoped,
     sees_everyone,
     sees_several_users,
@@ -345,12 +343,8 @@ def workbench(
         assert due is not None  # compared with the horizon: never NULL
         totals["today" if due == today else "overdue" if due < today else "upcoming"] += int(n)
     chosen = {name: min(max(1, wanted.get(name, 1)), max(1, -(-total // page_size))) for name, total in totals.items()}
-    owners: frozenset[int] | None = frozenset({manager_id}) if manager_id else None
-    if owners is None and where_scope is not None:
-        partition = owner_partition(CustomerCare, principal, "list")
-        owners = partition[1] if partition is not None else None
     page_ids = _page_ids(session, base, conditions, totals, chosen, page_size, horizon,
-                         everyone=where_scope is None and not manager_id, owners=owners)
+                         everyone=where_scope is None)
     # only the pages' rows are read with their joins (and through the customer scope)
     every_id = [i for ids in page_ids.values() for i in ids]
     by_id = {r.id: r for r in _rows(session, pending.where(CustomerCare.id.in_(every_id)))} if every_id else {}
@@ -365,35 +359,11 @@ def workbench(
     )
 
 
-PER_MANAGER_MAX = 64  # a scope of up to this many managers finds a section's page manager by manager
-
-
 def _page_ids(session: Session, base: Any, conditions: dict[str, tuple[Any, ...]], totals: dict[str, int],
-              chosen: dict[str, int], page_size: int, horizon: dt.date, *, everyone: bool,
-              owners: frozenset[int] | None = None) -> dict[str, list[int]]:
+              chosen: dict[str, int], page_size: int, horizon: dt.date, *, everyone: bool) -> dict[str, list[int]]:
     """The ids on each section's chosen page."""
     order = (CustomerCare.due_date, CustomerCare.id)
     page_ids: dict[str, list[int]] = {name: [] for name in conditions}
-    if not everyone and owners and len(owners) <= PER_MANAGER_MAX and any(totals.values()):
-        # a team's: each manager's first tasks of each section, in the order of the (manager_id, status,
-        # due_date) index (then id), are the start of one range; their union holds each section's page
-        # (a department: ~1,300 index entries instead of numbering its 15,000 pending tasks)
-        branches = []
-        for name, where in conditions.items():
-            if not totals[name]:
-                continue
-            for owner in sorted(owners):
-                first = (base.with_only_columns(CustomerCare.id, CustomerCare.due_date, literal(name).label("section"))
-                         .where(CustomerCare.manager_id == owner, *where).order_by(*order)
-                         .limit(chosen[name] * page_size).subquery())
-                branches.append(select(*first.c))
-        found: dict[str, list[tuple[dt.date, int]]] = {name: [] for name in conditions}
-        for task_id, due, name in session.execute(union_all(*branches) if len(branches) > 1 else branches[0]):
-            found[name].append((due, task_id))
-        for name, keys in found.items():
-            keys.sort()
-            page_ids[name] = [task_id for _due, task_id in keys[(chosen[name] - 1) * page_size:chosen[name] * page_size]]
-        return page_ids
     if everyone:
         # everyone's: each section's page straight from the (status, due_date) index
         for name, where in conditions.items():
