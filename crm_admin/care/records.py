@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from crm_admin.care.models import CarePlan, CustomerCare
 from crm_admin.care.service import care_status_label
+from crm_admin.core import totals
 from crm_admin.core.customer_records import (
     HandOver,
     RecordKind,
@@ -38,23 +39,22 @@ def _affected(result: object) -> int:
 
 
 def _pending_tasks_to(session: Session, customer_ids: list[int], manager_id: int | None, now: dt.datetime) -> int:
-    return _affected(session.execute(
-        update(CustomerCare)
-        .where(CustomerCare.customer_id.in_(customer_ids), CustomerCare.status == "pending",
-               CustomerCare.manager_id.is_distinct_from(manager_id))
-        .values(manager_id=manager_id, updated_at=now)
-    ))
+    where = and_(CustomerCare.customer_id.in_(customer_ids), CustomerCare.status == "pending",
+                 CustomerCare.manager_id.is_distinct_from(manager_id))
+    with totals.updating(session.connection(), CustomerCare, where):  # the counts per manager follow
+        return _affected(session.execute(update(CustomerCare).where(where).values(manager_id=manager_id, updated_at=now)))
 
 
 def _leavers_pending_tasks(session: Session, leaver_id: int, now: dt.datetime) -> int:
     # pending tasks still assigned to the leaver on customers someone else manages stay open: they
     # go to each customer's current manager
-    return _affected(session.execute(
-        update(CustomerCare)
-        .where(CustomerCare.manager_id == leaver_id, CustomerCare.status == "pending")
-        .values(manager_id=select(Customer.manager_id).where(Customer.id == CustomerCare.customer_id)
-                .scalar_subquery(), updated_at=now)
-    ))
+    where = and_(CustomerCare.manager_id == leaver_id, CustomerCare.status == "pending")
+    with totals.updating(session.connection(), CustomerCare, where):  # the counts per manager follow
+        return _affected(session.execute(
+            update(CustomerCare).where(where)
+            .values(manager_id=select(Customer.manager_id).where(Customer.id == CustomerCare.customer_id)
+                    .scalar_subquery(), updated_at=now)
+        ))
 
 
 def _plans_to(session: Session, customer_ids: list[int], manager_id: int | None, now: dt.datetime) -> int:

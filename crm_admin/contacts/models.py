@@ -35,6 +35,8 @@ class Linkman(OfCustomer, CarriesCustomerManager, Timestamped, Base):
         Index("ix_linkman_birthday_md", "birthday_md"),
         # migration 0017: the list (by id) per manager of a team
         Index("ix_linkman_customer_manager_id", "customer_manager_id"),
+        # migration 0023: a manager's contacts celebrating this week (the care workbench), a few ranges
+        Index("ix_linkman_customer_manager_id_birthday_md", "customer_manager_id", "birthday_md"),
     )
 
     def __str__(self) -> str:

@@ -15,7 +15,7 @@ from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped, sees_several_users
-from crm_admin.customers.models import Customer
+from crm_admin.customers.models import Customer, by_customer_manager
 from crm_admin.customers.service import MOBILE_RE, clean, is_email, is_phone, normalize_phone
 from crm_admin.db import utcnow
 
@@ -170,6 +170,11 @@ def upcoming_birthdays(session: Session, principal: Principal, today: dt.date, *
             if len(rows) >= limit:
                 break
     else:
+        # and by the manager each contact carries: a manager's contacts of the week are a few ranges of
+        # the (customer_manager_id, birthday_md) index, not every contact of the manager's customers
+        stmt = by_customer_manager(stmt, Linkman, principal, "list")
+        if manager_id is not None:
+            stmt = stmt.where(Linkman.customer_manager_id == manager_id)
         rows = list(session.execute(stmt.where(Linkman.birthday_md.in_(keys))
                                     .order_by(upcoming_birthday_order(today), Linkman.id).limit(limit)).all())
     return [UpcomingBirthday(lid, name, cid, customer, birthday, _days_until(birthday, today))

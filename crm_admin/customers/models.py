@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     event,
     func,
     inspect,
@@ -25,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import masking, search
+from crm_admin.core import masking, search, totals
 from crm_admin.core.i18n import Labels
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import (
@@ -223,13 +224,14 @@ def _carry(conn: Connection, managers: Mapping[int, int | None], chunk: int = 10
         for manager_id, ids in by_manager.items():
             ids.sort()
             for start in range(0, len(ids), chunk):
-                conn.execute(
-                    update(table)
-                    .where(table.c.customer_id.in_(ids[start:start + chunk]),
-                           table.c.customer_manager_id.is_distinct_from(manager_id))
-                    # an internal column: the row's update time and version stay as they are
-                    .values(customer_manager_id=manager_id, updated_at=table.c.updated_at)
-                )
+                where = and_(table.c.customer_id.in_(ids[start:start + chunk]),
+                             table.c.customer_manager_id.is_distinct_from(manager_id))
+                with totals.updating(conn, model, where):  # totals grouped by the carried manager follow
+                    conn.execute(
+                        update(table).where(where)
+                        # an internal column: the row's update time and version stay as they are
+                        .values(customer_manager_id=manager_id, updated_at=table.c.updated_at)
+                    )
 
 
 @event.listens_for(Session, "after_flush")

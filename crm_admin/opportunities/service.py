@@ -22,6 +22,7 @@ from crm_admin.db import utcnow
 from crm_admin.dictionary.service import entries, is_valid, label
 from crm_admin.opportunities.models import (
     OPPORTUNITY_STATUSES,
+    OpportunityOpenTotal,
     OpportunityStageHistory,
     SalesOpportunity,
 )
@@ -268,10 +269,23 @@ def _sums_by_stage(session: Session, base: Select[Any], *, per_manager: bool) ->
     return {stage: StageSums(n, amount, weighted) for stage, (n, amount, weighted) in sums.items()}
 
 
+def _kept_sums_by_stage(session: Session, principal: Principal, resource: str) -> dict[str, StageSums]:
+    """What ``_sums_by_stage`` gives for all open opportunities of the scope, read from the totals kept
+    per customer manager and stage (``OpportunityOpenTotal``, exact: kept in the transaction of every
+    write): a few hundred rows instead of every open opportunity (everyone's: 180,000)."""
+    t = OpportunityOpenTotal
+    stmt = (select(t.stage, func.sum(t.open_count), func.sum(t.amount_cents), func.sum(t.weighted_cents))
+            .where(t.open_count > 0).group_by(t.stage))
+    if not sees_everyone(principal, resource, "list"):
+        # the same owners as ``by_customer_manager``: one range of the primary key per manager
+        stmt = stmt.where(owner_clause(t.customer_manager_id, principal, resource=resource, action="list"))
+    return {stage: StageSums(int(count), Decimal(int(cents or 0)).scaleb(-2), Decimal(int(weighted or 0)).scaleb(-2))
+            for stage, count, cents, weighted in session.execute(stmt) if count}
+
+
 def open_by_stage(session: Session, principal: Principal) -> dict[str, StageSums]:
     """The open opportunities ``principal`` lists, per stage (the home page's pipeline)."""
-    base, per_manager = _open_in_scope(principal, "opportunity")
-    return _sums_by_stage(session, base, per_manager=per_manager)
+    return _kept_sums_by_stage(session, principal, "opportunity")
 
 
 def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, items_per_stage: int = 20) -> list[StageColumn]:
@@ -281,8 +295,11 @@ def pipeline(session: Session, principal: Principal, flt: PipelineFilter, *, ite
     customer scope."""
     columns = {e.value: StageColumn(e.value, e.display()) for e in entries("opportunity_stage")}
     base, per_manager = _open_in_scope(principal, "pipeline")
+    filtered = flt.manager is not None or flt.dept is not None or bool(flt.close_month)
     base = flt.apply(base, session)
-    for stage, sums in _sums_by_stage(session, base, per_manager=per_manager).items():
+    sums_by_stage = (_sums_by_stage(session, base, per_manager=per_manager) if filtered
+                     else _kept_sums_by_stage(session, principal, "pipeline"))
+    for stage, sums in sums_by_stage.items():
         col = columns.get(stage)
         if col is None:
             col = columns[stage] = StageColumn(stage, label("opportunity_stage", stage))

@@ -532,15 +532,20 @@ def run_bench(
             summary = result.summary()
             results["pages"].append(summary)
             say(_one_line(summary))
-        if not only or "menu" in only:
+        menu_keys = {key for key in only or () if key.startswith("menu_")}  # single menu pages by key
+        if not only or "menu" in only or menu_keys:
             measured = {(row["role"], row["path"].split("?")[0]) for row in results["pages"]}
             for role in MENU_ROLES:
+                if menu_keys and "menu" not in (only or ()) and not any(k.startswith(f"menu_{role}_") for k in menu_keys):
+                    continue
                 if role not in clients:
                     name = usernames.get(role) or _username_of(database_url, ctx.users[role])
                     assert base_url is not None
                     clients[role] = login(base_url, name)
                 client, token = clients[role]
                 for page in menu_pages(client, role, skip=measured):
+                    if menu_keys and "menu" not in (only or ()) and page.key not in menu_keys:
+                        continue
                     summary = measure_page(page, client, token, ctx, repeat, server.pid if server else None).summary()
                     results["pages"].append(summary)
                     say(_one_line(summary))

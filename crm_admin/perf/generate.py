@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, func, select, update
 from sqlalchemy.pool import NullPool
 
-from crm_admin.core import search
+from crm_admin.core import search, totals
 from crm_admin.core.audit import SEAL_KEY, DailyKey, _row_hash, add_daily_counts, daily_key
 from crm_admin.core.formatting import local_now
 from crm_admin.core.permissions import bump_policy_version
@@ -506,7 +506,8 @@ def generate(
                                        "status", "lost_reason", "version", "created_at", "updated_at",
                                        "customer_manager_id"))
         w.define("care_plan", ("id", "customer_id", "linkman_id", "care_type", "interval_days", "next_date",
-                               "manager_id", "is_active", "remark", "created_at", "updated_at"))
+                               "manager_id", "is_active", "remark", "created_at", "updated_at",
+                               "customer_manager_id"))
         w.define("follow_up", ("id", "customer_id", "linkman_id", "opportunity_id", "manager_id", "method",
                                "content", "contacted_at", "next_follow_up_at", "created_at", "updated_at",
                                "customer_manager_id"))
@@ -595,7 +596,7 @@ def generate(
                 plan_id = cp
                 w.add("care_plan", (cp, cid, rng.choice(linkmen), rng.choice(care_types),
                                     rng.choice((30, 90, 180)), (today + dt.timedelta(days=rng.randrange(-3, 30))).isoformat(),
-                                    manager, 1, None, created_s, created_s))
+                                    manager, 1, None, created_s, created_s, manager))
                 cp += 1
 
             last_contact: dt.datetime | None = None
@@ -759,6 +760,12 @@ def generate(
         conn.commit()
         report.seconds_by_phase["audit_log"] = time.perf_counter() - phase
         report.seconds_by_phase["insert"] = w.seconds
+        # the totals kept beside tables written here in bulk (core/totals.py), counted from them
+        phase = time.perf_counter()
+        for kept in totals.registered():
+            totals.rebuild(conn, kept)
+        conn.commit()
+        report.seconds_by_phase["totals"] = time.perf_counter() - phase
         if conn.dialect.name in ("mysql", "mariadb"):
             phase = time.perf_counter()
             for table in TABLE_ORDER:

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import UniqueConstraint, sort_tables
 from sqlalchemy.sql import sqltypes
 
-from crm_admin.core import audit, customer_records, limits, search
+from crm_admin.core import audit, customer_records, limits, search, totals
 from crm_admin.core.context import current_actor
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.models import SysUser
@@ -465,6 +465,10 @@ def restore_entry(session: Session, principal: Principal, entry: RecycleEntry) -
         if part.rows:
             conn.execute(insert(part.table), part.rows)
     _carry_managers(conn, kept)
+    for part in kept:  # the totals kept beside these tables count the rows put back (core/totals.py)
+        model = _model_of(part.table.name)
+        if model is not None and part.ids:
+            totals.added(conn, model, part.ids)
     if entry.customer_id is not None and entry.resource != "customer" and current_manager != entry.manager_id:
         # the customer changed hands while the record was in the bin: its open work follows, as on a transfer
         customer_records.hand_over_open_work(session, [entry.customer_id], current_manager, utcnow())

@@ -3,7 +3,8 @@
 count by. After every kind of write (create, edit, delete, status changes, transfer, hand-over, the
 customer form, merge, import, the churn evaluation's bulk inserts) every row's copy equals its customer's
 manager, recomputed from scratch, and every principal's numbers equal those counted through the customers
-(the customer scope the pages used before)."""
+(the customer scope the pages used before). The totals kept beside the opportunities and care tasks
+(``core/totals.py``) equal a direct count after each of them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import aliased
 from crm_admin import db
 from crm_admin.accounts.models import SysUser
 from crm_admin.churn.models import ChurnAlert
+from crm_admin.core import totals
 from crm_admin.core.context import SYSTEM, Actor, acting_as
 from crm_admin.core.formatting import day_start_utc, local_today
 from crm_admin.core.scope import scoped
@@ -107,8 +109,11 @@ def assert_exact() -> dict[str, dict[str, Any]]:
     """No row's copy differs from its customer's manager, and every principal's numbers agree."""
     with db.get_engine().connect() as conn:
         assert manager_copy_differences(conn) == {
-            "churn_alert": 0, "customer_care": 0, "customer_order": 0, "follow_up": 0, "linkman": 0,
+            "care_plan": 0, "churn_alert": 0, "customer_care": 0, "customer_order": 0, "follow_up": 0, "linkman": 0,
             "sales_opportunity": 0}
+        # the totals kept beside the tables (core/totals.py) equal a direct count after the same writes
+        assert {t.name: totals.differences(conn, t) for t in totals.registered()} == {
+            "care_task_day_total": 0, "opportunity_open_total": 0}
     numbers = {}
     for name in PRINCIPALS:
         p = principal_for(name)
