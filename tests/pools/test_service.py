@@ -18,6 +18,7 @@ from crm_admin.pools import service
 from crm_admin.pools.models import CustomerPoolLog
 from crm_admin.transfers.models import CustomerTransfer
 from tests.care import factories as f
+from tests.core.test_kept_totals import assert_exact
 from tests.pools import factories as pf
 
 
@@ -54,10 +55,12 @@ def test_return_then_claim_moves_customer_and_work(make_user: Any) -> None:
     with db.session_factory()() as s:
         t = s.execute(select(CustomerTransfer)).scalar_one()
     assert t.old_manager_id == a.id and t.new_manager_id is None and t.reason == "退回公海:长期联系不上"
+    assert_exact()  # the kept totals (by the customer's manager) followed the work to nobody
 
     res = _run(service.claim_customers, principal=_principal(b.id), pool_id=pool.id, customer_ids=[cust.id])
     c = f.get(Customer, cust.id)
     assert c.manager_id == b.id and c.pool_id is None
+    assert_exact()
     assert f.get(SalesOpportunity, opp.id).customer_manager_id == b.id
     assert _count(CustomerPoolLog) == 2
     assert _count(CustomerTransfer, CustomerTransfer.reason == "从公海领取") == 1
