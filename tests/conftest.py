@@ -241,18 +241,21 @@ def login_as(make_client: Callable[[], Any]) -> Callable[..., Any]:
 
 
 @contextlib.contextmanager
-def statements_sent() -> Iterator[list[str]]:
-    """The SQL statements the application's engine sends inside the ``with`` block, in order."""
+def statements_sent(*, any_engine: bool = False) -> Iterator[list[str]]:
+    """The SQL statements the application's engine sends inside the ``with`` block, in order
+    (``any_engine``: of every engine of the process — a view keeps the session maker it was built with,
+    which after an earlier test replaced the engine is not ``db.get_engine()``'s)."""
     from sqlalchemy import event
+    from sqlalchemy.engine import Engine
 
     statements: list[str] = []
 
     def keep(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         statements.append(statement)
 
-    engine = db.get_engine()
-    event.listen(engine, "before_cursor_execute", keep)
+    target: Any = Engine if any_engine else db.get_engine()
+    event.listen(target, "before_cursor_execute", keep)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", keep)
+        event.remove(target, "before_cursor_execute", keep)
