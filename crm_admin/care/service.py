@@ -113,7 +113,8 @@ def scan_birthdays(session: Session, today: dt.date) -> int:
             Customer.manager_id,
         )
         .join(Customer, Customer.id == Linkman.customer_id)
-        .where(Linkman.birthday_md.in_(birthday_keys(today)), Customer.status != "lost")
+        # a customer in a public pool has nobody to call: its birthdays wait until someone claims it
+        .where(Linkman.birthday_md.in_(birthday_keys(today)), Customer.status != "lost", Customer.pool_id.is_(None))
     )
     created = _insert_ignoring_duplicates(
         session, CustomerCare.__table__,

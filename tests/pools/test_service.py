@@ -101,3 +101,22 @@ def test_conflict_when_taken_meanwhile(make_user: Any) -> None:
         s.execute(Customer.__table__.update().where(Customer.id == cust.id).values(manager_id=a.id))
     with pytest.raises(Conflict):
         _run(service.claim_customers, principal=_principal(a.id), pool_id=pool.id, customer_ids=[cust.id])
+
+
+def test_the_birthday_scan_leaves_customers_in_a_pool_alone(make_user: Any) -> None:
+    import datetime as dt
+
+    from crm_admin.care.service import fill_birthday_md, scan_birthdays
+
+    owner = make_user("pbirth")
+    pool = pf.pool("生日公海")
+    today = dt.date(2026, 5, 20)
+    pooled = pf.pooled(pool.id, "公海里的客户")
+    owned = f.customer(owner.id, "有人负责的客户")
+    f.linkman(pooled.id, birthday=dt.date(1980, 5, 20))
+    f.linkman(owned.id, birthday=dt.date(1985, 5, 20))
+    with db.transaction() as s:
+        fill_birthday_md(s)
+        assert scan_birthdays(s, today) == 1
+    assert _count(CustomerCare, CustomerCare.customer_id == pooled.id) == 0
+    assert _count(CustomerCare, CustomerCare.customer_id == owned.id, CustomerCare.manager_id == owner.id) == 1
