@@ -47,6 +47,15 @@ HTTP_FRONT, MYSQL_FRONT, STATS_PORT = 8800, 3310, 8899
 BOOT_TIMEOUT = 180.0
 
 
+def _random_secret(nbytes: int) -> str:
+    """A random secret that the password rules accept (letters and digits both present: a plain
+    random string lacks one now and then, and the admin password would be refused at seeding)."""
+    while True:
+        value = secrets.token_urlsafe(nbytes)
+        if any(c.isdigit() for c in value) and any(c.isalpha() for c in value):
+            return value
+
+
 class ClusterError(RuntimeError):
     """Something the operator has to look at (the message says what and where)."""
 
@@ -167,7 +176,7 @@ class Paths:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(24 if name != "secret_key" else 48))
+                fh.write(_random_secret(48 if name == "secret_key" else 24))
         return path.read_text().strip()
 
 
