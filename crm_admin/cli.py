@@ -264,12 +264,18 @@ def manager_copies_cmd(fix: bool) -> None:
 
     with acting_as(SYSTEM):
         differences = db.run_in_transaction(check, where="cli:manager-copies")
-    for table, count in differences.items():
-        click.echo(f"  {table}: {count} 行不一致" + (",已改正" if fix and count else ""))
+    _report_differences(differences, fix, unit="行", fixed="已改正",
+                        hint="有不一致的行:运行 crm-admin manager-copies --fix 改正。")
+
+
+def _report_differences(differences: dict[str, int], fix: bool, *, unit: str, fixed: str, hint: str) -> None:
+    """What a check-and-repair command found, per table; exit 1 when something differs and was not fixed."""
+    for name, count in differences.items():
+        click.echo(f"  {name}: {count} {unit}不一致" + (f",{fixed}" if fix and count else ""))
     if not any(differences.values()):
         click.echo("全部一致。")
     elif not fix:
-        click.echo("有不一致的行:运行 crm-admin manager-copies --fix 改正。", err=True)
+        click.echo(hint, err=True)
         sys.exit(1)
 
 
@@ -295,13 +301,8 @@ def totals_cmd(fix: bool) -> None:
 
     with acting_as(SYSTEM):
         differences = db.run_in_transaction(check, where="cli:totals")
-    for name, count in differences.items():
-        click.echo(f"  {name}: {count} 组不一致" + (",已重新计数" if fix and count else ""))
-    if not any(differences.values()):
-        click.echo("全部一致。")
-    elif not fix:
-        click.echo("有不一致的汇总:运行 crm-admin totals --fix 重新计数。", err=True)
-        sys.exit(1)
+    _report_differences(differences, fix, unit="组", fixed="已重新计数",
+                        hint="有不一致的汇总:运行 crm-admin totals --fix 重新计数。")
 
 
 @main.command(help="生成性能测试数据(批量写入,可复现):--scale 1.0 为标准规模(20 万客户)。")
