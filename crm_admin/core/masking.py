@@ -14,6 +14,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import ColumnElement, or_
+
 from crm_admin.core.principal import Principal
 
 MASK = "*"
@@ -88,13 +90,20 @@ SENSITIVE_PERMISSION = ("sensitive_data", "view")
 
 # rule(session, principal, customer_ids) -> the ids among them this rule masks for the principal
 MaskRule = Callable[[Any, Principal, Collection[int]], set[int]]
+# the same rule as SQL: clause(principal, customer id column) -> true for the customers it masks (None: none)
+MaskClause = Callable[[Principal, Any], ColumnElement[bool] | None]
 _RULES: list[MaskRule] = []
+_CLAUSES: dict[MaskRule, MaskClause] = {}
 
 
-def register_customer_rule(rule: MaskRule) -> None:
-    """A module's rule for customers whose personal data is masked even for holders of the permission."""
+def register_customer_rule(rule: MaskRule, *, clause: MaskClause | None = None) -> None:
+    """A module's rule for customers whose personal data is masked even for holders of the permission.
+    ``clause`` says the same as a condition (a search must not find a row by a value it shows masked);
+    without one, every row of a holder may be masked as far as a search can tell."""
     if rule not in _RULES:
         _RULES.append(rule)
+    if clause is not None:
+        _CLAUSES[rule] = clause
 
 
 def sees_sensitive(principal: Principal) -> bool:
@@ -112,6 +121,28 @@ def customers_masked_for(session: Any, principal: Principal, customer_ids: Colle
     for rule in _RULES:
         masked |= rule(session, principal, ids)
     return masked & ids
+
+
+def masked_condition(principal: Principal, model: type) -> ColumnElement[bool] | bool:
+    """Which rows of ``model`` ``principal`` sees masked, as SQL: ``True`` every row, ``False`` none,
+    else a condition on the row's customer (for a search, which must not match what it shows masked)."""
+    spec = _PERSONAL.get(model)
+    if spec is None:
+        return False
+    if not sees_sensitive(principal):
+        return True
+    column = getattr(model, spec.customer_key)
+    parts: list[ColumnElement[bool]] = []
+    for rule in _RULES:
+        clause_of = _CLAUSES.get(rule)
+        if clause_of is None:
+            return True  # a rule that says nothing in SQL: any row may be masked
+        clause = clause_of(principal, column)
+        if clause is not None:
+            parts.append(clause)
+    if not parts:
+        return False
+    return parts[0] if len(parts) == 1 else or_(*parts)
 
 
 # ----- which columns hold personal data, and the page's one question ----------------------------

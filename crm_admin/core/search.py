@@ -48,6 +48,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    not_,
     or_,
     select,
     text,
@@ -584,13 +585,12 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
     model_: Any = model
     sparse: list[Select[Any]] = []
     dense: list[ColumnElement[bool]] = []
-    hidden = _personal_digits_hidden(spec)
-    if hidden and re.fullmatch(r"[\d\s\-+()]+", text):
-        # Someone who sees phone numbers masked must not find a record by one either: digits are
-        # looked for in the columns shown to them (a code, a name) and nowhere else.
-        shown = [f for f in (*spec.names, *spec.digits) if f not in hidden]
-        digits = digits_of(text) if len(digits_of(text)) >= MIN_DIGITS else text
-        dense.extend(getattr(model_, f).like(_like_contains(digits), escape="\\") for f in shown)
+    # Someone who sees phone numbers masked must not find a record by one either: for the rows they
+    # see masked (every row, or those a rule masks: a pool's customers), digits are looked for in the
+    # columns shown to them (a code, a name) and nowhere else.
+    masked, shown_only = _masked_digits(spec, text)
+    if masked is True:
+        dense.extend(shown_only)
         branches: list[_Branch] = []
     else:
         branches = _branches(text)
@@ -625,18 +625,29 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
     if sparse:
         conditions.append(_candidates(conn, model_, union(*sparse) if len(sparse) > 1 else sparse[0]))
     conditions.extend(dense)
-    if not conditions:
-        return false()
-    return conditions[0] if len(conditions) == 1 else or_(*conditions)
+    found = false() if not conditions else conditions[0] if len(conditions) == 1 else or_(*conditions)
+    if masked is False or masked is True:
+        return found
+    # some rows are masked for the viewer: those are found only by what they show
+    return or_(and_(found, not_(masked)), *shown_only)
 
 
-def _personal_digits_hidden(spec: Searchable) -> frozenset[str]:
-    """The digit columns of ``spec`` the current viewer sees masked (core/masking.py), so not searched."""
+def _masked_digits(spec: Searchable, text: str) -> tuple[ColumnElement[bool] | bool, list[ColumnElement[bool]]]:
+    """For a search by digits: which rows the current viewer sees with their personal digit columns
+    masked (``masking.masked_condition``: True every row, False none), and the conditions that find a
+    row by the columns shown to them instead."""
     viewer = context.current_principal()
-    if viewer is None or masking.sees_sensitive(viewer):
-        return frozenset()
     personal = masking.personal_data(spec.model)
-    return frozenset(f for f in spec.digits if personal is not None and f in personal.fields)
+    hidden = {f for f in spec.digits if personal is not None and f in personal.fields}
+    if viewer is None or not hidden or not re.fullmatch(r"[\d\s\-+()]+", text):
+        return False, []
+    masked = masking.masked_condition(viewer, spec.model)
+    if masked is False:
+        return False, []
+    model_: Any = spec.model
+    shown = [f for f in (*spec.names, *spec.digits) if f not in hidden]
+    digits = digits_of(text) if len(digits_of(text)) >= MIN_DIGITS else text
+    return masked, [getattr(model_, f).like(_like_contains(digits), escape="\\") for f in shown]
 
 
 def match_now(model: type, term: str | None) -> ColumnElement[bool] | None:

@@ -20,10 +20,11 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    not_,
     select,
     update,
 )
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, aliased, mapped_column, relationship
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.core import masking, search, totals
@@ -141,7 +142,19 @@ def _outside_sensitive_scope(session: Session, principal: Principal, ids: Collec
             if manager_id is not None and not sees_user(principal, manager_id, resource, action)}
 
 
-masking.register_customer_rule(_outside_sensitive_scope)
+def _outside_sensitive_scope_clause(principal: Principal, customer_id: Any) -> ColumnElement[bool] | None:
+    """The same rule as a condition on a customer id column (what a search may match)."""
+    resource, action = masking.SENSITIVE_PERMISSION
+    if not narrower_than_widest(principal, resource, action):
+        return None
+    other = aliased(Customer)
+    return customer_id.in_(
+        select(other.id).where(other.manager_id.is_not(None),
+                               not_(owner_clause(other.manager_id, principal, resource=resource, action=action)))
+        .correlate(None))
+
+
+masking.register_customer_rule(_outside_sensitive_scope, clause=_outside_sensitive_scope_clause)
 
 
 class OfCustomer:

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 from sqlalchemy.orm.util import identity_key
 
 from crm_admin.core import masking
@@ -123,4 +123,12 @@ def _maybe_in_a_pool(session: Any, customer_ids: Collection[int]) -> list[int]:
     return unknown
 
 
-masking.register_customer_rule(_masked_in_pools)
+def _masked_in_pools_clause(_principal: Principal, customer_id: Any) -> Any:
+    """The same rule as a condition on a customer id column (what a search may match)."""
+    pooled = aliased(Customer)
+    return customer_id.in_(
+        select(pooled.id).join(CustomerPool, CustomerPool.id == pooled.pool_id)
+        .where(CustomerPool.mask_contacts.is_(True)).correlate(None))
+
+
+masking.register_customer_rule(_masked_in_pools, clause=_masked_in_pools_clause)
