@@ -15,7 +15,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import audit, search
+from crm_admin.core import audit, masking, search
 from crm_admin.core.errors import UserError
 from crm_admin.core.scope import check_assignee, scoped, sees_user
 from crm_admin.customers import service
@@ -44,7 +44,7 @@ FIELDS = ("name", "credit_code", "industry", "source", "level", "status", "regio
           "website", "remark")
 TEXT_FIELDS = ("name", "region", "address", "phone", "email", "website", "remark")
 # what a match reads of the existing customer
-MATCHED = (Customer.id, Customer.code, Customer.name, Customer.version, Customer.manager_id,
+MATCHED = (Customer.id, Customer.code, Customer.name, Customer.version, Customer.manager_id, Customer.pool_id,
            *(getattr(Customer, f) for f in FIELDS if f != "name"))
 BLANK = "(空)"
 
@@ -251,6 +251,8 @@ class CustomerImport(ImportSpec):
             editable = set(session.execute(
                 scoped(select(Customer.id).where(Customer.id.in_(ids)), Customer, ctx.principal, "edit")).scalars())
         people = service.manager_names(session, [r.manager_id for r in found.values()])
+        # the customers whose personal data the importer sees masked: the plan shows them masked too
+        masked = masking.customers_masked_for(session, ctx.principal, editable)
         for row in rows:
             key = keyed.get(row.number, "")
             if not key:
@@ -264,7 +266,7 @@ class CustomerImport(ImportSpec):
                 row.error = self._out_of_scope(ctx, hit, f"{header}相同", people)
                 continue
             try:
-                self._update(session, ctx, row, hit, people)
+                self._update(session, ctx, row, hit, people, masked=hit.id in masked)
             except RowError as exc:
                 row.error = exc.message
 
@@ -294,14 +296,25 @@ class CustomerImport(ImportSpec):
             return STATUS_BY_LABEL[text]
         return text
 
-    def _update(self, session: Session, ctx: ImportContext, row: Row, hit: Any, people: dict[int, str]) -> None:
+    def _update(self, session: Session, ctx: ImportContext, row: Row, hit: Any, people: dict[int, str], *,
+                masked: bool = False) -> None:
         """The row's update of ``hit`` (within scope): the picked columns, checked by the customer form's
-        rules (``validate_customer``), as the changed values and their before → after."""
+        rules (``validate_customer``), as the changed values and their before → after (personal values
+        the importer sees ``masked`` shown masked). A personal cell holding exactly the masked form of the
+        stored value (what an export showed) leaves it alone; another masked-looking value is refused —
+        a mask is never saved over a real value, as in the customer form."""
         before = {k: getattr(hit, k) for k in FIELDS}
         after = dict(before)
+        personal = masking.personal_data(Customer)
         for key in ctx.update_columns:
             if key == "manager":
                 continue
+            text = row.text(key)
+            if personal is not None and key in personal.fields and masking.is_masked(text):
+                if masking.unchanged_if_masked(Customer, key, text, before[key]):
+                    continue
+                raise RowError(f"{self.header_of(key)}“{text[:64]}”是脱敏显示的值,不能导入:"
+                               f"请保留导出时的原样,或填写完整的新值")
             try:
                 value = self._cell(row, key)
             except RowError:
@@ -322,10 +335,15 @@ class CustomerImport(ImportSpec):
         if "name" in changes:
             changes["name_key"] = probe.name_key
         self.fit(Customer, changes)
-        shown = {self.header_of(k): [self._shown(k, before[k]), self._shown(k, v)]
+        hide = set(personal.fields) if personal is not None and masked else set()
+        shown = {self.header_of(k): [self._shown(k, masking.masked_value(Customer, k, before[k]) if k in hide
+                                                 else before[k]), self._shown(k, v)]
                  for k, v in changes.items() if k != "name_key"}
         if "manager" in ctx.update_columns and row.text("manager"):
             manager = self._new_manager(session, ctx, row.text("manager"), hit.manager_id)
+            if manager is not None and hit.pool_id is not None:
+                # a customer in a public pool leaves it by a claim or an assignment (the customer form too)
+                raise RowError("该客户在公海中,不能用导入指定客户经理,请到公海页面领取或分配")
             if manager is not None:
                 changes["manager_id"] = manager
                 shown[self.header_of("manager")] = [people.get(hit.manager_id or 0) or BLANK,
