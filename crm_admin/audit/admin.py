@@ -13,17 +13,26 @@ from typing import Any
 
 import anyio
 from sqlalchemy import Select, func, select
+from sqlalchemy.orm.attributes import set_committed_value
 from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditDailyUserTotal, AuditLog
-from crm_admin.core.audit import ChainReport, chain_status, describe_head, describe_tail
+from crm_admin.core import masking
+from crm_admin.core.audit import (
+    ChainReport,
+    chain_status,
+    describe_head,
+    describe_tail,
+    resource_of,
+)
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today
 from crm_admin.core.i18n import Labels
 from crm_admin.core.params import parse_date, parse_id
 from crm_admin.core.permissions import RESOURCES
+from crm_admin.core.principal import Principal
 from crm_admin.core.routes import route
-from crm_admin.core.views import CrmBaseView, ReadOnlyModelView
+from crm_admin.core.views import CrmBaseView, ReadOnlyModelView, principal_of
 from crm_admin.db import session_factory
 
 ACTION_LABELS = Labels({
@@ -114,6 +123,15 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
                 "chain_head": describe_head(chain), "chain_tail": describe_tail(chain),
                 "chain_stalled": chain.sealing_stalled}
 
+    async def get_object_for_details(self, request: Request) -> Any:
+        """The row, with the personal values in its changes as the viewer sees them elsewhere."""
+        row = await super().get_object_for_details(request)
+        if row is not None and isinstance(row.changes, dict):
+            changes = await anyio.to_thread.run_sync(
+                masked_changes, principal_of(request), row.resource, row.resource_id, row.changes)
+            set_committed_value(row, "changes", changes)
+        return row
+
     async def insert_model(self, request: Request, data: dict[str, Any]) -> Any:
         raise PermissionError("审计日志只读")
 
@@ -122,6 +140,45 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
 
     async def delete_model(self, request: Request, pk: Any) -> None:
         raise PermissionError("审计日志只读")
+
+
+def masked_changes(principal: Principal, resource: str | None, resource_id: str | None,
+                   changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` of an audit row about ``resource`` / ``resource_id`` with the personal values (a
+    phone, an e-mail, an address: ``core.masking``) masked where the viewer sees that record masked
+    — without the permission, or by a rule (a pool that hides its customers) — so the log shows no
+    more than the record's own pages. A record that no longer exists is judged by the customer the
+    row names, else masked."""
+    spec = next((p for p in masking.personal_models() if resource_of(p.model) == resource), None)
+    if spec is None or not any(name in changes for name in spec.fields):
+        return changes
+    with session_factory()() as session:
+        customer_id = _customer_of(session, spec, resource_id, changes)
+        hide = customer_id is None or customer_id in masking.customers_masked_for(session, principal, [customer_id])
+    if not hide:
+        return changes
+
+    def shown(name: str, value: Any) -> Any:
+        if isinstance(value, list):
+            return [shown(name, v) for v in value]
+        return masking.masked_value(spec.model, name, value)
+
+    return {key: shown(key, value) if key in spec.fields else value for key, value in changes.items()}
+
+
+def _customer_of(session: Any, spec: masking.PersonalData, resource_id: str | None,
+                 changes: dict[str, Any]) -> int | None:
+    pk = parse_id(resource_id)
+    if pk is None:
+        return None
+    if spec.customer_key == "id":
+        return pk
+    model: Any = spec.model
+    found = session.execute(select(getattr(model, spec.customer_key)).where(model.id == pk)).scalar()
+    if found is None:  # deleted since: a create or delete row names the customer
+        named = changes.get(spec.customer_key)
+        found = named[-1] if isinstance(named, list) else named
+    return parse_id(str(found)) if found is not None else None
 
 
 def _chain_status() -> ChainReport:
