@@ -12,7 +12,7 @@ and the delete are one unit of work (a delete refused later — a row still refe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -37,3 +37,23 @@ def before_delete(session: Session, obj: Any) -> None:
     load_all()
     for keeper in _keepers:
         keeper(session, obj)
+
+
+# (session, table name → ids of the rows a restore has just put back) → nothing: a module mends what
+# the rows, put back as they were, would break now in its own table (a second primary contact)
+Mender = Callable[[Session, Mapping[str, Sequence[int]]], None]
+_menders: list[Mender] = []
+
+
+def on_restore(mender: Mender) -> Mender:
+    """Register what a module checks in its rows after a restore, in the restore's transaction."""
+    if mender not in _menders:
+        _menders.append(mender)
+    return mender
+
+
+def after_restore(session: Session, restored: Mapping[str, Sequence[int]]) -> None:
+    """Rows were put back (``restored``: table → ids): let the modules mend what they must."""
+    load_all()
+    for mender in _menders:
+        mender(session, restored)

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import UniqueConstraint, sort_tables
 from sqlalchemy.sql import sqltypes
 
-from crm_admin.core import audit, customer_records, limits, search, totals
+from crm_admin.core import audit, customer_records, limits, recycling, search, totals
 from crm_admin.core.context import current_actor
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.models import SysUser
@@ -465,6 +465,7 @@ def restore_entry(session: Session, principal: Principal, entry: RecycleEntry) -
         if part.rows:
             conn.execute(insert(part.table), part.rows)
     _carry_managers(conn, kept)
+    recycling.after_restore(session, {part.table.name: part.ids for part in kept if part.rows})
     for part in kept:  # the totals kept beside these tables count the rows put back (core/totals.py)
         model = _model_of(part.table.name)
         if model is not None and part.ids:
