@@ -256,6 +256,8 @@ def keep(session: Session, obj: Any) -> int | None:
     actor = current_actor()
     now = utcnow()
     days = get_settings().recycle_bin_days
+    payload = build_payload(rows)
+    payload["refs"] = _fingerprints(conn, rows)
     values = {
         "resource": resource, "record_id": int(obj.id), "label": _label(obj),
         "customer_id": customer_id, "customer_name": customer.name[:128] if customer else None,
@@ -263,7 +265,7 @@ def keep(session: Session, obj: Any) -> int | None:
         "deleted_by": actor.user_id, "deleted_by_name": actor.username[:64],
         "deleted_at": now, "expires_at": now + dt.timedelta(days=days),
         "row_count": sum(len(r) for r in rows.values()), "summary": _summary(rows, table_name)[:500],
-        "payload": build_payload(rows), "created_at": now, "updated_at": now,
+        "payload": payload, "created_at": now, "updated_at": now,
     }
     bin_table: Any = RecycleEntry.__table__
     inserted = conn.execute(insert(bin_table).values(**values)).inserted_primary_key
@@ -368,8 +370,8 @@ def _table_label(name: str) -> str:
     return resource_label(audit.resource_of(model)) if model is not None else name
 
 
-def _check_references(conn: Connection, entry: RecycleEntry, kept: list[KeptTable]) -> None:
-    """Every row the kept rows point at (outside the entry) is still there."""
+def _pointed_at(kept: list[KeptTable]) -> dict[Any, set[Any]]:
+    """The rows outside the entry that the kept rows point at: target column → values."""
     inside = {part.table.name: set(part.ids) for part in kept}
     wanted: dict[Any, set[Any]] = {}
     for part in kept:
@@ -380,10 +382,52 @@ def _check_references(conn: Connection, entry: RecycleEntry, kept: list[KeptTabl
                 if value is None or value in inside.get(target.table.name, ()):
                     continue
                 wanted.setdefault(target, set()).add(value)
-    for target, values in wanted.items():
+    return wanted
+
+
+def _fingerprints(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> list[list[Any]]:
+    """[table, id, created_at] of every row outside the entry that its rows point at, when it was kept:
+    a restore puts the rows back onto those very rows, not onto newer ones that were given the same id
+    meanwhile (SQLite gives a deleted row's id to the next new row)."""
+    tables = _tables()
+    kept = [KeptTable(tables[name], found) for name, found in rows.items()]
+    out: list[list[Any]] = []
+    for target, values in _pointed_at(kept).items():
+        table: Any = target.table
+        if target.name != "id" or "created_at" not in table.c:
+            continue
+        for chunk in _in_chunks(list(values)):
+            out += [[table.name, pk, _encode(made)] for pk, made in conn.execute(
+                select(table.c.id, table.c.created_at).where(table.c.id.in_(chunk)))]
+    return out
+
+
+def _replaced(conn: Connection, entry: RecycleEntry) -> dict[str, list[Any]]:
+    """Rows the entry points at whose id now names another row (one created since): table → ids."""
+    tables = _tables()
+    wanted: dict[str, dict[Any, Any]] = {}
+    for name, pk, made in (entry.payload or {}).get("refs", []):
+        if name in tables:
+            wanted.setdefault(name, {})[pk] = made
+    out: dict[str, list[Any]] = {}
+    for name, made_of in wanted.items():
+        table: Any = tables[name]
+        for chunk in _in_chunks(list(made_of)):
+            for pk, made in conn.execute(select(table.c.id, table.c.created_at).where(table.c.id.in_(chunk))):
+                if _encode(made) != made_of[pk]:
+                    out.setdefault(name, []).append(pk)
+    return out
+
+
+def _check_references(conn: Connection, entry: RecycleEntry, kept: list[KeptTable]) -> None:
+    """Every row the kept rows point at (outside the entry) is still there — the same row, not a newer
+    one that was given its id."""
+    replaced = _replaced(conn, entry)
+    for target, values in _pointed_at(kept).items():
         present: set[Any] = set()
         for chunk in _in_chunks(list(values)):
             present.update(conn.execute(select(target).where(target.in_(chunk))).scalars())
+        present -= set(replaced.get(target.table.name, ())) if target.name == "id" else set()
         missing = sorted(values - present)
         if not missing:
             continue
@@ -457,9 +501,9 @@ def restore_entry(session: Session, principal: Principal, entry: RecycleEntry) -
     table → rows restored."""
     conn = session.connection()
     kept = read_payload(entry.payload)
+    _check_references(conn, entry, kept)  # first: the customer by that id must be the same one
     current_manager = _check_customer_scope(conn, principal, entry)
     _check_free(conn, entry, kept)
-    _check_references(conn, entry, kept)
     _check_owner(session, entry, kept)
     for part in kept:
         if part.rows:
