@@ -47,7 +47,7 @@ def test_a_restored_primary_contact_does_not_make_a_second_primary(world: World,
 
 
 def test_a_contact_is_not_restored_onto_a_new_customer_that_took_its_customers_id(
-        world: World, admin_client: Any, make_customer: Any) -> None:
+        world: World, admin_client: Any, make_customer: Any) -> None:  # noqa: F811
     """On SQLite a deleted row's id is given to the next new row (the newest customer deleted, then a new
     one created): a contact kept from the deleted customer must not go back onto the new one."""
     gone = make_customer("将被删除的客户", manager="mgr_c")  # the newest customer
