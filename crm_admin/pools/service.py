@@ -327,7 +327,8 @@ def assign_from_pool(
 ) -> PoolResult:
     """A lead or an administrator gives (分配) ``customer_ids`` from the pool to ``user_id``, someone
     within their ``customer`` / ``assign`` scope who may own customers. The assignee's holding limit
-    applies; the daily claim limit does not (it limits what one takes oneself)."""
+    applies; the daily claim limit does not (it limits what one takes oneself) — unless the assignee is
+    the principal, whose assignment to themselves is a claim."""
     if not principal.can(RESOURCE, "assign"):
         raise Forbidden("您没有从公海分配客户的权限。")
     ids = _ids(customer_ids)
@@ -339,6 +340,10 @@ def assign_from_pool(
     pool = usable_pool(session, principal, pool_id, "assign")
     user = check_assignee(session, principal, user_id, purpose=ASSIGN_PURPOSE, field="user_id")
     now = now or utcnow()
+    if user.id == principal.id:
+        # giving oneself customers is claiming them: the daily claim limit applies and the log says so
+        _check_limits(session, pool, user, len(ids), daily=True, now=now)
+        return _take(session, principal, pool, ids, user, CLAIM, CLAIM_REASON, now)
     _check_limits(session, pool, user, len(ids), daily=False, now=now)
     return _take(session, principal, pool, ids, user, ASSIGN, ASSIGN_REASON, now)
 
