@@ -35,7 +35,8 @@ KIND_OF_TABLE = {"customer": "customer", "linkman": "linkman", "follow_up": "fol
 KIND_OF_MODEL = {"Customer": "customer", "ChurnAlert": "churn_alert", "CustomerOrder": "order"}
 # sample values of the custom routes' other path parameters
 SAMPLES = {"what": "follow-up", "kind": "customer", "fmt": "xlsx", "job_id": "no-such-job", "qid": "987654",
-           "export_type": "csv", "column_name": "name", "pool_id": "987654", "pool_customer_id": "987654"}
+           "export_type": "csv", "column_name": "name", "pool_id": "987654", "pool_customer_id": "987654",
+           "token_id": "987654"}
 ROLES = {"admin": "admin", "manager": "mgr_a", "sales_lead": "lead", "readonly": "ro", "nobody": "nobody"}
 
 
