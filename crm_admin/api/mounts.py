@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_admin.api.app import API_PREFIX, build_api
+from crm_admin.api.app import build_api
+from crm_admin.api.routes import API_PREFIX
 
 
 def mount(app: Any, admin: Any) -> None:

@@ -48,7 +48,7 @@ class Spec:
 
 
 def python_type(model: type, name: str) -> Any:
-    column = inspect(model).columns[name]  # type: ignore[union-attr]
+    column: Any = inspect(model).columns[name]  # type: ignore[union-attr]
     try:
         kind: Any = column.type.python_type
     except NotImplementedError:

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.responses import Response
 
-from crm_admin.api.app import PROBLEMS, SIGNED_IN_EXTRA, WRITE_PROBLEMS, permission_extra
 from crm_admin.api.auth import Caller, requires
 from crm_admin.api.problems import Problem
+from crm_admin.api.routes import PROBLEMS, SIGNED_IN_EXTRA, WRITE_PROBLEMS, permission_extra
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.db import run_in_transaction, session_factory
