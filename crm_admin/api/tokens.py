@@ -119,7 +119,8 @@ def authenticate(session: Session, secret: str) -> Caller | None:
         return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_EVERY:
         # bookkeeping, not a change of the token: a plain UPDATE, no audit row
-        session.execute(update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
+        session.execute(update(ApiToken).where(ApiToken.id == token.id).values(
+            last_used_at=now, updated_at=ApiToken.updated_at))
     principal = load_principal(session.connection(), user)
     session.expunge(user)
     return Caller(token.id, user, principal)
