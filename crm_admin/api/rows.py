@@ -49,10 +49,15 @@ class Spec:
 
 def python_type(model: type, name: str) -> Any:
     column: Any = inspect(model).columns[name]  # type: ignore[union-attr]
-    try:
-        kind: Any = column.type.python_type
-    except NotImplementedError:
-        kind = str
+    kind: Any = str
+    for sql_type in (column.type, getattr(column.type, "impl_instance", None)):  # a TypeDecorator's own type
+        try:
+            found = sql_type.python_type if sql_type is not None else object
+        except NotImplementedError:
+            continue
+        if found is not object:
+            kind = found
+            break
     return kind, bool(column.nullable)
 
 
