@@ -84,7 +84,7 @@ FOLLOW_UPS = Spec(
             "next_follow_up_at", "created_at", "updated_at"),
     writable=("customer_id", "linkman_id", "opportunity_id", "method", "content", "contacted_at",
               "next_follow_up_at"),
-    required=("customer_id", "method", "content", "contacted_at"),
+    required=("customer_id", "method", "content"),  # contacted_at: now, as on the form
     filters={"customer_id": _of_customer(FollowUp)},
 )
 
