@@ -78,6 +78,7 @@ def build_api(admin: Any, extra: list[Callable[[FastAPI], None]] | None = None) 
     for spec in collections.SPECS:
         add_collection(api, spec)
     workflows.register(api)
+    workflows.register_services(api)
     for more in extra or ():
         more(api)
     return api

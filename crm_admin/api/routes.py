@@ -14,7 +14,8 @@ API and the pages cannot disagree.
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, Header, Query, Request
+import anyio
+from fastapi import Body, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -89,6 +90,19 @@ def load_row(spec: Spec, principal: Principal, pk: int, action: str = "view") ->
         if row is None:
             raise Problem(404, NOT_FOUND)
         return row
+
+
+def row_in_scope(spec: Spec, action: str) -> Any:
+    """A dependency: ``(principal, row)`` for the row the path's ``{id}`` names, within the scope of
+    (spec's resource, ``action``) — resolved before the body is read, so another manager's row answers
+    404 whatever was sent."""
+    permission = requires(spec.resource, action)
+
+    async def load(principal: Annotated[Principal, permission],
+                   pk: Annotated[int, PathParam(alias="id", ge=1, le=2**31 - 1)]) -> tuple[Principal, Any]:
+        return principal, await anyio.to_thread.run_sync(load_row, spec, principal, pk, action)
+
+    return Depends(load)
 
 
 def one_response(spec: Spec, principal: Principal, pk: int, status: int = 200,

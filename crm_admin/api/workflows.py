@@ -3,22 +3,43 @@ through ``crm_admin.pools.service``, as the pool pages do)."""
 
 # no ``from __future__ import annotations``: FastAPI reads these annotations at run time
 
+import datetime as dt
 import json
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, FastAPI, Header, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.responses import Response
 
+from crm_admin.api import collections, idempotency, rows
 from crm_admin.api.auth import Caller, requires
 from crm_admin.api.problems import Problem
-from crm_admin.api.routes import PROBLEMS, SIGNED_IN_EXTRA, WRITE_PROBLEMS, permission_extra
+from crm_admin.api.routes import (
+    API_PREFIX,
+    PROBLEMS,
+    SIGNED_IN_EXTRA,
+    STALE,
+    WRITE_PROBLEMS,
+    check_if_match,
+    load_row,
+    one_response,
+    permission_extra,
+    refusal,
+    row_in_scope,
+)
+from crm_admin.api.rows import Spec
+from crm_admin.care import service as care_service
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.db import run_in_transaction, session_factory
 from crm_admin.dictionary.models import DictItem, DictType
+from crm_admin.opportunities import service as opportunity_service
+from crm_admin.orders import service as order_service
+from crm_admin.orders.models import OrderItem
 from crm_admin.pools import service as pools
 
 
@@ -169,3 +190,159 @@ def register(api: FastAPI) -> None:
                   body: Annotated[ReturnIn, Body()]) -> Response:
         return _run(lambda session: pools.return_to_pool(session, principal, pool_id=pool_id,
                                                          customer_ids=body.customer_ids, reason=body.reason))
+
+
+# ----- opportunities, care tasks, orders: the services the pages call -----------------------------
+
+class StageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: str = Field(min_length=1, max_length=64)
+
+
+class ExecuteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    care_type: str = Field(min_length=1, max_length=64)
+    care_time: dt.datetime | None = None
+    detail: str = Field(max_length=70_000)
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feedback: str = Field(max_length=70_000)
+    status: Literal["done", "cancelled"] = "done"
+
+
+class ManualCareIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: int = Field(ge=1, le=2**31 - 1)
+    linkman_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    care_type: str = Field(min_length=1, max_length=64)
+    care_time: dt.datetime | None = None
+    detail: str = Field(max_length=70_000)
+    feedback: str | None = Field(default=None, max_length=70_000)
+
+
+class OrderLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    product_id: int = Field(ge=1, le=2**31 - 1)
+    quantity: int = Field(ge=1, le=2**31 - 1)
+    unit_price: Decimal | None = None  # none: the product's list price
+    discount: Decimal | None = None  # percent of the price paid (100: none)
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: int = Field(ge=1, le=2**31 - 1)
+    order_date: dt.date
+    status: str = Field(default="confirmed", max_length=16)
+    remark: str | None = Field(default=None, max_length=70_000)
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=200)
+
+
+class OrderLineOut(BaseModel):
+    id: int
+    product_id: int
+    quantity: int
+    unit_price: str
+    discount: str
+
+
+class OrderLines(BaseModel):
+    items: list[OrderLineOut]
+
+
+def _service(spec: Spec, principal: Principal, fn: Any, *, status: int = 200, location: bool = False) -> Response:
+    """``fn(session)`` (a service of the module, returning the row) as one transaction; the row as answered."""
+    try:
+        row_id = run_in_transaction(lambda session: int(fn(session).id), where=f"api:{spec.path}")
+    except StaleDataError:
+        raise Problem(412, STALE) from None
+    except UserError as exc:
+        raise refusal(spec, exc) from None
+    return one_response(spec, principal, row_id, status,
+                        location=f"{API_PREFIX}/{spec.path}/{row_id}" if location else None)
+
+
+def _money(value: Decimal | None) -> str:
+    return "" if value is None else format(value, "f")
+
+
+def register_services(api: FastAPI) -> None:
+    opportunities, care, orders = collections.OPPORTUNITIES, collections.CARE_TASKS, collections.ORDERS
+
+    @api.post("/opportunities/{id}/stage", tags=[opportunities.title], summary="调整销售机会阶段(须带 If-Match)",
+              response_model=None, responses={200: {"model": rows.output_model(opportunities)}, **WRITE_PROBLEMS},
+              openapi_extra=permission_extra("opportunity", "edit", "opportunity"), operation_id="move_stage")
+    def move_stage(found: Annotated[tuple[Principal, Any], row_in_scope(opportunities, "edit")],
+                   body: Annotated[StageIn, Body()],
+                   if_match: Annotated[str | None, Header(alias="If-Match", max_length=128)] = None) -> Response:
+        principal, row = found
+        pk = int(row.id)
+        check_if_match(row, if_match)
+        try:
+            return _service(opportunities, principal, lambda session: opportunity_service.move_stage(
+                session, principal, opportunity_id=pk, stage=body.stage, version=int(row.version)))
+        except Problem as problem:
+            if problem.status == 409:  # changed since it was read: the version did not match
+                raise Problem(412, STALE) from None
+            raise
+
+    @api.post("/care-tasks", tags=[care.title], summary="手工登记客户关怀", status_code=201, response_model=None,
+              responses={201: {"model": rows.output_model(care)}, **WRITE_PROBLEMS},
+              openapi_extra=permission_extra("customer_care", "create"), operation_id="create_care")
+    def create_care(request: Request, principal: Annotated[Principal, requires("customer_care", "create")],
+                    body: Annotated[ManualCareIn, Body()],
+                    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+                    ) -> Response:
+        return idempotency.once(request, principal, idempotency_key, body.model_dump(mode="json"), lambda: _service(
+            care, principal, lambda session: care_service.create_manual_care(
+                session, principal, customer_id=body.customer_id, linkman_id=body.linkman_id,
+                care_type=body.care_type, care_time=body.care_time, detail=body.detail, feedback=body.feedback),
+            status=201, location=True))
+
+    @api.post("/care-tasks/{id}/execute", tags=[care.title], summary="执行关怀任务(记录关怀类型、时间和内容)",
+              response_model=None, responses={200: {"model": rows.output_model(care)}, **WRITE_PROBLEMS},
+              openapi_extra=permission_extra("customer_care", "edit", "customer_care"), operation_id="execute_care")
+    def execute(found: Annotated[tuple[Principal, Any], row_in_scope(care, "edit")],
+                body: Annotated[ExecuteIn, Body()]) -> Response:
+        principal, pk = found[0], int(found[1].id)
+        return _service(care, principal, lambda session: care_service.execute_care(
+            session, principal, pk, care_type=body.care_type, care_time=body.care_time, detail=body.detail))
+
+    @api.post("/care-tasks/{id}/feedback", tags=[care.title], summary="记录客户反馈并结束关怀任务",
+              response_model=None, responses={200: {"model": rows.output_model(care)}, **WRITE_PROBLEMS},
+              openapi_extra=permission_extra("customer_care", "edit", "customer_care"), operation_id="care_feedback")
+    def feedback(found: Annotated[tuple[Principal, Any], row_in_scope(care, "edit")],
+                 body: Annotated[FeedbackIn, Body()]) -> Response:
+        principal, pk = found[0], int(found[1].id)
+        return _service(care, principal, lambda session: care_service.record_feedback(
+            session, principal, pk, feedback=body.feedback, status=body.status))
+
+    @api.post("/orders", tags=[orders.title], summary="新增订单(含明细;金额为明细合计)", status_code=201,
+              response_model=None, responses={201: {"model": rows.output_model(orders)}, **WRITE_PROBLEMS},
+              openapi_extra=permission_extra("order", "create"), operation_id="create_order")
+    def create_order(request: Request, principal: Annotated[Principal, requires("order", "create")],
+                     body: Annotated[OrderIn, Body()],
+                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+                     ) -> Response:
+        typed = order_service.OrderInput(
+            customer_id=str(body.customer_id), order_date=body.order_date.isoformat(), status=body.status,
+            remark=body.remark or "",
+            lines=[order_service.LineInput(product_id=str(line.product_id), quantity=str(line.quantity),
+                                           unit_price=_money(line.unit_price), discount=_money(line.discount))
+                   for line in body.lines])
+        return idempotency.once(request, principal, idempotency_key, body.model_dump(mode="json"), lambda: _service(
+            orders, principal, lambda session: order_service.save_order(session, principal, typed),
+            status=201, location=True))
+
+    @api.get("/orders/{id}/lines", tags=[orders.title], summary="订单明细", response_model=None,
+             responses={200: {"model": OrderLines}, **PROBLEMS},
+             openapi_extra=permission_extra("order", "view", "order"), operation_id="order_lines")
+    def order_lines(principal: Annotated[Principal, requires("order", "view")],
+                    pk: Annotated[int, PathParam(alias="id", ge=1, le=2**31 - 1)]) -> Response:
+        load_row(orders, principal, pk, "view")
+        with session_factory()() as session:
+            items = session.execute(select(OrderItem).where(OrderItem.order_id == pk).order_by(OrderItem.id)).scalars()
+            body = [{"id": i.id, "product_id": i.product_id, "quantity": i.quantity,
+                     "unit_price": _money(i.unit_price), "discount": _money(i.discount)} for i in items]
+        return _json({"items": body})

@@ -127,8 +127,36 @@ def test_every_response_of_a_scripted_run_matches_the_document(api: Any, doc: di
     assert opp.status_code == 201, opp.text
     call("POST", "/api/v1/opportunities", json={"customer_id": world.row("mgr_c", "customer"), "title": "越权",
                                                 "stage": "initial"}, headers=mgr)
+    call("POST", f"/api/v1/opportunities/{opp.json()['id']}/stage", json={"stage": "proposal"},
+         headers={**mgr, "If-Match": opp.headers["etag"]})
+    call("POST", f"/api/v1/opportunities/{opp.json()['id']}/stage", json={"stage": "proposal"}, headers=mgr)
+    care_id = world.row("mgr_a", "customer_care")
+    call("POST", f"/api/v1/care-tasks/{care_id}/feedback", json={"feedback": "太早"}, headers=mgr)
+    call("POST", f"/api/v1/care-tasks/{care_id}/execute", json={"care_type": "phone_call", "detail": "问候"},
+         headers=mgr)
+    call("POST", f"/api/v1/care-tasks/{care_id}/feedback", json={"feedback": "满意"}, headers=mgr)
+    call("POST", "/api/v1/care-tasks", json={"customer_id": cid, "care_type": "visit", "detail": "拜访"},
+         headers=mgr)
+    product_id = call("GET", "/api/v1/products", headers=mgr).json()["items"][0]["id"]
+    order = call("POST", "/api/v1/orders", json={"customer_id": cid, "order_date": "2026-11-30",
+                                                 "lines": [{"product_id": product_id, "quantity": 2}]},
+                 headers={**mgr, "Idempotency-Key": "contract-1"})
+    call("POST", "/api/v1/orders", json={"customer_id": cid, "order_date": "2026-11-30",
+                                         "lines": [{"product_id": product_id, "quantity": 2}]},
+         headers={**mgr, "Idempotency-Key": "contract-1"})
+    call("GET", f"/api/v1/orders/{order.json()['id']}/lines", headers=mgr)
+    call("POST", "/api/v1/orders", json={"customer_id": cid, "order_date": "tomorrow", "lines": []}, headers=mgr)
+    from tests.pools import factories
+
+    pool = factories.pool("契约公海")
+    waiting = factories.pooled(pool.id)
+    call("GET", "/api/v1/pools", headers=mgr)
+    call("POST", f"/api/v1/pools/{pool.id}/claim", json={"customer_ids": [waiting.id]}, headers=mgr)
+    call("POST", f"/api/v1/pools/{pool.id}/return", json={"customer_ids": [waiting.id], "reason": "x"}, headers=mgr)
+    call("POST", f"/api/v1/pools/{pool.id}/return", json={"customer_ids": [waiting.id], "reason": "暂无需求"},
+         headers=mgr)
     call("DELETE", f"/api/v1/contacts/{contact.json()['id']}", headers={**mgr, "If-Match": '"nope"'})
     call("DELETE", url, headers={**admin, "If-Match": changed.headers["etag"]})  # has contacts: refused
     problems = call.check()
-    assert len(call.seen) > 50
+    assert len(call.seen) > 70
     assert not problems, problems
