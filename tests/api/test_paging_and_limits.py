@@ -25,7 +25,7 @@ def _add_customers(manager_id: int, names: list[str]) -> list[int]:
 @pytest.mark.parametrize("sort", ["id", "-id", "updated", "-updated"])
 def test_inserts_while_paging_neither_repeat_nor_skip(api: Any, world: Any, make_token: Any, sort: str) -> None:
     manager = world.users["mgr_a"]
-    existing = _add_customers(manager, [f"翻页客户{i:02d}" for i in range(23)]) + [world.row("mgr_a", "customer")]
+    existing = [*_add_customers(manager, [f"翻页客户{i:02d}" for i in range(23)]), world.row("mgr_a", "customer")]
     token = bearer(make_token("mgr_a"))
     seen: list[int] = []
     cursor = None
