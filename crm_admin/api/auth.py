@@ -8,16 +8,13 @@ exactly its user's permissions and data scope.
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from crm_admin.accounts import throttle
-from crm_admin.api import tokens
+from crm_admin.api import ratelimit, tokens
 from crm_admin.api.problems import Problem
 from crm_admin.core.context import Actor, set_actor, set_principal
 from crm_admin.core.principal import Principal
@@ -36,11 +33,6 @@ def _authenticate(secret: str) -> tokens.Caller | None:
         return tokens.authenticate(session, secret)
 
 
-def _retry_after() -> str:
-    """Seconds until the current minute's count stops weighing fully (the window slides)."""
-    return str(max(1, math.ceil(throttle.WINDOW_SECONDS - time.time() % throttle.WINDOW_SECONDS)))
-
-
 async def caller(request: Request,
                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> tokens.Caller:
     """The authenticated caller of this request (401 otherwise; 429 over the token's rate)."""
@@ -51,9 +43,9 @@ async def caller(request: Request,
         raise Problem(401, BAD_TOKEN, headers=CHALLENGE)
     limit = get_settings().api_rate_per_minute
     # the sign-in throttle's sliding-minute counter (database or Redis), keyed by the token
-    allowed = await anyio.to_thread.run_sync(lambda: throttle.allow(f"api-token:{found.token_id}", limit=limit))
+    allowed = await anyio.to_thread.run_sync(lambda: ratelimit.allow(found.token_id, limit=limit))
     if not allowed:
-        raise Problem(429, "请求过于频繁,请稍后再试。", headers={"Retry-After": _retry_after()})
+        raise Problem(429, "请求过于频繁,请稍后再试。", headers={"Retry-After": str(ratelimit.retry_after())})
     user = found.user
     request.state.user = user
     request.state.principal = found.principal

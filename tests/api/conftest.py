@@ -92,3 +92,13 @@ def live_server(app: Any) -> Any:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_blocks() -> Any:
+    """Each test starts without blocks of calls reserved by an earlier one (ids are reused)."""
+    from crm_admin.api import ratelimit
+
+    ratelimit.forget()
+    yield
+    ratelimit.forget()

@@ -75,3 +75,18 @@ def test_rate_limit_per_token(api: Any, world: Any, make_token: Any, monkeypatch
     assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.json()["title"] == "Too many requests"
     assert api.get("/api/v1/me", headers=other).status_code == 200  # another token has its own count
+
+
+def test_blocks_of_calls_never_admit_more_than_the_limit(world: Any) -> None:
+    """Processes reserve blocks of calls; together they never pass the limit (each ``forget`` plays a
+    new process whose unused reserved calls are lost)."""
+    from crm_admin.api import ratelimit
+
+    start = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a minute, none before it
+    admitted = 0
+    for i in range(150):
+        if i % 7 == 0:
+            ratelimit.forget()
+        admitted += ratelimit.allow(987_654, limit=100, now=start + i * 0.1)
+    assert ratelimit.block_size(100) == 2
+    assert 100 - 22 <= admitted <= 100
