@@ -16,7 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crm_admin.api import ratelimit, tokens
 from crm_admin.api.problems import Problem
+from crm_admin.core import audit
 from crm_admin.core.context import Actor, set_actor, set_principal
+from crm_admin.core.permissions import ACTIONS
 from crm_admin.core.principal import Principal
 from crm_admin.db import transaction
 from crm_admin.settings import get_settings
@@ -65,8 +67,12 @@ Caller = Annotated[tokens.Caller, Depends(caller)]
 def requires(resource: str, action: str) -> Any:
     """A dependency: the caller holds (resource, action), otherwise 403."""
 
-    async def check(who: Caller) -> Principal:
+    async def check(request: Request, who: Caller) -> Principal:
         if not who.principal.can(resource, action):
+            # audited as the pages audit a refusal (the actor marked as API by its channel)
+            detail = f"{ACTIONS.source.get(action, action)}: {request.method} {request.url.path}"[:1000]
+            await anyio.to_thread.run_sync(lambda: audit.record_now(
+                "permission_denied", resource=resource, detail=detail, success=False))
             raise Problem(403, "您没有执行此操作的权限。")
         return who.principal
 

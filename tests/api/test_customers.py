@@ -134,3 +134,14 @@ def test_problems_in_chinese_and_english(api: Any, world: Any, make_token: Any) 
     assert fields == {"name": "Field required.", "nonsense": "Unknown field."}
     zh_missing = api.post("/api/v1/customers", json={}, headers=bearer(secret))
     assert zh_missing.json()["errors"] == [{"field": "name", "message": "缺少必填字段。"}]
+
+
+def test_refusals_are_audited_as_api(api: Any, world: Any, make_token: Any) -> None:
+    from crm_admin.audit.models import AuditLog
+
+    r = api.delete(f"/api/v1/customers/{world.row('mgr_a', 'customer')}", headers=bearer(make_token("mgr_a")))
+    assert r.status_code == 403
+    with db.session_factory()() as session:
+        row = session.execute(select(AuditLog).where(AuditLog.action == "permission_denied")).scalar_one()
+    assert row.username == "mgr_a" and row.resource == "customer" and not row.success
+    assert row.detail.startswith("[API] 删除: DELETE /api/v1/customers/")
