@@ -145,3 +145,11 @@ def test_refusals_are_audited_as_api(api: Any, world: Any, make_token: Any) -> N
         row = session.execute(select(AuditLog).where(AuditLog.action == "permission_denied")).scalar_one()
     assert row.username == "mgr_a" and row.resource == "customer" and not row.success
     assert row.detail.startswith("[API] 删除: DELETE /api/v1/customers/")
+
+
+def test_a_form_refusal_reads_in_english_on_request(api: Any, world: Any, make_token: Any) -> None:
+    r = api.post("/api/v1/customers", json={"name": "某公司", "phone": "12"},
+                 headers=bearer(make_token("mgr_a"), **{"Accept-Language": "en"}))
+    assert r.status_code == 422 and r.json()["title"] == "Validation failed"
+    assert r.json()["errors"] == [{"field": "phone", "message": r.json()["detail"]}]
+    assert r.json()["detail"].startswith("Invalid phone number") and r.headers["content-language"] == "en"
