@@ -153,3 +153,29 @@ def test_a_form_refusal_reads_in_english_on_request(api: Any, world: Any, make_t
     assert r.status_code == 422 and r.json()["title"] == "Validation failed"
     assert r.json()["errors"] == [{"field": "phone", "message": r.json()["detail"]}]
     assert r.json()["detail"].startswith("Invalid phone number") and r.headers["content-language"] == "en"
+
+
+def test_idempotency_key_of_a_refused_create_can_be_used_again(api: Any, world: Any, make_token: Any) -> None:
+    headers = bearer(make_token("mgr_a"), **{"Idempotency-Key": "form-7"})
+    refused = api.post("/api/v1/customers", json={"name": "键可重用有限公司", "phone": "12"}, headers=headers)
+    assert refused.status_code == 422
+    fixed = api.post("/api/v1/customers", json={"name": "键可重用有限公司", "phone": "13812345678"}, headers=headers)
+    assert fixed.status_code == 201 and "idempotent-replayed" not in fixed.headers
+
+
+def test_a_create_still_running_answers_409(api: Any, world: Any, make_token: Any) -> None:
+    import datetime as dt
+
+    from crm_admin.api.models import ApiIdempotency
+
+    from types import SimpleNamespace
+
+    from crm_admin.api.idempotency import _fingerprint
+
+    request: Any = SimpleNamespace(method="POST", url=SimpleNamespace(path="/api/v1/customers"))
+    with db.transaction() as session:  # the first request with this key has not answered yet
+        session.add(ApiIdempotency(user_id=world.users["mgr_a"], idem_key="form-9", created_at=dt.datetime.now(dt.UTC),
+                                   request_hash=_fingerprint(request, {"name": "并发有限公司"})))
+    r = api.post("/api/v1/customers", json={"name": "并发有限公司"},
+                 headers=bearer(make_token("mgr_a"), **{"Idempotency-Key": "form-9"}))
+    assert r.status_code == 409 and "正在处理中" in r.json()["detail"]
