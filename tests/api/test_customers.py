@@ -165,12 +165,10 @@ def test_idempotency_key_of_a_refused_create_can_be_used_again(api: Any, world: 
 
 def test_a_create_still_running_answers_409(api: Any, world: Any, make_token: Any) -> None:
     import datetime as dt
-
-    from crm_admin.api.models import ApiIdempotency
-
     from types import SimpleNamespace
 
     from crm_admin.api.idempotency import _fingerprint
+    from crm_admin.api.models import ApiIdempotency
 
     request: Any = SimpleNamespace(method="POST", url=SimpleNamespace(path="/api/v1/customers"))
     with db.transaction() as session:  # the first request with this key has not answered yet
