@@ -5,6 +5,9 @@ checked for every role: anonymous â†’ sign-in; without the route's permission â†
 A route added later is covered without anyone remembering it: a custom route must be declared with
 ``crm_admin.core.routes.route`` (its permission, and the row its path names), and a path parameter this
 test has no sample value for fails the test until one is added here.
+
+The REST API (``/api/v1``, mounted beside the admin site, bearer tokens instead of the session) has its
+own enumeration of every route: ``tests/api/test_routes.py``.
 """
 
 from __future__ import annotations
