@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
     login_ip_max_per_minute: int = Field(default=20, ge=1, le=10_000)
+    # calls to /api/v1 per personal token in any sliding minute, all processes and nodes together
+    api_rate_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     # Where sign-in attempts per address are counted (accounts/throttle.py): in the database unless a
     # Redis is given ("redis://127.0.0.1:6379/0"); while it is unreachable, in the database again.
     redis_url: str = ""

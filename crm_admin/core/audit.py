@@ -34,15 +34,22 @@ from crm_admin.db import Base, run_in_transaction, utcnow
 # Sign-in bookkeeping (sessions, lock-out counters) is audited as login/logout/lockout events instead.
 UNAUDITED_TABLES = {"audit_log", "audit_daily", "audit_daily_user", "audit_daily_user_total", "job_run", "job_lease", "sys_meta", "sys_session", "login_guard",
                     # a second factor's recovery codes: audited as totp_enable / totp_reset / login
-                    "user_recovery_code"}
+                    "user_recovery_code",
+                    # the answers replayed to repeated API creates (the create itself is audited)
+                    "api_idempotency"}
 # Columns whose changes alone do not make an audit row (they are audited semantically, or noise).
 QUIET_COLUMNS = {
     "updated_at", "created_at", "version", "failed_logins", "last_login_at", "last_login_ip",
     "locked_until", "last_failed_login_at", "session_epoch", "name_key", "birthday_md", "customer_manager_id",
     # the second factor's state: audited semantically (totp_enable, totp_disable, totp_reset, login)
     "totp_secret", "totp_enabled_at", "totp_last_step",
+    # an API token's last use (bookkeeping of every call)
+    "last_used_at",
 }
-SECRET_COLUMNS = {"password_hash", "totp_secret"}
+SECRET_COLUMNS = {"password_hash", "totp_secret", "token_hash"}
+# how the channel an actor came through is marked in the ``detail`` of the rows it writes (the detail
+# is part of each row's sealed hash; no column of the chain changes)
+CHANNEL_MARKS = {"api": "[API]"}
 # sys_meta: the seal_seq of the newest sealed row, written by the sealer only (never by a business
 # transaction), so that removing the last sealed rows is seen too.
 SEAL_KEY = "audit_seal"
@@ -148,8 +155,12 @@ def write_entries(conn: Connection, entries: Iterable[Entry], actor: Actor | Non
     actor = actor or current_actor()
     table = Base.metadata.tables["audit_log"]
     rows: list[dict[str, Any]] = []
+    mark = CHANNEL_MARKS.get(actor.channel, "")
     for e in entries:
         now = utcnow()
+        detail = e.detail
+        if mark:
+            detail = f"{mark} {detail}" if detail else mark
         rows.append({
             "occurred_at": now,
             "user_id": actor.user_id,
@@ -160,7 +171,7 @@ def write_entries(conn: Connection, entries: Iterable[Entry], actor: Actor | Non
             "resource": e.resource,
             "resource_id": str(e.resource_id)[:64],
             "changes": _jsonable(e.changes) if e.changes is not None else None,
-            "detail": e.detail,
+            "detail": detail,
             "success": e.success,
             "prev_hash": None,
             "hash": None,

@@ -16,6 +16,9 @@ class Actor:
     ip: str = ""
     user_agent: str = ""
     request_id: str = ""
+    # how the actor reached the system: "" for the pages, jobs and the command line, "api" for a call to
+    # /api/v1 with a personal token (marked in the audit rows it writes: ``core/audit.py``)
+    channel: str = ""
 
 
 SYSTEM = Actor(user_id=None, username="system")

@@ -33,6 +33,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from crm_admin.perf.client import login, process_tree, server_rss_mb
@@ -184,6 +185,7 @@ class Page:
     target_ms: int = 150
     method: str = "GET"
     form: Callable[[Ctx, int], dict[str, str]] | None = None  # POST body for the i-th request
+    api: bool = False  # a REST API call (/api/v1) with the role's personal token instead of the session
 
 
 def _transfer_form(ctx: Ctx, i: int) -> dict[str, str]:
@@ -244,11 +246,38 @@ PAGES: tuple[Page, ...] = (
     Page("audit_by_user_range", "审计日志 按用户+日期范围", "admin",
          ("/admin/audit-log/list?user_id={uid}&date_from={date_from}&date_to={date_to}",
           "/admin/audit/list?user_id={uid}&date_from={date_from}&date_to={date_to}")),
+    # the REST API (crm_admin/api): one page of 50 customers with a personal token (issue 17: p95 ≤ 50 ms)
+    Page("api_customers_50", "API 客户列表 50 条(5000客户的经理)", "manager_big", ("/api/v1/customers?limit=50",),
+         50, api=True),
+    Page("api_customers_50_admin", "API 客户列表 50 条(管理员)", "admin", ("/api/v1/customers?limit=50",), 50,
+         api=True),
     Page("transfer_one", "转移一个客户(提交)", "manager", ("/admin/transfer/submit",), method="POST",
          form=_transfer_form),
     Page("follow_up_save", "保存一条联系记录(提交)", "manager", ("/admin/customer/360/{cid}/follow-up",),
          method="POST", form=_follow_up_form),
 )
+
+
+def api_client(base_url: str, database_url: str, user_id: int) -> httpx.Client:
+    """A client of the REST API with a new personal token of the user (made in the database, as the
+    user's own token page does)."""
+    import crm_admin.models  # noqa: F401
+    from crm_admin.accounts.models import SysUser
+    from crm_admin.api.tokens import create_token
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.core.principal import load_principal
+
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with acting_as(SYSTEM), Session(engine) as session, session.begin():
+            user = session.get(SysUser, user_id)
+            assert user is not None
+            secret = create_token(session, load_principal(session.connection(), user), name="性能测试",
+                                  expires_days=30).secret
+    finally:
+        engine.dispose()
+    return httpx.Client(base_url=base_url, timeout=900, follow_redirects=False,
+                        headers={"Authorization": f"Bearer {secret}"})
 
 
 def load_ctx(engine: Engine, n_requests: int) -> Ctx:
@@ -522,6 +551,16 @@ def run_bench(
         usernames = {"admin": admin_username(1), "manager_big": manager_username(1), "lead": lead_username(1)}
         for page in PAGES:
             if only and page.key not in only:
+                continue
+            if page.api:
+                key = f"api:{page.role}"
+                if key not in clients:
+                    assert base_url is not None
+                    clients[key] = (api_client(base_url, database_url, ctx.users[page.role]), "")
+                api, _none = clients[key]
+                summary = measure_page(page, api, "", ctx, repeat, server.pid if server else None).summary()
+                results["pages"].append(summary)
+                say(_one_line(summary))
                 continue
             if page.role not in clients:
                 name = usernames.get(page.role) or _username_of(database_url, ctx.users[page.role])

@@ -59,6 +59,7 @@ MODULES = (
     "dictionary",
     "audit",
     "scheduler",
+    "api",
 )
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,18 @@ def collect_views() -> list[type]:
             raise
         views.extend(getattr(module, "VIEWS", []))
     return views
+
+
+def mount_modules(app: FastAPI, admin: Admin) -> None:
+    """Each module's ``mounts.py`` adds what it serves outside the admin site (``mount(app, admin)``)."""
+    for name in MODULES:
+        try:
+            module = importlib.import_module(f"crm_admin.{name}.mounts")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"crm_admin.{name}.mounts":
+                continue
+            raise
+        module.mount(app, admin)
 
 
 def template_dirs() -> list[str]:
@@ -224,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for view in collect_views():
         admin.add_view(view)
     csrf.harden_admin_routes(admin)  # logout and @action routes: POST only
+    mount_modules(app, admin)  # what modules serve beside the admin site (the REST API)
     app.state.admin = admin
     app.state.settings = settings
 

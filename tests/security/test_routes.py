@@ -5,6 +5,9 @@ checked for every role: anonymous â†’ sign-in; without the route's permission â†
 A route added later is covered without anyone remembering it: a custom route must be declared with
 ``crm_admin.core.routes.route`` (its permission, and the row its path names), and a path parameter this
 test has no sample value for fails the test until one is added here.
+
+The REST API (``/api/v1``, mounted beside the admin site, bearer tokens instead of the session) has its
+own enumeration of every route: ``tests/api/test_routes.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ KIND_OF_TABLE = {"customer": "customer", "linkman": "linkman", "follow_up": "fol
 KIND_OF_MODEL = {"Customer": "customer", "ChurnAlert": "churn_alert", "CustomerOrder": "order"}
 # sample values of the custom routes' other path parameters
 SAMPLES = {"what": "follow-up", "kind": "customer", "fmt": "xlsx", "job_id": "no-such-job", "qid": "987654",
-           "export_type": "csv", "column_name": "name", "pool_id": "987654", "pool_customer_id": "987654"}
+           "export_type": "csv", "column_name": "name", "pool_id": "987654", "pool_customer_id": "987654",
+           "token_id": "987654"}
 ROLES = {"admin": "admin", "manager": "mgr_a", "sales_lead": "lead", "readonly": "ro", "nobody": "nobody"}
 
 
