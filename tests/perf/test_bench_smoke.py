@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from crm_admin import db
 from crm_admin.core.audit import verify_chain
-from crm_admin.perf.bench import MENU_ROLES, PAGES, percentile, run_bench
+from crm_admin.perf.bench import MENU_ROLES, PAGES, machine, percentile, run_bench
 from crm_admin.perf.generate import AlreadyGenerated, Plan, generate
 
 
@@ -70,6 +70,12 @@ def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
     assert "menu_admin_audit_log_list" in menu or any(
         p["role"] == "admin" and p["path"].startswith("/admin/audit-log/") for p in pages.values())
     assert all(p["cpu_ms_per_request"] is not None for p in pages.values() if p["status"] == "ok")
+    # wall times are reported with the machine's load next to them, and the machine read from the machine
+    assert all(p["load_average"] is not None for p in pages.values() if p["status"] == "ok")
+    assert results["machine"]["cpu_model"] == machine()["cpu_model"]
+    # the administrator's care workbench, the read-only user, a form and a details page are measured
+    for key in ("care_workbench_admin", "customer_list_viewer", "customer_edit_form", "customer_details"):
+        assert pages[key]["status"] == "ok", (key, pages[key]["note"])
     errors = {k: p["note"] for k, p in pages.items() if p["status"] == "error"}
     assert not errors, errors
     assert pages["customer_list_admin"]["status"] == "ok"
