@@ -392,6 +392,51 @@ def measure_page(page: Page, client: httpx.Client, token: str, ctx: Ctx, repeat:
     return result
 
 
+def measure_throughput(base_url: str, username: str, path: str, *, clients: int, seconds: float,
+                       server_pid: int | None) -> dict[str, Any]:
+    """Closed loop: ``clients`` signed-in clients each send the next request as soon as the last one is
+    answered, for ``seconds``; requests per second, latency and the server's CPU per request."""
+    import threading
+
+    sessions = [login(base_url, username)[0] for _ in range(clients)]
+    for client in sessions:
+        client.get(path)  # warm
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def work(client: httpx.Client) -> None:
+        mine: list[float] = []
+        bad = 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            if client.get(path).status_code != 200:
+                bad += 1
+            mine.append((time.perf_counter() - started) * 1000)
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    cpu0 = server_cpu_seconds(server_pid) if server_pid else None
+    started = time.monotonic()
+    threads = [threading.Thread(target=work, args=(c,)) for c in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    cpu = server_cpu_seconds(server_pid) - cpu0 if server_pid and cpu0 is not None else None
+    for client in sessions:
+        client.close()
+    n = len(latencies)
+    return {"path": path, "clients": clients, "seconds": round(elapsed, 1), "requests": n, "errors": errors[0],
+            "requests_per_s": round(n / elapsed, 1) if elapsed else None,
+            "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
+            "server_cpu_ms_per_request": round(cpu * 1000 / n, 2) if cpu is not None and n else None,
+            "load_average": round(os.getloadavg()[0], 1)}
+
+
 # ----- every page of the menu, for each role ---------------------------------------------------
 
 MENU_ROLES = {"admin": "管理员", "lead": "销售主管", "manager_big": "5000客户的经理", "manager": "普通经理",
@@ -486,7 +531,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         else:
             lines.append(f"| {row['title']} | {row['role']} | – | – | – | – | – | {row['target_ms']} | "
                          f"{row['status']}:{row['note']} |")
-    for section in ("jobs", "load"):
+    for section in ("throughput", "jobs", "load"):
         if results.get(section):
             lines += ["", f"## {section}", "", "```", json.dumps(results[section], ensure_ascii=False, indent=2), "```"]
     return "\n".join(lines) + "\n"
@@ -509,6 +554,8 @@ def run_bench(
     load_users: int = 0,
     load_duration_s: int = 300,
     load_spawn_rate: float = 2.0,
+    throughput_clients: int = 0,
+    throughput_seconds: float = 20.0,
 ) -> dict[str, Any]:
     """Measure every page (and optionally the jobs and a Locust load); start a server unless
     ``base_url`` points at a running one."""
@@ -568,6 +615,12 @@ def run_bench(
                     summary = measure_page(page, client, token, ctx, repeat, server.pid if server else None).summary()
                     results["pages"].append(summary)
                     say(_one_line(summary))
+        if throughput_clients and base_url is not None:
+            say(f"吞吐量:{throughput_clients} 个客户端同时请求客户列表 {throughput_seconds} 秒…")
+            results["throughput"] = measure_throughput(
+                base_url, manager_username(1), "/admin/customer/list", clients=throughput_clients,
+                seconds=throughput_seconds, server_pid=server.pid if server else None)
+            say(f"  {results['throughput']}")
         if server:
             results["server_rss_mb_end"] = round(server_rss_mb(server.pid), 1)
         for client, _token in clients.values():

@@ -60,7 +60,8 @@ def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
         generate(engine, scale=0.0005)
 
     results = run_bench(str(engine.url.render_as_string(hide_password=False)), smoke=True, repeat=2,
-                        out_dir=tmp_path, label="smoke", data_dir=tmp_path / "server")
+                        out_dir=tmp_path, label="smoke", data_dir=tmp_path / "server",
+                        throughput_clients=2, throughput_seconds=1)
     pages = {p["key"]: p for p in results["pages"]}
     assert {p.key for p in PAGES} <= set(pages)
     # besides the named pages, every menu entry of every role is measured once per role
@@ -70,6 +71,9 @@ def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
     assert "menu_admin_audit_log_list" in menu or any(
         p["role"] == "admin" and p["path"].startswith("/admin/audit-log/") for p in pages.values())
     assert all(p["cpu_ms_per_request"] is not None for p in pages.values() if p["status"] == "ok")
+    # closed-loop throughput of the list page, with the server's CPU per request
+    assert results["throughput"]["requests"] > 0 and results["throughput"]["errors"] == 0
+    assert results["throughput"]["server_cpu_ms_per_request"] is not None
     # wall times are reported with the machine's load next to them, and the machine read from the machine
     assert all(p["load_average"] is not None for p in pages.values() if p["status"] == "ok")
     assert results["machine"]["cpu_model"] == machine()["cpu_model"]
