@@ -472,13 +472,19 @@ def machine() -> dict[str, Any]:
             mem_kb = int(fh.readline().split()[1])
     except OSError:
         pass
-    cpu = ""
+    # read from the machine at bench time (never written by hand): the model, clock and whether it is a
+    # virtual machine, as the kernel reports them
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+            for line in fh:
+                name, _, value = line.partition(":")
+                info.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "load_average": os.getloadavg(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
+    return {"cpus": os.cpu_count(), "cpu_model": info.get("model name", ""),
+            "cpu_mhz": info.get("cpu MHz", ""), "virtual_machine": "hypervisor" in info.get("flags", "").split(),
+            "load_average": os.getloadavg(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
             "python": platform.python_version(), "platform": platform.platform()}
 
 
@@ -512,7 +518,9 @@ def write_results(results: dict[str, Any], out_dir: Path, label: str) -> tuple[P
 def markdown_table(results: dict[str, Any]) -> str:
     lines = [f"# 性能基准 {results.get('label', '')}", "",
              f"- 时间:{results.get('started_at', '')}",
-             f"- 机器:{results.get('machine', {}).get('cpus')} 核 {results.get('machine', {}).get('cpu_model', '')},"
+             f"- 机器(读自 /proc/cpuinfo):{results.get('machine', {}).get('cpus')} 核 "
+             f"{results.get('machine', {}).get('cpu_model', '')} {results.get('machine', {}).get('cpu_mhz', '')} MHz"
+             f"{'(虚拟机)' if results.get('machine', {}).get('virtual_machine') else ''},"
              f"{results.get('machine', {}).get('memory_gb')} GB,Python {results.get('machine', {}).get('python', '')}",
              f"- 数据库:{results.get('database', {}).get('dialect')} {results.get('database', {}).get('version', '')}",
              f"- 数据量:{json.dumps(results.get('database', {}).get('rows', {}), ensure_ascii=False)}",
