@@ -175,8 +175,9 @@ def _field(item: Any, name: int | str) -> Any:
 def html(template: str, *values: Any) -> Markup:
     """``Markup(template).format(*values)`` for a template of plain ``{}`` fields: each value escaped
     (a ``Markup`` value kept as it is), at a fraction of the cost — ``Markup.format`` runs Python's
-    pure-Python ``string.Formatter``, which a list page called a few hundred times."""
-    return Markup(template.format(*[escape(v) for v in values]))
+    pure-Python ``string.Formatter``, which a list page called a few hundred times. ``template`` is
+    always a literal of the code, never data."""
+    return Markup(template.format(*[escape(v) for v in values]))  # nosec B704: every value is escaped
 
 
 def select_options(items: Any, selected: Any = None, key: int | str = 0, text: int | str = 1,
@@ -190,7 +191,7 @@ def select_options(items: Any, selected: Any = None, key: int | str = 0, text: i
     from crm_admin.core.i18n import tr
 
     chosen = None if selected is None or isinstance(selected, Undefined) else str(selected)
-    return Markup("".join(
+    return Markup("".join(  # nosec B704: a literal tag around escaped values
         '<option value="{}"{}>{}</option>'.format(
             escape(value), " selected" if chosen is not None and str(value) == chosen else "",
             escape(tr(label) if translate else label))
