@@ -525,9 +525,12 @@ def restore_cmd(source: Path, force: bool, allow_unverified: bool) -> None:
               help="全部用户登录完成后,混合负载持续的秒数")
 @click.option("--load-spawn-rate", type=float, default=2.0, show_default=True,
               help="每秒新登录的用户数(用户逐个登录,全部登录后才开始计持续时间)")
+@click.option("--throughput-clients", type=int, default=0, show_default=True,
+              help="逐页测量后,这么多个客户端连续请求客户列表(闭环),报告每秒请求数与每请求 CPU(0 为不测)")
+@click.option("--throughput-seconds", type=float, default=20.0, show_default=True, help="吞吐量测量的秒数")
 def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | None, out_dir: str,
           label: str | None, only: tuple[str, ...], pages: bool, jobs: bool, load_users: int,
-          load_duration: int, load_spawn_rate: float) -> None:
+          load_duration: int, load_spawn_rate: float, throughput_clients: int, throughput_seconds: float) -> None:
     import tempfile
     from pathlib import Path
 
@@ -542,7 +545,8 @@ def bench(smoke: bool, repeat: int | None, workers: int | None, base_url: str | 
     results = run_bench(database_url, smoke=smoke, repeat=repeat, workers=workers, base_url=base_url,
                         out_dir=Path(out_dir), label=label, only=list(only) or None, data_dir=data_dir,
                         progress=click.echo, pages=pages, jobs=jobs, load_users=load_users,
-                        load_duration_s=load_duration, load_spawn_rate=load_spawn_rate)
+                        load_duration_s=load_duration, load_spawn_rate=load_spawn_rate,
+                        throughput_clients=throughput_clients, throughput_seconds=throughput_seconds)
     failed = [p["key"] for p in results["pages"] if p["status"] == "error"]
     click.echo("结果:" + ",".join(results["files"]))
     if failed:

@@ -34,7 +34,7 @@ from crm_admin.core.asgi import HttpMiddleware
 from crm_admin.core.context import Actor, set_actor, set_principal
 from crm_admin.core.errors import plain_page
 from crm_admin.core.formatting import format_datetime
-from crm_admin.core.permissions import ACTIONS
+from crm_admin.core.permissions import ACTIONS, gate
 from crm_admin.core.principal import Principal, load_principal
 from crm_admin.core.views import VIEW_RESOURCES, permission_action
 from crm_admin.db import run_in_transaction, session_factory, utcnow
@@ -338,14 +338,17 @@ def _load_user_sync(user_id: int) -> SysUser | None:
 def _load_user_and_principal_sync(user_id: int, token: str) -> tuple[SysUser, Principal] | None:
     """The user of a live session (not signed out, not expired), with their principal; None otherwise."""
     with session_factory()() as session:
-        user = session.execute(
-            select(SysUser).join(SysSession, SysSession.user_id == SysUser.id).where(
+        # the policy version in the same statement: one round trip fewer on every request
+        found = session.execute(
+            select(SysUser, gate.version_query().scalar_subquery())
+            .join(SysSession, SysSession.user_id == SysUser.id).where(
                 SysUser.id == user_id, SysSession.token_hash == session_token_hash(token),
                 SysSession.revoked_at.is_(None), SysSession.expires_at > utcnow(),
             )
-        ).scalar_one_or_none()
-        if user is None:
+        ).one_or_none()
+        if found is None:
             return None
-        principal = load_principal(session.connection(), user)
+        user, version = found
+        principal = load_principal(session.connection(), user, policy_version=int(version or 0))
         session.expunge(user)
         return user, principal

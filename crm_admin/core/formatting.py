@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from sqlalchemy import ColumnElement, Date, Integer, literal_column
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -106,7 +106,7 @@ def code_cell(value: Any) -> Markup:
 
     Screens show words, not codes; where the code itself is what the screen is about (the dictionary,
     the roles) it is set apart so that nobody takes it for a label (escaped: it is user data)."""
-    return Markup('<code class="crm-code">{}</code>').format("" if value is None else value)
+    return html('<code class="crm-code">{}</code>', "" if value is None else value)
 
 
 def _empty(_value: Any) -> str:
@@ -172,6 +172,14 @@ def _field(item: Any, name: int | str) -> Any:
         raise
 
 
+def html(template: str, *values: Any) -> Markup:
+    """``Markup(template).format(*values)`` for a template of plain ``{}`` fields: each value escaped
+    (a ``Markup`` value kept as it is), at a fraction of the cost — ``Markup.format`` runs Python's
+    pure-Python ``string.Formatter``, which a list page called a few hundred times. ``template`` is
+    always a literal of the code, never data."""
+    return Markup(template.format(*[escape(v) for v in values]))  # nosec B704: every value is escaped
+
+
 def select_options(items: Any, selected: Any = None, key: int | str = 0, text: int | str = 1,
                    translate: bool = False) -> Markup:
     """The ``<option>``s of a drop-down: ``item[key]`` is the value, ``item[text]`` the label (through
@@ -183,9 +191,8 @@ def select_options(items: Any, selected: Any = None, key: int | str = 0, text: i
     from crm_admin.core.i18n import tr
 
     chosen = None if selected is None or isinstance(selected, Undefined) else str(selected)
-    option = Markup('<option value="{}"{}>{}</option>')
-    picked = Markup(" selected")
-    return Markup("").join(
-        option.format(value, picked if chosen is not None and str(value) == chosen else "",
-                      tr(label) if translate else label)
-        for value, label in ((_field(item, key), _field(item, text)) for item in items))
+    return Markup("".join(  # nosec B704: a literal tag around escaped values
+        '<option value="{}"{}>{}</option>'.format(
+            escape(value), " selected" if chosen is not None and str(value) == chosen else "",
+            escape(tr(label) if translate else label))
+        for value, label in ((_field(item, key), _field(item, text)) for item in items)))

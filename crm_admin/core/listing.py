@@ -46,6 +46,7 @@ from starlette.requests import Request
 
 from crm_admin.core import sqladmin_compat as compat
 from crm_admin.core.export import list_statement
+from crm_admin.core.formatting import html
 from crm_admin.core.scope import owner_partition, scope_clause
 from crm_admin.core.search import highlight
 
@@ -361,12 +362,11 @@ class CappedListMixin(compat.CachedRowUrlsMixin):
             compact = view.show_compact_lists
             parts = []
             for elem, text in zip(value, formatted, strict=False):
-                label = Markup("({})").format(text) if compact else escape(text)
+                label = html("({})", text) if compact else escape(text)
                 if as_link:
-                    label = Markup('<a href="{}">{}</a>').format(
-                        compat.build_url_for(view, "admin:details", request, elem), label)
+                    label = html('<a href="{}">{}</a>', compat.build_url_for(view, "admin:details", request, elem), label)
                 parts.append(label if compact else label + Markup("<br />"))
             return Markup("").join(parts)
         if as_link:
-            return Markup('<a href="{}">{}</a>').format(compat.url_for_details_with_prop(view, request, row, name), formatted)
+            return html('<a href="{}">{}</a>', compat.url_for_details_with_prop(view, request, row, name), formatted)
         return escape(formatted)

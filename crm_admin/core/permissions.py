@@ -18,7 +18,7 @@ from pathlib import Path
 import casbin
 from casbin.model import Model
 from casbin.persist.adapter import Adapter
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from crm_admin.core.i18n import Labels
 from crm_admin.core.models import CasbinRule, SysMeta, SysRole, bump_counter
@@ -167,10 +167,12 @@ class Gate:
 
     @staticmethod
     def current_version(conn: Connection) -> int:
-        value = conn.execute(
-            select(SysMeta.value).where(SysMeta.key == POLICY_VERSION_KEY)
-        ).scalar()
+        value = conn.execute(Gate.version_query()).scalar()
         return int(value or 0)
+
+    @staticmethod
+    def version_query() -> Select[int]:
+        return select(SysMeta.value).where(SysMeta.key == POLICY_VERSION_KEY)
 
     def _reload(self, conn: Connection, version: int) -> None:
         roles = conn.execute(select(SysRole.code, SysRole.data_scope, SysRole.is_active,
@@ -197,8 +199,11 @@ class Gate:
         self._cache = {}
         self._version = version
 
-    def grants(self, conn: Connection, user_id: int) -> Grants:
-        version = self.current_version(conn)
+    def grants(self, conn: Connection, user_id: int, *, version: int | None = None) -> Grants:
+        """``version``: the policy version the caller has just read in the same transaction (saves a
+        statement per request); read here when not given."""
+        if version is None:
+            version = self.current_version(conn)
         with self._lock:
             if version != self._version or self._enforcer is None:
                 self._reload(conn, version)

@@ -82,8 +82,8 @@ def visible_users(conn: Connection, user_id: int, dept_id: int | None, scope: st
     return frozenset({user_id, *ids})
 
 
-def load_principal(conn: Connection, user: SysUser) -> Principal:
-    grants: Grants = gate.grants(conn, user.id)
+def load_principal(conn: Connection, user: SysUser, *, policy_version: int | None = None) -> Principal:
+    grants: Grants = gate.grants(conn, user.id, version=policy_version)
     # each distinct scope's users, once (a department's members are read from the database)
     held = set(grants.scopes.values()) | {grants.scope}
     reach = {scope: visible_users(conn, user.id, user.dept_id, scope) for scope in held}

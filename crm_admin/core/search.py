@@ -705,7 +705,7 @@ def highlight(text: Any, term: str | None) -> Markup:
     out, last = [], 0
     for start, end in spans:
         out.append(escape(value[last:start]))
-        out.append(Markup("<mark>{}</mark>").format(value[start:end]))
+        out.append(Markup("<mark>") + escape(value[start:end]) + Markup("</mark>"))
         last = end
     out.append(escape(value[last:]))
     return Markup("").join(out)

@@ -18,6 +18,7 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.core import search
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.export import format_local
+from crm_admin.core.formatting import html
 from crm_admin.core.masking import SENSITIVE_PERMISSION
 from crm_admin.core.pages import run_sync, url_path
 from crm_admin.core.routes import route
@@ -36,17 +37,17 @@ def _csrf(request: Request) -> str:
 
 def _date_cell(text: str) -> Markup:
     """A list date on one line, a little smaller (the text is a formatted date, escaped anyway)."""
-    return Markup('<span class="crm-date">{}</span>').format(text)
+    return html('<span class="crm-date">{}</span>', text)
 
 
 def _name_link(model: Customer, _attr: Any, request: Request) -> Markup:
-    # Markup.format escapes the customer's name; the page's path is looked up once per request
+    # html() escapes the customer's name; the page's path is looked up once per request
     paths: dict[str, str] = request.state.__dict__.setdefault("_crm_360_path", {})
     if "base" not in paths:
         paths["base"] = url_360(request, 0).removesuffix("/0")
     term = request.query_params.get("search") or request.query_params.get("q")
     name = search.highlight(model.name, term) if term else model.name  # the part searched for, marked
-    return Markup('<a href="{}/{}">{}</a>').format(paths["base"], model.id, name)
+    return html('<a href="{}/{}">{}</a>', paths["base"], model.id, name)
 
 
 def _dict_label(dict_type: str) -> Any:

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from crm_admin.perf.client import login, process_tree, server_rss_mb
-from crm_admin.perf.generate import admin_username, lead_username, manager_username
+from crm_admin.perf.generate import admin_username, lead_username, manager_username, viewer_username
 from crm_admin.perf.import_bench import run_import_bench
 
 RESULTS_DIR = Path("bench/results")
@@ -243,6 +243,14 @@ PAGES: tuple[Page, ...] = (
     Page("care_workbench_lead", "关怀工作台(销售主管)", "lead", ("/admin/care/workbench",)),
     Page("care_workbench_admin", "关怀工作台(管理员,全公司)", "admin", ("/admin/care/workbench",)),
     Page("pipeline_lead", "销售漏斗(销售主管)", "lead", ("/admin/pipeline",), 300),
+    # form and details pages (SQLAdmin's, through the scoped base view)
+    Page("customer_edit_form", "客户 修改表单", "manager_big", ("/admin/customer/edit/{cid}",)),
+    Page("customer_create_form", "客户 新建表单", "manager_big", ("/admin/customer/create",)),
+    Page("customer_details", "客户 详情页", "manager_big", ("/admin/customer/details/{cid}",)),
+    Page("customer_360_admin", "客户 360° 页(管理员)", "admin", ("/admin/customer/360/{cid}",)),
+    Page("customer_list_viewer", "客户列表 第1页(只读用户)", "viewer", ("/admin/customer/list",)),
+    Page("customer_360_viewer", "客户 360° 页(只读用户)", "viewer", ("/admin/customer/360/{cid}",)),
+    Page("dashboard_viewer", "首页(只读用户)", "viewer", ("/admin/",), 300),
     Page("audit_by_user_range", "审计日志 按用户+日期范围", "admin",
          ("/admin/audit-log/list?user_id={uid}&date_from={date_from}&date_to={date_to}",
           "/admin/audit/list?user_id={uid}&date_from={date_from}&date_to={date_to}")),
@@ -297,7 +305,8 @@ def load_ctx(engine: Engine, n_requests: int) -> Ctx:
         ).scalar() or 0
         typical_n = max(2, managers // 2)
         users = {"admin": uid(admin_username(1)), "manager_big": uid(manager_username(1)),
-                 "manager": uid(manager_username(typical_n)), "lead": uid(lead_username(1))}
+                 "manager": uid(manager_username(typical_n)), "lead": uid(lead_username(1)),
+                 "viewer": uid(viewer_username(1))}
         transfer_to = uid(manager_username(typical_n + 1))
 
         def first_customer(owner: int) -> int:
@@ -305,7 +314,8 @@ def load_ctx(engine: Engine, n_requests: int) -> Ctx:
 
         customers_of = {"admin": first_customer(users["manager_big"]),
                         "manager_big": first_customer(users["manager_big"]),
-                        "manager": first_customer(users["manager"]), "lead": first_customer(users["manager_big"])}
+                        "manager": first_customer(users["manager"]), "lead": first_customer(users["manager_big"]),
+                        "viewer": first_customer(users["manager_big"])}
         visible = {"admin": int(conn.execute(select(func.count()).select_from(Customer)).scalar() or 0)}
         for role in ("manager_big", "manager"):
             visible[role] = int(conn.execute(
@@ -331,6 +341,7 @@ class PageResult:
     target_ms: int = 0
     samples_ms: list[float] = field(default_factory=list)
     cpu_ms_per_request: float | None = None
+    load_average: float | None = None  # the machine's 1-minute load when the page was timed
     note: str = ""
 
     def summary(self) -> dict[str, Any]:
@@ -342,7 +353,8 @@ class PageResult:
                 p50_ms=round(percentile(self.samples_ms, 50), 1),
                 p95_ms=round(percentile(self.samples_ms, 95), 1),
                 max_ms=round(max(self.samples_ms), 1),
-                cpu_ms_per_request=None if self.cpu_ms_per_request is None else round(self.cpu_ms_per_request, 1),
+                cpu_ms_per_request=None if self.cpu_ms_per_request is None else round(self.cpu_ms_per_request, 2),
+                load_average=self.load_average,
                 meets_target=percentile(self.samples_ms, 95) <= self.target_ms,
             )
         return out
@@ -403,13 +415,61 @@ def measure_page(page: Page, client: httpx.Client, token: str, ctx: Ctx, repeat:
         result.samples_ms.append(elapsed)
     if server_pid and cpu0 is not None:
         result.cpu_ms_per_request = (server_cpu_seconds(server_pid) - cpu0) * 1000 / repeat
+    # wall times on a shared machine mean little without the load they were taken under
+    result.load_average = round(os.getloadavg()[0], 1)
     result.status = "ok"
     return result
 
 
+def measure_throughput(base_url: str, username: str, path: str, *, clients: int, seconds: float,
+                       server_pid: int | None) -> dict[str, Any]:
+    """Closed loop: ``clients`` signed-in clients each send the next request as soon as the last one is
+    answered, for ``seconds``; requests per second, latency and the server's CPU per request."""
+    import threading
+
+    sessions = [login(base_url, username)[0] for _ in range(clients)]
+    for client in sessions:
+        client.get(path)  # warm
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def work(client: httpx.Client) -> None:
+        mine: list[float] = []
+        bad = 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            if client.get(path).status_code != 200:
+                bad += 1
+            mine.append((time.perf_counter() - started) * 1000)
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    cpu0 = server_cpu_seconds(server_pid) if server_pid else None
+    started = time.monotonic()
+    threads = [threading.Thread(target=work, args=(c,)) for c in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    cpu = server_cpu_seconds(server_pid) - cpu0 if server_pid and cpu0 is not None else None
+    for client in sessions:
+        client.close()
+    n = len(latencies)
+    return {"path": path, "clients": clients, "seconds": round(elapsed, 1), "requests": n, "errors": errors[0],
+            "requests_per_s": round(n / elapsed, 1) if elapsed else None,
+            "p50_ms": round(percentile(latencies, 50), 1), "p95_ms": round(percentile(latencies, 95), 1),
+            "server_cpu_ms_per_request": round(cpu * 1000 / n, 2) if cpu is not None and n else None,
+            "load_average": round(os.getloadavg()[0], 1)}
+
+
 # ----- every page of the menu, for each role ---------------------------------------------------
 
-MENU_ROLES = {"admin": "管理员", "lead": "销售主管", "manager_big": "5000客户的经理", "manager": "普通经理"}
+MENU_ROLES = {"admin": "管理员", "lead": "销售主管", "manager_big": "5000客户的经理", "manager": "普通经理",
+              "viewer": "只读用户"}
 _MENU_LINK = re.compile(r'<a class="nav-link[^"]*" href="([^"#]+)">\s*<span[^>]*>.*?</span>\s*'
                         r'<span class="nav-link-title">([^<]*)</span>', re.S)
 
@@ -441,13 +501,19 @@ def machine() -> dict[str, Any]:
             mem_kb = int(fh.readline().split()[1])
     except OSError:
         pass
-    cpu = ""
+    # read from the machine at bench time (never written by hand): the model, clock and whether it is a
+    # virtual machine, as the kernel reports them
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+            for line in fh:
+                name, _, value = line.partition(":")
+                info.setdefault(name.strip(), value.strip())
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "load_average": os.getloadavg(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
+    return {"cpus": os.cpu_count(), "cpu_model": info.get("model name", ""),
+            "cpu_mhz": info.get("cpu MHz", ""), "virtual_machine": "hypervisor" in info.get("flags", "").split(),
+            "load_average": os.getloadavg(), "memory_gb": round(mem_kb / 1024 / 1024, 1),
             "python": platform.python_version(), "platform": platform.platform()}
 
 
@@ -481,23 +547,28 @@ def write_results(results: dict[str, Any], out_dir: Path, label: str) -> tuple[P
 def markdown_table(results: dict[str, Any]) -> str:
     lines = [f"# 性能基准 {results.get('label', '')}", "",
              f"- 时间:{results.get('started_at', '')}",
-             f"- 机器:{results.get('machine', {}).get('cpus')} 核 {results.get('machine', {}).get('cpu_model', '')},"
+             f"- 机器(读自 /proc/cpuinfo):{results.get('machine', {}).get('cpus')} 核 "
+             f"{results.get('machine', {}).get('cpu_model', '')} {results.get('machine', {}).get('cpu_mhz', '')} MHz"
+             f"{'(虚拟机)' if results.get('machine', {}).get('virtual_machine') else ''},"
              f"{results.get('machine', {}).get('memory_gb')} GB,Python {results.get('machine', {}).get('python', '')}",
              f"- 数据库:{results.get('database', {}).get('dialect')} {results.get('database', {}).get('version', '')}",
              f"- 数据量:{json.dumps(results.get('database', {}).get('rows', {}), ensure_ascii=False)}",
              f"- 命令:`{results.get('command', '')}`", "",
              "## 单请求(无并发)", "",
-             "| 页面 | 角色 | p50 ms | p95 ms | max ms | 服务器 CPU ms/请求 | 目标 p95 | 结果 |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             f"- 服务器 worker 数:{results.get('workers')};CPU 为服务器进程(含 worker)在计时请求期间的"
+             "用户态 + 内核态时间(/proc/<pid>/stat)除以请求数;负载为计时结束时的 1 分钟平均负载", "",
+             "| 页面 | 角色 | p50 ms | p95 ms | max ms | 服务器 CPU ms/请求 | 负载 | 目标 p95 | 结果 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in results.get("pages", []):
         if row["status"] == "ok":
             verdict = "✅" if row.get("meets_target") else "❌"
             lines.append(f"| {row['title']} | {row['role']} | {row['p50_ms']} | {row['p95_ms']} | {row['max_ms']} | "
-                         f"{row.get('cpu_ms_per_request')} | {row['target_ms']} | {verdict} |")
+                         f"{row.get('cpu_ms_per_request')} | {row.get('load_average', '')} | {row['target_ms']} | "
+                         f"{verdict} |")
         else:
-            lines.append(f"| {row['title']} | {row['role']} | – | – | – | – | {row['target_ms']} | "
+            lines.append(f"| {row['title']} | {row['role']} | – | – | – | – | – | {row['target_ms']} | "
                          f"{row['status']}:{row['note']} |")
-    for section in ("jobs", "load"):
+    for section in ("throughput", "jobs", "load"):
         if results.get(section):
             lines += ["", f"## {section}", "", "```", json.dumps(results[section], ensure_ascii=False, indent=2), "```"]
     return "\n".join(lines) + "\n"
@@ -520,6 +591,8 @@ def run_bench(
     load_users: int = 0,
     load_duration_s: int = 300,
     load_spawn_rate: float = 2.0,
+    throughput_clients: int = 0,
+    throughput_seconds: float = 20.0,
 ) -> dict[str, Any]:
     """Measure every page (and optionally the jobs and a Locust load); start a server unless
     ``base_url`` points at a running one."""
@@ -548,7 +621,8 @@ def run_bench(
         if server:
             results["server_rss_mb_start"] = round(server_rss_mb(server.pid), 1)
         clients: dict[str, tuple[httpx.Client, str]] = {}
-        usernames = {"admin": admin_username(1), "manager_big": manager_username(1), "lead": lead_username(1)}
+        usernames = {"admin": admin_username(1), "manager_big": manager_username(1), "lead": lead_username(1),
+                     "viewer": viewer_username(1)}
         for page in PAGES:
             if only and page.key not in only:
                 continue
@@ -588,6 +662,12 @@ def run_bench(
                     summary = measure_page(page, client, token, ctx, repeat, server.pid if server else None).summary()
                     results["pages"].append(summary)
                     say(_one_line(summary))
+        if throughput_clients and base_url is not None:
+            say(f"吞吐量:{throughput_clients} 个客户端同时请求客户列表 {throughput_seconds} 秒…")
+            results["throughput"] = measure_throughput(
+                base_url, manager_username(1), "/admin/customer/list", clients=throughput_clients,
+                seconds=throughput_seconds, server_pid=server.pid if server else None)
+            say(f"  {results['throughput']}")
         if server:
             results["server_rss_mb_end"] = round(server_rss_mb(server.pid), 1)
         for client, _token in clients.values():

@@ -128,6 +128,9 @@ class CrmAdmin(Admin):
         templates.env.loader = ChoiceLoader([FileSystemLoader(template_dirs()), *loader.loaders[1:],
                                              sqladmin_compat.original_templates_loader()])
         install_template_globals(templates.env)
+        # the templates ship with the package and do not change while it runs: no stat() of every
+        # template a page extends or includes on every request to see whether it changed
+        templates.env.auto_reload = False
         return CrmTemplates(templates.env)
 
     async def login(self, request: Request) -> Response:

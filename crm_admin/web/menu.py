@@ -5,6 +5,10 @@ user may see it, built an absolute URL, and for a custom page parsed that URL ag
 is the open page. That was a third of the CPU of a small page. Here each entry is asked once, and its
 HTML (which depends only on the entry, whether it is open, the site's base URL and the language) is
 kept; the markup is the macros' own, so the page looks and behaves the same.
+
+The whole menu is kept too, per permission set: whether an entry is shown depends only on the
+principal's permissions (every view's ``is_visible``/``is_accessible`` asks them, tested), so a
+menu is the same for every request with the same permissions, open entry, site address and language.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from crm_admin.core.i18n import tr
 
 _LIMIT = 4096  # entries × open/closed × languages × base URLs; a stray Host header cannot grow it past this
 _entries: dict[tuple[Any, ...], Markup] = {}
+_menus: dict[tuple[Any, ...], Markup] = {}
 _paths: dict[tuple[str, str], str] = {}
 
 
@@ -87,8 +92,31 @@ def _category(menu: Any, request: Request) -> Markup:
     return head + body + Markup("\n      </div>\n    </div>\n  </div>\n</li>")
 
 
+def _open_items(menu: Any, request: Request) -> tuple[int, ...]:
+    """The entries drawn as open on this page (by id): what, besides the permissions, the menu depends on."""
+    found = []
+    for item in menu.items:
+        for entry in (item, *item.children) if item.type_ == "Category" else (item,):
+            if entry.type_ == "View" and _is_open(entry, request):
+                found.append(id(entry))
+    return tuple(found)
+
+
 def render_menu(menu: Any, request: Request) -> Markup:
     """The menu's HTML for this request (``display_menu`` in ``sqladmin/_macros.html``)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        return _render(menu, request)
+    key = (id(menu), principal.permissions, _open_items(menu, request), str(request.base_url), get_locale())
+    html = _menus.get(key)
+    if html is None:
+        if len(_menus) >= _LIMIT:
+            _menus.clear()
+        html = _menus[key] = _render(menu, request)
+    return html
+
+
+def _render(menu: Any, request: Request) -> Markup:
     parts = []
     for item in menu.items:
         if item.type_ == "View":

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from crm_admin import db
 from crm_admin.core.audit import verify_chain
-from crm_admin.perf.bench import MENU_ROLES, PAGES, percentile, run_bench
+from crm_admin.perf.bench import MENU_ROLES, PAGES, machine, percentile, run_bench
 from crm_admin.perf.generate import AlreadyGenerated, Plan, generate
 
 
@@ -60,7 +60,8 @@ def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
         generate(engine, scale=0.0005)
 
     results = run_bench(str(engine.url.render_as_string(hide_password=False)), smoke=True, repeat=2,
-                        out_dir=tmp_path, label="smoke", data_dir=tmp_path / "server")
+                        out_dir=tmp_path, label="smoke", data_dir=tmp_path / "server",
+                        throughput_clients=2, throughput_seconds=1)
     pages = {p["key"]: p for p in results["pages"]}
     assert {p.key for p in PAGES} <= set(pages)
     # besides the named pages, every menu entry of every role is measured once per role
@@ -70,6 +71,15 @@ def test_generate_then_bench_smoke(engine: Any, tmp_path: Path) -> None:
     assert "menu_admin_audit_log_list" in menu or any(
         p["role"] == "admin" and p["path"].startswith("/admin/audit-log/") for p in pages.values())
     assert all(p["cpu_ms_per_request"] is not None for p in pages.values() if p["status"] == "ok")
+    # closed-loop throughput of the list page, with the server's CPU per request
+    assert results["throughput"]["requests"] > 0 and results["throughput"]["errors"] == 0
+    assert results["throughput"]["server_cpu_ms_per_request"] is not None
+    # wall times are reported with the machine's load next to them, and the machine read from the machine
+    assert all(p["load_average"] is not None for p in pages.values() if p["status"] == "ok")
+    assert results["machine"]["cpu_model"] == machine()["cpu_model"]
+    # the administrator's care workbench, the read-only user, a form and a details page are measured
+    for key in ("care_workbench_admin", "customer_list_viewer", "customer_edit_form", "customer_details"):
+        assert pages[key]["status"] == "ok", (key, pages[key]["note"])
     errors = {k: p["note"] for k, p in pages.items() if p["status"] == "error"}
     assert not errors, errors
     assert pages["customer_list_admin"]["status"] == "ok"

@@ -48,3 +48,41 @@ def test_the_menu_follows_the_language(admin_client: Any) -> None:
     assert "客户管理" in titles.findall(zh)
     assert "Customers" in titles.findall(en) and not any("客户" in t for t in titles.findall(en))
     assert _links(zh).keys() == _links(en).keys()
+
+
+def test_whether_an_entry_is_shown_depends_on_the_permissions_only(app: Any) -> None:
+    """The menu is kept per permission set (web/menu.py): every view must decide from the principal's
+    permissions alone. Two principals with the same permissions and nothing else alike (user, roles,
+    department, scope) see the same entries; one permission less changes what a view answers."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from crm_admin.core.principal import Principal
+
+    admin = app.state.admin
+    every = frozenset((getattr(v, "resource", v.identity), a) for v in admin.views
+                      for a in ("list", "view", "create", "edit", "delete", "import", "export", "assign"))
+    one = Principal(id=1, username="a", real_name="", dept_id=1, roles=frozenset({"manager"}), scope="self",
+                    permissions=every, visible_user_ids=frozenset({1}))
+    other = replace(one, id=2, username="b", dept_id=None, roles=frozenset({"admin", "readonly"}), scope="all",
+                    visible_user_ids=None)
+
+    def answers(principal: Principal) -> list[tuple[bool, bool]]:
+        request = SimpleNamespace(state=SimpleNamespace(principal=principal), path_params={}, scope={})
+        return [(bool(v.is_visible(request)), bool(v.is_accessible(request))) for v in admin.views]
+
+    assert answers(one) == answers(other)
+    fewer = replace(one, permissions=frozenset(p for p in one.permissions if p[0] != "customer"))
+    assert answers(fewer) != answers(one)
+
+
+def test_the_kept_menu_is_the_menu_drawn_afresh(admin_client: Any, login_as: Any, make_user: Any) -> None:
+    from crm_admin.web import menu as menu_module
+
+    make_user("menu_mgr2")
+    manager = login_as("menu_mgr2")
+    for client in (admin_client, manager):
+        for path in ("/admin/customer/list", "/admin/care/workbench", "/admin/"):
+            kept = _menu(client.get(path).text)
+            menu_module._menus.clear()
+            assert _menu(client.get(path).text) == kept
