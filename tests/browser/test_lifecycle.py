@@ -268,3 +268,145 @@ def test_admin_deletes_restores_exactly_and_purges(make_user: Any, login_page: C
         assert s.execute(select(func.count()).select_from(RecycleEntry)).scalar_one() == 0
     assert [a.action for a in _audit("restore", "customer")] == ["restore"]
     _no_errors(admin)
+
+
+# ----- import that updates ----------------------------------------------------------------------
+
+def _wait_for_plan(page: Any) -> None:
+    """The job page reloads itself when the dry run (or the import) is done."""
+    page.wait_for_selector("#import-plan", timeout=30_000)
+
+
+def test_import_dry_run_shows_create_and_update_then_apply_is_audited_field_by_field(
+    make_user: Any, login_page: Callable[..., Any], tmp_path: Any
+) -> None:
+    import random
+
+    from crm_admin.customers import service as customers
+    from crm_admin.customers.codes import make_credit_code
+    from tests.imports.jobs import workbook
+
+    mgr = make_user("bi_mgr", real_name="陈经理")
+    rng = random.Random(1616)
+    old_code, new_code = make_credit_code(rng), make_credit_code(rng)
+    with acting_as(SYSTEM), db.transaction() as s:
+        existing = Customer(name="导入更新有限公司", manager_id=mgr.id, credit_code=old_code, phone="13900000001",
+                            region="北京", level="B")
+        customers.validate_customer(existing)
+        existing.code = customers.next_customer_codes(s)[0]
+        s.add(existing)
+        s.flush()
+        existing_id = int(existing.id)
+    sheet = tmp_path / "客户更新.xlsx"
+    sheet.write_bytes(workbook(["客户名称", "统一社会信用代码", "电话", "地区", "客户等级"], [
+        ["导入更新有限公司", old_code, "13911112222", "上海", "A"],
+        ["导入新建有限公司", new_code, "13900000004", "广州", "B"],
+    ]))
+
+    admin = login_page("admin", ADMIN_PASSWORD)
+    admin.goto("/admin/import/customer")
+    admin.set_input_files("#import-file", str(sheet))
+    admin.select_option("#import-match", "credit_code")
+    admin.check("#import-update input[name=update_columns][value=phone]")
+    admin.check("#import-update input[name=update_columns][value=level]")
+    _submit(admin, "#import-submit")
+    _wait_for_plan(admin)
+    plan = admin.locator("#import-plan-rows").inner_text()
+    assert "电话:13900000001 → 13911112222" in plan and "B 级(普通客户) → A 级(重点客户)" in plan
+    assert "上海" not in plan  # a column not picked is neither shown nor changed
+    outcomes = admin.locator("#import-plan-rows tbody tr").all_inner_texts()
+    assert any("更新" in o for o in outcomes) and any("新建" in o for o in outcomes)
+    screenshot(admin, "lifecycle-import-update-dry-run")
+    with db.session_factory()() as s:
+        assert s.get(Customer, existing_id).phone == "13900000001"  # type: ignore[union-attr]  # dry run
+
+    _submit(admin, "#apply-button")
+    admin.wait_for_selector("#job-status:has-text('导入完成')", timeout=30_000)
+    with db.session_factory()() as s:
+        after = s.get(Customer, existing_id)
+        assert after is not None and (after.phone, after.level, after.region) == ("13911112222", "A", "北京")
+        assert s.execute(select(Customer.id).where(Customer.credit_code == new_code)).scalar() is not None
+    (row,) = [r for r in _audit("update", "customer") if r.resource_id == str(existing_id)]
+    admin.goto(f"/admin/audit-log/details/{row.id}")
+    detail = admin.inner_text("body")
+    assert "13900000001" in detail and "13911112222" in detail and "level" in detail
+    _no_errors(admin)
+
+
+# ----- personal data ----------------------------------------------------------------------------
+
+def test_masked_without_the_permission_revealed_and_audited_with_it(
+    make_user: Any, login_page: Callable[..., Any]
+) -> None:
+    from crm_admin.accounts.models import CasbinRule, SysRole
+    from crm_admin.core.permissions import bump_policy_version
+
+    with acting_as(SYSTEM), db.transaction() as s:  # may list, open and export, not see personal data
+        s.add(SysRole(code="clerk", name="文员", data_scope="all"))
+        for action in ("list", "view", "export"):
+            s.add(CasbinRule(ptype="p", v0="role:clerk", v1="customer", v2=action, v3="all", v4="", v5=""))
+        bump_policy_version(s.connection())
+    make_user("bs_clerk", roles=("clerk",), real_name="文员小林")
+    mgr = make_user("bs_mgr", real_name="何经理")
+    cust = f.customer(mgr.id, "敏感信息有限公司", phone=MOBILE)
+    pool = pf.pool("脱敏公海", mask_contacts=True)
+    pooled = pf.pooled(pool.id, "公海敏感有限公司", phone="13700005678")
+
+    clerk = login_page("bs_clerk")
+    clerk.goto("/admin/customer/list")
+    row = clerk.locator("tr", has_text="敏感信息有限公司")
+    assert MOBILE_MASKED in row.inner_text() or MOBILE not in clerk.inner_text("body")
+    assert MOBILE not in clerk.content()
+    screenshot(clerk, "lifecycle-masked-list")
+    clerk.goto(f"/admin/customer/details/{cust.id}")
+    assert MOBILE_MASKED in clerk.inner_text("body") and MOBILE not in clerk.content()
+    assert clerk.locator("form.crm-reveal").count() == 0  # nothing to reveal without the permission
+    exported = clerk.request.get("/admin/customer/export/csv")
+    assert exported.ok and MOBILE_MASKED in exported.text() and MOBILE not in exported.text()
+
+    # a holder sees a pool's customer masked by the pool's rule and may reveal one value, audited
+    admin = login_page("admin", ADMIN_PASSWORD)
+    admin.goto(f"/admin/customer/details/{pooled.id}")
+    assert "137****5678" in admin.inner_text("body") and "13700005678" not in admin.content()
+    _submit(admin, "form.crm-reveal:has(input[value=phone]) button")
+    assert admin.locator("#revealed-value").inner_text().strip() == "13700005678"
+    (audited,) = _audit("reveal", "customer")
+    assert (audited.resource_id, audited.changes, audited.username) == (str(pooled.id), {"field": "phone"}, "admin")
+    _no_errors(clerk, admin)
+
+
+def test_a_data_subject_export_and_erasure_of_a_contact(make_user: Any, login_page: Callable[..., Any]) -> None:
+    mgr = make_user("bd_mgr", real_name="吕经理")
+    cust = f.customer(mgr.id, "主体请求有限公司")
+    contact = f.add(Linkman(customer_id=cust.id, name="欧阳娜", mobile="13600001234", email="ouyang@example.com"))
+    f.add(FollowUp(customer_id=cust.id, linkman_id=contact.id, manager_id=mgr.id, method="phone",
+                   content="与欧阳娜确认报价", contacted_at=dt.datetime(2026, 11, 3, 2, 0, tzinfo=dt.UTC)))
+
+    admin = login_page("admin", ADMIN_PASSWORD)
+    admin.goto(f"/admin/linkman/details/{contact.id}")
+    with admin.expect_navigation():
+        admin.click("text=个人信息主体请求")
+    assert admin.locator("#subject-name").inner_text().strip() == "欧阳娜"
+    admin.select_option("#subject-fmt", "json")
+    with admin.expect_download() as download:
+        admin.click("#subject-export-button")
+    exported = download.value.path().read_text(encoding="utf-8")
+    assert "13600001234" in exported and "与欧阳娜确认报价" in exported
+
+    admin.fill("#confirm_name", "欧阳")
+    admin.check("#subject-erase input[name=understood]")
+    _submit(admin, "#subject-erase-button")
+    assert "姓名" in admin.locator("#subject-error").inner_text()  # the name must be typed in full
+    admin.fill("#confirm_name", "欧阳娜")
+    admin.check("#subject-erase input[name=understood]")
+    _submit(admin, "#subject-erase-button")
+    assert "联系人的个人信息已匿名化" in admin.inner_text("body")
+    assert admin.locator("#subject-anonymised").count() == 1
+    with db.session_factory()() as s:
+        erased = s.get(Linkman, contact.id)
+        assert erased is not None and erased.mobile is None and "欧阳娜" not in erased.name
+        note = s.execute(select(FollowUp.content).where(FollowUp.customer_id == cust.id)).scalar_one()
+        assert "欧阳娜" not in note  # the business record stays, anonymised
+    assert [a.action for a in _audit("subject_export", "linkman")] == ["subject_export"]
+    assert [a.action for a in _audit("erase", "linkman")] == ["erase"]
+    _no_errors(admin)
