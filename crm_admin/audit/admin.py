@@ -17,13 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_admin.audit.models import AuditDaily, AuditDailyUser, AuditDailyUserTotal, AuditLog
+from crm_admin.core import masking
 from crm_admin.core.audit import ChainReport, chain_status, describe_head, describe_tail
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today
 from crm_admin.core.i18n import Labels
 from crm_admin.core.params import parse_date, parse_id
 from crm_admin.core.permissions import RESOURCES
 from crm_admin.core.routes import route
-from crm_admin.core.views import CrmBaseView, ReadOnlyModelView
+from crm_admin.core.views import CrmBaseView, ReadOnlyModelView, principal_of
 from crm_admin.db import session_factory
 
 ACTION_LABELS = Labels({
@@ -95,7 +96,11 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
     column_default_sort = [(AuditLog.id, True)]
     column_formatters = {"action": lambda m, a: action_label(m.action),
                          "resource": lambda m, a: resource_label(m.resource)}
-    column_formatters_detail = column_formatters
+    # before/after values and the summary may hold phone numbers, e-mail and ID numbers, addresses:
+    # masked for whoever does not see every customer's personal data (core/masking.py)
+    column_formatters_detail = {**column_formatters,
+                                "changes": lambda m, a, request: _as_seen(request, m.changes),
+                                "detail": lambda m, a, request: _as_seen(request, m.detail)}
 
     list_template = "audit/list.html"
     FILTERS = ("user", "action", "resource", "record", "from", "to", "success")
@@ -122,6 +127,13 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
 
     async def delete_model(self, request: Request, pk: Any) -> None:
         raise PermissionError("审计日志只读")
+
+
+def _as_seen(request: Request, value: Any) -> Any:
+    """A recorded value as the viewer may see it: in full for who sees all personal data, else masked."""
+    if value is None or masking.sees_all_personal_data(principal_of(request)):
+        return value
+    return masking.mask_recorded(value)
 
 
 def _chain_status() -> ChainReport:
