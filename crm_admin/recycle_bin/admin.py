@@ -53,7 +53,8 @@ def _shown(row: Any, names: dict[int, str]) -> dict[str, Any]:
         "id": get("id"), "resource": get("resource"), "type": tr(service.resource_label(str(get("resource")))),
         "label": get("label"), "customer_name": get("customer_name") or "",
         "summary": get("summary") or "", "rows": get("row_count"),
-        "deleted_by": names.get(get("deleted_by") or 0) or get("deleted_by_name") or "",
+        # a user's name (as kept at the deletion, if the user is gone); a job's deletion: shown as 系统
+        "deleted_by": (names.get(get("deleted_by")) or get("deleted_by_name") or "") if get("deleted_by") else "",
         "deleted_at": format_datetime(get("deleted_at")), "expires_at": format_datetime(get("expires_at")),
     }
 

@@ -315,7 +315,7 @@ def test_import_dry_run_shows_create_and_update_then_apply_is_audited_field_by_f
     assert "电话:13900000001 → 13911112222" in plan and "B 级(普通客户) → A 级(重点客户)" in plan
     assert "上海" not in plan  # a column not picked is neither shown nor changed
     outcomes = admin.locator("#import-plan-rows tbody tr").all_inner_texts()
-    assert any("更新" in o for o in outcomes) and any("新建" in o for o in outcomes)
+    assert any("更新" in o for o in outcomes) and any("新建" in o and "导入新建有限公司" in o for o in outcomes)
     screenshot(admin, "lifecycle-import-update-dry-run")
     with db.session_factory()() as s:
         assert s.get(Customer, existing_id).phone == "13900000001"  # type: ignore[union-attr]  # dry run
