@@ -131,7 +131,9 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
 
 def _as_seen(request: Request, value: Any) -> Any:
     """A recorded value as the viewer may see it: in full for who sees all personal data, else masked."""
-    if value is None or masking.sees_all_personal_data(principal_of(request)):
+    if value is None:
+        return ""  # as the default formatter shows nothing
+    if masking.sees_all_personal_data(principal_of(request)):
         return value
     return masking.mask_recorded(value)
 

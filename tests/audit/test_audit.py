@@ -235,3 +235,14 @@ def test_masking_recorded_values_keeps_what_is_no_personal_data() -> None:
     assert masking.mask_free_text("电话 010-87654321 / +86 13812345678") == "电话 010-****4321 / +86 138****5678"
     assert masking.mask_recorded({"phone": [None, "13812345678"], "count": 3, "ok": True}) == {
         "phone": [None, "138****5678"], "count": 3, "ok": True}
+
+
+def test_an_empty_detail_shows_nothing(admin_client: Any) -> None:
+    from crm_admin.core import audit
+    from crm_admin.core.context import SYSTEM, acting_as
+
+    with acting_as(SYSTEM), db.transaction() as s:
+        audit.record(s, "update", resource="customer", resource_id=3, changes=None, detail=None)
+    row = _rows(action="update", resource="customer")[-1]
+    page = admin_client.get(f"/admin/audit-log/details/{row.id}").text
+    assert ">None<" not in page.replace(" ", "").replace("\n", "")
