@@ -107,7 +107,11 @@ class AuditLogAdmin(ReadOnlyModelView, model=AuditLog):
     column_default_sort = [(AuditLog.id, True)]
     column_formatters = {"action": lambda m, a: action_label(m.action),
                          "resource": lambda m, a: resource_label(m.resource)}
-    column_formatters_detail = column_formatters
+    # before/after values and the summary may hold phone numbers, e-mail and ID numbers, addresses:
+    # masked for whoever does not see every customer's personal data (core/masking.py)
+    column_formatters_detail = {**column_formatters,
+                                "changes": lambda m, a, request: _as_seen(request, m.changes),
+                                "detail": lambda m, a, request: _as_seen(request, m.detail)}
 
     list_template = "audit/list.html"
     FILTERS = ("user", "action", "resource", "record", "from", "to", "success")
@@ -182,6 +186,15 @@ def _customer_of(session: Any, spec: masking.PersonalData, resource_id: str | No
         named = changes.get(spec.customer_key)
         found = named[-1] if isinstance(named, list) else named
     return parse_id(str(found)) if found is not None else None
+
+
+def _as_seen(request: Request, value: Any) -> Any:
+    """A recorded value as the viewer may see it: in full for who sees all personal data, else masked."""
+    if value is None:
+        return ""  # as the default formatter shows nothing
+    if masking.sees_all_personal_data(principal_of(request)):
+        return value
+    return masking.mask_recorded(value)
 
 
 def _chain_status() -> ChainReport:

@@ -140,7 +140,9 @@ def create_plan_tasks(session: Session, today: dt.date) -> int:
         select(CarePlan.id, CarePlan.customer_id, CarePlan.linkman_id, CarePlan.care_type, CarePlan.next_date,
                CarePlan.interval_days, Customer.manager_id, Customer.status)
         .join(Customer, Customer.id == CarePlan.customer_id)
-        .where(CarePlan.is_active.is_(True), CarePlan.next_date <= today)
+        # a customer in a public pool has nobody to care for it: its plans wait, unmoved, and the first
+        # run after a claim creates one task for what was missed (as after downtime)
+        .where(CarePlan.is_active.is_(True), CarePlan.next_date <= today, Customer.pool_id.is_(None))
         .order_by(CarePlan.id)
         .with_for_update(of=CarePlan, skip_locked=_supports_skip_locked(session))
     ).all()

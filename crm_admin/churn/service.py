@@ -80,7 +80,9 @@ def quarter_bounds(today: dt.date) -> tuple[dt.date, dt.date]:
 
 def matching_customers(rule: ChurnRule, today: dt.date, now: dt.datetime) -> Select[Any]:
     """``SELECT customer.id`` of the customers for which ``rule`` holds right now."""
-    active = Customer.status != "lost"
+    # a customer in a public pool has nobody to warn: its alerts wait until someone claims it (an open,
+    # unhandled one is dismissed by the next run, and opens again after the claim if the condition holds)
+    active = and_(Customer.status != "lost", Customer.pool_id.is_(None))
     if rule.metric in ("days_since_contact", "days_since_order"):
         cutoff = now - dt.timedelta(days=int(rule.threshold))
         if rule.metric == "days_since_contact":

@@ -247,3 +247,59 @@ def unchanged_if_masked(model: type, field: str, posted: Any, current: Any) -> b
     if not isinstance(posted, str) or not is_masked(posted):
         return False
     return bool(current) and masked_value(model, field, current) == posted
+
+
+# ----- personal data inside records of what was done (the audit log's before/after) -------------
+# An audit row keeps the values a change wrote ({"phone": ["138…", "139…"]}) and a free-text summary.
+# Shown to someone who may not see personal data, the values of personal columns take their shapes
+# and phone numbers, e-mail addresses and ID card numbers written in free text are masked too.
+
+# columns that hold personal data in any module's rows, besides the registered ones (an ID number
+# column has no model registered yet; the name says what it holds)
+_EXTRA_PERSONAL_KEYS: dict[str, Shape] = {
+    "id_number": mask_id_number, "id_card": mask_id_number, "mobile": mask_phone, "phone": mask_phone,
+    "email": mask_email, "address": mask_text,
+}
+_ID_NUMBER_TEXT = re.compile(
+    r"(?<![0-9A-Za-z])\d{6}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![0-9A-Za-z])")
+_MOBILE_TEXT = re.compile(r"(?<![\d*])(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)")
+_LANDLINE_TEXT = re.compile(r"(?<![\d*])0\d{2,3}-\d{7,8}(?!\d)")
+_EMAIL_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def personal_keys() -> dict[str, Shape]:
+    """Column name → masked shape, for every column that holds personal data in a registered model."""
+    keys = dict(_EXTRA_PERSONAL_KEYS)
+    for spec in _PERSONAL.values():
+        keys.update(spec.fields)
+    return keys
+
+
+def mask_free_text(text: str | None) -> str | None:
+    """Phone numbers, e-mail addresses and ID card numbers inside a free text, masked where they stand."""
+    if not text:
+        return text
+    text = _ID_NUMBER_TEXT.sub(lambda m: mask_id_number(m.group(0)) or "", text)
+    text = _EMAIL_TEXT.sub(lambda m: mask_email(m.group(0)) or "", text)
+    text = _LANDLINE_TEXT.sub(lambda m: mask_phone(m.group(0)) or "", text)
+    return _MOBILE_TEXT.sub(lambda m: mask_phone(m.group(0)) or "", text)
+
+
+def mask_recorded(value: Any, key: str | None = None, keys: Mapping[str, Shape] | None = None) -> Any:
+    """A recorded structure (an audit row's changes: dicts, lists, [before, after] pairs) with the values
+    of personal columns in their masked shapes and personal data in any other text masked."""
+    keys = personal_keys() if keys is None else keys
+    if isinstance(value, Mapping):
+        return {k: mask_recorded(v, str(k), keys) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_recorded(v, key, keys) for v in value]
+    if isinstance(value, str):
+        shape = keys.get(key or "")
+        return shape(value) if shape is not None else mask_free_text(value)
+    return value
+
+
+def sees_all_personal_data(principal: Principal) -> bool:
+    """Whether ``principal`` sees everyone's personal data in full (a record of what was done names no
+    customer it could be scoped by, so a narrower permission sees it masked)."""
+    return sees_sensitive(principal) and principal.scope_for(*SENSITIVE_PERMISSION) == "all"

@@ -22,6 +22,7 @@ from crm_admin.accounts.models import SysMeta, SysUser
 from crm_admin.core import audit, customer_records, recycling, search
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import local_now
+from crm_admin.core.i18n import tr
 from crm_admin.core.params import parse_id, parse_int
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import in_scope, scoped, sees_user
@@ -390,6 +391,7 @@ MERGE_SAME = _("保留客户和被合并客户是同一个客户:请选择两个
 MERGE_CHOOSE_BOTH = _("请选择要保留的客户和要合并掉的客户。")
 MERGE_STALE = _("自您打开预览以来,这两个客户的资料或关联记录已有变化,尚未合并。请核对下面最新的预览后再确认。")
 MERGE_FORBIDDEN = _("您没有合并客户的权限。")
+MERGE_IN_POOL = _("客户“{name}”({code})在公海中,不能合并:请先领取或分配给客户经理,再合并。")
 
 # Fields of the kept customer that a merge fills from the dropped one when they are empty on the kept one
 MERGE_FILLED_FIELDS = ("credit_code", "industry", "source", "level", "region", "address", "phone", "email",
@@ -501,6 +503,12 @@ def plan_merge(session: Session, principal: Principal, *, keep_id: int, drop_id:
             raise NotFound(missing)
     keep, drop = found[keep_id], found[drop_id]
     assert keep is not None and drop is not None
+    for customer in (keep, drop):
+        # a customer in a public pool has no manager: merging it would move a pooled customer's records
+        # onto someone's customer without a claim (past the pool's limits and log), or hand a customer's
+        # records to nobody. It leaves the pool by a claim or an assignment first.
+        if customer.pool_id is not None:
+            raise UserError(tr(MERGE_IN_POOL).format(name=customer.name, code=customer.code))
     kept_rows = customer_records.rows_per_kind(session, keep_id)
     moving_rows = dict((k.key, n) for k, n in customer_records.rows_per_kind(session, drop_id))
     records = [MergeRecords(k, n, moving_rows.get(k.key, 0)) for k, n in kept_rows]

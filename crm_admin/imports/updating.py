@@ -17,7 +17,7 @@ from crm_admin.core.errors import UserError
 from crm_admin.core.i18n import gettext as _
 from crm_admin.core.principal import Principal
 from crm_admin.imports import chunks
-from crm_admin.imports.spec import REJECT, UNCHANGED, UPDATE, ImportSpec, Planned, Row
+from crm_admin.imports.spec import CREATE, REJECT, UNCHANGED, UPDATE, ImportSpec, Planned, Row
 
 PLAN = "plan"  # import_chunk.kind of a job's plan
 PAGE_ROWS = 200  # rows of the plan per page of the job page
@@ -85,6 +85,8 @@ class PlanWriter:
         line = {"n": row.number, "a": row.outcome}
         if row.target is not None:
             line.update(id=row.target, v=row.version, k=row.label)
+        elif row.outcome == CREATE and (row.raw or {}).get("name"):
+            line["k"] = str(row.raw["name"])[:128]  # the record to be created, by the name in the sheet
         if row.error:
             line["e"] = row.error
         elif row.changes:

@@ -80,8 +80,8 @@ class ReclaimRuleAdmin(CrmModelView, model=ReclaimRule):
 
     def before_save(self, session: Session, obj: Any, data: dict[str, Any], is_created: bool,
                     request: Request) -> None:
-        if obj.pool is not None:
-            obj.pool_id = obj.pool.id
+        # the form's pool arrives as ``pool_id`` (a relation picked in the form is copied there by the
+        # base view); reading ``obj.pool`` of a saved rule would load it, which the model forbids
         service.validate_rule(session, obj)
 
 

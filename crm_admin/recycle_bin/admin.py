@@ -49,11 +49,13 @@ def _names(session: Any, ids: set[int]) -> dict[int, str]:
 
 def _shown(row: Any, names: dict[int, str]) -> dict[str, Any]:
     get = row.get if isinstance(row, dict) else (lambda key: getattr(row, key))
+    deleted_by: int = get("deleted_by") or 0
     return {
         "id": get("id"), "resource": get("resource"), "type": tr(service.resource_label(str(get("resource")))),
         "label": get("label"), "customer_name": get("customer_name") or "",
         "summary": get("summary") or "", "rows": get("row_count"),
-        "deleted_by": names.get(get("deleted_by") or 0) or get("deleted_by_name") or "",
+        # a user's name (as kept at the deletion, if the user is gone); a job's deletion: shown as 系统
+        "deleted_by": (names.get(deleted_by) or get("deleted_by_name") or "") if deleted_by else "",
         "deleted_at": format_datetime(get("deleted_at")), "expires_at": format_datetime(get("expires_at")),
     }
 

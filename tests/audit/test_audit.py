@@ -178,3 +178,71 @@ def test_analysis_counts_the_companys_days(admin_client: Any) -> None:
                         {"at": late.replace(tzinfo=None)})
     data = _analysis({"from": "2030-01-01", "to": "2030-01-03", "user": "clock"})
     assert [(str(day), n) for day, n in data["per_day"]] == [("2030-01-02", 1)]
+
+
+def _auditor(make_user: Any, name: str, *, sensitive_scope: str | None) -> None:
+    """A role that may read the audit log, with or without the permission to see personal data."""
+    from crm_admin.accounts.models import CasbinRule, SysRole
+    from crm_admin.core.context import SYSTEM, acting_as
+    from crm_admin.core.permissions import bump_policy_version
+
+    with acting_as(SYSTEM), db.transaction() as s:
+        s.add(SysRole(code=f"role_{name}", name=f"审计员{name}", data_scope="all"))
+        for action in ("list", "view"):
+            s.add(CasbinRule(ptype="p", v0=f"role:role_{name}", v1="audit", v2=action, v3="all", v4="", v5=""))
+        if sensitive_scope:
+            s.add(CasbinRule(ptype="p", v0=f"role:role_{name}", v1="sensitive_data", v2="view", v3=sensitive_scope,
+                             v4="", v5=""))
+        bump_policy_version(s.connection())
+    make_user(name, roles=(f"role_{name}",))
+
+
+def test_before_and_after_values_of_personal_data_are_masked_for_who_may_not_see_them(
+        admin_client: Any, make_user: Any, login_as: Any) -> None:
+    from crm_admin.core import audit
+    from crm_admin.core.context import SYSTEM, acting_as
+
+    with acting_as(SYSTEM), db.transaction() as s:
+        audit.record(s, "update", resource="linkman", resource_id=7, changes={
+            "mobile": ["13900000001", "13911112222"], "email": ["zhang@example.com", "li@example.com"],
+            "address": ["广东省深圳市南山区科技园1号", None], "id_number": ["110101199003071234", ""],
+            "position": ["经理", "总监"], "merged": {"note": "原电话 13733334444"}},
+            detail="联系人电话由 13900000001 改为 13911112222,邮箱 li@example.com,身份证 110101199003071234")
+    row = _rows(action="update", resource="linkman")[-1]
+    secrets = ("13900000001", "13911112222", "13733334444", "zhang@example.com", "li@example.com",
+               "科技园1号", "110101199003071234")
+
+    _auditor(make_user, "aud_plain", sensitive_scope=None)
+    _auditor(make_user, "aud_team", sensitive_scope="dept_tree")  # a narrower permission: masked too
+    for who in ("aud_plain", "aud_team"):
+        page = login_as(who).get(f"/admin/audit-log/details/{row.id}")
+        assert page.status_code == 200
+        assert not [s for s in secrets if s in page.text], who
+        for shown in ("139****0001", "139****2222", "137****4444", "z***@example.com", "l***@example.com",
+                      "广东省深圳市****", "110***********1234", "经理", "总监"):
+            assert shown in page.text, (who, shown)
+    full = admin_client.get(f"/admin/audit-log/details/{row.id}").text
+    assert all(s in full for s in secrets)
+    # masked on the page only: the row itself (and its seal) is unchanged
+    assert _rows(action="update", resource="linkman")[-1].changes == row.changes
+
+
+def test_masking_recorded_values_keeps_what_is_no_personal_data() -> None:
+    from crm_admin.core import masking
+
+    assert masking.mask_free_text("订单 SO-20261201-0001,信用代码 91310000MA1K4LXX3X,金额 13900") == (
+        "订单 SO-20261201-0001,信用代码 91310000MA1K4LXX3X,金额 13900")
+    assert masking.mask_free_text("电话 010-87654321 / +86 13812345678") == "电话 010-****4321 / +86 138****5678"
+    assert masking.mask_recorded({"phone": [None, "13812345678"], "count": 3, "ok": True}) == {
+        "phone": [None, "138****5678"], "count": 3, "ok": True}
+
+
+def test_an_empty_detail_shows_nothing(admin_client: Any) -> None:
+    from crm_admin.core import audit
+    from crm_admin.core.context import SYSTEM, acting_as
+
+    with acting_as(SYSTEM), db.transaction() as s:
+        audit.record(s, "update", resource="customer", resource_id=3, changes=None, detail=None)
+    row = _rows(action="update", resource="customer")[-1]
+    page = admin_client.get(f"/admin/audit-log/details/{row.id}").text
+    assert ">None<" not in page.replace(" ", "").replace("\n", "")

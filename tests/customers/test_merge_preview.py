@@ -256,3 +256,36 @@ def test_names_in_the_preview_are_escaped(admin_client: Any, make_customer: Any)
     text = merge_preview(admin_client, keep.id, drop.id).text
     assert "<script>x</script>" not in text and "<b>保留</b>" not in text
     assert "&lt;script&gt;x&lt;/script&gt;公司" in text
+
+
+def test_a_customer_in_a_public_pool_is_not_merged(admin_client: Any, make_user: Any, make_customer: Any) -> None:
+    """A pooled customer has no manager: merging it would take it out of the pool without a claim (past
+    its limits and its log) or give a customer's records to nobody. Refused at the preview and again at
+    the confirmation, with a message saying what to do; nothing changes."""
+    from crm_admin.pools.models import CustomerPool
+    from tests.pools import factories as pf
+
+    make_user("wang")
+    pool = pf.pool("合并公海")
+    kept = make_customer("公海合并甲公司", manager="wang")
+    pooled = pf.pooled(pool.id, "公海合并乙公司")
+    _hang(pooled.id, contacts=1, follow_ups=1)
+    before = snapshot()
+    for keep, drop, name in ((kept.id, pooled.id, "公海合并乙公司"), (pooled.id, kept.id, "公海合并乙公司")):
+        page = merge_preview(admin_client, keep, drop)
+        assert page.status_code in (400, 409), page.status_code
+        assert f"客户“{name}”({pooled.code})在公海中,不能合并" in unescape(page.text)
+        assert "请先领取或分配给客户经理" in unescape(page.text)
+    assert snapshot() == before and _merges() == 0
+
+    # previewed while both were managed; one went to the pool before the confirmation
+    other = make_customer("公海合并丙公司", manager="wang")
+    page = merge_preview(admin_client, kept.id, other.id)
+    assert page.status_code == 200
+    with acting_as(SYSTEM), db.transaction() as s:
+        s.execute(update(Customer).where(Customer.id == other.id).values(pool_id=pool.id, manager_id=None))
+        assert s.get(CustomerPool, pool.id) is not None
+    r = admin_client.post("/admin/customer/merge/confirm", data=hidden_fields(page.text, "merge-confirm"),
+                          follow_redirects=False)
+    assert r.status_code in (400, 409) and "在公海中,不能合并" in unescape(r.text)
+    assert _merges() == 0 and _exists(other.id)

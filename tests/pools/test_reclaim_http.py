@@ -48,6 +48,20 @@ def test_admin_creates_a_rule_and_bad_input_changes_nothing(admin_client: Any) -
     assert "华东公海" in listing and "30 天" in listing
 
 
+def test_admin_edits_a_rule_enables_it_and_moves_it_to_another_pool(admin_client: Any) -> None:
+    """Saving a stored rule reads its pool by id (its relation is never loaded lazily)."""
+    first, second = pf.pool("华东公海"), pf.pool("华南公海")
+    r = rule(first.id, active=False, name="改前规则")
+    for pool_id, name in ((first.id, "启用规则"), (second.id, "换公海规则")):
+        edit = admin_client.post(f"/admin/reclaim-rule/edit/{r.id}", data={
+            **_form(pool_id, name=name, is_active="y", level=""), "csrf_token": csrf_token(admin_client)},
+            follow_redirects=False)
+        assert edit.status_code == 302, edit.text[-500:]
+        with db.session_factory()() as s:
+            saved = s.get(ReclaimRule, r.id)
+            assert saved is not None and (saved.name, saved.pool_id, saved.is_active) == (name, pool_id, True)
+
+
 def test_preview_page_shows_count_and_reasons(admin_client: Any, make_user: Any) -> None:
     mgr = make_user("rch_mgr", real_name="预览经理")
     pool = pf.pool("预览公海")

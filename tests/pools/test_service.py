@@ -120,3 +120,69 @@ def test_the_birthday_scan_leaves_customers_in_a_pool_alone(make_user: Any) -> N
         assert scan_birthdays(s, today) == 1
     assert _count(CustomerCare, CustomerCare.customer_id == pooled.id) == 0
     assert _count(CustomerCare, CustomerCare.customer_id == owned.id, CustomerCare.manager_id == owner.id) == 1
+
+
+def test_churn_evaluation_leaves_customers_in_a_pool_alone(make_user: Any) -> None:
+    """Nobody would handle the alert of a pooled customer: none opens; an unhandled one opened before the
+    customer came back to the pool goes away; after a claim the condition is looked at again."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from crm_admin.churn.models import ChurnAlert, ChurnRule
+    from crm_admin.churn.service import evaluate
+
+    owner = make_user("pchurn")
+    pool = pf.pool("流失公海")
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=200)
+    pooled = pf.pooled(pool.id, "公海里的老客户", last_contact_at=long_ago, created_at=long_ago)
+    owned = f.customer(owner.id, "有人负责的老客户", last_contact_at=long_ago, created_at=long_ago)
+    f.add(ChurnRule(name="九十天未联系", metric="days_since_contact", threshold=Decimal("90"), risk_level="high",
+                    is_active=True))
+    today = dt.date.today()
+    with db.transaction() as s:
+        assert evaluate(s, today).opened == 1
+    assert _count(ChurnAlert, ChurnAlert.customer_id == pooled.id) == 0
+    assert _count(ChurnAlert, ChurnAlert.customer_id == owned.id, ChurnAlert.open_key == 1) == 1
+
+    # the owned customer is returned to the pool: its unhandled alert goes, its status comes back
+    with db.transaction() as s:
+        s.execute(Customer.__table__.update().where(Customer.id == owned.id).values(pool_id=pool.id,
+                                                                                     manager_id=None))
+        result = evaluate(s, today)
+    assert (result.opened, result.dismissed) == (0, 1)
+    with db.session_factory()() as s:
+        assert s.get(Customer, owned.id).status != "at_risk"  # type: ignore[union-attr]
+    # claimed again: the condition still holds, the alert opens again for the new owner
+    with db.transaction() as s:
+        s.execute(Customer.__table__.update().where(Customer.id == owned.id).values(pool_id=None,
+                                                                                     manager_id=owner.id))
+        assert evaluate(s, today).opened == 1
+
+
+def test_care_plans_of_a_pooled_customer_wait_until_it_is_claimed(make_user: Any) -> None:
+    import datetime as dt
+
+    from crm_admin.care.models import CarePlan
+    from crm_admin.care.service import create_plan_tasks
+
+    owner = make_user("pplan")
+    pool = pf.pool("关怀公海")
+    pooled = pf.pooled(pool.id, "公海里有计划的客户")
+    owned = f.customer(owner.id, "有人负责有计划的客户")
+    today = dt.date(2026, 6, 1)
+    waiting = f.plan(pooled.id, None, today - dt.timedelta(days=10), interval_days=30)
+    f.plan(owned.id, owner.id, today, interval_days=30)
+    with db.transaction() as s:
+        assert create_plan_tasks(s, today) == 1
+    assert _count(CustomerCare, CustomerCare.customer_id == pooled.id) == 0
+    with db.session_factory()() as s:
+        assert s.get(CarePlan, waiting.id).next_date == today - dt.timedelta(days=10)  # type: ignore[union-attr]
+
+    claimer = make_user("pplan_claimer")
+    _run(service.claim_customers, principal=_principal(claimer.id), pool_id=pool.id, customer_ids=[pooled.id])
+    with db.transaction() as s:
+        assert create_plan_tasks(s, today) == 1  # one task for what was missed, for the claimer
+    with db.session_factory()() as s:
+        task = s.execute(select(CustomerCare).where(CustomerCare.customer_id == pooled.id)).scalar_one()
+        assert task.manager_id == claimer.id
+        assert s.get(CarePlan, waiting.id).next_date > today  # type: ignore[union-attr]

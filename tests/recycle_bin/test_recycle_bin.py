@@ -358,3 +358,18 @@ def test_a_merge_does_not_put_the_merged_customer_in_the_bin(world: World, admin
     r = merge_through_preview(admin_client, world.row("mgr_a", "customer"), world.row("mgr_b", "customer"))
     assert r.status_code == 303, r.text[:300]
     assert entries() == []
+
+
+def test_an_entry_deleted_by_no_user_says_system_in_chinese(world: World, admin_client: Any) -> None:
+    """A deletion made by a job or the command line (no user) reads 系统, never the actor's code name."""
+    from crm_admin.customers.service import delete_customer
+
+    cid = world.row("mgr_b", "customer")
+    with acting_as(SYSTEM), db.transaction() as s:
+        found = s.get(Customer, cid)
+        assert found is not None
+        delete_customer(s, found, cascade=True)
+    [entry] = entries()
+    assert entry.deleted_by is None
+    row = re.search(rf'<tr data-entry="{entry.id}">(.*?)</tr>', admin_client.get(BIN).text, re.S)
+    assert row is not None and "系统" in row.group(1) and "system" not in row.group(1)

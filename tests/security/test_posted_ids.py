@@ -103,3 +103,69 @@ def test_the_same_post_with_own_ids_is_accepted(world: World, login_as: Any, ind
     assert response.status_code in (200, 303) and "error=" not in location, (label, response.status_code,
                                                                                shown, location)
     assert snapshot() != before, label
+
+
+# ----- the public pools: customer ids, pool ids and assignees posted to the pool pages ------------------
+
+def _pooled(pool_id: int, name: str) -> int:
+    from tests.pools import factories as pf
+
+    return int(pf.pooled(pool_id, name).id)
+
+
+def _pool_posts(world: World) -> tuple[list[tuple[str, str, str, dict[str, Any]]],
+                                       list[tuple[str, str, str, dict[str, Any]]]]:
+    """(refused, accepted): each as (label, who posts, url, data). The refused ones name a customer that
+    is no pool's or another pool's, a pool the user may not use or that is closed, or an assignee outside
+    the lead's scope; the accepted ones are the same posts with ids within the scope."""
+    from tests.pools import factories as pf
+
+    open_pool = pf.pool("开放公海")
+    leads_only = pf.pool("主管公海")
+    pf.access(leads_only.id, role="sales_lead")
+    closed = pf.pool("已停用公海", is_active=False)
+    in_open = _pooled(open_pool.id, "开放公海客户")
+    in_leads = _pooled(leads_only.id, "主管公海客户")
+    theirs = str(world.row("mgr_b", "customer"))
+    mine = str(world.row("mgr_a", "customer"))
+    claim, assign = f"/admin/pools/{open_pool.id}/claim", f"/admin/pools/{open_pool.id}/assign"
+    refused = [
+        ("claim another manager's customer through a pool", "mgr_a", claim, {"customer_id": theirs}),
+        ("claim another pool's customer", "mgr_a", claim, {"customer_id": str(in_leads)}),
+        ("claim from a pool the role may not use", "mgr_a", f"/admin/pools/{leads_only.id}/claim",
+         {"customer_id": str(in_leads)}),
+        ("claim a batch with one outside the pool", "mgr_a", claim, {"customer_id": [str(in_open), theirs]}),
+        ("assign a customer that is no pool's", "lead", assign,
+         {"customer_id": theirs, "user_id": str(world.users["mgr_a"])}),
+        ("assign to someone outside the lead's scope", "lead", assign,
+         {"customer_id": str(in_open), "user_id": str(world.users["mgr_c"])}),
+        ("return to a pool the role may not use", "mgr_a", "/admin/pools/return",
+         {"customer_id": mine, "pool_id": str(leads_only.id), "reason": "退回到别人的公海"}),
+        ("return to a closed pool", "mgr_a", "/admin/pools/return",
+         {"customer_id": mine, "pool_id": str(closed.id), "reason": "退回到停用的公海"}),
+    ]
+    accepted = [
+        ("claim from the open pool", "mgr_a", claim, {"customer_id": str(in_open)}),
+        ("assign within the scope", "lead", assign,
+         {"customer_id": str(_pooled(open_pool.id, "待分配客户")), "user_id": str(world.users["mgr_a"])}),
+        ("return one's own customer", "mgr_a", "/admin/pools/return",
+         {"customer_id": mine, "pool_id": str(open_pool.id), "reason": "正常退回公海"}),
+    ]
+    return refused, accepted
+
+
+def test_ids_posted_to_the_pool_pages_go_through_the_scope(world: World, login_as: Any) -> None:
+    refused, accepted = _pool_posts(world)
+    clients = {who: login_as(who) for who in ("mgr_a", "lead")}
+    for label, who, url, data in refused:
+        client = clients[who]
+        before = snapshot()
+        response = client.post(url, data={**data, "csrf_token": csrf_token(client)}, follow_redirects=False)
+        assert response.status_code in (400, 403, 404, 409), (label, response.status_code)
+        assert snapshot() == before, label
+    for label, who, url, data in accepted:
+        client = clients[who]
+        before = snapshot()
+        response = client.post(url, data={**data, "csrf_token": csrf_token(client)}, follow_redirects=False)
+        assert response.status_code == 303, (label, response.status_code, response.text[-500:])
+        assert snapshot() != before, label

@@ -35,7 +35,7 @@ KIND_OF_TABLE = {"customer": "customer", "linkman": "linkman", "follow_up": "fol
                  "sales_opportunity": "opportunity", "customer_care": "customer_care", "care_plan": "care_plan",
                  "customer_order": "order", "order_item": "order_item", "churn_alert": "churn_alert",
                  "customer_transfer": "transfer"}
-KIND_OF_MODEL = {"Customer": "customer", "ChurnAlert": "churn_alert", "CustomerOrder": "order"}
+KIND_OF_MODEL = {"Customer": "customer", "ChurnAlert": "churn_alert", "CustomerOrder": "order", "Linkman": "linkman"}
 # sample values of the custom routes' other path parameters
 SAMPLES = {"what": "follow-up", "kind": "customer", "fmt": "xlsx", "job_id": "no-such-job", "qid": "987654",
            "export_type": "csv", "column_name": "name", "pool_id": "987654", "pool_customer_id": "987654",
@@ -236,3 +236,28 @@ def test_login_and_logout_work_for_a_user(make_user: Any, make_client: Any) -> N
     client = make_client()
     assert login(client, "routes_user", "Passw0rd!x").status_code == 302
     assert client.get("/admin/").status_code == 200
+
+
+def test_the_customer_lifecycle_routes_are_probed(app: Any, world: World) -> None:
+    """Pools, reclaim, the recycle bin, revealing a value and a data subject's requests (issue 16) are
+    among the enumerated routes, each with its permission; those naming a customer or a contact are also
+    probed with another manager's row."""
+    found = {p.label: p for p in probes(app, world) if p.custom}
+    expected = {
+        "view-pools": ("pool", "list"), "view-pool-customers": ("pool", "list"), "view-pool-claim": ("pool", "claim"),
+        "view-pool-assign": ("pool", "assign"), "view-pool-customer": ("pool", "view"),
+        "view-pool-return": ("pool", "return"), "view-pool-new": ("pool", "create"),
+        "view-pool-settings": ("pool", "edit"), "view-reclaim-preview": ("reclaim_rule", "view"),
+        "view-reclaim-upcoming": ("customer", "list"), "view-recycle-bin": ("recycle_bin", "list"),
+        "view-recycle-bin-restore": ("recycle_bin", "restore"), "view-recycle-bin-purge": ("recycle_bin", "purge"),
+        "view-customer-reveal": ("sensitive_data", "view"), "view-linkman-reveal": ("sensitive_data", "view"),
+        "view-linkman-subject_export": ("personal_data", "export"),
+        "view-linkman-subject_erase": ("personal_data", "delete"),
+    }
+    missing = sorted(set(expected) - set(found))
+    assert not missing, missing
+    for label, permission in expected.items():
+        assert permission in found[label].permission, (label, found[label].permission)
+    for label in ("view-customer-reveal", "view-linkman-reveal", "view-linkman-subject_request",
+                  "view-linkman-subject_export", "view-linkman-subject_erase"):
+        assert found[label].other_row_url, label  # another manager's row answers 404
