@@ -38,6 +38,7 @@ ACTION_LABELS = Labels({
     "login_pending": "密码正确待两步验证", "totp_enable": "启用两步验证", "totp_disable": "停用两步验证",
     "totp_reset": "重置两步验证", "totp_recovery_codes": "重新生成恢复码",
     "claim": "领取公海客户", "assign": "分配公海客户", "return": "退回公海", "reclaim": "自动回收",
+    "notification_retry": "重新发送通知",
 })
 # what an audit row may name besides the resources a permission names
 _OTHER_RESOURCES = Labels({"csrf": "安全令牌校验", "import": "数据导入", "saved_query": "常用查询", "session": "登录会话"})

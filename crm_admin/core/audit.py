@@ -34,7 +34,10 @@ from crm_admin.db import Base, run_in_transaction, utcnow
 # Sign-in bookkeeping (sessions, lock-out counters) is audited as login/logout/lockout events instead.
 UNAUDITED_TABLES = {"audit_log", "audit_daily", "audit_daily_user", "audit_daily_user_total", "job_run", "job_lease", "sys_meta", "sys_session", "login_guard",
                     # a second factor's recovery codes: audited as totp_enable / totp_reset / login
-                    "user_recovery_code"}
+                    "user_recovery_code",
+                    # notifications and their deliveries are the events' echo, not changes of their own;
+                    # a retried delivery is audited as notification_retry, channels are audited
+                    "notification", "notification_outbox"}
 # Columns whose changes alone do not make an audit row (they are audited semantically, or noise).
 QUIET_COLUMNS = {
     "updated_at", "created_at", "version", "failed_logins", "last_login_at", "last_login_ip",
@@ -42,7 +45,7 @@ QUIET_COLUMNS = {
     # the second factor's state: audited semantically (totp_enable, totp_disable, totp_reset, login)
     "totp_secret", "totp_enabled_at", "totp_last_step",
 }
-SECRET_COLUMNS = {"password_hash", "totp_secret"}
+SECRET_COLUMNS = {"password_hash", "totp_secret", "secret"}
 # sys_meta: the seal_seq of the newest sealed row, written by the sealer only (never by a business
 # transaction), so that removing the last sealed rows is seen too.
 SEAL_KEY = "audit_seal"

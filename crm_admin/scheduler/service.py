@@ -94,7 +94,7 @@ def _load_job_modules() -> None:
     # every model registered (the audit writer needs the whole metadata in a bare worker process)
     for module in ("crm_admin.models", "crm_admin.care.jobs", "crm_admin.churn.jobs", "crm_admin.scheduler.backup_job",
                    "crm_admin.imports.jobs", "crm_admin.audit.jobs", "crm_admin.recycle_bin.jobs",
-                   "crm_admin.reclaim.jobs"):
+                   "crm_admin.reclaim.jobs", "crm_admin.notifications.jobs"):
         importlib.import_module(module)
 
 

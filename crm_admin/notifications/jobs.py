@@ -1,0 +1,54 @@
+"""Delivering the outbox (every few seconds, on one node at a time) and the daily digests."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.orm import Session
+
+from crm_admin.db import run_in_transaction, utcnow
+from crm_admin.notifications import service
+from crm_admin.scheduler.service import JobContext, Outcome, register, register_periodic
+
+log = logging.getLogger(__name__)
+
+
+def send_pending(*, limit: int = service.SEND_BATCH, token: str | None = None) -> service.SendReport:
+    """One pass: claim due rows (committed, so no other sender takes them), send them outside any
+    transaction, record each result. Safe to run on several nodes at once: a row is claimed once."""
+    token = token or service.new_token()
+    report = service.SendReport()
+    while True:
+        now = utcnow()
+        ids = run_in_transaction(lambda s: service.claim(s, token, now, limit), where="notify:claim")
+        if not ids:
+            return report
+        deliveries = run_in_transaction(lambda s: service.load_deliveries(s, ids), where="notify:load",
+                                        idempotent=True)
+        results = service.deliver(deliveries)
+        for outbox_id, error in results.items():
+            outcome = run_in_transaction(
+                lambda s, oid=outbox_id, err=error: service.record_result(s, oid, token, err, utcnow()),  # type: ignore[misc]
+                where="notify:result")
+            if outcome == "sent":
+                report.sent += 1
+            elif outcome == "retried":
+                report.retried += 1
+            elif outcome == "failed":
+                report.failed += 1
+        if len(ids) < limit:
+            return report
+
+
+@register_periodic("notification_send", "发送通知", "notify_send_seconds")
+def notification_send() -> service.SendReport:
+    report = send_pending()
+    if report.failed:
+        log.warning("notifications: %d deliveries failed for good", report.failed)
+    return report
+
+
+@register("notification_digest", "通知每日摘要", "job_notification_digest_time")
+def notification_digest_job(session: Session, ctx: JobContext) -> Outcome:
+    written = service.write_digests(session, ctx.today, ctx.now)
+    return Outcome(written, f"{ctx.today.isoformat()}:生成 {written} 条每日摘要")
