@@ -122,7 +122,7 @@ def unread_count(request: Any) -> int:
     """The signed-in user's unread notifications, counted once per request (the bell of every page)."""
     state = getattr(request, "state", None)
     user = getattr(state, "user", None) if state is not None else None
-    if user is None:
+    if state is None or user is None:
         return 0
     cached = getattr(state, "notify_unread", None)
     if cached is not None:

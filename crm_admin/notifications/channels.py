@@ -27,6 +27,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -69,7 +70,7 @@ def feishu_sign(secret: str, timestamp_s: int) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _post_json(url: str, payload: dict[str, object], timeout: float) -> dict[str, object]:
+def _post_json(url: str, payload: Mapping[str, object], timeout: float) -> dict[str, object]:
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise DeliveryError("地址须以 http:// 或 https:// 开头。")
     request = urllib.request.Request(url, data=json.dumps(payload, ensure_ascii=False).encode(), method="POST",

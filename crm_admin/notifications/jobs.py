@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from sqlalchemy.orm import Session
 
@@ -20,15 +21,15 @@ def send_pending(*, limit: int = service.SEND_BATCH, token: str | None = None) -
     report = service.SendReport()
     while True:
         now = utcnow()
-        ids = run_in_transaction(lambda s: service.claim(s, token, now, limit), where="notify:claim")
+        ids = run_in_transaction(partial(service.claim, token=token, now=now, limit=limit), where="notify:claim")
         if not ids:
             return report
-        deliveries = run_in_transaction(lambda s: service.load_deliveries(s, ids), where="notify:load",
+        deliveries = run_in_transaction(partial(service.load_deliveries, ids=ids), where="notify:load",
                                         idempotent=True)
         results = service.deliver(deliveries)
         for outbox_id, error in results.items():
             outcome = run_in_transaction(
-                lambda s, oid=outbox_id, err=error: service.record_result(s, oid, token, err, utcnow()),  # type: ignore[misc]
+                partial(service.record_result, outbox_id=outbox_id, token=token, error=error, now=utcnow()),
                 where="notify:result")
             if outcome == "sent":
                 report.sent += 1

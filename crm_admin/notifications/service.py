@@ -24,7 +24,12 @@ from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.notify import ADMINS, Event, Link, absolute_link
 from crm_admin.db import utcnow
 from crm_admin.notifications import channels
-from crm_admin.notifications.models import CHANNEL_KINDS, Notification, NotificationChannel, NotificationOutbox
+from crm_admin.notifications.models import (
+    CHANNEL_KINDS,
+    Notification,
+    NotificationChannel,
+    NotificationOutbox,
+)
 from crm_admin.settings import get_settings
 
 # minutes before the 2nd, 3rd, 4th and 5th attempt; a 5th failure is final
