@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from crm_admin.accounts.models import CasbinRule, SysDept, SysUser
 from crm_admin.core import audit
 from crm_admin.core.errors import NotFound, UserError
+from crm_admin.core.i18n import Labels
 from crm_admin.core.notify import ADMINS, Event, Link, absolute_link
 from crm_admin.db import utcnow
 from crm_admin.notifications import channels
@@ -40,10 +41,10 @@ CLAIM_TIMEOUT = dt.timedelta(minutes=10)
 SEND_BATCH = 50
 DIGEST_ITEMS = 50
 
-CHANNEL_LABELS = {"email": "电子邮件", "wecom": "企业微信群机器人", "dingtalk": "钉钉群机器人", "feishu": "飞书群机器人"}
-KIND_LABELS = {"care_due": "今日关怀任务", "care_overdue": "逾期关怀任务", "churn_alert": "流失预警",
+CHANNEL_LABELS = Labels({"email": "电子邮件", "wecom": "企业微信群机器人", "dingtalk": "钉钉群机器人", "feishu": "飞书群机器人"})
+KIND_LABELS = Labels({"care_due": "今日关怀任务", "care_overdue": "逾期关怀任务", "churn_alert": "流失预警",
                "transferred": "客户转入", "reclaim_warning": "即将回收", "import_done": "导入完成",
-               "job_failed": "定时任务失败", "digest": "每日摘要"}
+               "job_failed": "定时任务失败", "digest": "每日摘要"})
 
 
 def _insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
