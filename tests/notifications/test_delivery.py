@@ -175,7 +175,7 @@ def test_each_event_goes_out_once_per_channel_with_two_senders_at_once(
         try:
             start.wait()
             jobs.send_pending(limit=7)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=sender) for _ in range(2)]
