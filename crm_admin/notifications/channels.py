@@ -76,7 +76,8 @@ def _post_json(url: str, payload: Mapping[str, object], timeout: float) -> dict[
     request = urllib.request.Request(url, data=json.dumps(payload, ensure_ascii=False).encode(), method="POST",
                                      headers={"Content-Type": "application/json; charset=utf-8"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec B310 - scheme checked above
+        # the scheme was checked above (http/https only)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec B310
             raw = response.read(65536)
     except urllib.error.HTTPError as exc:
         raise DeliveryError(f"HTTP {exc.code}") from exc

@@ -101,3 +101,23 @@ def test_nothing_is_notified_when_the_change_rolls_back(make_user: Any) -> None:
     except RuntimeError:
         pass
     assert _notes() == []
+
+
+def test_an_import_finished_is_a_notification_for_whoever_started_it(tmp_path: Any, make_user: Any) -> None:
+    from crm_admin.core.context import Actor
+    from crm_admin.customers.importing import SPEC as CUSTOMERS
+    from crm_admin.imports import runner
+    from tests.customers.conftest import principal_for
+    from tests.imports.jobs import workbook
+
+    user = make_user("import_note", ["manager"])
+    p = principal_for("import_note")
+    path = tmp_path / "upload.xlsx"
+    path.write_bytes(workbook(["客户名称", "电话"], [["导入一号公司", "13800000001"], ["导入二号公司", "13800000002"]]))
+    job = runner.start_job(CUSTOMERS, p, Actor(p.id, p.username), path=str(path), filename="客户.xlsx",
+                           run_async=False)
+    assert job.status == "validated", job.message
+    runner.apply_job(job, p, Actor(p.id, p.username), run_async=False)
+    (note,) = _notes()
+    assert (note.user_id, note.kind) == (user.id, "import_done")
+    assert "客户.xlsx" in note.title and "成功 2 行" in note.body
