@@ -240,11 +240,14 @@ class NotificationAdmin(BaseView):
             with transaction() as session:
                 service.retry_failed(session, outbox_id)
 
+        message = "已重新排队发送。"
         try:
             await anyio.to_thread.run_sync(again)
         except NotFound:
             raise HTTPException(status_code=404, detail=NOT_FOUND) from None
-        query = urlencode({"msg": "已重新排队发送。"})
+        except UserError as exc:
+            message = exc.message
+        query = urlencode({"msg": message})
         return RedirectResponse(f"{url_path(request, 'admin:view-notification-failed')}?{query}", status_code=303)
 
 

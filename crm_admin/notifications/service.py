@@ -259,6 +259,11 @@ def change_channel(session: Session, channel_id: int | None, *, op: str, user_id
     """Enable, disable, switch the digest, or delete one channel (the user's own, or a department's)."""
     row = _channel(session, channel_id, user_id=user_id, departments=departments)
     if op == "delete":
+        # what was still to go out through it will not: visible to administrators among the failures
+        session.execute(update(NotificationOutbox)
+                        .where(NotificationOutbox.channel_id == row.id, NotificationOutbox.status == "pending")
+                        .values(status="failed", last_error="通知渠道已删除。")
+                        .execution_options(synchronize_session=False))
         session.execute(update(NotificationOutbox).where(NotificationOutbox.channel_id == row.id)
                         .values(channel_id=None).execution_options(synchronize_session=False))
         session.delete(row)
@@ -390,6 +395,8 @@ def retry_failed(session: Session, outbox_id: int | None) -> NotificationOutbox:
     row = session.get(NotificationOutbox, outbox_id, with_for_update=True) if outbox_id else None
     if row is None or row.status != "failed":
         raise NotFound()
+    if row.channel_id is None:
+        raise UserError("该通知的渠道已删除,无法重新发送。")
     row.status, row.attempts, row.next_attempt_at, row.claimed_by = "pending", 0, utcnow(), None
     audit.record(session, "notification_retry", resource="notification_outbox", resource_id=row.id,
                  detail=f"重新发送通知:{CHANNEL_LABELS.get(row.channel_kind, row.channel_kind)} {row.subject}"[:500])

@@ -147,3 +147,24 @@ def test_a_customer_transferred_to_me_is_a_notification(world: Any, login_as: An
     assert "调整分工" in rows[0].body
     b = login_as("mgr_b")
     assert _bell(b.get("/admin/notifications").text) == "1"
+
+
+def test_deleting_a_channel_fails_what_was_still_to_go_through_it(make_user: Any, add_channel: Any) -> None:
+    from crm_admin.notifications import service
+    from crm_admin.notifications.models import NotificationOutbox
+
+    m = make_user("gone_m", ["manager"])
+    channel_id = add_channel(user_id=m.id, kind="wecom", address="http://127.0.0.1:9/hook")
+    _notify(m.id, "gone", "发不出去")
+    with acting_as(SYSTEM), db.transaction() as session:
+        service.change_channel(session, channel_id, op="delete", user_id=m.id)
+    with db.session_factory()() as session:
+        row = session.execute(select(NotificationOutbox)).scalar_one()
+    assert (row.status, row.channel_id, row.last_error) == ("failed", None, "通知渠道已删除。")
+    with acting_as(SYSTEM), db.transaction() as session:
+        try:
+            service.retry_failed(session, row.id)
+        except service.UserError as exc:
+            assert "已删除" in exc.message
+        else:
+            raise AssertionError("retried through a deleted channel")
