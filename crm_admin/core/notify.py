@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crm_admin.core import discovery
@@ -128,6 +129,10 @@ def unread_count(request: Any) -> int:
     if cached is not None:
         return int(cached)
     _load()
-    count = _counter[0](int(user.id)) if _counter else 0
+    try:
+        count = _counter[0](int(user.id)) if _counter else 0
+    except SQLAlchemyError:  # an error page rendered while the database is away still renders
+        log.warning("unread notifications not counted: database unavailable")
+        return 0
     state.notify_unread = count
     return count
