@@ -27,16 +27,12 @@ def send_pending(*, limit: int = service.SEND_BATCH, token: str | None = None) -
         deliveries = run_in_transaction(partial(service.load_deliveries, ids=ids), where="notify:load",
                                         idempotent=True)
         results = service.deliver(deliveries)
-        for outbox_id, error in results.items():
-            outcome = run_in_transaction(
-                partial(service.record_result, outbox_id=outbox_id, token=token, error=error, now=utcnow()),
-                where="notify:result")
-            if outcome == "sent":
-                report.sent += 1
-            elif outcome == "retried":
-                report.retried += 1
-            elif outcome == "failed":
-                report.failed += 1
+        # the batch's results in one transaction (a row stays claimed until then: no other sender takes it)
+        outcomes = run_in_transaction(partial(service.record_results, results=results, token=token, now=utcnow()),
+                                      where="notify:result")
+        report.sent += outcomes.count("sent")
+        report.retried += outcomes.count("retried")
+        report.failed += outcomes.count("failed")
         if len(ids) < limit:
             return report
 

@@ -38,7 +38,7 @@ BACKOFF_MINUTES = (1, 5, 30, 120)
 MAX_ATTEMPTS = len(BACKOFF_MINUTES) + 1
 # a row claimed by a sender that then died goes back to the queue after this long
 CLAIM_TIMEOUT = dt.timedelta(minutes=10)
-SEND_BATCH = 50
+SEND_BATCH = 20  # × the send timeout stays well under CLAIM_TIMEOUT when robots hang
 DIGEST_ITEMS = 50
 
 CHANNEL_LABELS = Labels({"email": "电子邮件", "wecom": "企业微信群机器人", "dingtalk": "钉钉群机器人", "feishu": "飞书群机器人"})
@@ -128,11 +128,16 @@ def write_event(session: Session, event: Event) -> int:
     return written
 
 
-def unread_count(session: Session, user_id: int) -> int:
-    return int(session.execute(
-        select(func.count()).select_from(Notification)
-        .where(Notification.user_id == user_id, Notification.read_at.is_(None))
-    ).scalar_one())
+BELL_CAP = 100  # the bell shows "99+" beyond this: counting further would cost every page more
+
+
+def unread_count(session: Session, user_id: int, *, cap: int | None = BELL_CAP) -> int:
+    """The user's unread notifications, up to ``cap``: one range of ``(user_id, read_at)``, at most
+    ``cap`` index entries long however many a user leaves unread."""
+    unread = select(Notification.id).where(Notification.user_id == user_id, Notification.read_at.is_(None))
+    if cap is not None:
+        unread = unread.limit(cap)
+    return int(session.execute(select(func.count()).select_from(unread.subquery())).scalar_one())
 
 
 # ----- the user's notification centre ----------------------------------------------------------
@@ -154,7 +159,7 @@ def list_notifications(session: Session, user_id: int, *, unread_only: bool = Fa
     rows = list(session.execute(
         stmt.order_by(Notification.id.desc()).offset((page - 1) * per_page).limit(per_page + 1)
     ).scalars())
-    return Page(rows[:per_page], page, len(rows) > per_page, unread_count(session, user_id))
+    return Page(rows[:per_page], page, len(rows) > per_page, unread_count(session, user_id, cap=None))
 
 
 def _own(session: Session, user_id: int, notification_id: int | None) -> Notification:
@@ -367,6 +372,10 @@ def record_result(session: Session, outbox_id: int, token: str, error: str | Non
         return "failed"
     row.status, row.next_attempt_at = "pending", now + wait
     return "retried"
+
+
+def record_results(session: Session, *, results: dict[int, str | None], token: str, now: dt.datetime) -> list[str]:
+    return [record_result(session, outbox_id, token, error, now) for outbox_id, error in sorted(results.items())]
 
 
 def deliver(deliveries: Iterable[Delivery]) -> dict[int, str | None]:

@@ -168,3 +168,17 @@ def test_deleting_a_channel_fails_what_was_still_to_go_through_it(make_user: Any
             assert "已删除" in exc.message
         else:
             raise AssertionError("retried through a deleted channel")
+
+
+def test_the_bell_stops_counting_at_a_hundred(make_user: Any, login_as: Any) -> None:
+    from sqlalchemy import insert
+
+    a = make_user("bell_many", ["manager"])
+    now = db.utcnow()
+    with db.transaction() as session:
+        session.execute(insert(Notification), [{"user_id": a.id, "kind": "import_done", "title": f"第{i}条",
+                                                "dedupe_key": f"many:{i}", "created_at": now, "updated_at": now}
+                                               for i in range(150)])
+    client = login_as("bell_many")
+    assert _bell(client.get("/admin/customer/list").text) == "99+"
+    assert "150" in client.get("/admin/notifications").text  # the centre itself counts them all
