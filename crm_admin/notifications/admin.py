@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from crm_admin.accounts.models import SysDept
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.formatting import format_datetime
+from crm_admin.core.i18n import gettext as _
 from crm_admin.core.notify import Link
 from crm_admin.core.pages import url_path
 from crm_admin.core.params import parse_id, parse_page
@@ -168,11 +169,11 @@ def _change(form: Any, user_id: int | None, dept_id: int | None) -> str:
             if departments:
                 dept_id = parse_id(form.get("dept_id"))
                 if dept_id is None:
-                    raise UserError("请选择部门。", field="dept_id")
+                    raise UserError(_("请选择部门。"), field="dept_id")
             service.add_channel(session, kind=_form_text(form, "kind", 16), address=_form_text(form, "address", 600),
                                 secret=_form_text(form, "secret", 300), daily_digest=bool(form.get("daily_digest")),
                                 user_id=user_id, dept_id=dept_id)
-            return "已添加通知渠道。"
+            return _("已添加通知渠道。")
         return service.change_channel(session, parse_id(form.get("id")), op=op, user_id=user_id,
                                       departments=departments)
 
@@ -240,7 +241,7 @@ class NotificationAdmin(BaseView):
             with transaction() as session:
                 service.retry_failed(session, outbox_id)
 
-        message = "已重新排队发送。"
+        message = _("已重新排队发送。")
         try:
             await anyio.to_thread.run_sync(again)
         except NotFound:

@@ -22,6 +22,7 @@ from crm_admin.accounts.models import CasbinRule, SysDept, SysUser
 from crm_admin.core import audit
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.i18n import Labels
+from crm_admin.core.i18n import gettext as _
 from crm_admin.core.notify import ADMINS, Event, Link, absolute_link
 from crm_admin.db import utcnow
 from crm_admin.notifications import channels
@@ -195,24 +196,24 @@ def validate_channel(kind: str, address: str, secret: str) -> tuple[str, str | N
     Webhooks: http/https only, with a host. Intranet addresses are allowed on purpose (WeCom and
     DingTalk run on premises): see README 通知 for the server-side request this implies."""
     if kind not in CHANNEL_KINDS:
-        raise UserError("请选择通知渠道。", field="kind")
+        raise UserError(_("请选择通知渠道。"), field="kind")
     address = address.strip()
     secret = secret.strip()
     if not address:
-        raise UserError("请填写地址。", field="address")
+        raise UserError(_("请填写地址。"), field="address")
     if len(address) > 500:
-        raise UserError("地址不能超过 500 个字符。", field="address")
+        raise UserError(_("地址不能超过 500 个字符。"), field="address")
     if len(secret) > 255:
-        raise UserError("密钥不能超过 255 个字符。", field="secret")
+        raise UserError(_("密钥不能超过 255 个字符。"), field="secret")
     if kind == "email":
         if not EMAIL.match(address) or len(address) > 254:
-            raise UserError("请填写有效的电子邮件地址。", field="address")
+            raise UserError(_("请填写有效的电子邮件地址。"), field="address")
         return address, None
     parts = urllib.parse.urlsplit(address)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError("机器人地址须是以 http:// 或 https:// 开头的网址。", field="address")
+        raise UserError(_("机器人地址须是以 http:// 或 https:// 开头的网址。"), field="address")
     if any(ch.isspace() for ch in address):
-        raise UserError("机器人地址不能包含空格。", field="address")
+        raise UserError(_("机器人地址不能包含空格。"), field="address")
     if kind == "wecom":
         return address, None  # the key is part of the address
     return address, secret or None
@@ -234,13 +235,13 @@ def add_channel(session: Session, *, kind: str, address: str, secret: str = "", 
     """A channel of a user or of a department; audited (the secret masked) by the flush."""
     address, clean_secret = validate_channel(kind, address, secret)
     if (user_id is None) == (dept_id is None):
-        raise UserError("渠道须属于一个用户或一个部门。")
+        raise UserError(_("渠道须属于一个用户或一个部门。"))
     if dept_id is not None and session.get(SysDept, dept_id) is None:
-        raise UserError("部门不存在。", field="dept_id")
+        raise UserError(_("部门不存在。"), field="dept_id")
     owner = NotificationChannel.user_id == user_id if user_id is not None else NotificationChannel.dept_id == dept_id
     count = session.execute(select(func.count()).select_from(NotificationChannel).where(owner)).scalar_one()
     if count >= 10:
-        raise UserError("每个用户或部门最多设置 10 个通知渠道。")
+        raise UserError(_("每个用户或部门最多设置 10 个通知渠道。"))
     channel = NotificationChannel(user_id=user_id, dept_id=dept_id, kind=kind, address=address,
                                   secret=clean_secret, daily_digest=daily_digest, enabled=True)
     session.add(channel)
@@ -273,7 +274,7 @@ def change_channel(session: Session, channel_id: int | None, *, op: str, user_id
                         .values(channel_id=None).execution_options(synchronize_session=False))
         session.delete(row)
         session.flush()
-        return "已删除通知渠道。"
+        return _("已删除通知渠道。")
     if op == "enable":
         row.enabled = True
     elif op == "disable":
@@ -283,9 +284,9 @@ def change_channel(session: Session, channel_id: int | None, *, op: str, user_id
     elif op == "digest_off":
         row.daily_digest = False
     else:
-        raise UserError("未知的操作。")
+        raise UserError(_("未知的操作。"))
     session.flush()
-    return "已保存。"
+    return _("已保存。")
 
 
 # ----- delivery --------------------------------------------------------------------------------
@@ -405,7 +406,7 @@ def retry_failed(session: Session, outbox_id: int | None) -> NotificationOutbox:
     if row is None or row.status != "failed":
         raise NotFound()
     if row.channel_id is None:
-        raise UserError("该通知的渠道已删除,无法重新发送。")
+        raise UserError(_("该通知的渠道已删除,无法重新发送。"))
     row.status, row.attempts, row.next_attempt_at, row.claimed_by = "pending", 0, utcnow(), None
     audit.record(session, "notification_retry", resource="notification_outbox", resource_id=row.id,
                  detail=f"重新发送通知:{CHANNEL_LABELS.get(row.channel_kind, row.channel_kind)} {row.subject}"[:500])
