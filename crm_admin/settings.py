@@ -67,6 +67,20 @@ class Settings(BaseSettings):
     # daily job purges it for good
     recycle_bin_days: int = Field(default=30, ge=1, le=3650)
     job_reclaim_time: str = Field(default="01:30", pattern=r"^\d{1,2}:\d{2}$")
+    # Notifications (crm_admin/notifications): the outgoing mail server; TLS "none", "starttls" or "ssl"
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    smtp_tls: Literal["none", "starttls", "ssl"] = "starttls"
+    # The address users open the system at ("https://crm.example.com"): links in e-mails and chat messages
+    public_url: str = Field(default="", pattern=r"^(https?://[^\s]*)?$")
+    # Seconds between two passes of the notification sender (one node at a time), and each send's timeout
+    notify_send_seconds: int = Field(default=30, ge=1, le=3600)
+    notify_timeout_seconds: int = Field(default=10, ge=1, le=120)
+    # When the daily digests go out ("HH:MM")
+    job_notification_digest_time: str = Field(default="18:00", pattern=r"^\d{1,2}:\d{2}$")
     # Seconds between two passes of the audit log's sealer (chains the newest audit rows)
     audit_seal_seconds: int = Field(default=5, ge=1, le=600)
     backup_dir: Path | None = None

@@ -49,6 +49,7 @@ ACTION_LABELS = Labels({
     "claim": "领取公海客户", "assign": "分配公海客户", "return": "退回公海", "reclaim": "自动回收",
     # personal API tokens (crm_admin/api)
     "token_create": "创建 API 令牌", "token_revoke": "撤销 API 令牌",
+    "notification_retry": "重新发送通知",
 })
 # what an audit row may name besides the resources a permission names
 _OTHER_RESOURCES = Labels({"csrf": "安全令牌校验", "import": "数据导入", "saved_query": "常用查询", "session": "登录会话",

@@ -31,7 +31,7 @@ from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CARE_STATUSES, CarePlan, CareTaskDayTotal, CustomerCare
 from crm_admin.contacts.models import Linkman
 from crm_admin.contacts.service import birthday_keys, check_linkman_of
-from crm_admin.core import audit, search, totals
+from crm_admin.core import audit, notify, search, totals
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.formatting import to_local
 from crm_admin.core.i18n import Labels
@@ -192,6 +192,56 @@ def create_plan_tasks(session: Session, today: dt.date) -> int:
                  changes={"plans": len(plans), "tasks": created},
                  detail=f"关怀计划:{today.isoformat()} 生成 {created} 条任务,{len(plans)} 个计划顺延")
     return created
+
+
+# ----- notifications ---------------------------------------------------------------------------
+
+NOTIFY_NAMES = 10  # names listed in one notification; the rest are counted
+
+
+def _names(rows: list[Any]) -> str:
+    shown = [f"{r.customer_name} · {r.linkman_name}" if r.linkman_name else str(r.customer_name)
+             for r in rows[:NOTIFY_NAMES]]
+    more = f"\n……等共 {len(rows)} 条" if len(rows) > NOTIFY_NAMES else ""
+    return "\n".join(f"- {name}" for name in shown) + more
+
+
+def notify_tasks_due(session: Session, today: dt.date, *, origin: str) -> int:
+    """Each manager with tasks of ``origin`` due ``today`` is told which (one notification per manager
+    and day, however often the job runs): the morning's birthday tasks reach the manager's channels."""
+    rows = session.execute(
+        select(CustomerCare.manager_id, Customer.name.label("customer_name"), Linkman.name.label("linkman_name"))
+        .join(Customer, Customer.id == CustomerCare.customer_id)
+        .outerjoin(Linkman, Linkman.id == CustomerCare.linkman_id)
+        .where(CustomerCare.due_date == today, CustomerCare.status == "pending", CustomerCare.origin == origin,
+               CustomerCare.manager_id.is_not(None))
+        .order_by(CustomerCare.manager_id, CustomerCare.id)
+    ).all()
+    by_manager: dict[int, list[Any]] = {}
+    for row in rows:
+        by_manager.setdefault(row.manager_id, []).append(row)
+    what = "生日关怀" if origin == "birthday" else "关怀计划"
+    written = 0
+    for manager_id, tasks in by_manager.items():
+        written += notify.notify(
+            session, "care_due", [manager_id], f"今天有 {len(tasks)} 条{what}任务待执行", _names(tasks),
+            notify.Link("admin:view-care-workbench"), dedupe_key=f"care_due:{origin}:{today.isoformat()}")
+    return written
+
+
+def notify_overdue_tasks(session: Session, today: dt.date) -> int:
+    """Each manager with pending tasks due before ``today`` is reminded once a day (a count)."""
+    counts = session.execute(
+        select(CustomerCare.manager_id, func.count())
+        .where(CustomerCare.status == "pending", CustomerCare.due_date < today, CustomerCare.manager_id.is_not(None))
+        .group_by(CustomerCare.manager_id)
+    ).tuples().all()
+    written = 0
+    for manager_id, count in counts:
+        written += notify.notify(
+            session, "care_overdue", [manager_id], f"有 {count} 条关怀任务已逾期", "请尽快在关怀工作台执行或取消。",
+            notify.Link("admin:view-care-workbench"), dedupe_key=f"care_overdue:{today.isoformat()}")
+    return written
 
 
 def realign_pending_tasks(session: Session) -> int:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, aliased
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.churn.models import CHURN_METRICS, RISK_LEVELS, ChurnAlert, ChurnRule
-from crm_admin.core import audit
+from crm_admin.core import audit, notify
 from crm_admin.core.errors import Forbidden, NotFound, UserError
 from crm_admin.core.formatting import local_date_sql, local_today
 from crm_admin.core.i18n import Labels
@@ -199,12 +199,35 @@ def evaluate(session: Session, today: dt.date, now: dt.datetime | None = None) -
         result.opened += opened
         result.dismissed += dismissed
     result.at_risk, result.restored = _settle_customers(session, dismissed_customers, now)
+    if result.opened:
+        notify_new_alerts(session, today, now)
     if result.opened or result.dismissed or result.at_risk or result.restored:
         audit.record(session, "update", resource="churn_alert", changes={
             "opened": result.opened, "dismissed": result.dismissed, "customers_at_risk": result.at_risk,
             "customers_restored": result.restored, "per_rule": result.per_rule,
         }, detail=f"流失预警评估 {today.isoformat()}")
     return result
+
+
+def notify_new_alerts(session: Session, today: dt.date, now: dt.datetime) -> int:
+    """Each manager whose customers got alerts in this run hears which (once per manager and day)."""
+    rows = session.execute(
+        select(ChurnAlert.customer_manager_id, Customer.name, ChurnAlert.risk_level)
+        .join(Customer, Customer.id == ChurnAlert.customer_id)
+        .where(ChurnAlert.detected_at == now, ChurnAlert.customer_manager_id.is_not(None))
+        .order_by(ChurnAlert.customer_manager_id, ChurnAlert.id)
+    ).all()
+    by_manager: dict[int, list[Any]] = {}
+    for row in rows:
+        by_manager.setdefault(row.customer_manager_id, []).append(row)
+    written = 0
+    for manager_id, alerts in by_manager.items():
+        names = "、".join(dict.fromkeys(a.name for a in alerts[:10]))
+        high = sum(1 for a in alerts if a.risk_level == "high")
+        body = names + (f" 等 {len(alerts)} 条" if len(alerts) > 10 else "") + (f"(其中高风险 {high} 条)" if high else "")
+        written += notify.notify(session, "churn_alert", [manager_id], f"您的客户新增 {len(alerts)} 条流失预警", body,
+                                 notify.Link("admin:view-churn-alerts"), dedupe_key=f"churn_alert:{now.isoformat()}")
+    return written
 
 
 def _dismiss(session: Session, stale: list[Any], now: dt.datetime) -> int:

@@ -36,7 +36,10 @@ UNAUDITED_TABLES = {"audit_log", "audit_daily", "audit_daily_user", "audit_daily
                     # a second factor's recovery codes: audited as totp_enable / totp_reset / login
                     "user_recovery_code",
                     # the answers replayed to repeated API creates (the create itself is audited)
-                    "api_idempotency"}
+                    "api_idempotency",
+                    # notifications and their deliveries are the events' echo, not changes of their own;
+                    # a retried delivery is audited as notification_retry, channels are audited
+                    "notification", "notification_outbox"}
 # Columns whose changes alone do not make an audit row (they are audited semantically, or noise).
 QUIET_COLUMNS = {
     "updated_at", "created_at", "version", "failed_logins", "last_login_at", "last_login_ip",
@@ -46,7 +49,7 @@ QUIET_COLUMNS = {
     # an API token's last use (bookkeeping of every call)
     "last_used_at",
 }
-SECRET_COLUMNS = {"password_hash", "totp_secret", "token_hash"}
+SECRET_COLUMNS = {"password_hash", "totp_secret", "token_hash", "secret"}
 # how the channel an actor came through is marked in the ``detail`` of the rows it writes (the detail
 # is part of each row's sealed hash; no column of the chain changes)
 CHANNEL_MARKS = {"api": "[API]"}

@@ -1,5 +1,5 @@
-"""Finding what business modules register: each module that has a ``records.py``, ``importing.py`` or
-``models.py`` registers itself when that file is imported, so shared machinery imports the file of
+"""Finding what business modules register: each module that has a ``records.py``, ``importing.py``,
+``notifying.py`` or ``models.py`` registers itself when that file is imported, so shared machinery imports the file of
 every module by name instead of naming the modules (a new module is found without editing anything)."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from crm_admin.core import audit
+from crm_admin.core import audit, notify
 from crm_admin.core.context import Actor, acting_as
 from crm_admin.core.errors import UserError
 from crm_admin.core.principal import Principal
@@ -312,6 +312,9 @@ def _apply(job: Job) -> None:
         chunks.drop(session, job.id, chunks.UPLOAD)  # applied: the upload is not needed any more
         if not store.write_state(done, "applying", session):
             raise UserError("导入任务已过期被清理,没有任何数据被写入。请重新上传文件。")
+        notify.notify(session, "import_done", [job.owner_id], f"导入{job.spec.title}完成:{job.filename}"[:200],
+                      done.message, notify.Link("admin:view-import-job", {"job_id": job.id}),
+                      dedupe_key=f"import_done:{job.id}")
         return done
 
     try:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import CasbinRule, SysDept, SysRole, SysUser
 from crm_admin.contacts.models import Linkman
-from crm_admin.core import audit, customer_records, masking, search
+from crm_admin.core import audit, customer_records, masking, notify, search
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.formatting import day_start_utc, local_date_sql, local_today, to_local
 from crm_admin.core.params import parse_id
@@ -278,6 +278,13 @@ def _take(session: Session, principal: Principal, pool: CustomerPool, ids: list[
                     f"从公海“{pool.name}”{verb}客户“{in_pool[i]}”(联系方式随之可见)")
         for i in ids
     ])
+    if kind == ASSIGN and user.id != principal.id:
+        names = [in_pool[i] for i in ids]
+        body = "、".join(names[:10]) + (f" 等 {len(names)} 个客户" if len(names) > 10 else "")
+        link = (notify.Link("admin:view-customer-customer_360", {"pk": ids[0]}) if len(ids) == 1
+                else notify.Link("admin:list", {"identity": "customer"}))
+        notify.notify(session, "transferred", [user.id], f"从公海“{pool.name}”分配给您 {len(ids)} 个客户", body,
+                      link, dedupe_key=f"pool_assign:{user.id}:{ids[0]}:{now.isoformat()}")
     return PoolResult(pool_id=pool.id, customers=ids, handed_over=handed)
 
 

@@ -51,6 +51,7 @@ from sqlalchemy.orm import Session
 
 from crm_admin.accounts.models import SysUser
 from crm_admin.care.models import CustomerCare
+from crm_admin.core import notify
 from crm_admin.core.errors import NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import owner_clause
@@ -608,11 +609,32 @@ def run_daily(session: Session, day: dt.date, now: dt.datetime, *, dry_run: bool
             session.commit()
         report.per_rule[result.name] = moved
         report.moved += moved
+    if not dry_run:
+        warn_owners(session, day, now)
+        session.commit()
     report.seconds = round(time.perf_counter() - started, 2)
     if not dry_run:
         _finish_day(session, day, report.caught_up, report.moved, report.describe(), now)
         session.commit()
     return report
+
+
+def warn_owners(session: Session, day: dt.date, now: dt.datetime) -> int:
+    """Each manager with customers an enabled rule will reclaim within its warning days hears how many
+    (once per manager and day); the list is the 即将回收 page."""
+    owners: dict[int, set[int]] = {}
+    for rule in _ordered(r for r in enabled_rules(session) if r.warn_days):
+        for _reason, stmt in window_queries(rule, now):
+            query = stmt.with_only_columns(Customer.id, Customer.manager_id).where(Customer.manager_id.is_not(None))
+            for cid, manager_id in session.execute(query).tuples():
+                owners.setdefault(int(manager_id or 0), set()).add(int(cid))
+    written = 0
+    for manager_id, ids in sorted(owners.items()):
+        written += notify.notify(
+            session, "reclaim_warning", [manager_id], f"您有 {len(ids)} 个客户即将被自动回收到公海",
+            "跟进或成交后即不再回收;详见“即将回收”页面。", notify.Link("admin:view-reclaim-upcoming"),
+            dedupe_key=f"reclaim_warning:{day.isoformat()}")
+    return written
 
 
 def recent_days(session: Session, limit: int = 14) -> list[ReclaimDay]:

@@ -26,6 +26,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from crm_admin.core import notify
 from crm_admin.core.context import Actor, acting_as, current_actor
 from crm_admin.core.errors import UserError, friendly_db_error
 from crm_admin.core.formatting import company_tz
@@ -94,7 +95,7 @@ def _load_job_modules() -> None:
     # every model registered (the audit writer needs the whole metadata in a bare worker process)
     for module in ("crm_admin.models", "crm_admin.care.jobs", "crm_admin.churn.jobs", "crm_admin.scheduler.backup_job",
                    "crm_admin.imports.jobs", "crm_admin.audit.jobs", "crm_admin.recycle_bin.jobs",
-                   "crm_admin.reclaim.jobs"):
+                   "crm_admin.reclaim.jobs", "crm_admin.notifications.jobs"):
         importlib.import_module(module)
 
 
@@ -289,7 +290,14 @@ def run_job(
         finished = (update(JobRun).where(JobRun.id == run_id).values(
             finished_at=utcnow(), status=status, created_count=created, detail=detail or None,
         ).execution_options(synchronize_session=False))
-        run_in_transaction(lambda session: session.execute(finished), where=f"job:{name}", idempotent=True)
+
+        def finish(session: Session) -> None:
+            session.execute(finished)
+            if status == "failed":  # administrators hear of it with the failure on record
+                notify.notify(session, "job_failed", [notify.ADMINS], f"定时任务失败:{spec.label}", detail or "",
+                              notify.Link("admin:view-scheduler"), dedupe_key=f"job_failed:{run_id}")
+
+        run_in_transaction(finish, where=f"job:{name}", idempotent=True)
         return RunResult(name, status, created, detail, run_id)
     finally:
         release_lease(name, holder, succeeded_at=succeeded_at)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm_admin.accounts.models import SysUser
-from crm_admin.core import audit, customer_records, search
+from crm_admin.core import audit, customer_records, notify, search
 from crm_admin.core.errors import Conflict, Forbidden, NotFound, UserError
 from crm_admin.core.principal import Principal
 from crm_admin.core.scope import TRANSFER, check_assignee, scoped, sees_user
@@ -157,6 +157,13 @@ def transfer_customers(
         detail=f"转移 {len(ids)} 个客户给 {target}",
     )
     session.flush()
+    if target.id != principal.id and result.transfers:
+        names = [c.name for c in rows]
+        link = (notify.Link("admin:view-customer-customer_360", {"pk": ids[0]}) if len(ids) == 1
+                else notify.Link("admin:list", {"identity": "customer"}))
+        body = "、".join(names[:10]) + (f" 等 {len(names)} 个客户" if len(names) > 10 else "")
+        notify.notify(session, "transferred", [target.id], f"{principal.username} 转给您 {len(ids)} 个客户",
+                      f"{body}\n原因:{text}", link, dedupe_key=f"transferred:{result.transfers[0]}")
     return result
 
 

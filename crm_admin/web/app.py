@@ -25,7 +25,16 @@ from starlette.staticfiles import StaticFiles
 
 from crm_admin import db, retry
 from crm_admin.accounts.auth import CrmAuthentication, CrmAuthorization, mark_pending_sign_in
-from crm_admin.core import csrf, customer_records, formatting, i18n, params, search, sqladmin_compat
+from crm_admin.core import (
+    csrf,
+    customer_records,
+    formatting,
+    i18n,
+    notify,
+    params,
+    search,
+    sqladmin_compat,
+)
 from crm_admin.core.errors import UserError
 from crm_admin.imports import registry as import_registry
 from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
@@ -60,6 +69,7 @@ MODULES = (
     "audit",
     "scheduler",
     "api",
+    "notifications",
 )
 
 log = logging.getLogger(__name__)
@@ -115,6 +125,7 @@ def install_template_globals(env: Any) -> None:
     env.filters["yes_no"] = formatting.format_bool
     env.globals["select_options"] = formatting.select_options
     env.globals["render_menu"] = menu.render_menu
+    env.globals["unread_notifications"] = notify.unread_count
 
 
 class CrmAdmin(Admin):
@@ -214,6 +225,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=_lifespan)
     app.add_middleware(RequestMiddleware)
+    # links in e-mails and chat messages: the path of a notification's page (core/notify.py)
+    notify.set_link_resolver(lambda link: str(app.url_path_for(link.route, **link.params)))
     # outermost: the error pages written by RequestMiddleware get the headers too
     app.add_middleware(SecurityHeadersMiddleware, https=settings.serves_https)
     if STATIC_DIR.exists():

@@ -150,8 +150,8 @@ def test_scheduler_is_built_from_settings() -> None:
     sched = build_scheduler()
     ids = {j.id for j in sched.get_jobs()}
     assert ids == {"daily:birthday_scan", "daily:care_plans", "daily:churn_evaluation", "daily:backup",
-                   "daily:import_cleanup", "daily:recycle_purge", "daily:reclaim",
-                   "catch_up", "every:audit_seal"}
+                   "daily:import_cleanup", "daily:recycle_purge", "daily:reclaim", "daily:notification_digest",
+                   "catch_up", "every:audit_seal", "every:notification_send"}
     seal = sched.get_job("every:audit_seal")
     assert seal.trigger.interval == dt.timedelta(seconds=5)  # CRM_AUDIT_SEAL_SECONDS
     assert service.job_time(service.jobs()["birthday_scan"]) == dt.time(7, 0)
