@@ -26,7 +26,7 @@ from crm_admin.settings import get_settings
 bearer = HTTPBearer(auto_error=False, description="个人 API 令牌(在“我的 API 令牌”页面创建),例如 crm_…")
 
 NO_TOKEN = "缺少或无效的访问令牌:请在 Authorization 头中提供 Bearer 令牌。"
-BAD_TOKEN = "令牌无效、已过期或已撤销,或其用户已停用。"
+BAD_TOKEN = "令牌无效、已过期或已撤销,或其用户已停用或须先修改密码。"
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="crm-admin"'}
 
 

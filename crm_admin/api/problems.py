@@ -35,8 +35,8 @@ TITLES: dict[int, tuple[str, str, str]] = {
 MESSAGES: dict[str, str] = {
     "缺少或无效的访问令牌:请在 Authorization 头中提供 Bearer 令牌。":
         "Missing or invalid access token: send a Bearer token in the Authorization header.",
-    "令牌无效、已过期或已撤销,或其用户已停用。":
-        "The token is invalid, expired or revoked, or its user is disabled.",
+    "令牌无效、已过期或已撤销,或其用户已停用或须先修改密码。":
+        "The token is invalid, expired or revoked, or its user is disabled or must first change the password.",
     "您没有执行此操作的权限。": "You do not have permission to do this.",
     "记录不存在或您无权访问。": "The record does not exist or you may not access it.",
     "修改和删除须带 If-Match 头(取自该记录的 ETag)。":

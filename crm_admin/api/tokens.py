@@ -103,8 +103,8 @@ class Caller:
 
 
 def authenticate(session: Session, secret: str) -> Caller | None:
-    """The caller a presented secret stands for; None for a wrong, revoked or expired token, or a
-    disabled user (the caller answers all of them alike)."""
+    """The caller a presented secret stands for; None for a wrong, revoked or expired token, a disabled
+    user, or one who must first change the password (the caller answers all of them alike)."""
     if not secret.startswith(PREFIX) or len(secret) > 128:
         return None
     now = utcnow()
@@ -116,6 +116,10 @@ def authenticate(session: Session, secret: str) -> Caller | None:
         return None
     token, user = row
     if (token.expires_at is not None and token.expires_at <= now) or not user.is_active:
+        return None
+    if user.must_change_password:
+        # an administrator reset the password (a suspected leak, a departure): the tokens wait, as the
+        # pages do, until the user has set a new one
         return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_EVERY:
         # bookkeeping, not a change of the token: a plain UPDATE, no audit row

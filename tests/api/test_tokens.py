@@ -93,3 +93,20 @@ def test_last_use_is_recorded(world: Any, make_token: Any, api: Any) -> None:
     api.get("/api/v1/me", headers=bearer(secret))
     with db.session_factory()() as session:
         assert session.execute(select(ApiToken.last_used_at)).scalar_one() is not None
+
+
+def test_a_users_tokens_wait_while_the_password_must_be_changed(world: Any, make_token: Any, api: Any) -> None:
+    """After an administrator resets the password (a suspected leak), the user's tokens stop as the pages
+    do, until the user has chosen a new password."""
+    from sqlalchemy import update
+
+    from crm_admin.core.models import SysUser
+
+    secret = make_token("mgr_a")
+    assert api.get("/api/v1/me", headers=bearer(secret)).status_code == 200
+    with db.transaction() as session:
+        session.execute(update(SysUser).where(SysUser.username == "mgr_a").values(must_change_password=True))
+    assert api.get("/api/v1/me", headers=bearer(secret)).status_code == 401
+    with db.transaction() as session:
+        session.execute(update(SysUser).where(SysUser.username == "mgr_a").values(must_change_password=False))
+    assert api.get("/api/v1/me", headers=bearer(secret)).status_code == 200
