@@ -80,7 +80,7 @@ def _post_json(url: str, payload: Mapping[str, object], timeout: float) -> dict[
         with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec B310
             raw = response.read(65536)
     except urllib.error.HTTPError as exc:
-        raise DeliveryError(f"HTTP {exc.code}") from exc
+        raise DeliveryError(f"对方服务器拒绝了消息(HTTP {exc.code})。") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise DeliveryError(f"无法连接:{getattr(exc, 'reason', exc)}") from exc
     try:

@@ -391,7 +391,7 @@ def deliver(deliveries: Iterable[Delivery]) -> dict[int, str | None]:
         except channels.DeliveryError as exc:
             out[d.id] = str(exc) or type(exc).__name__
         except Exception as exc:  # a sender's bug must not stop the other deliveries
-            out[d.id] = f"{type(exc).__name__}: {exc}"
+            out[d.id] = f"发送时程序出错,请联系系统维护人员({type(exc).__name__})。"
         else:
             out[d.id] = None
     return out
