@@ -152,6 +152,32 @@ def app(engine: Any) -> Any:
     return create_app()
 
 
+@pytest.fixture(scope="session")
+def live_server(app: Any) -> Iterator[str]:
+    """The app served by uvicorn on a free local port, for clients in other processes (a browser, a script)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("测试服务器未能启动")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
 @pytest.fixture
 def client(app: Any) -> Iterator[Any]:
     from starlette.testclient import TestClient
