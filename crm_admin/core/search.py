@@ -67,6 +67,8 @@ MIN_DIGITS = 4
 # A branch starts from its rarest gram when that gram has fewer postings than this; otherwise matches
 # are dense and the records are read in the list's own order.
 SPARSE_LIMIT = 20000
+# Below this many postings of its rarest gram, a term's other grams narrow the candidates first.
+NARROW_BELOW = 1000
 END = "$"  # follows the last character / syllable of a name (above the space: MariaDB pads with spaces)
 FIELD_SEP = "\x1e"  # between values in search_doc.body (never typed, so LIKE never matches across)
 GRAM_LENGTH = 40
@@ -572,7 +574,11 @@ def _candidates(conn: Connection, model: Any, found: Any) -> ColumnElement[bool]
     if conn.dialect.name == "sqlite":
         each = func.json_each(json.dumps(sorted(ids))).table_valued("value")
         return cast(ColumnElement[bool], model.id.in_(select(each.c.value)))
-    return cast(ColumnElement[bool], model.id.in_(sorted(ids)))
+    # written into the statement as numbers when it runs rather than as thousands of parameters, each
+    # named, converted and escaped one by one (3,792 ids: 6.6 → 3.4 ms of CPU for each statement that
+    # carries them); the compiled statement is still cached, with the list as a placeholder
+    listed = bindparam(None, sorted(int(i) for i in ids), expanding=True, literal_execute=True)
+    return cast(ColumnElement[bool], model.id.in_(listed))
 
 
 def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool] | None:
@@ -603,9 +609,13 @@ def match(conn: Connection, model: type, term: str | None) -> ColumnElement[bool
         first = counted[0][2]
         if counted[0][0] < SPARSE_LIMIT:
             stmt = select(SearchGram.row_id).where(SearchGram.kind == spec.kind, first.condition())
-            # the next two rarest grams narrow the candidates cheaply; the text check decides the rest
-            for _, _, gram in counted[1:3]:
-                stmt = stmt.where(_has_gram(spec.kind, gram, SearchGram.row_id))
+            # the next two rarest grams narrow a rare gram's candidates cheaply; the text check decides
+            # the rest. A common gram's other grams are common too and mostly come from the same words
+            # (every "机械" of "机械制造" has its "械制" and "制造"): two look-ups per candidate that
+            # rarely remove one, so there the text check alone decides (3,792 candidates: 30 → 17 ms)
+            if counted[0][0] < NARROW_BELOW:
+                for _, _, gram in counted[1:3]:
+                    stmt = stmt.where(_has_gram(spec.kind, gram, SearchGram.row_id))
             if len(branch.grams) > 1:  # one gram alone already says the text is there (see _branches)
                 stmt = stmt.where(_body_contains(spec.kind, branch.check, SearchGram.row_id))
             sparse.append(stmt)

@@ -60,6 +60,29 @@ def test_any_part_pinyin_initials_and_digits(make_user: Any, make_customer: Any,
     assert "南京<mark>联华</mark>超市有限公司" in html  # the matched part is marked
 
 
+def test_common_grams_find_the_same_records_by_the_text_alone(make_user: Any, make_customer: Any, login_as: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A term whose grams are all common skips the narrowing by its other grams: the text check alone
+    must then decide, with the same answers (order of the characters, scope, digits) as the narrowing."""
+    names = _seed(make_user, make_customer)
+    make_customer("华联超市", manager="wang")  # the same two characters in the other order
+    names.append("华联超市")
+    c = login_as("wang")
+
+    def found(term: str) -> set[str]:
+        r = c.get("/admin/customer/list", params={"search": term})
+        assert r.status_code == 200
+        return _names(r.text, names)
+
+    terms = ["联华", "联华超市", "超市联华", "华联", "lianhua", "lhcs", "3456", "苏州联华"]
+    narrowed = {term: found(term) for term in terms}
+    monkeypatch.setattr(search, "NARROW_BELOW", 0)  # every gram counts as common
+    assert {term: found(term) for term in terms} == narrowed
+    assert narrowed["联华超市"] == {"南京联华超市有限公司"}
+    assert narrowed["华联"] == {"华联超市"}
+    assert narrowed["苏州联华"] == set()  # another manager's customer
+
+
 def test_no_hit_outside_the_scope_not_even_a_count(make_user: Any, make_customer: Any, login_as: Any) -> None:
     names = _seed(make_user, make_customer)
     c = login_as("wang")
