@@ -113,10 +113,26 @@ def absolute_link(link: Link | None, public_url: str) -> str:
 # ----- the bell ------------------------------------------------------------------------------------
 
 _counter: list[Callable[[int], int]] = []
+_count_column: list[Callable[[int], Any]] = []
 
 
-def register_unread_counter(counter: Callable[[int], int]) -> None:
+def register_unread_counter(counter: Callable[[int], int], column: Callable[[int], Any] | None = None) -> None:
+    """``counter`` counts a user's unread notifications; ``column``, where given, is the same count as
+    a scalar subquery, which the statement that loads the signed-in user carries (no statement of its
+    own for the bell)."""
     _counter[:] = [counter]
+    _count_column[:] = [column] if column is not None else []
+
+
+def unread_column(user_id: int) -> Any | None:
+    """The bell's count as a column for the request's user statement, or None (no counter registered)."""
+    _load()
+    return _count_column[0](user_id) if _count_column else None
+
+
+def remember_unread(request: Any, count: int) -> None:
+    """The bell's count read with the signed-in user: the page's bell shows it without counting again."""
+    request.state.notify_unread = int(count)
 
 
 def unread_count(request: Any) -> int:

@@ -14,4 +14,4 @@ def _unread(user_id: int) -> int:
 
 
 notify.register_writer(service.write_event)
-notify.register_unread_counter(_unread)
+notify.register_unread_counter(_unread, service.unread_count_column)

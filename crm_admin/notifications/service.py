@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import Session
 
@@ -132,13 +132,23 @@ def write_event(session: Session, event: Event) -> int:
 BELL_CAP = 100  # the bell shows "99+" beyond this: counting further would cost every page more
 
 
-def unread_count(session: Session, user_id: int, *, cap: int | None = BELL_CAP) -> int:
-    """The user's unread notifications, up to ``cap``: one range of ``(user_id, read_at)``, at most
-    ``cap`` index entries long however many a user leaves unread."""
+def _unread_counted(user_id: int, cap: int | None) -> Select[Any]:
     unread = select(Notification.id).where(Notification.user_id == user_id, Notification.read_at.is_(None))
     if cap is not None:
         unread = unread.limit(cap)
-    return int(session.execute(select(func.count()).select_from(unread.subquery())).scalar_one())
+    return select(func.count()).select_from(unread.subquery())
+
+
+def unread_count(session: Session, user_id: int, *, cap: int | None = BELL_CAP) -> int:
+    """The user's unread notifications, up to ``cap``: one range of ``(user_id, read_at)``, at most
+    ``cap`` index entries long however many a user leaves unread."""
+    return int(session.execute(_unread_counted(user_id, cap)).scalar_one())
+
+
+def unread_count_column(user_id: int) -> Any:
+    """The bell's count (up to ``BELL_CAP``) as a scalar subquery, for the statement that loads the
+    signed-in user on every request."""
+    return _unread_counted(user_id, BELL_CAP).scalar_subquery()
 
 
 # ----- the user's notification centre ----------------------------------------------------------
