@@ -25,8 +25,10 @@ within that time. Work that meets a passing error (a deadlock, a node leaving) i
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -170,6 +172,43 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+
+
+# ----- time spent in the database by one request (``Server-Timing``) -------------------------------
+# A request that starts the clock gets [seconds, statements] added to by every statement it runs, in
+# its own task and in the worker threads it hands work to (they run in a copy of its context, which
+# holds the same list).
+
+_sql_clock: ContextVar[list[float] | None] = ContextVar("crm_sql_clock", default=None)
+_clock_installed = False
+
+
+def install_sql_clock() -> None:
+    """Time the statements of the requests that start the clock (once per process)."""
+    global _clock_installed
+    if _clock_installed:
+        return
+    _clock_installed = True
+
+    @event.listens_for(Engine, "before_cursor_execute")
+    def _started(conn: Any, *_args: Any) -> None:
+        if _sql_clock.get() is not None:
+            conn.info["crm_sql_started"] = time.perf_counter()
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def _finished(conn: Any, *_args: Any) -> None:
+        clock = _sql_clock.get()
+        started = conn.info.pop("crm_sql_started", None)
+        if clock is not None and started is not None:
+            clock[0] += time.perf_counter() - started  # the statement and reading its rows (the driver)
+            clock[1] += 1
+
+
+def start_sql_clock() -> list[float]:
+    """From now on, this request's statements add their time and number to the returned list."""
+    clock = [0.0, 0.0]
+    _sql_clock.set(clock)
+    return clock
 
 
 _engine: Engine | None = None

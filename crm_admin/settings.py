@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     password_hash_passes: int = Field(default=2, ge=1, le=20)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Every answer says how long it spent in the database (a ``Server-Timing`` header: SQL time and
+    # statements, and the whole request), for measuring; off by default (it tells clients timings)
+    server_timing: bool = False
     timezone: str = "Asia/Shanghai"
     default_locale: Literal["zh", "en"] = "zh"
     scheduler_enabled: bool = True

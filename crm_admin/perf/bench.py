@@ -99,6 +99,8 @@ def bench_env(database_url: str, data_dir: Path) -> dict[str, str]:
         # every simulated user comes from 127.0.0.1: the per-IP login throttle would refuse them
         "CRM_LOGIN_IP_MAX_PER_MINUTE": "10000",
         "CRM_LOG_LEVEL": "WARNING",
+        # each answer says its time in the database (Server-Timing): the page's SQL share is reported
+        "CRM_SERVER_TIMING": "true",
     })
     env.pop("CRM_ENV", None)
     return env
@@ -343,6 +345,8 @@ class PageResult:
     cpu_ms_per_request: float | None = None
     load_average: float | None = None  # the machine's 1-minute load when the page was timed
     note: str = ""
+    sql_ms: list[float] = field(default_factory=list)  # each timed answer's database time (Server-Timing)
+    statements: list[int] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "title": self.title, "role": self.role, "status": self.status,
@@ -357,7 +361,20 @@ class PageResult:
                 load_average=self.load_average,
                 meets_target=percentile(self.samples_ms, 95) <= self.target_ms,
             )
+        if self.samples_ms and self.sql_ms:
+            sql = percentile(self.sql_ms, 50)
+            out.update(sql_p50_ms=round(sql, 2), statements=round(percentile([float(n) for n in self.statements], 50)),
+                       page_to_sql=round(percentile(self.samples_ms, 50) / sql, 1) if sql > 0 else None)
         return out
+
+
+_SERVER_TIMING = re.compile(r'db;dur=([\d.]+);desc="SQL (\d+)"')
+
+
+def server_timing(reply: httpx.Response) -> tuple[float, int] | None:
+    """The database time (ms) and statements an answer reports in its ``Server-Timing`` header."""
+    found = _SERVER_TIMING.search(reply.headers.get("server-timing", ""))
+    return (float(found.group(1)), int(found.group(2))) if found else None
 
 
 def _ok(page: Page, reply: httpx.Response) -> tuple[bool, str]:
@@ -413,6 +430,9 @@ def measure_page(page: Page, client: httpx.Client, token: str, ctx: Ctx, repeat:
             result.status, result.note = "error", f"第 {i + 1} 次请求失败:{why}"
             return result
         result.samples_ms.append(elapsed)
+        if (timed := server_timing(reply)) is not None:
+            result.sql_ms.append(timed[0])
+            result.statements.append(timed[1])
     if server_pid and cpu0 is not None:
         result.cpu_ms_per_request = (server_cpu_seconds(server_pid) - cpu0) * 1000 / repeat
     # wall times on a shared machine mean little without the load they were taken under
@@ -557,16 +577,19 @@ def markdown_table(results: dict[str, Any]) -> str:
              "## 单请求(无并发)", "",
              f"- 服务器 worker 数:{results.get('workers')};CPU 为服务器进程(含 worker)在计时请求期间的"
              "用户态 + 内核态时间(/proc/<pid>/stat)除以请求数;负载为计时结束时的 1 分钟平均负载", "",
-             "| 页面 | 角色 | p50 ms | p95 ms | max ms | 服务器 CPU ms/请求 | 负载 | 目标 p95 | 结果 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "- SQL 为服务器在每个回答的 `Server-Timing` 头中报告的数据库时间(语句执行与驱动读取结果)的中位数,"
+             "页面÷SQL 为 p50 除以它", "",
+             "| 页面 | 角色 | p50 ms | p95 ms | max ms | 服务器 CPU ms/请求 | SQL ms | 语句 | 页面÷SQL | 负载 | 目标 p95 | 结果 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in results.get("pages", []):
         if row["status"] == "ok":
             verdict = "✅" if row.get("meets_target") else "❌"
             lines.append(f"| {row['title']} | {row['role']} | {row['p50_ms']} | {row['p95_ms']} | {row['max_ms']} | "
-                         f"{row.get('cpu_ms_per_request')} | {row.get('load_average', '')} | {row['target_ms']} | "
+                         f"{row.get('cpu_ms_per_request')} | {row.get('sql_p50_ms', '–')} | {row.get('statements', '–')} | "
+                         f"{row.get('page_to_sql', '–')} | {row.get('load_average', '')} | {row['target_ms']} | "
                          f"{verdict} |")
         else:
-            lines.append(f"| {row['title']} | {row['role']} | – | – | – | – | – | {row['target_ms']} | "
+            lines.append(f"| {row['title']} | {row['role']} | – | – | – | – | – | – | – | – | {row['target_ms']} | "
                          f"{row['status']}:{row['note']} |")
     for section in ("throughput", "jobs", "load"):
         if results.get(section):

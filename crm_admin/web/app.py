@@ -224,7 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=_lifespan)
-    app.add_middleware(RequestMiddleware)
+    app.add_middleware(RequestMiddleware, timing=settings.server_timing)
     # links in e-mails and chat messages: the path of a notification's page (core/notify.py)
     notify.set_link_resolver(lambda link: str(app.url_path_for(link.route, **link.params)))
     # outermost: the error pages written by RequestMiddleware get the headers too

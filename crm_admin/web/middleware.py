@@ -14,9 +14,9 @@ import anyio
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.responses import JSONResponse, Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crm_admin import retry
+from crm_admin import db, retry
 from crm_admin.core.asgi import HttpMiddleware, read_body, replay_body
 from crm_admin.core.errors import plain_page
 from crm_admin.core.i18n import locale_from_cookie, translations_for
@@ -62,7 +62,14 @@ def _wants_json(scope: Scope) -> bool:
 
 
 class RequestMiddleware(HttpMiddleware):
-    """Outermost: assigns the request id, logs the request, turns crashes into clear pages."""
+    """Outermost: assigns the request id, logs the request, turns crashes into clear pages; with
+    ``timing``, says in a ``Server-Timing`` header how long the request spent in the database."""
+
+    def __init__(self, app: ASGIApp, *, timing: bool = False) -> None:
+        super().__init__(app)
+        self.timing = timing
+        if timing:
+            db.install_sql_clock()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = uuid.uuid4().hex[:12]
@@ -70,13 +77,20 @@ class RequestMiddleware(HttpMiddleware):
         started = time.perf_counter()
         status = 500
         response_started = False
+        clock = db.start_sql_clock() if self.timing else None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-request-id", request_id.encode()))
+                if clock is not None:
+                    # until the answer starts: a page's template has run, a streamed export has begun
+                    whole = (time.perf_counter() - started) * 1000
+                    headers.append((b"server-timing", (f'db;dur={clock[0] * 1000:.2f};desc="SQL {int(clock[1])}", '
+                                                       f"app;dur={whole:.2f}").encode()))
             await send(message)
 
         try:

@@ -1,0 +1,38 @@
+"""The ``Server-Timing`` header (``CRM_SERVER_TIMING``): each answer's time in the database and its
+statements, which the benchmark reads to report every page's SQL share."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from crm_admin.web.middleware import RequestMiddleware
+from tests.conftest import ADMIN_PASSWORD, login, statements_sent
+
+TIMING = re.compile(r'^db;dur=([\d.]+);desc="SQL (\d+)", app;dur=([\d.]+)$')
+
+
+def test_each_answer_reports_its_database_time_and_statements(app: Any) -> None:
+    timed = RequestMiddleware(app, timing=True)  # as the setting turns it on, around the whole app
+    with TestClient(timed, base_url="http://testserver") as c:
+        assert login(c, "admin", ADMIN_PASSWORD).status_code == 302
+        c.get("/admin/customer/list")  # warm
+        with statements_sent(any_engine=True) as sent:
+            page = c.get("/admin/customer/list")
+        assert page.status_code == 200
+        found = TIMING.match(page.headers["server-timing"])
+        assert found, page.headers["server-timing"]
+        sql_ms, statements, whole_ms = float(found.group(1)), int(found.group(2)), float(found.group(3))
+        # every statement the page sent (in the worker threads too), and no one else's
+        assert statements == len(sent) > 0
+        assert 0 < sql_ms <= whole_ms
+        # a request that sends nothing reports nothing
+        found = TIMING.match(c.get("/healthz").headers.get("server-timing", ""))
+        assert found and int(found.group(2)) == 0 and float(found.group(1)) == 0
+
+
+def test_off_unless_asked_for(admin_client: Any) -> None:
+    """Timings tell a client something about the server: none by default."""
+    assert "server-timing" not in admin_client.get("/admin/customer/list").headers
