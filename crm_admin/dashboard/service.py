@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -221,7 +222,8 @@ def build(open_session: Callable[[], Session], principal: Principal, *, today: d
             key = (part.__name__, today, today_end, grants)
             _fill(board, _CACHE.get(key, tables, marks, lambda: _filled_by(part, session, ask)))
 
-    for future in [_POOL.submit(run, part) for part in parts]:
+    # each part in a copy of this request's context (its actor, its SQL clock), as anyio's threads do
+    for future in [_POOL.submit(contextvars.copy_context().run, run, part) for part in parts]:
         future.result()
     if principal.is_admin and principal.can("opportunity", "list"):
         board.totals["open_opportunities"] = sum(p["count"] for p in board.pipeline)

@@ -33,6 +33,19 @@ def test_each_answer_reports_its_database_time_and_statements(app: Any) -> None:
         assert found and int(found.group(2)) == 0 and float(found.group(1)) == 0
 
 
+def test_statements_in_the_dashboards_own_threads_are_counted(app: Any) -> None:
+    """The dashboard counts its parts in threads of its own: their statements are the request's too."""
+    timed = RequestMiddleware(app, timing=True)
+    with TestClient(timed, base_url="http://testserver") as c:
+        assert login(c, "admin", ADMIN_PASSWORD).status_code == 302
+        c.get("/admin/")  # warm
+        with statements_sent(any_engine=True) as sent:
+            page = c.get("/admin/")
+        assert page.status_code == 200
+        found = TIMING.match(page.headers["server-timing"])
+        assert found and int(found.group(2)) == len(sent) > 2
+
+
 def test_off_unless_asked_for(admin_client: Any) -> None:
     """Timings tell a client something about the server: none by default."""
     assert "server-timing" not in admin_client.get("/admin/customer/list").headers
