@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     audit_seal_seconds: int = Field(default=5, ge=1, le=600)
     backup_dir: Path | None = None
     backup_keep_days: int = Field(default=7, ge=1, le=3650)
+    # Requests of one server process at work at once; more wait their turn (0: no limit). A few keep
+    # one core busy while some wait for the database; hundreds at once cost each about twice the CPU.
+    max_concurrent_requests: int = Field(default=8, ge=0, le=10_000)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # Seconds (crm_admin/db.py): a frozen database answers 503 instead of hanging every request.
     db_connect_timeout: int = Field(default=5, ge=1, le=300)

@@ -41,7 +41,12 @@ from crm_admin.scheduler.runner import lifespan as scheduler_lifespan
 from crm_admin.settings import Settings, get_settings
 from crm_admin.web import menu
 from crm_admin.web.headers import SecurityHeadersMiddleware
-from crm_admin.web.middleware import CatchErrorsMiddleware, ReplayMiddleware, RequestMiddleware
+from crm_admin.web.middleware import (
+    AdmissionMiddleware,
+    CatchErrorsMiddleware,
+    ReplayMiddleware,
+    RequestMiddleware,
+)
 from crm_admin.web.templating import CrmTemplates
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -224,6 +229,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="客户信息管理系统", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=_lifespan)
+    # inside the request log: a request's logged time includes its wait for a slot
+    app.add_middleware(AdmissionMiddleware, limit=settings.max_concurrent_requests)
     app.add_middleware(RequestMiddleware, timing=settings.server_timing)
     # links in e-mails and chat messages: the path of a notification's page (core/notify.py)
     notify.set_link_resolver(lambda link: str(app.url_path_for(link.route, **link.params)))

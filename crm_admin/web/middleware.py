@@ -3,10 +3,12 @@ again when they met a passing database error."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +118,54 @@ class RequestMiddleware(HttpMiddleware):
                 status,
                 elapsed,
             )
+
+
+class AdmissionMiddleware(HttpMiddleware):
+    """At most ``limit`` requests of this process at work at once; the others wait here, in arrival
+    order, before any work is done for them. A Python process runs one thread at a time: with
+    hundreds of requests at work together each one costs about twice the CPU (measured: 19.7 ms a
+    request with 200 users, 44.6 ms with 500, the same pages), so past a few at once letting more in
+    only slows every one of them. A slot is given back when the answer starts: a page is complete by
+    then, a streamed export goes on without holding one. Health checks and static files never wait.
+    ``limit`` 0: no limit."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        super().__init__(app)
+        self.limit = limit
+        # one set of slots per event loop (a server has one; the test client starts several)
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if self.limit <= 0 or path.startswith(_NEVER_WAIT):
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self.limit)
+        await slots.acquire()
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                give_back()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            give_back()
+
+
+_NEVER_WAIT = ("/static/", "/healthz", "/readyz")
 
 
 def _answer(scope: Scope, lang: str, request_id: str, status: int, *, detail: str, title: str, message: str,
