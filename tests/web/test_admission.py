@@ -37,28 +37,31 @@ def _app(limit: int) -> tuple[Any, dict[str, int], asyncio.Event]:
             yield b"last"
         return StreamingResponse(chunks())
 
-    inner = Starlette(routes=[Route("/work", work), Route("/healthz", health), Route("/export", stream)])
+    inner = Starlette(routes=[Route("/work", work, methods=["GET", "POST"]), Route("/healthz", health), Route("/export", stream)])
     return AdmissionMiddleware(inner, limit=limit), seen, release
 
 
-async def _get(app: Any, path: str, started: asyncio.Event | None = None) -> list[dict[str, Any]]:
-    """One GET through the ASGI app; ``started`` is set when its first body bytes are sent."""
+async def _get(app: Any, path: str, started: asyncio.Event | None = None, *, method: str = "GET",
+               body_sent: asyncio.Event | None = None) -> list[dict[str, Any]]:
+    """One request through the ASGI app; ``started`` is set when its first answer bytes are sent; with
+    ``body_sent``, the request's body arrives in two parts, the second once that event is set."""
     messages: list[dict[str, Any]] = []
-
-    asked = asyncio.Event()
+    parts = [b"a=1&", b"b=2"] if body_sent is not None else [b""]
 
     async def receive() -> dict[str, Any]:
-        if asked.is_set():  # the client stays until the answer is complete
+        if not parts:  # the client stays until the answer is complete
             await asyncio.Event().wait()
-        asked.set()
-        return {"type": "http.request", "body": b"", "more_body": False}
+        part = parts.pop(0)
+        if parts == [] and body_sent is not None and part == b"b=2":
+            await body_sent.wait()
+        return {"type": "http.request", "body": part, "more_body": bool(parts)}
 
     async def send(message: dict[str, Any]) -> None:
         messages.append(message)
         if started is not None and message["type"] == "http.response.body" and message.get("body"):
             started.set()
 
-    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "root_path": "",
              "query_string": b"", "headers": [], "scheme": "http", "http_version": "1.1",
              "server": ("testserver", 80), "client": ("127.0.0.1", 1)}
     await app(scope, receive, send)
@@ -95,6 +98,23 @@ async def test_a_started_answer_gives_its_slot_back() -> None:
     release.set()
     assert _text(await asyncio.wait_for(work, 5)) == "done"
     assert _text(await asyncio.wait_for(export, 5)) == "firstlast"
+
+
+@pytest.mark.anyio
+async def test_a_slow_sender_waits_outside_and_keeps_nobody_waiting() -> None:
+    """A body still arriving holds no slot: with one slot, another request is served meanwhile."""
+    app, seen, release = _app(limit=1)
+    rest_of_body = asyncio.Event()
+    slow = asyncio.create_task(_get(app, "/work", method="POST", body_sent=rest_of_body))
+    await asyncio.sleep(0.1)
+    assert seen["now"] == 0  # not admitted while its body arrives
+    other = asyncio.create_task(_get(app, "/work"))
+    await asyncio.sleep(0.1)
+    assert seen["now"] == 1  # the other one is at work
+    release.set()
+    assert _text(await asyncio.wait_for(other, 5)) == "done"
+    rest_of_body.set()
+    assert _text(await asyncio.wait_for(slow, 5)) == "done"
 
 
 def test_the_default_is_a_few_and_zero_means_no_limit() -> None:
