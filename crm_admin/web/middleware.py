@@ -25,6 +25,7 @@ from crm_admin.core.i18n import locale_from_cookie, translations_for
 
 access_log = logging.getLogger("crm_admin.access")
 error_log = logging.getLogger("crm_admin.error")
+admission_log = logging.getLogger("crm_admin.admission")
 
 def _translator(scope: Scope) -> tuple[Callable[[str], str], str]:
     """gettext for the language chosen in the ``crm_lang`` cookie (these pages render outside
@@ -142,8 +143,12 @@ class AdmissionMiddleware(HttpMiddleware):
         if self.limit <= 0 or path.startswith(_NEVER_WAIT):
             await self.app(scope, receive, send)
             return
-        body, complete = await read_body(receive, MAX_REPLAYED_BODY)
-        receive = replay_body(body, receive, more=not complete)
+        try:
+            body, complete = await read_body(receive, MAX_REPLAYED_BODY)
+        except Exception:  # a body that cannot be read at all: the app answers it as it would have
+            admission_log.info("request body unreadable before admission", exc_info=True)
+        else:
+            receive = replay_body(body, receive, more=not complete)
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
