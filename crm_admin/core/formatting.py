@@ -142,7 +142,9 @@ def _local_date_default(element: _LocalDate, compiler: Any, **kw: Any) -> str:
 @compiles(_LocalDate, "sqlite")
 def _local_date_sqlite(element: _LocalDate, compiler: Any, **kw: Any) -> str:
     column, minutes = list(element.clauses)
-    return f"date({compiler.process(column, **kw)}, ({compiler.process(minutes, **kw)}) || ' minutes')"
+    # whole seconds only ("YYYY-MM-DD HH:MM:SS" of the stored text): SQLite rounds a time to the
+    # millisecond, which puts 23:59:59.9996 on the next day; Python (the sealed daily totals) does not
+    return f"date(substr({compiler.process(column, **kw)}, 1, 19), ({compiler.process(minutes, **kw)}) || ' minutes')"
 
 
 @compiles(_LocalDate, "mysql")

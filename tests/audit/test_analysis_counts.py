@@ -125,3 +125,19 @@ def test_page_shows_the_counts(admin_client: Any, user: str) -> None:
     got, recount = _shown_and_recounted({"user": user, "from": (local_today() - dt.timedelta(days=29)).isoformat()})
     assert got == recount
     assert sum(recount["per_action"].values()) > 0
+
+
+def test_a_moment_before_midnight_counts_on_its_own_day_in_the_database_as_in_python() -> None:
+    """SQLite rounds times to the millisecond: 23:59:59.9997 in Shanghai must still be that day, as the
+    sealed daily totals (computed in Python) count it."""
+    from sqlalchemy import DateTime, literal
+
+    from crm_admin.core.audit import daily_key
+    from crm_admin.core.formatting import local_date_sql
+
+    at = dt.datetime(2026, 11, 12, 15, 59, 59, 999700)  # 23:59:59.9997 in Shanghai
+    with db.get_engine().connect() as conn:
+        day = conn.execute(select(local_date_sql(literal(at, DateTime())))).scalar()
+    day = dt.date.fromisoformat(day) if isinstance(day, str) else day
+    row = {"occurred_at": at, "username": "", "user_id": 0, "action": "login", "resource": "", "success": True}
+    assert day == daily_key(row)[0] == dt.date(2026, 11, 12)
